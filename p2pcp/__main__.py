@@ -1,0 +1,3 @@
+from p2pcp.cli.app import main
+
+main()
