@@ -1,0 +1,12 @@
+"""Content addressing, sans-IO: hash tree, outboard, verified range
+encoding, manifests of files, and checks on untrusted names.
+
+- ``tree``: LEAF_SIZE, hash_leaf/hash_parent/hash_root, TreeBuilder, Outboard.
+- ``encoding``: encode_plan, encoded_size, RangeDecoder and its events.
+- ``collection``: Manifest, Entry, encode_manifest, decode_manifest.
+- ``names``: check_relative_path, check_manifest_paths.
+
+Nothing here does I/O (no asyncio, sockets, files or clock); the one thread
+used is TreeBuilder's helper for the whole-blob BLAKE3. Import the
+submodules directly; this package imports nothing so that it stays cheap.
+"""

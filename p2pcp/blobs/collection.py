@@ -1,0 +1,253 @@
+"""Collections: the manifest blob that names the files of one send.
+
+A send is a manifest (itself a blob, fetched and verified like any other)
+followed by the blobs of its files. The manifest lists, for a single file,
+one entry whose path is the top-level name; for a folder, every file as
+``name/sub/file`` with its size, content hash and executable bit, and every
+empty folder (``name`` itself when the whole folder is empty).
+
+Wire layout, manifest format version 1 (``docs/PROTOCOL.md``, "Blobs"),
+all integers little-endian, nothing in between and nothing after:
+
+    magic         8 bytes   b"P2PCPMAN"
+    version       u8        1
+    flags         u8        0 (reserved; anything else is refused)
+    name          u16 length || UTF-8 bytes (one path component)
+    file count    u32
+    dir count     u32
+    files         file count times:
+                    u16 path length || UTF-8 path
+                    u64 size || 32-byte root || u8 flags (bit 0: executable;
+                    other bits must be 0)
+    empty dirs    dir count times: u16 path length || UTF-8 path
+
+Invariants checked by :func:`decode_manifest` (and by
+:func:`encode_manifest`, so we never write what a receiver refuses):
+file paths strictly ascending by UTF-8 bytes, dir paths likewise; every
+path is the name (single file, or the empty top folder) or starts with
+``name/``; limits below; then :func:`~p2pcp.blobs.names.check_manifest_paths`
+on all paths together (no duplicates, collisions, or file-as-folder).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from p2pcp.blobs.names import (
+    MAX_COMPONENT_BYTES,
+    MAX_PATH_BYTES,
+    check_manifest_paths,
+    check_relative_path,
+    describe_path,
+)
+from p2pcp.blobs.tree import HASH_BYTES, MAX_SIZE
+from p2pcp.core.errors import (
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    UnsafePathError,
+)
+
+MANIFEST_MAGIC = b"P2PCPMAN"
+MANIFEST_VERSION = 1
+# Files plus empty folders. A million covers large source trees and photo
+# libraries, and decoding that many entries takes ~1 s and a few hundred MB
+# of Python objects: the most a receiver should commit before writing a byte.
+MAX_MANIFEST_ENTRIES = 1_000_000
+# 1,000,000 entries of 43 fixed bytes plus a path averaging ~220 bytes. The
+# manifest is held in memory once, verified against the ticket's root
+# before it is decoded; a larger one is refused unread.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+
+_HEAD = struct.Struct("<8sBB")
+_COUNTS = struct.Struct("<II")
+_U16 = struct.Struct("<H")
+_FILE_TAIL = struct.Struct(f"<Q{HASH_BYTES}sB")
+_EXECUTABLE = 0x01
+_MIN_FILE_BYTES = _U16.size + 1 + _FILE_TAIL.size
+_MIN_DIR_BYTES = _U16.size + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file: ``path`` (relative, ``/``-separated, starting with the
+    manifest's name), ``size`` in bytes, content ``root`` hash."""
+
+    path: str
+    size: int
+    root: bytes
+    is_executable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The files and empty folders of one send under the top-level ``name``."""
+
+    files: tuple[Entry, ...]
+    empty_dirs: tuple[str, ...]
+    name: str
+
+    @classmethod
+    def single_file(
+        cls, name: str, size: int, root: bytes, is_executable: bool = False
+    ) -> Manifest:
+        return cls((Entry(name, size, root, is_executable),), (), name)
+
+    @classmethod
+    def folder(cls, name: str, files: Iterable[Entry], empty_dirs: Iterable[str]) -> Manifest:
+        """A folder send, entries sorted into wire order (an empty folder:
+        no files and ``empty_dirs=[name]``)."""
+        return cls(
+            tuple(sorted(files, key=lambda e: e.path.encode("utf-8", "surrogatepass"))),
+            tuple(sorted(empty_dirs, key=lambda p: p.encode("utf-8", "surrogatepass"))),
+            name,
+        )
+
+    @property
+    def total_size(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+    @property
+    def is_single_file(self) -> bool:
+        return (
+            len(self.files) == 1 and self.files[0].path == self.name and not self.empty_dirs
+        )
+
+    @property
+    def is_dir(self) -> bool:
+        return not self.is_single_file
+
+
+def check_manifest(
+    manifest: Manifest, error: type[ProtocolError] = RemoteProtocolError
+) -> None:
+    """Raise ``error`` (structure) or UnsafePathError (a path) unless
+    ``manifest`` obeys every rule of the module docstring."""
+    name = manifest.name
+    check_relative_path(name)
+    if "/" in name:
+        raise UnsafePathError(f"manifest name {describe_path(name)} is not a single component")
+    files, dirs = manifest.files, manifest.empty_dirs
+    if not files and not dirs:
+        raise error("manifest lists nothing")
+    if len(files) + len(dirs) > MAX_MANIFEST_ENTRIES:
+        raise error(f"manifest has more than {MAX_MANIFEST_ENTRIES} entries")
+    prefix = name + "/"
+    is_single = len(files) == 1 and files[0].path == name
+    is_empty_top = not files and dirs == (name,)
+    previous: bytes | None = None
+    for entry in files:
+        path = check_relative_path(entry.path)
+        if not (path.startswith(prefix) or (is_single and not dirs)):
+            raise UnsafePathError(f"manifest path {describe_path(path)} is not under {name!r}")
+        encoded = path.encode("utf-8")
+        if previous is not None and encoded <= previous:
+            raise error(f"manifest files not sorted or repeated at {describe_path(path)}")
+        previous = encoded
+        if not (isinstance(entry.size, int) and 0 <= entry.size <= MAX_SIZE):
+            raise error(f"bad size for {describe_path(path)}")
+        if not (isinstance(entry.root, bytes) and len(entry.root) == HASH_BYTES):
+            raise error(f"bad hash for {describe_path(path)}")
+    previous = None
+    for path in dirs:
+        check_relative_path(path)
+        if not (path.startswith(prefix) or is_empty_top):
+            raise UnsafePathError(f"manifest path {describe_path(path)} is not under {name!r}")
+        encoded = path.encode("utf-8")
+        if previous is not None and encoded <= previous:
+            raise error(f"manifest dirs not sorted or repeated at {describe_path(path)}")
+        previous = encoded
+    check_manifest_paths([entry.path for entry in files] + list(dirs))
+
+
+def _encode_text(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _U16.pack(len(data)) + data
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    """The manifest blob. Raises LocalProtocolError or UnsafePathError if the
+    manifest breaks a rule (the sender should check its paths first)."""
+    check_manifest(manifest, LocalProtocolError)
+    parts = [
+        _HEAD.pack(MANIFEST_MAGIC, MANIFEST_VERSION, 0),
+        _encode_text(manifest.name),
+        _COUNTS.pack(len(manifest.files), len(manifest.empty_dirs)),
+    ]
+    for entry in manifest.files:
+        parts.append(_encode_text(entry.path))
+        flags = _EXECUTABLE if entry.is_executable else 0
+        parts.append(_FILE_TAIL.pack(entry.size, entry.root, flags))
+    parts.extend(_encode_text(path) for path in manifest.empty_dirs)
+    data = b"".join(parts)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise LocalProtocolError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    return data
+
+
+class _Reader:
+    __slots__ = ("_at", "_data")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._at
+
+    def take(self, count: int) -> bytes:
+        if count > self.remaining:
+            raise RemoteProtocolError("manifest is truncated")
+        chunk = self._data[self._at : self._at + count]
+        self._at += count
+        return chunk
+
+    def text(self, limit: int) -> str:
+        (length,) = _U16.unpack(self.take(_U16.size))
+        if length > limit:
+            raise RemoteProtocolError(f"manifest path longer than {limit} bytes")
+        raw = self.take(length)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnsafePathError(
+                f"manifest path {describe_path(raw.decode('utf-8', 'replace'))} is not UTF-8"
+            ) from None
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """Parse and validate a manifest blob; raises RemoteProtocolError
+    (malformed, over a limit, unknown version) or UnsafePathError."""
+    data = bytes(data)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise RemoteProtocolError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    reader = _Reader(data)
+    magic, version, flags = _HEAD.unpack(reader.take(_HEAD.size))
+    if magic != MANIFEST_MAGIC:
+        raise RemoteProtocolError("not a p2pcp manifest")
+    if version != MANIFEST_VERSION:
+        raise RemoteProtocolError(f"unsupported manifest version {version}")
+    if flags != 0:
+        raise RemoteProtocolError(f"unknown manifest flags {flags}")
+    name = reader.text(MAX_COMPONENT_BYTES)
+    file_count, dir_count = _COUNTS.unpack(reader.take(_COUNTS.size))
+    if file_count + dir_count > MAX_MANIFEST_ENTRIES:
+        raise RemoteProtocolError(f"manifest has more than {MAX_MANIFEST_ENTRIES} entries")
+    if file_count * _MIN_FILE_BYTES + dir_count * _MIN_DIR_BYTES > reader.remaining:
+        raise RemoteProtocolError("manifest is truncated")
+    files = []
+    for _ in range(file_count):
+        path = reader.text(MAX_PATH_BYTES)
+        size, root, entry_flags = _FILE_TAIL.unpack(reader.take(_FILE_TAIL.size))
+        if entry_flags & ~_EXECUTABLE:
+            raise RemoteProtocolError(f"unknown flags {entry_flags} for {describe_path(path)}")
+        files.append(Entry(path, size, root, bool(entry_flags & _EXECUTABLE)))
+    dirs = tuple(reader.text(MAX_PATH_BYTES) for _ in range(dir_count))
+    if reader.remaining:
+        raise RemoteProtocolError("manifest has bytes after its last entry")
+    manifest = Manifest(tuple(files), dirs, name)
+    check_manifest(manifest)
+    return manifest

@@ -1,0 +1,79 @@
+"""``p2pcp send PATH...``: print a ticket and serve the files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    from p2pcp.core.errors import StorageError
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write the ticket file {path}: {exc.strerror}") from None
+
+
+def send(
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH...", help="Files and folders to send.")
+    ],
+    once: Annotated[
+        bool, typer.Option("--once", help="Exit after the first receiver has everything.")
+    ] = False,
+    ticket_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ticket-file",
+            metavar="FILE",
+            help="Write the ticket to FILE (atomically) as soon as the sender is reachable.",
+        ),
+    ] = None,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="UDP port to listen on (0: any).")
+    ] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per line on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no messages.")] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
+    ] = 0,
+) -> None:
+    """Send files and folders: print a ticket, then serve until Ctrl-C (or --once).
+
+    When stdout is not a terminal, only the ticket is written there, so
+    TICKET=$(p2pcp send file) works; with --json, one JSON object per line.
+    """
+    from p2pcp.cli.common import json_errors, max_datagram_size_from_env, run_async
+    from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
+    from p2pcp.cli.progress import SendView
+    from p2pcp.transfer import events
+    from p2pcp.transfer.sender import SendOptions, run_send
+
+    mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
+    setup_logging(verbose)
+    options = SendOptions(
+        paths=tuple(paths),
+        once=once,
+        port=port,
+        max_datagram_size=max_datagram_size_from_env(),
+    )
+    with json_errors(mode), SendView(mode, ticket_to_stdout=not stdout_is_terminal()) as view:
+
+        def emit(event: object) -> None:
+            if ticket_file is not None and isinstance(event, events.SenderReady):
+                _write_atomically(ticket_file, event.ticket + "\n")
+            view.handle(event)
+
+        run_async(run_send(options, emit))

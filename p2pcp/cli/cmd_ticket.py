@@ -1,0 +1,41 @@
+"""``p2pcp ticket TICKET``: decode a ticket and show its fields."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def ticket(
+    text: Annotated[str, typer.Argument(metavar="TICKET", help="The ticket to decode.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fields as JSON.")] = False,
+) -> None:
+    """Decode a ticket and show what it holds (sender, addresses, size)."""
+    from p2pcp.cli.output import OutputMode, human_bytes
+    from p2pcp.core.identity import NodeId
+    from p2pcp.core.ticket import decode_ticket
+
+    decoded = decode_ticket(text)
+    node = NodeId(decoded.node_id)
+    addresses = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in decoded.addresses]
+    if as_json:
+        OutputMode(is_json=True).json(
+            "ticket",
+            node_id=str(node),
+            relay_url=decoded.relay_url,
+            addresses=addresses,
+            root_hash=decoded.root_hash.hex(),
+            total_size=decoded.total_size,
+        )
+        return
+    import sys
+
+    lines = [
+        f"node id:    {node}",
+        f"relay:      {decoded.relay_url or '(none)'}",
+        f"addresses:  {', '.join(addresses) or '(none)'}",
+        f"root hash:  {decoded.root_hash.hex()}",
+        f"total size: {decoded.total_size:,} bytes ({human_bytes(decoded.total_size)})",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")

@@ -1,0 +1,64 @@
+"""Pieces shared by the send and receive commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+from p2pcp.cli.output import OutputMode
+from p2pcp.core.errors import P2pcpError, UsageError
+
+T = TypeVar("T")
+
+# For tests and benchmarks that model an internet path on loopback: caps
+# the datagram size the path prober may reach (1200 is QUIC's floor).
+MAX_DATAGRAM_ENV = "P2PCP_MAX_DATAGRAM_SIZE"
+
+
+def max_datagram_size_from_env() -> int | None:
+    text = os.environ.get(MAX_DATAGRAM_ENV)
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{MAX_DATAGRAM_ENV} must be a number of bytes") from None
+    if not 1200 <= value <= 65527:
+        raise UsageError(f"{MAX_DATAGRAM_ENV} must be between 1200 and 65527")
+    return value
+
+
+@contextlib.contextmanager
+def json_errors(mode: OutputMode) -> Iterator[None]:
+    """With --json, report a P2pcpError as an ``error`` line too, then re-raise."""
+    try:
+        yield
+    except P2pcpError as exc:
+        if mode.is_json:
+            mode.json("error", message=str(exc), exit_code=exc.exit_code)
+        raise
+    except KeyboardInterrupt:
+        if mode.is_json:
+            mode.json("error", message="interrupted", exit_code=130)
+        raise
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; SIGTERM cancels it like Ctrl-C so clean-up code runs."""
+
+    async def wrapper() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            if task is not None:
+                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+
+    return asyncio.run(wrapper())

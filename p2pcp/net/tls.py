@@ -1,0 +1,145 @@
+"""TLS identity for QUIC: the node's Ed25519 key is its certificate key.
+
+What this module owns:
+
+- ``make_certificate(seed)``: a self-signed X.509 certificate whose subject
+  public key is the node's Ed25519 key (aioquic then negotiates the ed25519
+  signature scheme and proves possession of the key in CertificateVerify).
+- ``certificate_node_key(cert)`` / ``check_peer_certificate(cert, expected)``:
+  identity pinning. A peer is who its certificate key says, never a CA: the
+  client refuses a server whose certificate key is not the node id it dialled.
+- ``client_configuration`` / ``server_configuration``: the QUIC settings every
+  p2pcp connection uses (ALPN ``p2pcp/1``, windows, idle timeout).
+
+Invariants:
+
+- Nothing here is CA-verified (``verify_mode=CERT_NONE``); aioquic still checks
+  the CertificateVerify signature against the certificate key, so a peer that
+  presents a certificate with key K has proved it holds K's secret half. The
+  caller must therefore check ``certificate_node_key == expected node id``
+  before it trusts anything from the connection (``check_peer_certificate``).
+- No secret key material ever appears in an error message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.x509.oid import NameOID
+
+from p2pcp.core.errors import PeerIdentityError
+
+# The ALPN token names the wire protocol and its version; a peer speaking
+# another version fails the handshake instead of misreading our frames.
+ALPN = "p2pcp/1"
+
+# Connection-level receive window. aioquic doubles windows as data arrives, so
+# this only sets the starting point; FACTS.md found larger ones add nothing
+# once the driver batches, but a small start costs round trips on long paths.
+MAX_DATA_BYTES = 64 * 1024 * 1024
+
+# Per-stream receive window (see MAX_DATA_BYTES).
+MAX_STREAM_DATA_BYTES = 16 * 1024 * 1024
+
+# A connection with no packet for this long is dead. Long enough to ride out
+# a brief outage or a slow disk on the other side, short enough that a user
+# is not left waiting on a peer that vanished.
+IDLE_TIMEOUT_S = 30.0
+
+# The certificate is self-signed and only its key matters; a long validity
+# keeps clock skew between peers from ever mattering.
+_CERT_VALIDITY = datetime.timedelta(days=3650)
+_CERT_BACKDATE = datetime.timedelta(days=1)
+
+
+def private_key_from_seed(seed: bytes) -> Ed25519PrivateKey:
+    """The cryptography Ed25519 key of a 32-byte seed (the same key pynacl derives)."""
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def make_certificate(seed: bytes) -> tuple[x509.Certificate, Ed25519PrivateKey]:
+    """A self-signed certificate for the node whose Ed25519 seed is ``seed``."""
+    key = private_key_from_seed(seed)
+    public_raw = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p2pcp-" + public_raw.hex()[:20])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CERT_BACKDATE)
+        .not_valid_after(now + _CERT_VALIDITY)
+        .sign(key, algorithm=None)
+    )
+    return cert, key
+
+
+def certificate_node_key(cert: x509.Certificate | None) -> bytes | None:
+    """The raw 32-byte Ed25519 key of ``cert``, or None if it has no such key."""
+    if cert is None:
+        return None
+    public = cert.public_key()
+    if not isinstance(public, Ed25519PublicKey):
+        return None
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def check_peer_certificate(
+    cert: x509.Certificate | None, expected_node_id: bytes, *, peer_name: str
+) -> None:
+    """Raise PeerIdentityError unless ``cert``'s key is ``expected_node_id``.
+
+    ``peer_name`` is how the message names the peer (its short node id).
+    """
+    key = certificate_node_key(cert)
+    if key is None:
+        raise PeerIdentityError(f"peer {peer_name} presented no Ed25519 certificate key")
+    if key != expected_node_id:
+        raise PeerIdentityError(
+            f"peer at the address of {peer_name} holds a different key "
+            f"({key.hex()[:16]}...): refusing it"
+        )
+
+
+def _base_configuration(*, is_client: bool) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=[ALPN],
+        idle_timeout=IDLE_TIMEOUT_S,
+        max_data=MAX_DATA_BYTES,
+        max_stream_data=MAX_STREAM_DATA_BYTES,
+        # Every connection starts at the size every path carries; the driver
+        # raises it after a datagram-size probe succeeds (probe.py).
+        max_datagram_size=SMALLEST_MAX_DATAGRAM_SIZE,
+        verify_mode=ssl.CERT_NONE,
+    )
+
+
+def client_configuration(seed: bytes) -> QuicConfiguration:
+    """Client settings. It carries our certificate too, for mutual auth later."""
+    config = _base_configuration(is_client=True)
+    cert, key = make_certificate(seed)
+    config.certificate = cert
+    config.private_key = key
+    return config
+
+
+def server_configuration(seed: bytes) -> QuicConfiguration:
+    """Server settings: our certificate; no client certificate is required yet."""
+    config = _base_configuration(is_client=False)
+    cert, key = make_certificate(seed)
+    config.certificate = cert
+    config.private_key = key
+    return config

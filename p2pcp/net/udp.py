@@ -1,0 +1,318 @@
+"""The UDP socket driver: one non-blocking socket, batched receive and send.
+
+What this module owns:
+
+- ``UdpSocket``: a dual-stack socket (IPv6 with IPV6_V6ONLY=0, falling back
+  to IPv4), registered with ``loop.add_reader``. On readability it drains
+  the socket until ``BlockingIOError`` (bounded per wake-up so the loop stays
+  fair), splitting GRO-coalesced buffers into datagrams, and hands the whole
+  batch to one callback. Sending groups equal-size datagrams to one address
+  into UDP GSO batches (``sendmsg`` + ``UDP_SEGMENT``) where Linux has it.
+- ``public_address`` / ``wire_address``: conversion between the addresses the
+  rest of p2pcp uses, ``(host, port)`` with plain IPv4 text, and what this
+  socket needs (IPv4-mapped IPv6 on a dual-stack socket).
+
+Invariants:
+
+- Datagrams are never reordered by this module; when the kernel pushes back
+  (EAGAIN) the rest of a send is queued and flushed in order when the socket
+  is writable; ENOBUFS retries after a short delay. Nothing ever spins.
+- The queue is bounded (``MAX_QUEUED_DATAGRAMS``); beyond it datagrams are
+  dropped, which QUIC treats as loss (as the network itself would).
+- EMSGSIZE (a datagram above the path MTU: sockets set IP_PMTUDISC_DO so the
+  kernel never fragments) is reported to ``on_too_big`` and the datagram
+  dropped.
+- ``UDP_SEGMENT``/``UDP_GRO`` are switched off for the socket's life at the
+  first sign the kernel or device refuses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+# Linux socket options that Python 3.11's socket module does not name.
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
+_IP_MTU_DISCOVER = 10
+_IP_PMTUDISC_DO = 2
+_IPV6_MTU_DISCOVER = 23
+_IPV6_PMTUDISC_DO = 2
+
+# A UDP datagram (and a GRO-coalesced buffer) is at most 64 KiB.
+RECEIVE_BUFFER_BYTES = 65535
+
+# Kernel socket buffers. Large enough to absorb a pacer burst of 64 packets of
+# 16,000 bytes from the peer while we are busy in aioquic (~1 MiB), with room.
+SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
+
+# Datagrams read per wake-up before giving the loop back (timers, writers):
+# about 10-20 ms of aioquic work at ~18 us per packet.
+MAX_DATAGRAMS_PER_WAKEUP = 512
+
+# The kernel takes at most 64 segments per GSO send (UDP_MAX_SEGMENTS), and
+# a GSO buffer is one UDP datagram to it, so it must stay under 64 KiB.
+MAX_GSO_SEGMENTS = 64
+MAX_GSO_BYTES = 65000
+
+# Datagrams queued while the kernel pushes back. A congestion window's worth
+# at 1200 bytes is far less; beyond this we drop (QUIC sees loss).
+MAX_QUEUED_DATAGRAMS = 8192
+
+# Retry delay after ENOBUFS, which has no readiness notification.
+ENOBUFS_RETRY_S = 0.001
+
+_CMSG_INT_SPACE = socket.CMSG_SPACE(4)
+_U16 = struct.Struct("=H")
+_INT = struct.Struct("=i")
+
+WireAddress = tuple[object, ...]
+Address = tuple[str, int]
+ReceiveCallback = Callable[[list[tuple[bytes, Address]]], None]
+TooBigCallback = Callable[[bytes, Address], None]
+
+
+def public_address(wire: WireAddress) -> Address:
+    """``(host, port)`` with IPv4-mapped IPv6 shown as plain IPv4."""
+    host = str(wire[0])
+    port = int(str(wire[1]))
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port
+
+
+class UdpSocket:
+    """One bound UDP socket driven by the running loop (see module doc)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_receive: ReceiveCallback,
+        on_too_big: TooBigCallback,
+    ) -> None:
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._on_receive = on_receive
+        self._on_too_big = on_too_big
+        self.is_dual_stack = sock.family == socket.AF_INET6
+        self.has_gso = True
+        self.has_gro = _enable_gro(sock)
+        self._queue: deque[tuple[list[bytes], Address]] = deque()
+        self._queued_datagrams = 0
+        self._is_writer_armed = False
+        self._is_retry_armed = False
+        self._is_closed = False
+        self._loop.add_reader(sock.fileno(), self._read_ready)
+
+    @classmethod
+    def bind(
+        cls, port: int, on_receive: ReceiveCallback, on_too_big: TooBigCallback
+    ) -> UdpSocket:
+        """Bind a dual-stack socket on ``port`` (0: any), else an IPv4 one."""
+        sock: socket.socket | None = None
+        if socket.has_ipv6:
+            try:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", port))
+            except OSError:
+                if sock is not None:
+                    sock.close()
+                sock = None
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                sock.close()
+                raise
+        sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        # Never let the kernel fragment: a datagram above the path MTU must
+        # fail (EMSGSIZE or loss), which is what the size prober relies on.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+        if sock.family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
+        return cls(sock, on_receive, on_too_big)
+
+    @property
+    def local_port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    def wire_address(self, address: Address) -> WireAddress:
+        """The form of ``address`` this socket's sendto/sendmsg accept."""
+        host, port = address
+        if self.is_dual_stack and ":" not in host:
+            return ("::ffff:" + host, port)
+        return (host, port)
+
+    def close(self) -> None:
+        if self._is_closed:
+            return
+        self._is_closed = True
+        self._loop.remove_reader(self._sock.fileno())
+        if self._is_writer_armed:
+            self._loop.remove_writer(self._sock.fileno())
+        self._queue.clear()
+        self._sock.close()
+
+    # -- receive ---------------------------------------------------------
+
+    def _read_ready(self) -> None:
+        batch: list[tuple[bytes, Address]] = []
+        sock = self._sock
+        try:
+            if self.has_gro:
+                while len(batch) < MAX_DATAGRAMS_PER_WAKEUP:
+                    data, ancdata, _flags, wire = sock.recvmsg(
+                        RECEIVE_BUFFER_BYTES, _CMSG_INT_SPACE
+                    )
+                    addr = public_address(wire)
+                    segment = 0
+                    for level, kind, value in ancdata:
+                        if level == _SOL_UDP and kind == _UDP_GRO:
+                            segment = _INT.unpack_from(value)[0] if len(value) >= 4 else 0
+                    if segment and len(data) > segment:
+                        view = memoryview(data)
+                        for start in range(0, len(data), segment):
+                            batch.append((bytes(view[start : start + segment]), addr))
+                    else:
+                        batch.append((data, addr))
+            else:
+                while len(batch) < MAX_DATAGRAMS_PER_WAKEUP:
+                    data, wire = sock.recvfrom(RECEIVE_BUFFER_BYTES)
+                    batch.append((data, public_address(wire)))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            # ICMP errors surface here on some systems; the next read goes on.
+            logger.debug("udp receive error: %s", exc)
+        if batch:
+            self._on_receive(batch)
+
+    # -- send --------------------------------------------------------------
+
+    def send(self, datagrams: Sequence[bytes], address: Address) -> None:
+        """Send ``datagrams`` in order to ``address`` (queued if the kernel pushes back)."""
+        if self._is_closed or not datagrams:
+            return
+        if self._queue:
+            self._enqueue(list(datagrams), address)
+            return
+        rest = self._send_now(datagrams, address)
+        if rest:
+            self._enqueue(rest, address)
+
+    def _enqueue(self, datagrams: list[bytes], address: Address) -> None:
+        room = MAX_QUEUED_DATAGRAMS - self._queued_datagrams
+        if room <= 0:
+            return
+        if len(datagrams) > room:
+            datagrams = datagrams[:room]
+        self._queue.append((datagrams, address))
+        self._queued_datagrams += len(datagrams)
+
+    def _send_now(self, datagrams: Sequence[bytes], address: Address) -> list[bytes]:
+        """Send as much as the kernel takes; returns what is left on EAGAIN/ENOBUFS."""
+        wire = self.wire_address(address)
+        sock = self._sock
+        index = 0
+        count = len(datagrams)
+        while index < count:
+            first = datagrams[index]
+            size = len(first)
+            end = index + 1
+            if self.has_gso:
+                total = size
+                limit = min(count, index + MAX_GSO_SEGMENTS)
+                while end < limit:
+                    next_size = len(datagrams[end])
+                    if next_size > size or total + next_size > MAX_GSO_BYTES:
+                        break
+                    total += next_size
+                    end += 1
+                    if next_size < size:
+                        break  # a shorter segment may only come last
+            try:
+                if end - index > 1:
+                    sock.sendmsg(
+                        [b"".join(datagrams[index:end])],
+                        [(_SOL_UDP, _UDP_SEGMENT, _U16.pack(size))],
+                        0,
+                        wire,
+                    )
+                else:
+                    sock.sendto(first, wire)
+            except (BlockingIOError, InterruptedError):
+                self._arm_writer()
+                return list(datagrams[index:])
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._arm_retry()
+                    return list(datagrams[index:])
+                if exc.errno == errno.EMSGSIZE:
+                    for datagram in datagrams[index:end]:
+                        self._on_too_big(datagram, address)
+                elif end - index > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
+                    self._disable_gso(exc)
+                    continue
+                else:
+                    # Unreachable network, refused: this path is dead for now;
+                    # QUIC sees loss and MagicSock may pick another path.
+                    logger.debug("udp send to %s failed: %s", address, exc)
+            index = end
+        return []
+
+    def _disable_gso(self, exc: OSError) -> None:
+        logger.debug("UDP GSO disabled: %s", exc)
+        self.has_gso = False
+
+    def _arm_writer(self) -> None:
+        if not self._is_writer_armed and not self._is_closed:
+            self._is_writer_armed = True
+            self._loop.add_writer(self._sock.fileno(), self._flush_queue)
+
+    def _arm_retry(self) -> None:
+        if not self._is_retry_armed and not self._is_closed:
+            self._is_retry_armed = True
+            self._loop.call_later(ENOBUFS_RETRY_S, self._retry_ready)
+
+    def _retry_ready(self) -> None:
+        self._is_retry_armed = False
+        self._flush_queue()
+
+    def _flush_queue(self) -> None:
+        if self._is_writer_armed:
+            self._is_writer_armed = False
+            self._loop.remove_writer(self._sock.fileno())
+        if self._is_closed:
+            return
+        while self._queue:
+            datagrams, address = self._queue.popleft()
+            self._queued_datagrams -= len(datagrams)
+            rest = self._send_now(datagrams, address)
+            if rest:
+                self._queue.appendleft((rest, address))
+                self._queued_datagrams += len(rest)
+                return
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+    except OSError:
+        return False
+    return True

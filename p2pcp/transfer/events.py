@@ -1,0 +1,107 @@
+"""Events the transfer layer emits; only cli/ renders them.
+
+Small frozen dataclasses named as past-tense facts. They never carry
+secrets (no keys; the ticket is public by design).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ImportProgressed:
+    """The sender hashed ``bytes_done`` of ``bytes_total`` while importing."""
+
+    bytes_done: int
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class SenderReady:
+    ticket: str
+    node_id: str
+    addresses: tuple[tuple[str, int], ...]
+    total_size: int
+    file_count: int
+    name: str
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReceiverConnected:
+    connection_id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class ReceiverProgressed:
+    connection_id: int
+    bytes_sent: int
+
+
+@dataclass(frozen=True)
+class ReceiverFinished:
+    connection_id: int
+    bytes_sent: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReceiverFailed:
+    connection_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    """The receiver reached the sender; ``path`` says how (e.g. "direct 1.2.3.4:5")."""
+
+    path: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ManifestReceived:
+    name: str
+    file_count: int
+    total_size: int
+    bytes_present: int
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BytesReceived:
+    """``count`` more verified bytes of ``path`` were written."""
+
+    path: str
+    count: int
+
+
+@dataclass(frozen=True)
+class FileFinished:
+    path: str
+    size: int
+    blake3: str
+    was_present: bool = False
+
+
+@dataclass(frozen=True)
+class FileReport:
+    path: str
+    size: int
+    blake3: str
+
+
+@dataclass(frozen=True)
+class TransferFinished:
+    out_path: str
+    bytes_received: int
+    bytes_present: int
+    seconds: float
+    files: tuple[FileReport, ...] = field(default_factory=tuple)

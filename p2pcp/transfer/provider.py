@@ -1,0 +1,200 @@
+"""The sender's sessions: answer verified-range requests for one collection.
+
+One ``Provider`` serves one collection to any number of receivers, one
+after another or at once, until cancelled, or (``once``) until the first
+receiver reports that it has everything verified.
+
+Per request stream: read the request (bounded), look the hash up, answer
+with the verified-stream body of ``blobs.encoding``. Leaves are read from
+disk at serve time and re-hashed: a file that changed after the ticket was
+made is never sent as if it were the original; the stream is reset with
+``ERROR_CONTENT_CHANGED`` and the receiver stops with a clear reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Callable
+
+from p2pcp.blobs.encoding import Header, LeafRef, Parents, encode_plan
+from p2pcp.blobs.tree import Outboard, hash_leaf
+from p2pcp.core.errors import ConnectionLostError, P2pcpError, RemoteProtocolError
+from p2pcp.net.endpoint import Connection, Endpoint, Stream
+from p2pcp.transfer import events, wire
+from p2pcp.transfer.source import Collection
+
+Emit = Callable[[object], None]
+
+# Parent hashes and headers are gathered into one write up to this size,
+# so a leaf and the proof nodes before it leave in one call.
+_COALESCE_BYTES = 256 * 1024
+
+
+class _ContentChangedError(P2pcpError):
+    pass
+
+
+class _BlobReader:
+    """Reads leaves of one blob from disk or memory and checks them."""
+
+    def __init__(self, outboard: Outboard, path: str | None, data: bytes | None) -> None:
+        self.outboard = outboard
+        self.path = path
+        self.data = data
+        self.fd: int | None = None
+        if path is not None:
+            try:
+                self.fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise _ContentChangedError(f"cannot open {path}: {exc.strerror}") from None
+
+    def read_leaf(self, ref: LeafRef) -> bytes:
+        if self.data is not None:
+            chunk = self.data[ref.offset : ref.offset + ref.length]
+        else:
+            assert self.fd is not None  # set whenever data is None
+            try:
+                chunk = os.pread(self.fd, ref.length, ref.offset)
+            except OSError as exc:
+                raise _ContentChangedError(f"cannot read {self.path}: {exc.strerror}") from None
+        if len(chunk) != ref.length or hash_leaf(chunk) != self.outboard.leaf_hash(ref.index):
+            raise _ContentChangedError(f"{self.path} changed since the ticket was made")
+        return chunk
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Provider:
+    def __init__(self, collection: Collection, endpoint: Endpoint, emit: Emit) -> None:
+        self.collection = collection
+        self.endpoint = endpoint
+        self.emit = emit
+        self._ids = itertools.count(1)
+        self._finished = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def serve(self, *, once: bool = False) -> None:
+        """Serve receivers until cancelled, or until one finished if ``once``."""
+        accept_task = asyncio.ensure_future(self._accept_loop())
+        try:
+            if once:
+                await self._finished.wait()
+                # Let the receiver's close reach us, then stop.
+                await asyncio.sleep(0)
+            else:
+                await accept_task
+        finally:
+            accept_task.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, P2pcpError):
+                await accept_task
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept_loop(self) -> None:
+        while True:
+            connection = await self.endpoint.accept()
+            self._spawn(self._serve_connection(next(self._ids), connection))
+
+    async def _serve_connection(self, connection_id: int, connection: Connection) -> None:
+        self.emit(events.ReceiverConnected(connection_id, connection.path_description))
+        session = _Session(connection_id, self, time.monotonic())
+        try:
+            while True:
+                stream = await connection.accept_stream()
+                self._spawn(session.serve_stream(stream))
+        except ConnectionLostError as exc:
+            if not session.is_done:
+                self.emit(events.ReceiverFailed(connection_id, str(exc)))
+        except asyncio.CancelledError:
+            with contextlib.suppress(P2pcpError):
+                await connection.close("sender shutting down")
+            raise
+
+
+class _Session:
+    """One receiver's connection: its byte count and whether it is done."""
+
+    def __init__(self, connection_id: int, provider: Provider, started: float) -> None:
+        self.connection_id = connection_id
+        self.provider = provider
+        self.started = started
+        self.bytes_sent = 0
+        self.is_done = False
+
+    async def serve_stream(self, stream: Stream) -> None:
+        try:
+            request = await self._read_request(stream)
+            if isinstance(request, wire.DoneRequest):
+                await stream.write(bytes([wire.STATUS_OK]))
+                await stream.finish()
+                self.is_done = True
+                seconds = time.monotonic() - self.started
+                self.provider.emit(
+                    events.ReceiverFinished(self.connection_id, self.bytes_sent, seconds)
+                )
+                self.provider._finished.set()
+                return
+            await self._answer_get(stream, request)
+        except RemoteProtocolError:
+            stream.reset(wire.ERROR_BAD_REQUEST)
+        except _ContentChangedError as exc:
+            stream.reset(wire.ERROR_CONTENT_CHANGED)
+            self.provider.emit(events.ReceiverFailed(self.connection_id, str(exc)))
+        except ConnectionLostError:
+            pass  # the receiver went away or cancelled this request
+
+    async def _read_request(self, stream: Stream) -> wire.Request:
+        data = bytearray()
+        while True:
+            chunk = await stream.read()
+            if not chunk:
+                return wire.decode_request(bytes(data))
+            data += chunk
+            if len(data) > wire.MAX_REQUEST_BYTES:
+                raise RemoteProtocolError("request too large")
+
+    async def _answer_get(self, stream: Stream, request: wire.GetRequest) -> None:
+        collection = self.provider.collection
+        if request.blob_hash == collection.root:
+            reader = _BlobReader(collection.manifest_outboard, None, collection.manifest_bytes)
+        elif (blob := collection.blobs.get(request.blob_hash)) is not None:
+            reader = _BlobReader(blob.outboard, str(blob.path), None)
+        else:
+            await stream.write(bytes([wire.STATUS_NOT_FOUND]))
+            await stream.finish()
+            return
+        try:
+            pending = bytearray([wire.STATUS_OK])
+            for item in encode_plan(reader.outboard, request.ranges):
+                if isinstance(item, (Header, Parents)):
+                    pending += item.data
+                    if len(pending) < _COALESCE_BYTES:
+                        continue
+                else:
+                    pending += reader.read_leaf(item)
+                    self.bytes_sent += item.length
+                await stream.write(bytes(pending))
+                pending.clear()
+                if isinstance(item, LeafRef):
+                    self.provider.emit(
+                        events.ReceiverProgressed(self.connection_id, self.bytes_sent)
+                    )
+            if pending:
+                await stream.write(bytes(pending))
+            await stream.finish()
+        finally:
+            reader.close()

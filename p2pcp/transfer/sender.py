@@ -1,0 +1,67 @@
+"""``send`` as one function: import the paths, bind, make the ticket, serve."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pcp.core.identity import load_or_create_secret_key
+from p2pcp.core.ticket import Ticket, encode_ticket
+from p2pcp.net.endpoint import Endpoint
+from p2pcp.transfer import events
+from p2pcp.transfer.provider import Provider
+from p2pcp.transfer.source import import_scan, scan_paths
+
+Emit = Callable[[object], None]
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    paths: tuple[Path, ...]
+    once: bool = False
+    port: int = 0
+    max_datagram_size: int | None = None
+
+
+async def run_send(options: SendOptions, emit: Emit) -> None:
+    """Serve ``options.paths`` until cancelled (or one receiver finished, with once)."""
+    scan = await asyncio.to_thread(scan_paths, list(options.paths))
+    loop = asyncio.get_running_loop()
+    total = scan.total_size
+    done = 0
+
+    def on_bytes(count: int) -> None:  # runs in the hashing thread
+        nonlocal done
+        done += count
+        loop.call_soon_threadsafe(emit, events.ImportProgressed(done, total))
+
+    collection = await asyncio.to_thread(import_scan, scan, on_bytes)
+    secret_key = await asyncio.to_thread(load_or_create_secret_key)
+    endpoint = await Endpoint.bind(
+        secret_key, port=options.port, max_datagram_size=options.max_datagram_size
+    )
+    try:
+        addresses = tuple(endpoint.direct_addresses())
+        ticket = Ticket(
+            node_id=bytes(secret_key.public),
+            relay_url=None,
+            addresses=addresses,
+            root_hash=collection.root,
+            total_size=collection.manifest.total_size,
+        )
+        emit(
+            events.SenderReady(
+                ticket=encode_ticket(ticket),
+                node_id=str(secret_key.public),
+                addresses=addresses,
+                total_size=collection.manifest.total_size,
+                file_count=len(collection.manifest.files),
+                name=collection.manifest.name,
+                skipped=tuple(collection.skipped),
+            )
+        )
+        await Provider(collection, endpoint, emit).serve(once=options.once)
+    finally:
+        await endpoint.close()

@@ -1,0 +1,113 @@
+"""Transfer request/response framing (sans-IO), protocol ``p2pcp/1``.
+
+One bidirectional QUIC stream per request. The receiver writes one request
+and finishes its side; the sender answers with one status byte and, for
+``GET``, the verified-stream body of ``blobs.encoding``, then finishes.
+
+Request layout (version 1; integers big-endian)::
+
+    u8      kind: 0x01 GET, 0x02 DONE
+    GET:    32 bytes blob hash
+            u16 range count (1..MAX_RANGES)
+            per range: u64 start leaf, u64 end leaf (half-open, sorted,
+            non-empty, non-overlapping)
+    DONE:   u64 bytes the receiver fetched in this session (informational)
+
+Response: u8 status (0x00 OK, 0x01 NOT_FOUND) then, for an OK GET, the body.
+A sender that must abort mid-body resets the stream with one of the
+application error codes below.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from p2pcp.core.errors import RemoteProtocolError
+
+REQUEST_GET = 0x01
+REQUEST_DONE = 0x02
+STATUS_OK = 0x00
+STATUS_NOT_FOUND = 0x01
+
+# Application error codes for RESET_STREAM / STOP_SENDING.
+ERROR_NOT_FOUND = 0x10
+ERROR_CONTENT_CHANGED = 0x11
+ERROR_BAD_REQUEST = 0x12
+ERROR_SHUTTING_DOWN = 0x13
+ERROR_CANCELLED = 0x14
+
+# A receiver asks for at most this many disjoint ranges in one request;
+# resume needs a few dozen; more is abuse.
+MAX_RANGES = 1024
+# Leaf indexes are u64 on the wire but no blob has more than 2^62 leaves.
+MAX_LEAF_INDEX = 2**62
+HASH_BYTES = 32
+MAX_REQUEST_BYTES = 1 + HASH_BYTES + 2 + MAX_RANGES * 16
+
+_RANGE = struct.Struct(">QQ")
+
+
+@dataclass(frozen=True)
+class GetRequest:
+    blob_hash: bytes
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class DoneRequest:
+    bytes_fetched: int
+
+
+Request = GetRequest | DoneRequest
+
+
+def encode_request(request: Request) -> bytes:
+    if isinstance(request, DoneRequest):
+        return bytes([REQUEST_DONE]) + request.bytes_fetched.to_bytes(8, "big")
+    _check_ranges(request.ranges)
+    if len(request.blob_hash) != HASH_BYTES:
+        raise RemoteProtocolError("blob hash must have 32 bytes")
+    out = bytearray([REQUEST_GET])
+    out += request.blob_hash
+    out += len(request.ranges).to_bytes(2, "big")
+    for start, end in request.ranges:
+        out += _RANGE.pack(start, end)
+    return bytes(out)
+
+
+def decode_request(data: bytes) -> Request:
+    """Decode one complete request; raise RemoteProtocolError if malformed."""
+    if not data:
+        raise RemoteProtocolError("empty request")
+    if len(data) > MAX_REQUEST_BYTES:
+        raise RemoteProtocolError("request too large")
+    kind = data[0]
+    if kind == REQUEST_DONE:
+        if len(data) != 9:
+            raise RemoteProtocolError("malformed DONE request")
+        return DoneRequest(int.from_bytes(data[1:9], "big"))
+    if kind != REQUEST_GET:
+        raise RemoteProtocolError(f"unknown request kind 0x{kind:02x}")
+    if len(data) < 1 + HASH_BYTES + 2:
+        raise RemoteProtocolError("truncated GET request")
+    blob_hash = data[1 : 1 + HASH_BYTES]
+    count = int.from_bytes(data[1 + HASH_BYTES : 3 + HASH_BYTES], "big")
+    body = data[3 + HASH_BYTES :]
+    if len(body) != count * _RANGE.size:
+        raise RemoteProtocolError("GET request length does not match its range count")
+    ranges = tuple(_RANGE.unpack_from(body, i * _RANGE.size) for i in range(count))
+    _check_ranges(ranges)
+    return GetRequest(blob_hash, ranges)
+
+
+def _check_ranges(ranges: tuple[tuple[int, int], ...]) -> None:
+    if not 1 <= len(ranges) <= MAX_RANGES:
+        raise RemoteProtocolError(f"a request has 1 to {MAX_RANGES} ranges")
+    previous_end = -1
+    for start, end in ranges:
+        if not 0 <= start < end <= MAX_LEAF_INDEX:
+            raise RemoteProtocolError(f"bad leaf range {start}..{end}")
+        if start <= previous_end:
+            raise RemoteProtocolError("leaf ranges must be sorted and disjoint")
+        previous_end = end
