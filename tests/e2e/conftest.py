@@ -1,0 +1,151 @@
+"""Run the installed ``p2pcp`` as a user would: subprocesses on loopback.
+
+Each node gets its own ``P2PCP_HOME``; every process is bounded in time and
+killed at the end of the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Every wait in these tests is bounded by this (a transfer here takes < 5 s).
+PROCESS_TIMEOUT_S = 60
+
+
+def p2pcp_command() -> list[str]:
+    script = Path(sys.executable).parent / "p2pcp"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("p2pcp")
+    return [found] if found else [sys.executable, "-m", "p2pcp"]
+
+
+@dataclass
+class Node:
+    home: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["P2PCP_HOME"] = str(self.home)
+        env.pop("P2PCP_DEBUG", None)
+        env["COLUMNS"] = "120"
+        return env
+
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = PROCESS_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*p2pcp_command(), *args],
+            env=self.env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+
+@dataclass
+class Sender:
+    """A running ``p2pcp send --json``; its stdout lines are parsed as they come."""
+
+    process: subprocess.Popen[str]
+    lines: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
+    ticket: str = ""
+    stderr: str = ""
+
+    def next_event(self, name: str, timeout: float = PROCESS_TIMEOUT_S) -> dict[str, Any]:
+        while True:
+            try:
+                event = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"sender printed no {name!r} event") from None
+            if event.get("event") == name:
+                return event
+
+    def wait(self, timeout: float = PROCESS_TIMEOUT_S) -> int:
+        return self.process.wait(timeout=timeout)
+
+
+def _pump(sender: Sender) -> None:
+    assert sender.process.stdout is not None
+    for raw in sender.process.stdout:
+        if raw.strip():
+            sender.lines.put(json.loads(raw))
+    sender.lines.put({"event": "<eof>"})
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Any]:
+    counter = iter(range(1000))
+
+    def make() -> Node:
+        home = tmp_path / f"home{next(counter)}"
+        return Node(home)
+
+    yield make
+
+
+@pytest.fixture
+def start_sender() -> Iterator[Any]:
+    started: list[Sender] = []
+
+    def start(node: Node, *paths: Path | str, extra: tuple[str, ...] = ()) -> Sender:
+        process = subprocess.Popen(
+            [*p2pcp_command(), "send", "--json", *extra, *map(str, paths)],
+            env=node.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        sender = Sender(process)
+        started.append(sender)
+        threading.Thread(target=_pump, args=(sender,), daemon=True).start()
+        event = sender.next_event("ticket")
+        sender.ticket = event["ticket"]
+        return sender
+
+    yield start
+    for sender in started:
+        if sender.process.poll() is None:
+            sender.process.terminate()
+            try:
+                sender.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sender.process.kill()
+                sender.process.wait()
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def tree_of(root: Path) -> dict[str, bytes | None]:
+    """Every file (with its bytes) and folder (None) under root, by relative path."""
+    result: dict[str, bytes | None] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        result[rel] = None if path.is_dir() else path.read_bytes()
+    return result
+
+
+def assert_one_line_error(stderr: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "expected an error message on stderr"
+    assert "Traceback" not in stderr
+    assert lines[-1].startswith("p2pcp: error: "), stderr
