@@ -31,7 +31,7 @@ app = typer.Typer(
         "other machine fetches it.\n\n" + EXIT_CODES_HELP
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -74,26 +74,17 @@ def _fail(message: str, code: int) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code."""
-    import click
+    """Run the CLI and return its exit code (Typer reports usage errors itself, exit 2)."""
+    from p2pcp.core.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, P2pcpError
 
-    from p2pcp.core.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, P2pcpError
-
-    command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="p2pcp", standalone_mode=False)
+        app(args=argv, prog_name="p2pcp")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except P2pcpError as exc:
         return _fail(str(exc), exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.ClickException as exc:
-        from p2pcp.cli.output import console
-
-        if isinstance(exc, click.exceptions.UsageError) and exc.ctx is not None:
-            console.print(exc.ctx.get_usage(), markup=False, highlight=False)
-        return _fail(exc.format_message(), EXIT_USAGE)
     except Exception as exc:
         if os.environ.get("P2PCP_DEBUG"):
             import traceback
@@ -103,7 +94,7 @@ def run(argv: list[str] | None = None) -> int:
             f"unexpected {type(exc).__name__}: {exc} (set P2PCP_DEBUG=1 for the traceback)",
             EXIT_UNEXPECTED,
         )
-    return int(result or 0)
+    return 0
 
 
 def main() -> None:

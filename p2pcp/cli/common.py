@@ -10,7 +10,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from p2pcp.cli.output import OutputMode
-from p2pcp.core.errors import P2pcpError, UsageError
+from p2pcp.core.errors import Interrupted, P2pcpError, UsageError
 
 T = TypeVar("T")
 
@@ -41,10 +41,6 @@ def json_errors(mode: OutputMode) -> Iterator[None]:
         if mode.is_json:
             mode.json("error", message=str(exc), exit_code=exc.exit_code)
         raise
-    except KeyboardInterrupt:
-        if mode.is_json:
-            mode.json("error", message="interrupted", exit_code=130)
-        raise
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -59,6 +55,9 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         try:
             return await coro
         except asyncio.CancelledError:
-            raise KeyboardInterrupt from None
+            raise Interrupted("interrupted") from None
 
-    return asyncio.run(wrapper())
+    try:
+        return asyncio.run(wrapper())
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted") from None

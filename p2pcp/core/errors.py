@@ -87,6 +87,12 @@ class WouldOverwriteError(P2pcpError):
     exit_code = EXIT_WOULD_OVERWRITE
 
 
+class Interrupted(P2pcpError):
+    """Ctrl-C or SIGTERM stopped the command."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class StorageError(P2pcpError):
     """Reading or writing local files failed (permissions, disk full, ...)."""
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import base64
+import contextlib
 
 import pytest
 from hypothesis import given, settings
