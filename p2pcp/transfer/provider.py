@@ -18,7 +18,8 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from p2pcp.blobs.encoding import Header, LeafRef, Parents, encode_plan
 from p2pcp.blobs.tree import Outboard, hash_leaf
@@ -80,8 +81,8 @@ class Provider:
         self._finished = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
