@@ -11,7 +11,8 @@ all integers little-endian, nothing in between and nothing after:
 
     magic         8 bytes   b"P2PCPMAN"
     version       u8        1
-    flags         u8        0 (reserved; anything else is refused)
+    flags         u8        bit 0: several top-level items (see below);
+                            other bits must be 0
     name          u16 length || UTF-8 bytes (one path component)
     file count    u32
     dir count     u32
@@ -21,12 +22,17 @@ all integers little-endian, nothing in between and nothing after:
                     other bits must be 0)
     empty dirs    dir count times: u16 path length || UTF-8 path
 
+With flag bit 0 clear, every path is the name (a single file, or the empty
+top folder) or starts with ``name/``. With it set (``send a.txt photos``),
+``name`` is only a label and each path's first component is one top-level
+item; the name rules below then apply per item.
+
 Invariants checked by :func:`decode_manifest` (and by
 :func:`encode_manifest`, so we never write what a receiver refuses):
-file paths strictly ascending by UTF-8 bytes, dir paths likewise; every
-path is the name (single file, or the empty top folder) or starts with
-``name/``; limits below; then :func:`~p2pcp.blobs.names.check_manifest_paths`
-on all paths together (no duplicates, collisions, or file-as-folder).
+file paths strictly ascending by UTF-8 bytes, dir paths likewise; the
+paths placed under the name as above; limits below; then
+:func:`~p2pcp.blobs.names.check_manifest_paths` on all paths together
+(no duplicates, collisions, or file-as-folder).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ _COUNTS = struct.Struct("<II")
 _U16 = struct.Struct("<H")
 _FILE_TAIL = struct.Struct(f"<Q{HASH_BYTES}sB")
 _EXECUTABLE = 0x01
+_SEVERAL_ITEMS = 0x01
 _MIN_FILE_BYTES = _U16.size + 1 + _FILE_TAIL.size
 _MIN_DIR_BYTES = _U16.size + 1
 
@@ -88,6 +95,7 @@ class Manifest:
     files: tuple[Entry, ...]
     empty_dirs: tuple[str, ...]
     name: str
+    has_several_items: bool = False
 
     @classmethod
     def single_file(
@@ -96,13 +104,24 @@ class Manifest:
         return cls((Entry(name, size, root, is_executable),), (), name)
 
     @classmethod
-    def folder(cls, name: str, files: Iterable[Entry], empty_dirs: Iterable[str]) -> Manifest:
-        """A folder send, entries sorted into wire order (an empty folder:
-        no files and ``empty_dirs=[name]``)."""
+    def folder(
+        cls,
+        name: str,
+        files: Iterable[Entry],
+        empty_dirs: Iterable[str],
+        *,
+        has_several_items: bool = False,
+    ) -> Manifest:
+        """A folder send (or several items), entries sorted into wire order.
+
+        An empty folder: no files and ``empty_dirs=[name]``. Several items:
+        ``name`` is a label, paths start with each item's own name.
+        """
         return cls(
             tuple(sorted(files, key=lambda e: e.path.encode("utf-8", "surrogatepass"))),
             tuple(sorted(empty_dirs, key=lambda p: p.encode("utf-8", "surrogatepass"))),
             name,
+            has_several_items,
         )
 
     @property
@@ -112,7 +131,10 @@ class Manifest:
     @property
     def is_single_file(self) -> bool:
         return (
-            len(self.files) == 1 and self.files[0].path == self.name and not self.empty_dirs
+            not self.has_several_items
+            and len(self.files) == 1
+            and self.files[0].path == self.name
+            and not self.empty_dirs
         )
 
     @property
@@ -120,9 +142,7 @@ class Manifest:
         return not self.is_single_file
 
 
-def check_manifest(
-    manifest: Manifest, error: type[ProtocolError] = RemoteProtocolError
-) -> None:
+def check_manifest(manifest: Manifest, error: type[ProtocolError] = RemoteProtocolError) -> None:
     """Raise ``error`` (structure) or UnsafePathError (a path) unless
     ``manifest`` obeys every rule of the module docstring."""
     name = manifest.name
@@ -134,9 +154,9 @@ def check_manifest(
         raise error("manifest lists nothing")
     if len(files) + len(dirs) > MAX_MANIFEST_ENTRIES:
         raise error(f"manifest has more than {MAX_MANIFEST_ENTRIES} entries")
-    prefix = name + "/"
-    is_single = len(files) == 1 and files[0].path == name
-    is_empty_top = not files and dirs == (name,)
+    prefix = "" if manifest.has_several_items else name + "/"
+    is_single = len(files) == 1 and files[0].path == name and not manifest.has_several_items
+    is_empty_top = not files and dirs == (name,) and not manifest.has_several_items
     previous: bytes | None = None
     for entry in files:
         path = check_relative_path(entry.path)
@@ -172,7 +192,11 @@ def encode_manifest(manifest: Manifest) -> bytes:
     manifest breaks a rule (the sender should check its paths first)."""
     check_manifest(manifest, LocalProtocolError)
     parts = [
-        _HEAD.pack(MANIFEST_MAGIC, MANIFEST_VERSION, 0),
+        _HEAD.pack(
+            MANIFEST_MAGIC,
+            MANIFEST_VERSION,
+            _SEVERAL_ITEMS if manifest.has_several_items else 0,
+        ),
         _encode_text(manifest.name),
         _COUNTS.pack(len(manifest.files), len(manifest.empty_dirs)),
     ]
@@ -230,7 +254,7 @@ def decode_manifest(data: bytes) -> Manifest:
         raise RemoteProtocolError("not a p2pcp manifest")
     if version != MANIFEST_VERSION:
         raise RemoteProtocolError(f"unsupported manifest version {version}")
-    if flags != 0:
+    if flags & ~_SEVERAL_ITEMS:
         raise RemoteProtocolError(f"unknown manifest flags {flags}")
     name = reader.text(MAX_COMPONENT_BYTES)
     file_count, dir_count = _COUNTS.unpack(reader.take(_COUNTS.size))
@@ -248,6 +272,6 @@ def decode_manifest(data: bytes) -> Manifest:
     dirs = tuple(reader.text(MAX_PATH_BYTES) for _ in range(dir_count))
     if reader.remaining:
         raise RemoteProtocolError("manifest has bytes after its last entry")
-    manifest = Manifest(tuple(files), dirs, name)
+    manifest = Manifest(tuple(files), dirs, name, bool(flags & _SEVERAL_ITEMS))
     check_manifest(manifest)
     return manifest

@@ -52,8 +52,11 @@ def _refuse(path: str, reason: str) -> UnsafePathError:
 
 
 def _is_drive_letter(component: str) -> bool:
-    return len(component) >= 2 and component[1] == ":" and component[0].isascii() and (
-        component[0].isalpha()
+    return (
+        len(component) >= 2
+        and component[1] == ":"
+        and component[0].isascii()
+        and (component[0].isalpha())
     )
 
 

@@ -32,7 +32,6 @@ releases the GIL), so both hashes proceed on two cores.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import blake3
@@ -41,14 +40,20 @@ from p2pcp.core.errors import LocalProtocolError
 
 TREE_VERSION = 1
 
-# 64 KiB, chosen with bench/leafsize.py on a 2-core Zen 4 (256 MiB buffer):
-# TreeBuilder with the parallel whole-blob hash runs at 4.6 GB/s with 64 KiB
-# leaves vs 4.2 GB/s at 16 KiB and 4.7-4.8 GB/s at 256 KiB-1 MiB (per leaf
-# Python+object cost ~1 us); RangeDecoder verifies at ~2.3 GB/s (16 KiB:
-# ~1.0 GB/s), far above the ~0.4 GB/s QUIC delivers; proofs cost 1 MiB per
-# GiB (0.1%). Larger leaves buy almost nothing in speed but coarsen resume
-# and verification granularity (a bad or missing leaf costs a whole leaf).
-LEAF_SIZE = 64 * 1024
+# 256 KiB, chosen with bench/leafsize.py (2-core Zen 4, 256 MiB in memory,
+# 4 MiB updates; plain blake3 one thread 4.7 GB/s; runs vary ~5%):
+#   leaf     build GB/s   verify GB/s   proof bytes per GiB
+#   16 KiB      3.30         1.59        4.0 MiB (0.39%)
+#   64 KiB      4.41         2.34        1.0 MiB (0.10%)
+#   256 KiB     4.72         2.88        256 KiB (0.02%)
+#   1 MiB       4.71         3.12         64 KiB (0.006%)
+# Per-leaf Python work (~1 us per blake3 object, more per decoded leaf and
+# per LeafRef a sender handles) stops mattering at 256 KiB, where building
+# reaches the one-thread blake3 speed. 256 KiB also keeps outboards small
+# (64 bytes of hashes per leaf incl. parents: 256 MiB for a 1 TiB file vs
+# 1 GiB at 64 KiB). The price, a resume and verification granularity of
+# 256 KiB, is under 1 ms of transfer at QUIC's ~0.4 GB/s.
+LEAF_SIZE = 256 * 1024
 
 HASH_BYTES = 32
 # u64: the largest size the header (and the root) can carry.
@@ -296,13 +301,3 @@ class TreeBuilder:
         return Outboard.from_leaf_hashes(
             self._size, bytes(self._leaves), str(self._whole.hexdigest()), self.leaf_size
         )
-
-
-def iter_leaves(data: Buffer, leaf_size: int = LEAF_SIZE) -> Iterator[memoryview]:
-    """Views of the leaves of an in-memory blob (one empty view if empty)."""
-    view = memoryview(data)
-    if len(view) == 0:
-        yield view
-        return
-    for at in range(0, len(view), leaf_size):
-        yield view[at : at + leaf_size]

@@ -112,6 +112,7 @@ class Scan:
     empty_dirs: list[str]
     skipped: list[str]
     name: str
+    has_several_items: bool = False
 
     @property
     def total_size(self) -> int:
@@ -149,6 +150,7 @@ def scan_paths(paths: list[Path]) -> Scan:
     except P2pcpError as exc:
         raise UsageError(f"cannot send these names: {exc}") from None
     scan.name = names[0] if len(names) == 1 else f"{len(names)} items"
+    scan.has_several_items = len(names) > 1
     return scan
 
 
@@ -163,7 +165,9 @@ def import_scan(scan: Scan, on_bytes: ProgressCallback | None = None) -> Collect
         root = bytes(outboard.root)
         blobs.setdefault(root, SourceBlob(found.path, outboard))
         entries.append(Entry(found.rel, found.size, root, found.is_executable))
-    manifest = Manifest(files=tuple(entries), empty_dirs=tuple(scan.empty_dirs), name=scan.name)
+    manifest = Manifest.folder(
+        scan.name, entries, scan.empty_dirs, has_several_items=scan.has_several_items
+    )
     manifest_bytes = encode_manifest(manifest)
     return Collection(
         manifest=manifest,
