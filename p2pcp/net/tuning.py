@@ -41,15 +41,16 @@ class BurstPacer(QuicPacketPacer):
     """aioquic's token-bucket pacer with a burst of PACER_BURST_PACKETS."""
 
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        # The bucket is counted in packets, not in time at the pacing rate:
+        # aioquic clamps packet_time to >= 1 us, so on a fast path (rate of
+        # GB/s) a time-based bucket shrinks to a handful of packets and the
+        # driver sleeps (>= 1 ms in epoll) after every few.
         pacing_rate = congestion_window / max(smoothed_rtt, K_MICRO_SECOND)
         self.packet_time = max(K_MICRO_SECOND, min(self._max_datagram_size / pacing_rate, K_SECOND))
-        self.bucket_max = (
-            max(
-                2 * self._max_datagram_size,
-                min(congestion_window // 2, PACER_BURST_PACKETS * self._max_datagram_size),
-            )
-            / pacing_rate
+        burst_packets = max(
+            2, min(congestion_window // (4 * self._max_datagram_size), PACER_BURST_PACKETS)
         )
+        self.bucket_max = burst_packets * self.packet_time
         if self.bucket_time > self.bucket_max:
             self.bucket_time = self.bucket_max
 
