@@ -187,7 +187,8 @@ class _Session:
                         continue
                 else:
                     pending += reader.read_leaf(item)
-                    self.bytes_sent += item.length
+                    if reader.data is None:  # file bytes, not the manifest
+                        self.bytes_sent += item.length
                 await stream.write(bytes(pending))
                 pending.clear()
                 if isinstance(item, LeafRef):

@@ -66,7 +66,6 @@ class Sender:
     process: subprocess.Popen[str]
     lines: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     ticket: str = ""
-    stderr: str = ""
 
     def next_event(self, name: str, timeout: float = PROCESS_TIMEOUT_S) -> dict[str, Any]:
         while True:
@@ -109,7 +108,7 @@ def start_sender() -> Iterator[Any]:
             [*p2pcp_command(), "send", "--json", *extra, *map(str, paths)],
             env=node.env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             text=True,
         )
@@ -122,13 +121,21 @@ def start_sender() -> Iterator[Any]:
 
     yield start
     for sender in started:
-        if sender.process.poll() is None:
-            sender.process.terminate()
-            try:
-                sender.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                sender.process.kill()
-                sender.process.wait()
+        stop(sender.process)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """End a process (if still running) and close its pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

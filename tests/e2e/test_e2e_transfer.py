@@ -14,7 +14,7 @@ import pytest
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import decode_ticket, encode_ticket
 
-from .conftest import assert_one_line_error, json_lines, tree_of
+from .conftest import assert_one_line_error, json_lines, p2pcp_command, stop, tree_of
 
 pytestmark = pytest.mark.e2e
 
@@ -243,8 +243,6 @@ def test_plain_stdout_carries_only_the_ticket_and_ticket_file(
     src.write_bytes(b"hello")
     node = make_node()
     ticket_file = tmp_path / "ticket.txt"
-    from .conftest import p2pcp_command
-
     process = subprocess.Popen(
         [*p2pcp_command(), "send", str(src), "--ticket-file", str(ticket_file), "--once"],
         env=node.env,
@@ -263,9 +261,7 @@ def test_plain_stdout_carries_only_the_ticket_and_ticket_file(
         assert process.wait(timeout=30) == 0
         assert process.stdout.read() == ""
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_ticket_and_id_commands(tmp_path: Path, make_node: Any, start_sender: Any) -> None:
