@@ -88,8 +88,12 @@ def format_address(address: Address) -> str:
 class MagicSock:
     """Owns the UDP socket; routes QUIC datagrams by PeerPath (see module doc)."""
 
-    def __init__(self, on_quic_batch: QuicBatchCallback, on_probe_ack: ProbeAckCallback,
-                 on_too_big: TooBigCallback) -> None:
+    def __init__(
+        self,
+        on_quic_batch: QuicBatchCallback,
+        on_probe_ack: ProbeAckCallback,
+        on_too_big: TooBigCallback,
+    ) -> None:
         self._on_quic_batch = on_quic_batch
         self._on_probe_ack = on_probe_ack
         self._on_too_big = on_too_big

@@ -108,8 +108,8 @@ def check_peer_certificate(
         raise PeerIdentityError(f"peer {peer_name} presented no Ed25519 certificate key")
     if key != expected_node_id:
         raise PeerIdentityError(
-            f"peer at the address of {peer_name} holds a different key "
-            f"({key.hex()[:16]}...): refusing it"
+            f"the peer is not {peer_name}: it holds key {key.hex()[:16]}... "
+            "(a stale ticket, or another node at that address); refusing it"
         )
 
 

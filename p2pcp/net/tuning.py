@@ -51,8 +51,7 @@ class BurstPacer(QuicPacketPacer):
             2, min(congestion_window // (4 * self._max_datagram_size), PACER_BURST_PACKETS)
         )
         self.bucket_max = burst_packets * self.packet_time
-        if self.bucket_time > self.bucket_max:
-            self.bucket_time = self.bucket_max
+        self.bucket_time = min(self.bucket_time, self.bucket_max)
 
 
 def install_burst_pacer(quic: QuicConnection) -> None:
@@ -114,3 +113,11 @@ def stream_buffered_bytes(quic: QuicConnection, stream_id: int) -> int:
         return 0
     sender = stream.sender
     return int(sender._buffer_stop - sender._buffer_start)
+
+
+def connection_buffered_bytes(quic: QuicConnection) -> int:
+    """Bytes all streams of the connection hold for sending (see above)."""
+    return sum(
+        int(stream.sender._buffer_stop - stream.sender._buffer_start)
+        for stream in quic._streams.values()
+    )

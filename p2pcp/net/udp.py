@@ -34,12 +34,15 @@ import errno
 import logging
 import socket
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-# Linux socket options that Python 3.11's socket module does not name.
+# Linux socket options that Python 3.11's socket module does not name (the
+# numbers mean other things elsewhere, so they are only used on Linux).
+_IS_LINUX = sys.platform == "linux"
 _SOL_UDP = 17
 _UDP_SEGMENT = 103
 _UDP_GRO = 104
@@ -104,8 +107,8 @@ class UdpSocket:
         self._on_receive = on_receive
         self._on_too_big = on_too_big
         self.is_dual_stack = sock.family == socket.AF_INET6
-        self.has_gso = True
-        self.has_gro = _enable_gro(sock)
+        self.has_gso = _IS_LINUX
+        self.has_gro = _IS_LINUX and _enable_gro(sock)
         self._queue: deque[tuple[list[bytes], Address]] = deque()
         self._queued_datagrams = 0
         self._is_writer_armed = False
@@ -114,9 +117,7 @@ class UdpSocket:
         self._loop.add_reader(sock.fileno(), self._read_ready)
 
     @classmethod
-    def bind(
-        cls, port: int, on_receive: ReceiveCallback, on_too_big: TooBigCallback
-    ) -> UdpSocket:
+    def bind(cls, port: int, on_receive: ReceiveCallback, on_too_big: TooBigCallback) -> UdpSocket:
         """Bind a dual-stack socket on ``port`` (0: any), else an IPv4 one."""
         sock: socket.socket | None = None
         if socket.has_ipv6:
@@ -141,11 +142,12 @@ class UdpSocket:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
         # Never let the kernel fragment: a datagram above the path MTU must
         # fail (EMSGSIZE or loss), which is what the size prober relies on.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
-        if sock.family == socket.AF_INET6:
+        if _IS_LINUX:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
+                sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+            if sock.family == socket.AF_INET6:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
         return cls(sock, on_receive, on_too_big)
 
     @property

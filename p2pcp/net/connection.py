@@ -1,0 +1,448 @@
+"""Connection: drives one aioquic ``QuicConnection`` inside the asyncio loop.
+
+The Endpoint feeds it datagrams (``receive_datagram`` for each datagram of a
+receive batch, then ``after_receive`` once); the Connection turns aioquic's
+events into Stream calls and sends what aioquic wants to send through the
+MagicSock. The driver shape is aioquic's own: feed, drain events, transmit,
+re-arm one timer -- but batched: ``datagrams_to_send`` runs once per batch of
+received datagrams, not once per datagram (FACTS.md: the biggest win).
+
+Invariants:
+
+- One timer per connection, re-armed lazily: only moved earlier, never
+  later; a timer that fires early just re-arms.
+- Application writes never transmit inline: they schedule one transmit pass
+  with ``call_soon``, so many writes in one loop iteration cost one pass.
+- After ``HandshakeCompleted`` a client checks the server's certificate key
+  against the node id it dialled before anything else happens on the
+  connection; a mismatch closes it and fails ``connect`` with
+  PeerIdentityError.
+- Datagram size starts at 1200 and is raised only to a size the peer echoed
+  in a probe (probe.py); EMSGSIZE on a QUIC datagram drops it back to 1200.
+- Once terminated, every pending and later operation raises the
+  connection's error (ConnectionLostError unless closed cleanly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Protocol
+
+from aioquic.quic import events
+from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
+
+from p2pcp.core.errors import (
+    ConnectError,
+    ConnectionLostError,
+    P2pcpError,
+    PeerIdentityError,
+)
+from p2pcp.net import tuning
+from p2pcp.net.magicsock import MagicSock, PeerPath
+from p2pcp.net.probe import FLOOR_BYTES, DatagramSizeProber, encode_probe
+from p2pcp.net.stream import Stream
+from p2pcp.net.tls import check_peer_certificate
+from p2pcp.net.udp import Address
+
+logger = logging.getLogger(__name__)
+
+# How long close() waits for the peer to acknowledge data still in flight
+# before it sends CONNECTION_CLOSE anyway (which discards that data). A few
+# RTTs of any real path; the peer's idle timeout covers the rest.
+CLOSE_LINGER_S = 3.0
+_LINGER_POLL_S = 0.01
+
+# Application close code of an aborted connection (endpoint closing, connect
+# given up): the peer reports it as lost, unlike a clean close (code 0).
+ABORT_ERROR_CODE = 0x1
+
+# QUIC transport error code for "the peer is not who we dialled"
+# (CRYPTO_ERROR range 0x0100-0x01ff: 0x0100 + TLS alert 42, bad_certificate).
+_BAD_CERTIFICATE_ERROR = 0x100 + 42
+
+
+class ConnectionOwner(Protocol):
+    """What a Connection needs from its Endpoint."""
+
+    magicsock: MagicSock
+
+    def register_cid(self, cid: bytes, connection: Connection) -> None: ...
+    def unregister_cid(self, cid: bytes) -> None: ...
+    def register_probe(self, nonce: int, connection: Connection) -> None: ...
+    def connection_ready(self, connection: Connection) -> None: ...
+    def connection_terminated(self, connection: Connection) -> None: ...
+
+
+class Connection:
+    """A QUIC connection to one peer (public API: see docs/INTERFACES.md)."""
+
+    def __init__(
+        self,
+        owner: ConnectionOwner,
+        quic: QuicConnection,
+        path: PeerPath,
+        *,
+        expected_node_id: bytes | None,
+        peer_name: str,
+        datagram_size_cap: int | None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._owner = owner
+        self._magicsock = owner.magicsock
+        self._quic = quic
+        self._path = path
+        self._is_client = quic.configuration.is_client
+        self._expected_node_id = expected_node_id
+        self.peer_name = peer_name
+        self._datagram_size_cap = datagram_size_cap
+        # Streams that can still receive events; a stream leaves when done
+        # (Stream.is_done), so a long session of many requests stays small.
+        self._streams: dict[int, Stream] = {}
+        # Streams whose writer waits for ACKs: checked after every receive batch.
+        self.write_blocked: set[Stream] = set()
+        self._highest_peer_stream_id = -1
+        self._incoming: deque[Stream] = deque()
+        self._accept_waiters: list[asyncio.Future[None]] = []
+        self._handshake_done: asyncio.Future[None] = self.loop.create_future()
+        self._handshake_error: P2pcpError | None = None
+        self._terminated = asyncio.Event()
+        self._error: P2pcpError | None = None
+        self._is_closing_locally = False
+        self._is_terminated = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._is_transmit_scheduled = False
+        self._prober: DatagramSizeProber | None = None
+        self.cids: set[bytes] = set()
+        tuning.install_burst_pacer(quic)
+        self._add_cid(quic.host_cid)
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def peer_address(self) -> Address:
+        """The direct address in use (before one answers: the first candidate)."""
+        if self._path.chosen is not None:
+            return self._path.chosen
+        return self._path.candidates[0] if self._path.candidates else ("", 0)
+
+    @property
+    def path_description(self) -> str:
+        return self._path.description
+
+    @property
+    def max_datagram_size(self) -> int:
+        return tuning.datagram_size(self._quic)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._is_closing_locally or self._is_terminated
+
+    async def open_stream(self) -> Stream:
+        """A new bidirectional stream (nothing is sent until the first write)."""
+        self._raise_if_closed()
+        stream_id = self._quic.get_next_available_stream_id(is_unidirectional=False)
+        # An empty write makes aioquic create the stream, so the next call
+        # gets a new id.
+        self._quic.send_stream_data(stream_id, b"", end_stream=False)
+        stream = Stream(self, stream_id)
+        self._streams[stream_id] = stream
+        return stream
+
+    async def accept_stream(self) -> Stream:
+        """The next bidirectional stream the peer opened."""
+        while not self._incoming:
+            self._raise_if_closed()
+            waiter = self.loop.create_future()
+            self._accept_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._accept_waiters.remove(waiter)
+        return self._incoming.popleft()
+
+    async def close(self, reason: str = "") -> None:
+        """Close cleanly, after the peer acknowledged what we sent (bounded linger)."""
+        if self.is_closed:
+            return
+        deadline = self.loop.time() + CLOSE_LINGER_S
+        while self._has_unacked_data() and not self._is_terminated:
+            if self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(_LINGER_POLL_S)
+        if self.is_closed:
+            return
+        self._is_closing_locally = True
+        self._quic.close(error_code=0, reason_phrase=reason)
+        self._transmit()
+        self._fail_everything(ConnectionLostError("connection closed locally"))
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection ends; ConnectionLostError unless it ended cleanly."""
+        await self._terminated.wait()
+        if self._error is not None:
+            raise self._error
+
+    def __repr__(self) -> str:
+        return f"Connection({self.peer_name}, {self.path_description})"
+
+    # -- used by Stream --------------------------------------------------------
+
+    def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        self._raise_if_closed()
+        self._quic.send_stream_data(stream_id, data, end_stream=end_stream)
+        self._schedule_transmit()
+
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        if self.is_closed:
+            return
+        self._quic.reset_stream(stream_id, code)
+        if not stream_is_unidirectional(stream_id):
+            # ValueError: aioquic already discarded the receiving side.
+            with contextlib.suppress(ValueError):
+                self._quic.stop_stream(stream_id, code)
+        self._schedule_transmit()
+
+    def stream_buffered_bytes(self, stream_id: int) -> int:
+        return tuning.stream_buffered_bytes(self._quic, stream_id)
+
+    def stream_state_changed(self, stream: Stream) -> None:
+        if stream.is_done:
+            self._streams.pop(stream.stream_id, None)
+
+    # -- driver: called by the Endpoint --------------------------------------
+
+    async def wait_handshake(self) -> None:
+        """Wait for the handshake (and, on a client, the identity check)."""
+        await asyncio.shield(self._handshake_done)
+        if self._handshake_error is not None:
+            raise self._handshake_error
+
+    def start_client(self, now: float) -> None:
+        self._quic.connect(self._path.quic_address, now=now)
+        self._transmit(now)
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        """Feed one datagram; call ``after_receive`` once after the batch."""
+        self._path.receive_from(address)
+        self._quic.receive_datagram(data, self._path.quic_address, now)
+
+    def after_receive(self, now: float) -> None:
+        self._process_events()
+        self._transmit(now)
+        for stream in list(self.write_blocked):
+            stream.wake_writer(tuning.stream_buffered_bytes(self._quic, stream.stream_id))
+
+    def receive_probe_ack(self, nonce: int, size: int) -> None:
+        if self._prober is None or self._is_terminated:
+            return
+        if self._prober.receive_ack(nonce, size):
+            self._set_datagram_size(self._prober.size)
+
+    def datagram_too_big(self, datagram: bytes) -> None:
+        """Our stack refused a datagram (EMSGSIZE): the path shrank."""
+        if self._prober is not None and self._is_probe(datagram):
+            self._prober.receive_too_big(int.from_bytes(datagram[7:15], "big"))
+            return
+        if self.max_datagram_size > FLOOR_BYTES:
+            logger.info("%r: datagram refused by the path, back to %d", self, FLOOR_BYTES)
+            self._set_datagram_size(FLOOR_BYTES)
+
+    def abort(self, error: P2pcpError) -> None:
+        """Give up on the connection at once (connect timeout, endpoint closing)."""
+        if self._is_terminated:
+            return
+        self._quic.close(error_code=ABORT_ERROR_CODE, reason_phrase=str(error)[:100])
+        self._transmit()
+        self._terminate(error)
+
+    # -- internals -------------------------------------------------------------
+
+    def _raise_if_closed(self) -> None:
+        if self._is_terminated:
+            raise self._error or ConnectionLostError("connection closed")
+        if self._is_closing_locally:
+            raise ConnectionLostError("connection closed locally")
+
+    def _has_unacked_data(self) -> bool:
+        return tuning.connection_buffered_bytes(self._quic) > 0
+
+    @staticmethod
+    def _is_probe(datagram: bytes) -> bool:
+        return bool(datagram) and not datagram[0] & 0x40
+
+    def _set_datagram_size(self, size: int) -> None:
+        tuning.set_datagram_size(self._quic, size)
+        logger.debug("%r: datagram size now %d", self, size)
+
+    def _add_cid(self, cid: bytes) -> None:
+        self.cids.add(cid)
+        self._owner.register_cid(cid, self)
+
+    def _schedule_transmit(self) -> None:
+        if not self._is_transmit_scheduled:
+            self._is_transmit_scheduled = True
+            self.loop.call_soon(self._scheduled_transmit)
+
+    def _scheduled_transmit(self) -> None:
+        self._is_transmit_scheduled = False
+        self._transmit()
+
+    def _transmit(self, now: float | None = None) -> None:
+        if self._is_terminated:
+            return
+        if now is None:
+            now = self.loop.time()
+        datagrams = self._quic.datagrams_to_send(now=now)
+        if datagrams:
+            self._magicsock.send(self._path, [data for data, _addr in datagrams])
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        at = self._quic.get_timer()
+        if self._prober is not None:
+            probe_at = self._prober.get_timer()
+            if probe_at is not None and (at is None or probe_at < at):
+                at = probe_at
+        if at is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._is_terminated:
+            return
+        now = self.loop.time()
+        due = self._quic.get_timer()
+        if due is not None and now >= due:
+            self._quic.handle_timer(now=now)
+        if self._prober is not None:
+            self._prober.handle_timer(now)
+            self._send_probes(now)
+        self._process_events()
+        self._transmit(now)
+
+    def _send_probes(self, now: float) -> None:
+        if self._prober is None or self._prober.is_finished:
+            return
+        for probe in self._prober.probes_to_send(now):
+            self._owner.register_probe(probe.nonce, self)
+            self._magicsock.send_control(self._path, encode_probe(probe.nonce, probe.size))
+
+    def _process_events(self) -> None:
+        quic = self._quic
+        while not self._is_terminated:
+            event = quic.next_event()
+            if event is None:
+                return
+            if isinstance(event, events.StreamDataReceived):
+                stream = self._stream_for_peer_data(event.stream_id)
+                if stream is not None:
+                    stream.receive_data(event.data, event.end_stream)
+            elif isinstance(event, events.StreamReset):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream.receive_reset(event.error_code)
+            elif isinstance(event, events.StopSendingReceived):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream.receive_stop_sending(event.error_code)
+            elif isinstance(event, events.HandshakeCompleted):
+                self._on_handshake_completed()
+            elif isinstance(event, events.ConnectionIdIssued):
+                self._add_cid(event.connection_id)
+            elif isinstance(event, events.ConnectionIdRetired):
+                self.cids.discard(event.connection_id)
+                self._owner.unregister_cid(event.connection_id)
+            elif isinstance(event, events.ConnectionTerminated):
+                self._on_terminated(event)
+                return
+
+    def _stream_for_peer_data(self, stream_id: int) -> Stream | None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        is_peer_initiated = (stream_id & 1 == 0) != self._is_client
+        if not is_peer_initiated or stream_id <= self._highest_peer_stream_id:
+            return None  # a stream we already dropped
+        if stream_is_unidirectional(stream_id) or self.is_closed:
+            return None  # p2pcp/1 uses bidirectional streams only
+        self._highest_peer_stream_id = stream_id
+        stream = Stream(self, stream_id)
+        self._streams[stream_id] = stream
+        self._incoming.append(stream)
+        self._wake_acceptors()
+        return stream
+
+    def _on_handshake_completed(self) -> None:
+        if self._is_client and self._expected_node_id is not None:
+            try:
+                check_peer_certificate(
+                    tuning.peer_certificate(self._quic),
+                    self._expected_node_id,
+                    peer_name=self.peer_name,
+                )
+            except PeerIdentityError as exc:
+                self._handshake_error = exc
+                self._quic.close(error_code=_BAD_CERTIFICATE_ERROR, reason_phrase="wrong peer key")
+                self._transmit()
+                self._terminate(exc)
+                return
+        if not self._handshake_done.done():
+            self._handshake_done.set_result(None)
+        self._prober = DatagramSizeProber(cap=self._datagram_size_cap)
+        self._send_probes(self.loop.time())
+        if not self._is_client:
+            self._owner.connection_ready(self)
+
+    def _on_terminated(self, event: events.ConnectionTerminated) -> None:
+        if self._is_closing_locally or (event.error_code == 0 and not self._handshake_pending):
+            error: P2pcpError = ConnectionLostError("connection closed")
+            self._terminate(error, is_clean=True)
+            return
+        reason = event.reason_phrase or f"error {event.error_code:#x}"
+        if self._handshake_pending:
+            error = ConnectError(f"handshake with {self.peer_name} failed: {reason}")
+        else:
+            error = ConnectionLostError(f"connection to {self.peer_name} lost: {reason}")
+        self._terminate(error)
+
+    @property
+    def _handshake_pending(self) -> bool:
+        return not self._handshake_done.done()
+
+    def _terminate(self, error: P2pcpError, *, is_clean: bool = False) -> None:
+        """Final state: fail everything, release the timer and the ids."""
+        if self._is_terminated:
+            return
+        self._is_terminated = True
+        if not is_clean:
+            self._error = error
+        if self._handshake_error is None and self._handshake_pending:
+            self._handshake_error = error
+        if not self._handshake_done.done():
+            self._handshake_done.set_result(None)
+        self._fail_everything(error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._terminated.set()
+        self._owner.connection_terminated(self)
+
+    def _fail_everything(self, error: P2pcpError) -> None:
+        for stream in list(self._streams.values()):
+            stream.fail(error)
+        self._wake_acceptors()
+
+    def _wake_acceptors(self) -> None:
+        for waiter in self._accept_waiters:
+            if not waiter.done():
+                waiter.set_result(None)

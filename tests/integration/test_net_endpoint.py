@@ -1,0 +1,420 @@
+"""Two Endpoints in one event loop on loopback: handshake, pinning, streams, probing."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from p2pcp.core.errors import (
+    ConnectError,
+    ConnectionLostError,
+    PeerIdentityError,
+    StreamResetError,
+)
+from p2pcp.core.identity import SecretKey
+from p2pcp.net.endpoint import Endpoint
+from p2pcp.net.udp import UdpSocket
+
+# Every test body is bounded by this (on top of pytest-timeout).
+TEST_TIMEOUT_S = 60.0
+
+SERVER_KEY = SecretKey(bytes(range(32)))
+CLIENT_KEY = SecretKey(bytes(range(1, 33)))
+OTHER_KEY = SecretKey(bytes(range(2, 34)))
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(body(), TEST_TIMEOUT_S)
+
+    asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def pair(
+    max_datagram_size: int | None = None,
+) -> AsyncIterator[tuple[Endpoint, Endpoint]]:
+    server = await Endpoint.bind(SERVER_KEY, max_datagram_size=max_datagram_size)
+    client = await Endpoint.bind(CLIENT_KEY, max_datagram_size=max_datagram_size)
+    try:
+        yield server, client
+    finally:
+        await client.close()
+        await server.close()
+
+
+def closed_udp_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def loopback(endpoint: Endpoint) -> tuple[str, int]:
+    return ("127.0.0.1", endpoint.local_port)
+
+
+def test_direct_addresses_include_loopback_with_our_port() -> None:
+    async def body() -> None:
+        async with pair() as (server, _client):
+            addresses = server.direct_addresses()
+            assert ("127.0.0.1", server.local_port) in addresses or (
+                "::1",
+                server.local_port,
+            ) in addresses
+            assert all(port == server.local_port for _host, port in addresses)
+            hosts = [host for host, _port in addresses]
+            loop_hosts = [h for h in hosts if h in ("127.0.0.1", "::1")]
+            assert hosts[-len(loop_hosts) :] == loop_hosts  # loopback last
+
+    run(body)
+
+
+def test_connect_and_accept() -> None:
+    async def body() -> None:
+        async with pair() as (server, client):
+            accepted = asyncio.ensure_future(server.accept())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            incoming = await asyncio.wait_for(accepted, 5)
+            assert connection.peer_address == loopback(server)
+            assert connection.path_description == f"direct 127.0.0.1:{server.local_port}"
+            assert not connection.is_closed
+            stream = await connection.open_stream()
+            await stream.write(b"ping")
+            await stream.finish()
+            peer_stream = await incoming.accept_stream()
+            assert await peer_stream.read_exactly(4) == b"ping"
+            assert await peer_stream.read() == b""
+            await peer_stream.write(b"pong")
+            await peer_stream.finish()
+            assert await stream.read_exactly(4) == b"pong"
+            await connection.close()
+            assert connection.is_closed
+            await asyncio.wait_for(incoming.wait_closed(), 5)  # clean: no error
+
+    run(body)
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+
+    async def body() -> None:
+        async with pair() as (server, client):
+            if ("::1", server.local_port) not in server.direct_addresses():
+                pytest.skip("no ::1 on this machine")
+            connection = await client.connect(
+                server.node_id, [("::1", server.local_port)], timeout_s=5
+            )
+            assert connection.peer_address == ("::1", server.local_port)
+            await connection.close()
+
+    run(body)
+
+
+def test_wrong_node_id_is_refused() -> None:
+    async def body() -> None:
+        async with pair() as (server, client):
+            with pytest.raises(PeerIdentityError) as info:
+                await client.connect(OTHER_KEY.public, [loopback(server)], timeout_s=5)
+            assert info.value.exit_code == 4
+            assert OTHER_KEY.public.short() in str(info.value)
+
+    run(body)
+
+
+def test_unreachable_address_times_out_with_connect_error() -> None:
+    async def body() -> None:
+        async with pair() as (_server, client):
+            port = closed_udp_port()
+            started = time.monotonic()
+            with pytest.raises(ConnectError) as info:
+                await client.connect(SERVER_KEY.public, [("127.0.0.1", port)], timeout_s=1.0)
+            elapsed = time.monotonic() - started
+            assert 0.9 <= elapsed < 3.0
+            message = str(info.value)
+            assert "\n" not in message
+            assert SERVER_KEY.public.short() in message
+            assert f"127.0.0.1:{port}" in message
+            assert info.value.exit_code == 3
+            assert type(info.value) is ConnectError
+
+    run(body)
+
+
+def test_dead_address_among_candidates_still_connects() -> None:
+    async def body() -> None:
+        async with pair() as (server, client):
+            dead = ("127.0.0.1", closed_udp_port())
+            connection = await client.connect(server.node_id, [dead, loopback(server)], timeout_s=5)
+            assert connection.peer_address == loopback(server)
+            stream = await connection.open_stream()
+            await stream.write(b"x")
+            await stream.finish()
+            await connection.close()
+
+    run(body)
+
+
+def _pattern(seed: int, size: int) -> bytes:
+    return hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
+
+
+def test_parallel_bidirectional_streams_are_byte_exact() -> None:
+    size = 8 * 1024 * 1024
+    count = 4
+
+    async def body() -> None:
+        async with pair() as (server, client):
+
+            async def echo_server() -> None:
+                incoming = await server.accept()
+
+                async def serve(stream_task: asyncio.Future[None] | None = None) -> None:
+                    stream = await incoming.accept_stream()
+                    index = int.from_bytes(await stream.read_exactly(4), "big")
+                    digest = hashlib.sha256()
+                    got = 0
+                    while True:
+                        data = await stream.read()
+                        if not data:
+                            break
+                        digest.update(data)
+                        got += len(data)
+                    # answer with the digest of what came, then our own data
+                    await stream.write(digest.digest())
+                    reply = _pattern(1000 + index, size)
+                    for start in range(0, size, 1 << 20):
+                        await stream.write(reply[start : start + (1 << 20)])
+                    await stream.finish()
+
+                await asyncio.gather(*(serve() for _ in range(count)))
+
+            server_task = asyncio.ensure_future(echo_server())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+
+            async def one(index: int) -> None:
+                stream = await connection.open_stream()
+                data = _pattern(index, size)
+
+                async def send() -> None:
+                    await stream.write(index.to_bytes(4, "big"))
+                    view = memoryview(data)
+                    for start in range(0, size, 300_000):
+                        await stream.write(view[start : start + 300_000])
+                    await stream.finish()
+
+                sender = asyncio.ensure_future(send())
+                digest = await stream.read_exactly(32)
+                received = bytearray()
+                while True:
+                    chunk = await stream.read()
+                    if not chunk:
+                        break
+                    received += chunk
+                await sender
+                assert digest == hashlib.sha256(data).digest()
+                assert bytes(received) == _pattern(1000 + index, size)
+
+            await asyncio.gather(*(one(i) for i in range(count)))
+            await server_task
+            await connection.close()
+
+    run(body)
+
+
+def test_stream_reset_reaches_the_peer() -> None:
+    async def body() -> None:
+        async with pair() as (server, client):
+            accepted = asyncio.ensure_future(server.accept())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            incoming = await asyncio.wait_for(accepted, 5)
+
+            stream = await connection.open_stream()
+            await stream.write(b"request")
+            peer_stream = await incoming.accept_stream()
+            assert await peer_stream.read_exactly(7) == b"request"
+            peer_stream.reset(0x10)
+            with pytest.raises(StreamResetError) as info:
+                while True:
+                    await stream.read()
+            assert info.value.code == 0x10
+            # the peer also asked us to stop sending: writes fail with its code
+            with pytest.raises(StreamResetError):
+                for _ in range(100):
+                    await stream.write(b"more")
+                    await asyncio.sleep(0.01)
+            # other streams are unaffected
+            second = await connection.open_stream()
+            await second.write(b"again")
+            await second.finish()
+            peer_second = await incoming.accept_stream()
+            assert await peer_second.read_exactly(5) == b"again"
+            await connection.close()
+
+    run(body)
+
+
+def test_peer_close_fails_pending_reads() -> None:
+    async def body() -> None:
+        async with pair() as (server, client):
+            accepted = asyncio.ensure_future(server.accept())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            incoming = await asyncio.wait_for(accepted, 5)
+            stream = await connection.open_stream()
+            await stream.write(b"hello")
+            peer_stream = await incoming.accept_stream()
+            await peer_stream.read_exactly(5)
+            await incoming.close("done")
+            with pytest.raises(ConnectionLostError):
+                await stream.read()
+            await asyncio.wait_for(connection.wait_closed(), 5)
+
+    run(body)
+
+
+def test_endpoint_close_is_a_lost_connection_for_the_peer() -> None:
+    async def body() -> None:
+        async with pair() as (server, client):
+            accepted = asyncio.ensure_future(server.accept())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            await asyncio.wait_for(accepted, 5)
+            await server.close()
+            with pytest.raises(ConnectionLostError):
+                await asyncio.wait_for(connection.wait_closed(), 5)
+
+    run(body)
+
+
+@pytest.mark.parametrize("cap", [None, 1452, 4000])
+def test_datagram_size_is_probed_up_to_the_cap(cap: int | None) -> None:
+    async def body() -> None:
+        async with pair(max_datagram_size=cap) as (server, client):
+            accepted = asyncio.ensure_future(server.accept())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            incoming = await asyncio.wait_for(accepted, 5)
+            expected = 16000 if cap is None else cap
+            for _ in range(200):
+                if connection.max_datagram_size == incoming.max_datagram_size == expected:
+                    break
+                await asyncio.sleep(0.01)
+            assert connection.max_datagram_size == expected
+            assert incoming.max_datagram_size == expected
+            # and data still flows at that size
+            stream = await connection.open_stream()
+            payload = os.urandom(1 << 20)
+            await stream.write(payload)
+            await stream.finish()
+            peer_stream = await incoming.accept_stream()
+            assert await peer_stream.read_exactly(len(payload)) == payload
+            await connection.close()
+
+    run(body)
+
+
+def test_all_direct_addresses_at_once() -> None:
+    """What a receiver does with a ticket: every address of the sender at once."""
+
+    async def body() -> None:
+        async with pair() as (server, client):
+            accepted = asyncio.ensure_future(server.accept())
+            addresses = server.direct_addresses()
+            connection = await client.connect(server.node_id, addresses, timeout_s=5)
+            incoming = await asyncio.wait_for(accepted, 5)
+            assert connection.peer_address in addresses
+            stream = await connection.open_stream()
+            payload = os.urandom(4 << 20)
+            await stream.write(payload)
+            await stream.finish()
+            peer_stream = await incoming.accept_stream()
+            assert await peer_stream.read_exactly(len(payload)) == payload
+            assert await peer_stream.read() == b""
+            await connection.close()
+
+    run(body)
+
+
+def test_many_sequential_streams() -> None:
+    """One stream per request, many requests: finished streams are released."""
+
+    async def body() -> None:
+        async with pair() as (server, client):
+
+            async def serve() -> None:
+                incoming = await server.accept()
+                while True:
+                    try:
+                        stream = await incoming.accept_stream()
+                    except ConnectionLostError:
+                        return
+                    request = await stream.read_exactly(4)
+                    await stream.write(request * 2)
+                    await stream.finish()
+
+            server_task = asyncio.ensure_future(serve())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            for index in range(300):
+                stream = await connection.open_stream()
+                await stream.write(index.to_bytes(4, "big"))
+                await stream.finish()
+                assert await stream.read_exactly(8) == index.to_bytes(4, "big") * 2
+                assert await stream.read() == b""
+            await connection.close()
+            await asyncio.wait_for(server_task, 5)
+
+    run(body)
+
+
+class _PushBackSocket(socket.socket):
+    """A real UDP socket whose next few sends fail as a full kernel buffer would."""
+
+    pushbacks: list[OSError]
+
+    def sendto(self, *args: Any) -> int:  # type: ignore[override]
+        if self.pushbacks:
+            raise self.pushbacks.pop(0)
+        return super().sendto(*args)
+
+    def sendmsg(self, *args: Any) -> int:  # type: ignore[override]
+        if self.pushbacks:
+            raise self.pushbacks.pop(0)
+        return super().sendmsg(*args)
+
+
+@pytest.mark.parametrize("errno_value", [errno.EAGAIN, errno.ENOBUFS])
+def test_udp_send_survives_kernel_pushback_in_order(errno_value: int) -> None:
+    async def body() -> None:
+        received: list[bytes] = []
+        got_all = asyncio.Event()
+        datagrams = [bytes([i]) * 1200 for i in range(20)] + [b"tail"]
+
+        def on_receive(batch: list[tuple[bytes, tuple[str, int]]]) -> None:
+            received.extend(data for data, _address in batch)
+            if len(received) >= len(datagrams):
+                got_all.set()
+
+        receiver = UdpSocket.bind(0, on_receive, lambda _d, _a: None)
+        raw = _PushBackSocket(socket.AF_INET, socket.SOCK_DGRAM)
+        raw.bind(("127.0.0.1", 0))
+        raw.setblocking(False)
+        raw.pushbacks = [OSError(errno_value, os.strerror(errno_value))]
+        sender = UdpSocket(raw, lambda _batch: None, lambda _d, _a: None)
+        try:
+            sender.send(datagrams[:10], ("127.0.0.1", receiver.local_port))
+            sender.send(datagrams[10:], ("127.0.0.1", receiver.local_port))
+            await asyncio.wait_for(got_all.wait(), 5)
+            assert received == datagrams
+        finally:
+            sender.close()
+            receiver.close()
+
+    run(body)
