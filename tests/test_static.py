@@ -40,4 +40,4 @@ def test_mypy_strict() -> None:
 
 
 def test_codespell() -> None:
-    _run("codespell", "p2pcp", "tests", "bench", "docs", "README.md", "CHANGELOG.md")
+    _run("codespell_lib", "p2pcp", "tests", "bench", "docs", "README.md", "CHANGELOG.md")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import blake3
 
@@ -152,7 +153,11 @@ class Outboard:
     __slots__ = ("_levels", "blake3_hex", "leaf_size", "root", "size", "top")
 
     def __init__(
-        self, size: int, levels: tuple[bytes, ...], blake3_hex: str, leaf_size: int = LEAF_SIZE
+        self,
+        size: int,
+        levels: tuple[bytes, ...],
+        blake3_hex: str | None,
+        leaf_size: int = LEAF_SIZE,
     ) -> None:
         check_leaf_size(leaf_size)
         if not levels or len(levels[0]) != HASH_BYTES * leaf_count(size, leaf_size):
@@ -168,7 +173,7 @@ class Outboard:
 
     @classmethod
     def from_leaf_hashes(
-        cls, size: int, leaf_hashes: bytes, blake3_hex: str, leaf_size: int = LEAF_SIZE
+        cls, size: int, leaf_hashes: bytes, blake3_hex: str | None, leaf_size: int = LEAF_SIZE
     ) -> Outboard:
         """Build the parent levels over known leaf hashes (e.g. a saved record)."""
         levels = [bytes(leaf_hashes)]
@@ -228,16 +233,19 @@ class TreeBuilder:
     """Incremental hasher of one blob: ``update(data)`` any number of times,
     then ``finalize() -> Outboard`` once.
 
-    Computes the leaf hashes and the standard BLAKE3 of the whole blob in one
-    pass. ``update`` returns only when it is done with ``data``, so the caller
-    may reuse its buffer (``readinto``) right after. Thread-safe only in the
-    sense that different builders may run in different threads.
+    Computes the leaf hashes and, with ``with_blake3`` (the default), the
+    standard BLAKE3 of the whole blob in one pass, the two on two threads.
+    Without it (the sender's import: only the receiver reports the standard
+    hash) the leaves of a large update are hashed on two threads instead,
+    which is as fast as ``b3sum``. ``update`` returns only when it is done
+    with ``data``, so the caller may reuse its buffer (``readinto``) right
+    after. Different builders may run in different threads.
     """
 
-    def __init__(self, *, leaf_size: int = LEAF_SIZE) -> None:
+    def __init__(self, *, leaf_size: int = LEAF_SIZE, with_blake3: bool = True) -> None:
         self.leaf_size = check_leaf_size(leaf_size)
         self._leaves = bytearray()
-        self._whole = blake3.blake3()
+        self._whole: Any = blake3.blake3() if with_blake3 else None
         self._partial = blake3.blake3(key=LEAF_KEY)
         self._partial_bytes = 0
         self._size = 0
@@ -256,18 +264,29 @@ class TreeBuilder:
         if length == 0:
             return
         future: Future[object] | None = None
-        if length >= PARALLEL_MIN_BYTES:
+        if self._whole is None:
+            pass
+        elif length >= PARALLEL_MIN_BYTES:
             future = _helper().submit(self._whole.update, view)
         else:
             self._whole.update(view)
         try:
-            self._hash_leaves(view)
+            self._hash_leaves(view, split=self._whole is None and length >= PARALLEL_MIN_BYTES)
         finally:
             if future is not None:
                 future.result()
         self._size += length
 
-    def _hash_leaves(self, view: memoryview) -> None:
+    def _full_leaves(self, view: memoryview) -> bytes:
+        """Hashes of the full leaves that make up ``view``, concatenated."""
+        leaf_size = self.leaf_size
+        key = LEAF_KEY
+        return b"".join(
+            blake3.blake3(view[at : at + leaf_size], key=key).digest()
+            for at in range(0, len(view), leaf_size)
+        )
+
+    def _hash_leaves(self, view: memoryview, *, split: bool = False) -> None:
         leaf_size = self.leaf_size
         length = len(view)
         at = 0
@@ -281,13 +300,18 @@ class TreeBuilder:
             self._leaves += self._partial.digest()
             self._partial = blake3.blake3(key=LEAF_KEY)
             self._partial_bytes = 0
-        leaves = self._leaves
-        key = LEAF_KEY
         # Full leaves straight from the caller's memory: a full leaf's hash
         # does not depend on what follows, so it is closed at once.
-        while length - at >= leaf_size:
-            leaves += blake3.blake3(view[at : at + leaf_size], key=key).digest()
-            at += leaf_size
+        full = (length - at) // leaf_size
+        if split and full >= 2:
+            middle = at + (full // 2) * leaf_size
+            end = at + full * leaf_size
+            first = _helper().submit(self._full_leaves, view[at:middle])
+            second = self._full_leaves(view[middle:end])
+            self._leaves += first.result() + second
+        else:
+            self._leaves += self._full_leaves(view[at : at + full * leaf_size])
+        at += full * leaf_size
         if at < length:
             self._partial.update(view[at:])
             self._partial_bytes = length - at
@@ -299,5 +323,8 @@ class TreeBuilder:
         if self._partial_bytes or not self._leaves:
             self._leaves += self._partial.digest()
         return Outboard.from_leaf_hashes(
-            self._size, bytes(self._leaves), str(self._whole.hexdigest()), self.leaf_size
+            self._size,
+            bytes(self._leaves),
+            None if self._whole is None else str(self._whole.hexdigest()),
+            self.leaf_size,
         )

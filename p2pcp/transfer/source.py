@@ -52,9 +52,11 @@ class Collection:
         return bytes(self.manifest_outboard.root)
 
 
-def hash_file(path: Path, on_bytes: ProgressCallback | None = None) -> Outboard:
-    """Hash one file into its outboard tree (and standard BLAKE3)."""
-    builder = TreeBuilder()
+def hash_file(
+    path: Path, on_bytes: ProgressCallback | None = None, *, with_blake3: bool = True
+) -> Outboard:
+    """Hash one file into its outboard tree (and, ``with_blake3``, its standard BLAKE3)."""
+    builder = TreeBuilder(with_blake3=with_blake3)
     buffer = bytearray(IMPORT_READ_BYTES)
     view = memoryview(buffer)
     try:
@@ -159,7 +161,9 @@ def import_scan(scan: Scan, on_bytes: ProgressCallback | None = None) -> Collect
     entries: list[Entry] = []
     blobs: dict[bytes, SourceBlob] = {}
     for found in scan.files:
-        outboard = hash_file(found.path, on_bytes)
+        # The sender needs only the tree; the receiver computes and reports
+        # the standard BLAKE3 of what it verified.
+        outboard = hash_file(found.path, on_bytes, with_blake3=False)
         if outboard.size != found.size:
             raise StorageError(f"{found.path} changed size while it was being read")
         root = bytes(outboard.root)

@@ -105,7 +105,7 @@ class Store:
             if stat.S_ISREG(st.st_mode) and st.st_size == entry.size:
                 existing = hash_file(dest)
                 if bytes(existing.root) == entry.root:
-                    plan.present.append((entry, existing.blake3_hex))
+                    plan.present.append((entry, existing.blake3_hex or ""))
                     continue
             if not self.force:
                 raise WouldOverwriteError(

@@ -148,3 +148,24 @@ def test_from_leaf_hashes_rebuilds_the_same_outboard() -> None:
 
 KNOWN_EMPTY = "f4644dd2196b38dccf3d56b7138ec1558c30298bfe79ca0322fb7a9af9bcad5b"
 KNOWN_4_LEAVES = "94ff001d4bf8969cb939063e25c982a51d9a2b30e76c58fc592a636a7d445989"
+
+
+def test_tree_without_standard_hash_is_the_same_tree() -> None:
+    """The sender's import skips the standard BLAKE3 and splits leaves over
+    two threads; the tree must not change, whatever the update sizes."""
+    import os
+
+    from p2pcp.blobs.tree import LEAF_SIZE, TreeBuilder
+
+    data = os.urandom(5 * LEAF_SIZE + 12345)
+    with_hash = TreeBuilder()
+    with_hash.update(data)
+    expected = with_hash.finalize()
+    for piece in (1000, LEAF_SIZE - 1, 4 * 1024 * 1024, len(data)):
+        builder = TreeBuilder(with_blake3=False)
+        for at in range(0, len(data), piece):
+            builder.update(data[at : at + piece])
+        outboard = builder.finalize()
+        assert outboard.root == expected.root
+        assert outboard.leaf_hashes == expected.leaf_hashes
+        assert outboard.blake3_hex is None
