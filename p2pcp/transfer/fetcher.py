@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def _explain_reset(exc: StreamResetError, what: str) -> P2pcpError:
 async def _fetch_blob(
     stream: Stream,
     decoder: RangeDecoder,
-    on_leaf: Callable[[LeafVerified], None],
+    on_leaf: Callable[[LeafVerified], Awaitable[None]],
     what: str,
 ) -> None:
     """Feed a response body into ``decoder``, handing out verified leaves."""
@@ -92,7 +92,7 @@ async def _fetch_blob(
             decoder.receive_data(chunk)
             while (event := decoder.next_event()) is not None:
                 if isinstance(event, LeafVerified):
-                    on_leaf(event)
+                    await on_leaf(event)
     except StreamResetError as exc:
         raise _explain_reset(exc, what) from None
     if not decoder.is_finished:
@@ -105,7 +105,7 @@ async def _fetch_blob(
 async def _fetch_manifest(connection: Connection, ticket: Ticket) -> Manifest:
     data = bytearray()
 
-    def on_leaf(leaf: LeafVerified) -> None:
+    async def on_leaf(leaf: LeafVerified) -> None:
         data.extend(leaf.data)
         if len(data) > MAX_MANIFEST_BYTES:
             raise RemoteProtocolError("the manifest is larger than p2pcp accepts")
@@ -217,16 +217,16 @@ class Fetcher:
             stream = await _request(connection, wire.GetRequest(root, ALL))
             decoder = RangeDecoder(root, ALL, expected_size=first.size)
 
-            def on_leaf(leaf: LeafVerified) -> None:
-                partial.write_verified(leaf.offset, leaf.data)
+            async def on_leaf(leaf: LeafVerified) -> None:
+                await partial.write_verified(leaf.offset, leaf.data)
                 self.bytes_received += len(leaf.data)
                 self.emit(events.BytesReceived(first.path, len(leaf.data)))
 
             await _fetch_blob(stream, decoder, on_leaf, first.path)
-            digest = await asyncio.to_thread(partial.finish)
+            digest = await partial.finish()
             store.place(partial, entries)
         except BaseException:
-            partial.discard()
+            await partial.discard()
             raise
         for entry in entries:
             reports[entry.path] = events.FileReport(entry.path, entry.size, digest)

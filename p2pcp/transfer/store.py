@@ -16,10 +16,12 @@ Invariants (the promise to backup scripts):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +71,9 @@ class Store:
         self.manifest = manifest
         self.force = force
         self.partial_dir = out_dir / f"{PARTIAL_DIR_PREFIX}{root.hex()[:16]}"
+        # One writer thread: the disk is one queue anyway, and it keeps each
+        # file's writes in order.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pcp-writer")
 
     # -- checks before anything is written ---------------------------------
 
@@ -143,7 +148,7 @@ class Store:
             raise StorageError(f"cannot create {self.partial_dir}: {exc.strerror}") from None
 
     def open_partial(self, root: bytes) -> PartialFile:
-        return PartialFile(self.partial_dir / f"{root.hex()}.part")
+        return PartialFile(self.partial_dir / f"{root.hex()}.part", self._writer)
 
     def _make_parents(self, rel: str) -> None:
         self._check_parents(rel)
@@ -183,16 +188,26 @@ class Store:
                 raise StorageError(f"cannot create {rel}: {exc.strerror}") from None
 
     def remove_partial_dir(self) -> None:
+        self._writer.shutdown(wait=True)
         shutil.rmtree(self.partial_dir, ignore_errors=True)
 
 
 class PartialFile:
-    """A file being received: verified leaves are appended in order."""
+    """A file being received: verified leaves are appended in order.
 
-    def __init__(self, path: Path) -> None:
+    Writing (and the standard BLAKE3 of what is written) happens on the
+    store's writer thread, so a disk that throttles dirty pages never stalls
+    the event loop that is receiving the next leaves. One write per file is
+    in flight at a time; ``write_verified`` waits for the previous one, which
+    also bounds the memory held to one leaf per file.
+    """
+
+    def __init__(self, path: Path, writer: ThreadPoolExecutor) -> None:
         self.path = path
         self.hasher = blake3.blake3()
         self.size = 0
+        self._writer = writer
+        self._pending: asyncio.Future[None] | None = None
         try:
             self._fd: int | None = os.open(
                 path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600
@@ -200,33 +215,47 @@ class PartialFile:
         except OSError as exc:
             raise StorageError(f"cannot create {path}: {exc.strerror}") from None
 
-    def write_verified(self, offset: int, data: bytes) -> None:
-        if offset != self.size or self._fd is None:
-            raise StorageError(f"internal error: out-of-order write to {self.path}")
+    def _write(self, fd: int, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(self._fd, view)
+                written = os.write(fd, view)
                 view = view[written:]
         except OSError as exc:
             raise StorageError(f"cannot write {self.path}: {exc.strerror}") from None
         self.hasher.update(data)
-        self.size += len(data)
 
-    def finish(self) -> str:
-        """fsync and close; return the standard BLAKE3 hex of the content."""
+    async def _wait_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def write_verified(self, offset: int, data: bytes) -> None:
+        if offset != self.size or self._fd is None:
+            raise StorageError(f"internal error: out-of-order write to {self.path}")
+        await self._wait_pending()
+        self.size += len(data)
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(self._writer, self._write, self._fd, data)
+
+    async def finish(self) -> str:
+        """Write what is pending, fsync, close; return the content's standard BLAKE3 hex."""
         if self._fd is None:
             raise StorageError(f"internal error: {self.path} finished twice")
+        fd = self._fd
         try:
-            os.fsync(self._fd)
+            await self._wait_pending()
+            await asyncio.get_running_loop().run_in_executor(self._writer, os.fsync, fd)
         except OSError as exc:
             raise StorageError(f"cannot write {self.path}: {exc.strerror}") from None
         finally:
-            os.close(self._fd)
             self._fd = None
+            os.close(fd)
         return str(self.hasher.hexdigest())
 
-    def discard(self) -> None:
+    async def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._wait_pending()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -29,8 +30,14 @@ def _store(out: Path, manifest: Manifest, force: bool = False) -> Store:
 
 def _deliver(store: Store, entries: list[Entry], data: bytes) -> str:
     partial = store.open_partial(entries[0].root)
-    partial.write_verified(0, data)
-    digest = partial.finish()
+
+    async def deliver() -> str:
+        half = len(data) // 2
+        await partial.write_verified(0, data[:half])
+        await partial.write_verified(half, data[half:])
+        return await partial.finish()
+
+    digest = asyncio.run(deliver())
     store.place(partial, entries)
     return digest
 
@@ -108,10 +115,14 @@ def test_partial_file_refuses_out_of_order_writes(tmp_path: Path) -> None:
     store = _store(tmp_path, _manifest(_entry("top/a", b"x")))
     store.prepare()
     partial = store.open_partial(b"\x02" * 32)
-    partial.write_verified(0, b"abc")
-    with pytest.raises(StorageError):
-        partial.write_verified(10, b"def")
-    partial.discard()
+
+    async def misuse() -> None:
+        await partial.write_verified(0, b"abc")
+        with pytest.raises(StorageError):
+            await partial.write_verified(10, b"def")
+        await partial.discard()
+
+    asyncio.run(misuse())
     assert list(store.partial_dir.iterdir()) == []
 
 
