@@ -230,7 +230,7 @@ class SendView:
     def _on_ReceiverFinished(self, event: events.ReceiverFinished) -> None:
         task = self.receivers.pop(event.connection_id, None)
         if self.progress is not None and task is not None:
-            self.progress.update(task, completed=self.total)
+            self.progress.remove_task(task)
         self._say(
             f"receiver {event.connection_id} finished: {human_bytes(event.bytes_sent)} sent "
             f"in {event.seconds:.1f} s"
