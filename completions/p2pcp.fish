@@ -1,10 +1,1 @@
-_p2pcp_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _P2PCP_COMPLETE=complete_bash $1 ) )
-    return 0
-}
-
-complete -o default -F _p2pcp_completion p2pcp
+complete --command p2pcp --no-files --arguments "(env _P2PCP_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) p2pcp)" --condition "env _P2PCP_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) p2pcp"

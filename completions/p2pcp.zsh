@@ -1,10 +1,7 @@
+#compdef p2pcp
+
 _p2pcp_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _P2PCP_COMPLETE=complete_bash $1 ) )
-    return 0
+  eval $(env _TYPER_COMPLETE_ARGS="${words[1,$CURRENT]}" _P2PCP_COMPLETE=complete_zsh p2pcp)
 }
 
-complete -o default -F _p2pcp_completion p2pcp
+compdef _p2pcp_completion p2pcp
