@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from p2pcp.cli.common import JsonOption, QuietOption, VerboseOption
+
 
 def receive(
     ticket: Annotated[str, typer.Argument(metavar="TICKET", help="The ticket the sender printed.")],
@@ -17,13 +19,9 @@ def receive(
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object per line on stdout.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no messages.")] = False,
-    verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
-    ] = 0,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Receive files and folders from a sender's ticket into DIR (default: here).
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from p2pcp.cli.common import JsonOption, QuietOption, VerboseOption
+
 
 def _write_atomically(path: Path, text: str) -> None:
     from p2pcp.core.errors import StorageError
@@ -42,13 +44,9 @@ def send(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="UDP port to listen on (0: any).")
     ] = 0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object per line on stdout.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no messages.")] = False,
-    verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
-    ] = 0,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Send files and folders: print a ticket, then serve until Ctrl-C (or --once).
 

@@ -7,12 +7,23 @@ import contextlib
 import os
 import signal
 from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+import typer
 
 from p2pcp.cli.output import OutputMode
 from p2pcp.core.errors import Interrupted, P2pcpError, UsageError
 
 T = TypeVar("T")
+
+# Options every transfer command takes, spelled once.
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object per line on stdout.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no messages.")]
+VerboseOption = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
+]
 
 # For tests and benchmarks that model an internet path on loopback: caps
 # the datagram size the path prober may reach (1200 is QUIC's floor).

@@ -7,7 +7,7 @@ sees. JSON ``progress`` lines are throttled; bars refresh on their own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.progress import (
     BarColumn,
@@ -45,16 +45,17 @@ def _shorten(path: str, width: int = 32) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
-class ReceiveView:
+_V = TypeVar("_V", bound="_View")
+
+
+class _View:
+    """Routes each event to ``_on_<EventName>``; owns the bars' lifetime."""
+
     def __init__(self, mode: OutputMode) -> None:
         self.mode = mode
         self.progress: Progress | None = _bars() if mode.shows_bars else None
-        self.overall: TaskID | None = None
-        self.file_tasks: dict[str, TaskID] = {}
-        self.bytes_done = 0
-        self.total = 0
 
-    def __enter__(self) -> ReceiveView:
+    def __enter__(self: _V) -> _V:
         if self.progress is not None:
             self.progress.start()
         return self
@@ -68,9 +69,18 @@ class ReceiveView:
         if handler is not None:
             handler(event)
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, **style: Any) -> None:
         if self.mode.shows_messages:
-            console.print(text, markup=False, highlight=False)
+            console.print(text, markup=False, highlight=False, **style)
+
+
+class ReceiveView(_View):
+    def __init__(self, mode: OutputMode) -> None:
+        super().__init__(mode)
+        self.overall: TaskID | None = None
+        self.file_tasks: dict[str, TaskID] = {}
+        self.bytes_done = 0
+        self.total = 0
 
     def _on_PeerConnected(self, event: events.PeerConnected) -> None:
         self._say(f"Connected to the sender: {event.path}")
@@ -141,33 +151,13 @@ class ReceiveView:
             )
 
 
-class SendView:
+class SendView(_View):
     def __init__(self, mode: OutputMode, *, ticket_to_stdout: bool) -> None:
-        self.mode = mode
+        super().__init__(mode)
         self.ticket_to_stdout = ticket_to_stdout
-        self.progress: Progress | None = _bars() if mode.shows_bars else None
         self.hash_task: TaskID | None = None
         self.receivers: dict[int, TaskID] = {}
         self.total = 0
-        self.sent: dict[int, int] = {}
-
-    def __enter__(self) -> SendView:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def handle(self, event: object) -> None:
-        handler = getattr(self, "_on_" + type(event).__name__, None)
-        if handler is not None:
-            handler(event)
-
-    def _say(self, text: str, **style: Any) -> None:
-        if self.mode.shows_messages:
-            console.print(text, markup=False, highlight=False, **style)
 
     def _on_ImportProgressed(self, event: events.ImportProgressed) -> None:
         if self.progress is None:
@@ -206,7 +196,6 @@ class SendView:
 
     def _on_ReceiverConnected(self, event: events.ReceiverConnected) -> None:
         label = f"receiver {event.connection_id} ({event.path})"
-        self.sent[event.connection_id] = 0
         if self.progress is not None:
             self.receivers[event.connection_id] = self.progress.add_task(label, total=self.total)
         else:
@@ -215,7 +204,6 @@ class SendView:
             self.mode.json("connected", receiver=event.connection_id, path=event.path)
 
     def _on_ReceiverProgressed(self, event: events.ReceiverProgressed) -> None:
-        self.sent[event.connection_id] = event.bytes_sent
         task = self.receivers.get(event.connection_id)
         if self.progress is not None and task is not None:
             self.progress.update(task, completed=event.bytes_sent)

@@ -276,7 +276,7 @@ class Connection:
 
     def _set_datagram_size(self, size: int) -> None:
         tuning.set_datagram_size(self._quic, size)
-        logger.debug("%r: datagram size now %d", self, size)
+        logger.info("%r: datagram size now %d", self, size)
 
     def _add_cid(self, cid: bytes) -> None:
         self.cids.add(cid)

@@ -76,7 +76,7 @@ class PeerPath:
         """A datagram of this path's connection came from ``address``."""
         if address != self.chosen:
             if self.chosen is not None:
-                logger.debug("path %s moved to %s", self.chosen, address)
+                logger.info("path %s moved to %s", self.chosen, address)
             self.chosen = address
 
 
