@@ -1,0 +1,140 @@
+"""Relayed against direct: the real CLI through a local ``p2pcp relay``.
+
+In one run, moves one --size file (default 512 MiB) over loopback with
+``p2pcp send --relay URL`` / ``p2pcp receive`` twice: direct
+(``--direct-only``) and through the relay (``--relay-only``), and prints the
+MB/s of each, the ratio, and the relay process's CPU seconds per GiB
+relayed (from /proc). Figures only: a benchmark never fails.
+
+    python bench/relay.py [--size 512M] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from quic_raw import parse_size  # noqa: E402
+from transfer import make_file, p2pcp_command  # noqa: E402
+
+
+def free_port() -> int:
+    """A port free on loopback for both TCP (WebSocket) and UDP (STUN)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def wait_for_relay(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the relay did not start")
+
+
+def transfer(path: Path, work: Path, relay_url: str, policy: str) -> float:
+    """One send/receive; MB/s by the receiver's own clock."""
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ)
+    sender = subprocess.Popen(
+        [*p2pcp_command(), "send", "--once", "--json", "--relay", relay_url, str(path)],
+        env={**env, "P2PCP_HOME": str(work / "send-home")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sender.stdout is not None
+        ticket = json.loads(sender.stdout.readline())["ticket"]
+        result = subprocess.run(
+            [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json", policy],
+            env={**env, "P2PCP_HOME": str(work / "recv-home")},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"receive {policy} failed: {result.stderr.strip()}")
+        done = json.loads(result.stdout.strip().splitlines()[-1])
+        sender.wait(timeout=60)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
+        if sender.stdout is not None:
+            sender.stdout.close()
+    expected = "relay" if policy == "--relay-only" else "direct"
+    if done.get("main_path") != expected:
+        raise SystemExit(f"{policy}: the transfer went mostly over {done.get('main_path')}")
+    shutil.rmtree(out, ignore_errors=True)
+    return float(path.stat().st_size / done["seconds"] / 1e6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="512M", help="file size, e.g. 256M, 1G")
+    parser.add_argument("--runs", type=int, default=1, help="runs per case (median shown)")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    port = free_port()
+    relay_url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="p2pcp-bench-", dir="/var/tmp") as tmp:
+        work = Path(tmp)
+        path = work / "payload.bin"
+        make_file(path, size)
+        relay = subprocess.Popen(
+            [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_relay(port)
+            direct = [transfer(path, work, relay_url, "--direct-only") for _ in range(args.runs)]
+            cpu_before = cpu_seconds(relay.pid)
+            relayed = [transfer(path, work, relay_url, "--relay-only") for _ in range(args.runs)]
+            relay_cpu = cpu_seconds(relay.pid) - cpu_before
+        finally:
+            relay.terminate()
+            relay.wait(timeout=10)
+    gib_relayed = size * args.runs / 2**30
+    direct_mb = statistics.median(direct)
+    relayed_mb = statistics.median(relayed)
+    print(f"file: {size:,} bytes over loopback; {args.runs} run(s) per case, median shown\n")
+    print(f"  direct (--direct-only)      {direct_mb:8.1f} MB/s")
+    print(f"  relayed (--relay-only)      {relayed_mb:8.1f} MB/s")
+    print(f"  relayed / direct            {relayed_mb / direct_mb:8.2f}x   (goal >= 0.5x)")
+    print(f"  relay CPU per GiB relayed   {relay_cpu / gib_relayed:8.2f} s")
+
+
+if __name__ == "__main__":
+    main()
