@@ -73,7 +73,7 @@ def _read_file(path: Path) -> dict[str, object]:
         import tomli as tomllib
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            data: dict[str, object] = tomllib.load(handle)
     except FileNotFoundError:
         return {}
     except OSError as exc:
