@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from p2pcp import __version__
-from p2pcp.cli import cmd_id, cmd_receive, cmd_send, cmd_ticket
+from p2pcp.cli import cmd_id, cmd_receive, cmd_relay, cmd_send, cmd_ticket
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success, 1 unexpected error, 2 usage error or bad ticket, "
@@ -64,6 +64,7 @@ app.command("send", epilog=EXIT_CODES_HELP)(cmd_send.send)
 app.command("receive", epilog=EXIT_CODES_HELP)(cmd_receive.receive)
 app.command("ticket", epilog=EXIT_CODES_HELP)(cmd_ticket.ticket)
 app.command("id", epilog=EXIT_CODES_HELP)(cmd_id.node_id)
+app.command("relay", epilog=EXIT_CODES_HELP)(cmd_relay.relay)
 
 
 def _fail(message: str, code: int) -> int:

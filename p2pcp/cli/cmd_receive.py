@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from p2pcp.cli.common import JsonOption, QuietOption, VerboseOption
+from p2pcp.cli.common import JsonOption, NoRelayOption, QuietOption, RelayOption, VerboseOption
 
 
 def receive(
@@ -18,6 +18,14 @@ def receive(
     ] = Path("."),
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
+    ] = False,
+    relay: RelayOption = None,
+    no_relay: NoRelayOption = False,
+    relay_only: Annotated[
+        bool, typer.Option("--relay-only", help="Never use a direct path, only the relay.")
+    ] = False,
+    direct_only: Annotated[
+        bool, typer.Option("--direct-only", help="Never use the relay, only direct paths.")
     ] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -32,6 +40,8 @@ def receive(
     from p2pcp.cli.common import json_errors, max_datagram_size_from_env, run_async
     from p2pcp.cli.output import OutputMode, setup_logging
     from p2pcp.cli.progress import ReceiveView
+    from p2pcp.core.config import normalize_relay_url
+    from p2pcp.core.errors import UsageError
     from p2pcp.core.identity import load_or_create_secret_key
     from p2pcp.core.ticket import decode_ticket
     from p2pcp.transfer.fetcher import Fetcher, FetchOptions
@@ -40,8 +50,19 @@ def receive(
     setup_logging(verbose)
     with json_errors(mode):
         decoded = decode_ticket(ticket)
+        if relay_only and (direct_only or no_relay):
+            raise UsageError("--relay-only contradicts --direct-only and --no-relay")
+        if relay and no_relay:
+            raise UsageError("--relay and --no-relay contradict each other")
+        policy = (
+            "relay-only" if relay_only else "direct-only" if direct_only or no_relay else "auto"
+        )
         options = FetchOptions(
-            out_dir=out, force=force, max_datagram_size=max_datagram_size_from_env()
+            out_dir=out,
+            force=force,
+            max_datagram_size=max_datagram_size_from_env(),
+            path_policy=policy,
+            relay_url=normalize_relay_url(relay) if relay else None,
         )
         secret_key = load_or_create_secret_key()
         with ReceiveView(mode) as view:

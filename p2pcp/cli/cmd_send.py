@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from p2pcp.cli.common import JsonOption, QuietOption, VerboseOption
+from p2pcp.cli.common import JsonOption, NoRelayOption, QuietOption, RelayOption, VerboseOption
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -44,6 +44,8 @@ def send(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="UDP port to listen on (0: any).")
     ] = 0,
+    relay: RelayOption = None,
+    no_relay: NoRelayOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
@@ -56,17 +58,20 @@ def send(
     from p2pcp.cli.common import json_errors, max_datagram_size_from_env, run_async
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
+    from p2pcp.core.config import choose_relay
     from p2pcp.transfer import events
     from p2pcp.transfer.sender import SendOptions, run_send
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
-    options = SendOptions(
-        paths=tuple(paths),
-        once=once,
-        port=port,
-        max_datagram_size=max_datagram_size_from_env(),
-    )
+    with json_errors(mode):
+        options = SendOptions(
+            paths=tuple(paths),
+            once=once,
+            port=port,
+            max_datagram_size=max_datagram_size_from_env(),
+            relay_url=choose_relay(relay, no_relay),
+        )
     with json_errors(mode), SendView(mode, ticket_to_stdout=not stdout_is_terminal()) as view:
 
         def emit(event: object) -> None:

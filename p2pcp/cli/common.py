@@ -21,6 +21,16 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object per line on stdout.")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no messages.")]
+RelayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--relay",
+        metavar="URL",
+        help="Relay to use (http://HOST:PORT or https://...); default: P2PCP_RELAY or the "
+        "config file.",
+    ),
+]
+NoRelayOption = Annotated[bool, typer.Option("--no-relay", help="Use no relay: direct only.")]
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
 ]

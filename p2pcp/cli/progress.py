@@ -83,9 +83,14 @@ class ReceiveView(_View):
         self.total = 0
 
     def _on_PeerConnected(self, event: events.PeerConnected) -> None:
-        self._say(f"Connected to the sender: {event.path}")
+        self._say(f"Connected to the sender: {event.description}")
         if self.mode.is_json:
-            self.mode.json("connected", path=event.path, address=event.address)
+            self.mode.json("connected", path=event.path, description=event.description)
+
+    def _on_PathChanged(self, event: events.PathChanged) -> None:
+        self._say(f"Path changed: {event.description}")
+        if self.mode.is_json:
+            self.mode.json("path", kind=event.path, description=event.description)
 
     def _on_ManifestReceived(self, event: events.ManifestReceived) -> None:
         self.total = event.total_size
@@ -138,7 +143,8 @@ class ReceiveView(_View):
         speed = human_bytes(result.bytes_received / seconds)
         self._say(
             f"Done: {result.out_path} ({len(result.files)} files, "
-            f"{human_bytes(result.bytes_received)} received in {result.seconds:.1f} s, {speed}/s)"
+            f"{human_bytes(result.bytes_received)} received in {result.seconds:.1f} s, {speed}/s, "
+            f"mostly {result.main_path})"
         )
         if self.mode.is_json:
             self.mode.json(
@@ -148,6 +154,8 @@ class ReceiveView(_View):
                 bytes_present=result.bytes_present,
                 seconds=round(result.seconds, 3),
                 files=[{"path": f.path, "size": f.size, "blake3": f.blake3} for f in result.files],
+                paths=result.bytes_by_path,
+                main_path=result.main_path,
             )
 
 
@@ -185,12 +193,16 @@ class SendView(_View):
                 total_size=event.total_size,
                 files=event.file_count,
                 name=event.name,
+                relay_url=event.relay_url,
             )
         elif self.ticket_to_stdout:
             sys.stdout.write(event.ticket + "\n")
             sys.stdout.flush()
         files = "1 file" if event.file_count == 1 else f"{event.file_count} files"
         self._say(f"Sending {event.name}: {files}, {human_bytes(event.total_size)}")
+        if event.relay_url:
+            state = "connected" if event.is_relay_connected else "not reachable yet, retrying"
+            self._say(f"Relay: {event.relay_url} ({state})")
         self._say("On the other machine, run:")
         self._say(f"p2pcp receive {event.ticket}", style="bold")
 

@@ -17,8 +17,18 @@ Invariants:
   against the node id it dialled before anything else happens on the
   connection; a mismatch closes it and fails ``connect`` with
   PeerIdentityError.
-- Datagram size starts at 1200 and is raised only to a size the peer echoed
-  in a probe (probe.py); EMSGSIZE on a QUIC datagram drops it back to 1200.
+- Datagram size starts at 1200 and, after the handshake, follows the path:
+  over the relay it is the largest aioquic sends (``RELAY_DATAGRAM_BYTES``,
+  under the cap: the relay carries 64 KiB over TCP); over a direct address
+  it is 1200 until a probe of a larger size is echoed on that address
+  (probe.py), and every move to a direct address starts again from 1200.
+  EMSGSIZE on a QUIC datagram drops it back to 1200.
+- A path change that may have lost packets (leaving a direct path, or the
+  relay coming back) makes aioquic retransmit at once instead of waiting
+  for its backed-off probe timer; the QUIC address never changes, so aioquic
+  sees no migration.
+- ``bytes_by_path`` counts UDP payload bytes (QUIC datagrams, not disco or
+  probes) sent and received, by the kind of path that carried them.
 - Once terminated, every pending and later operation raises the
   connection's error (ConnectionLostError unless closed cleanly).
 """
@@ -29,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from aioquic.quic import events
@@ -42,7 +53,8 @@ from p2pcp.core.errors import (
 )
 from p2pcp.net import tuning
 from p2pcp.net.magicsock import MagicSock, PeerPath
-from p2pcp.net.probe import FLOOR_BYTES, DatagramSizeProber, encode_probe
+from p2pcp.net.pathstate import KIND_DIRECT, KIND_RELAY
+from p2pcp.net.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES, DatagramSizeProber, encode_probe
 from p2pcp.net.stream import Stream
 from p2pcp.net.tls import check_peer_certificate
 from p2pcp.net.udp import Address
@@ -62,6 +74,13 @@ ABORT_ERROR_CODE = 0x1
 # QUIC transport error code for "the peer is not who we dialled"
 # (CRYPTO_ERROR range 0x0100-0x01ff: 0x0100 + TLS alert 42, bad_certificate).
 _BAD_CERTIFICATE_ERROR = 0x100 + 42
+
+# Datagram size over a relay: aioquic's ceiling. The relay carries datagrams
+# of up to 64 KiB inside TCP, so nothing on that path limits the size, and
+# every datagram is one relay frame: the bigger, the fewer.
+RELAY_DATAGRAM_BYTES = MAX_DATAGRAM_BYTES
+
+PathListener = Callable[[str, str], None]
 
 
 class ConnectionOwner(Protocol):
@@ -117,21 +136,48 @@ class Connection:
         self._is_transmit_scheduled = False
         self._prober: DatagramSizeProber | None = None
         self.cids: set[bytes] = set()
+        self._direct_bytes = 0
+        self._relay_bytes = 0
+        self._path_listener: PathListener | None = None
+        self._reported_path = (path.kind, path.description)
         tuning.install_burst_pacer(quic)
         self._add_cid(quic.host_cid)
+        # A server looks for direct paths at once; a client once connect()
+        # returns (Endpoint.connect), so its first path is the one reported.
+        path.attach(self, self.loop.time(), is_discovering=not self._is_client)
 
     # -- public API ----------------------------------------------------------
 
     @property
     def peer_address(self) -> Address:
-        """The direct address in use (before one answers: the first candidate)."""
+        """The direct address in use (else the first candidate, else ("", 0))."""
         if self._path.chosen is not None:
             return self._path.chosen
         return self._path.candidates[0] if self._path.candidates else ("", 0)
 
     @property
+    def path_kind(self) -> str:
+        """ "direct" or "relay": how our datagrams to the peer travel now."""
+        return self._path.kind
+
+    @property
     def path_description(self) -> str:
+        """E.g. "direct 198.18.0.5:4433" or "relay http://198.18.0.1:3340"."""
         return self._path.description
+
+    @property
+    def bytes_by_path(self) -> dict[str, int]:
+        """UDP payload bytes sent plus received: ``{"direct": n, "relay": m}``."""
+        return {KIND_DIRECT: self._direct_bytes, KIND_RELAY: self._relay_bytes}
+
+    def set_path_listener(self, callback: PathListener | None) -> None:
+        """Call ``callback(path_kind, path_description)`` on every later path switch.
+
+        A client connection never switches before ``connect()`` returns
+        (direct discovery starts then), so reading ``path_kind`` and setting
+        the listener right after it misses nothing.
+        """
+        self._path_listener = callback
 
     @property
     def max_datagram_size(self) -> int:
@@ -225,10 +271,38 @@ class Connection:
         self._quic.connect(self._path.quic_address, now=now)
         self._transmit(now)
 
-    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
-        """Feed one datagram; call ``after_receive`` once after the batch."""
-        self._path.receive_from(address)
-        self._quic.receive_datagram(data, self._path.quic_address, now)
+    def receive_datagram(self, data: bytes, address: Address | None, now: float) -> None:
+        """Feed one datagram (``address`` None: it came over the relay).
+
+        Call ``after_receive`` once after the batch.
+        """
+        path = self._path
+        if address is None:
+            self._relay_bytes += len(data)
+        else:
+            self._direct_bytes += len(data)
+            if address != path.state.direct_address:
+                path.receive_direct(address, now)
+        self._quic.receive_datagram(data, path.quic_address, now)
+
+    def path_changed(self, kind: str, old_kind: str) -> None:
+        """The path moved (PathUser): fit the datagram size, resend, tell the listener."""
+        if self._is_terminated:
+            return
+        now = self.loop.time()
+        if self._handshake_done.done():
+            self._fit_datagram_size_to_path(now)
+        if not (old_kind == KIND_RELAY and kind == KIND_DIRECT) or self._handshake_pending:
+            # Packets sent on the path we left may be lost (a relay that does
+            # not lead to the peer loses the handshake): resend now.
+            tuning.retransmit_now(self._quic, now)
+        self._schedule_transmit()
+        reported = (kind, self._path.description)
+        if reported != self._reported_path:
+            self._reported_path = reported
+            logger.info("%r: path now %s", self, reported[1])
+            if self._path_listener is not None:
+                self._path_listener(*reported)
 
     def after_receive(self, now: float) -> None:
         self._process_events()
@@ -275,8 +349,25 @@ class Connection:
         return bool(datagram) and not datagram[0] & 0x40
 
     def _set_datagram_size(self, size: int) -> None:
-        tuning.set_datagram_size(self._quic, size)
-        logger.info("%r: datagram size now %d", self, size)
+        if size != tuning.datagram_size(self._quic):
+            tuning.set_datagram_size(self._quic, size)
+            logger.info("%r: datagram size now %d", self, size)
+
+    def _fit_datagram_size_to_path(self, now: float) -> None:
+        """Relay: the largest size at once. Direct: 1200, then probe that address."""
+        if self._path.state.kind == KIND_RELAY:
+            self._prober = None
+            cap = self._datagram_size_cap
+            self._set_datagram_size(
+                RELAY_DATAGRAM_BYTES if cap is None else min(cap, RELAY_DATAGRAM_BYTES)
+            )
+            return
+        self._set_datagram_size(FLOOR_BYTES)
+        if self._path.state.direct_address is None:
+            self._prober = None  # no address to probe yet: the next change brings one
+            return
+        self._prober = DatagramSizeProber(cap=self._datagram_size_cap)
+        self._send_probes(now)
 
     def _add_cid(self, cid: bytes) -> None:
         self.cids.add(cid)
@@ -298,7 +389,12 @@ class Connection:
             now = self.loop.time()
         datagrams = self._quic.datagrams_to_send(now=now)
         if datagrams:
-            self._magicsock.send(self._path, [data for data, _addr in datagrams])
+            payloads = [data for data, _addr in datagrams]
+            kind = self._magicsock.send(self._path, payloads)
+            if kind == KIND_DIRECT:
+                self._direct_bytes += sum(map(len, payloads))
+            elif kind == KIND_RELAY:
+                self._relay_bytes += sum(map(len, payloads))
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -398,8 +494,7 @@ class Connection:
                 return
         if not self._handshake_done.done():
             self._handshake_done.set_result(None)
-        self._prober = DatagramSizeProber(cap=self._datagram_size_cap)
-        self._send_probes(self.loop.time())
+        self._fit_datagram_size_to_path(self.loop.time())
         if not self._is_client:
             self._owner.connection_ready(self)
 
@@ -435,6 +530,7 @@ class Connection:
             self._timer.cancel()
             self._timer = None
         self._terminated.set()
+        self._path.detach(self, self.loop.time())
         self._owner.connection_terminated(self)
 
     def _fail_everything(self, error: P2pcpError) -> None:

@@ -1,9 +1,19 @@
 """Endpoint: a node's QUIC presence on one UDP socket.
 
-What it owns: the MagicSock (and through it the socket), the table that
-routes every received QUIC datagram to its connection by destination
-connection id, the creation of server-side connections from a client's
-Initial, and ``connect`` / ``accept``.
+What it owns: the MagicSock (and through it the socket and the relay
+clients), the table that routes every received QUIC datagram to its
+connection by destination connection id, the creation of server-side
+connections from a client's Initial (over UDP or over a relay), the node's
+own addresses (interfaces plus the one STUN observed), and ``connect`` /
+``accept``.
+
+Relays: with ``relay_url`` the endpoint logs in to that home relay at bind
+(waiting up to ``relay_timeout_s``; a relay that is down is not fatal: the
+client keeps reconnecting in the background) and asks the relay's STUN
+port, from the endpoint's own UDP socket, which public address that socket
+has. ``connect(..., relay_url=...)`` joins another relay if the peer's home
+relay is not ours (started in the background; the path uses it once it is
+up).
 
 Receive path (the hot loop; FACTS.md explains why it is shaped so): the
 socket is drained until EAGAIN; every QUIC datagram of the batch is fed to
@@ -21,6 +31,8 @@ Invariants:
   and fewer than MAX_PENDING_CONNECTIONS handshakes are under way.
 - ``connect`` raises ConnectError (exit 3) or PeerIdentityError (exit 4),
   never a bare OSError or TimeoutError.
+- ``path_policy`` is fixed at bind: "relay-only" sends and accepts nothing
+  direct (and advertises no address); "direct-only" starts no relay client.
 """
 
 from __future__ import annotations
@@ -40,10 +52,20 @@ from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.net import tls
 from p2pcp.net.connection import Connection
 from p2pcp.net.interfaces import interface_addresses
-from p2pcp.net.magicsock import MagicSock, PeerPath, format_address
+from p2pcp.net.magicsock import (
+    POLICIES,
+    POLICY_DIRECT_ONLY,
+    POLICY_RELAY_ONLY,
+    MagicSock,
+    PeerPath,
+    format_address,
+    parse_stun_response,
+)
 from p2pcp.net.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES
 from p2pcp.net.stream import Stream
 from p2pcp.net.udp import Address
+from p2pcp.relay.client import RelayClient
+from p2pcp.relay.stun import encode_binding_request, new_transaction_id
 
 # The public API of the net layer: the transfer layer imports these from here.
 __all__ = ["Connection", "Endpoint", "Stream"]
@@ -57,6 +79,18 @@ MAX_PENDING_CONNECTIONS = 64
 # Connection ids are aioquic's default length; short-header packets carry
 # no length, so the demux must know it.
 CID_BYTES = 8
+
+# STUN to the home relay at bind: a request every STUN_RETRY_S, at most
+# STUN_ATTEMPTS of them. A lost UDP packet costs one retry; a relay without
+# STUN costs bind at most ~1 s, and only the public address is missing.
+STUN_RETRY_S = 0.25
+STUN_ATTEMPTS = 4
+
+# A client looks for a direct path once its handshake is done (so connect()
+# returns on the path it started on, and every later move is reported), or
+# after this long without one: the relay may not lead to the peer at all
+# (the peer's relay connection is down) while a direct address would.
+DIRECT_DISCOVERY_GRACE_S = 1.0
 
 
 def _normalize(address: tuple[str, int]) -> Address:
@@ -72,29 +106,53 @@ def _normalize(address: tuple[str, int]) -> Address:
 class Endpoint:
     """A bound node: connect to peers by node id, accept their connections."""
 
-    def __init__(self, secret_key: SecretKey, max_datagram_size: int | None) -> None:
+    def __init__(
+        self, secret_key: SecretKey, max_datagram_size: int | None, path_policy: str = "auto"
+    ) -> None:
         self.node_id: NodeId = secret_key.public
         self._seed = secret_key.seed_bytes()
         self._datagram_size_cap = max_datagram_size
         self._client_config = tls.client_configuration(self._seed)
         self._server_config = tls.server_configuration(self._seed)
-        self.magicsock = MagicSock(self._receive_quic_batch, self._receive_probe_ack, self._too_big)
+        self.path_policy = path_policy
+        self.magicsock = MagicSock(
+            secret_key,
+            policy=path_policy,
+            on_direct_batch=self._receive_quic_batch,
+            on_relay_batch=self._receive_relay_batch,
+            on_probe_ack=self._receive_probe_ack,
+            on_too_big=self._too_big,
+            own_addresses=self.direct_addresses,
+        )
+        self.magicsock.on_stun = self._receive_stun
+        self._home_relay: RelayClient | None = None
+        self.observed_address: Address | None = None
+        self._stun_waiters: dict[bytes, asyncio.Future[Address]] = {}
         self._connections: set[Connection] = set()
         self._by_cid: dict[bytes, Connection] = {}
         self._probes: dict[int, Connection] = {}
         self._pending_server: set[Connection] = set()
         self._accepted: deque[Connection] = deque()
         self._accept_waiters: list[asyncio.Future[None]] = []
+        self._background: set[asyncio.Task[bool]] = set()
         self._is_closed = False
 
     @classmethod
     async def bind(
-        cls, secret_key: SecretKey, *, port: int = 0, max_datagram_size: int | None = None
+        cls,
+        secret_key: SecretKey,
+        *,
+        port: int = 0,
+        max_datagram_size: int | None = None,
+        relay_url: str | None = None,
+        path_policy: str = "auto",
+        relay_timeout_s: float = 10.0,
     ) -> Endpoint:
         """Bind one dual-stack UDP socket (IPv4 if IPv6 is unavailable).
 
-        ``max_datagram_size`` caps the probed datagram size (1200..16000;
-        None: probe up to the maximum).
+        ``max_datagram_size`` caps the datagram size (1200..16000; None: up
+        to the maximum). ``relay_url`` is the home relay (see the module
+        doc); ``path_policy`` is "auto", "relay-only" or "direct-only".
         """
         if max_datagram_size is not None and not (
             FLOOR_BYTES <= max_datagram_size <= MAX_DATAGRAM_BYTES
@@ -103,40 +161,126 @@ class Endpoint:
                 f"max_datagram_size must be {FLOOR_BYTES}..{MAX_DATAGRAM_BYTES}, "
                 f"got {max_datagram_size}"
             )
-        endpoint = cls(secret_key, max_datagram_size)
+        if path_policy not in POLICIES:
+            raise UsageError(f"path_policy must be one of {', '.join(POLICIES)}: {path_policy!r}")
+        endpoint = cls(secret_key, max_datagram_size, path_policy)
         try:
             endpoint.magicsock.bind(port)
         except OSError as exc:
             raise UsageError(f"cannot bind UDP port {port}: {exc.strerror or exc}") from exc
+        if relay_url is not None and path_policy != POLICY_DIRECT_ONLY:
+            try:
+                await endpoint._start_home_relay(relay_url, relay_timeout_s)
+            except BaseException:
+                await endpoint.close()
+                raise
         return endpoint
+
+    async def _start_home_relay(self, url: str, timeout_s: float) -> None:
+        relay, _is_new = self.magicsock.relay_client(url)
+        self._home_relay = relay
+        if not await relay.start(timeout_s=timeout_s):
+            reason = f": {relay.last_error}" if relay.last_error is not None else ""
+            logger.warning(
+                "relay %s not reachable within %g s%s; still trying", relay.url, timeout_s, reason
+            )
+            return  # its STUN port is most likely down too: do not wait for it
+        if self.path_policy != POLICY_RELAY_ONLY and relay.stun_address is not None:
+            self.observed_address = await self._stun(relay.stun_address)
+
+    async def _stun(self, server: Address) -> Address | None:
+        """Our socket's public address as the STUN server sees it, or None."""
+        loop = asyncio.get_running_loop()
+        for _attempt in range(STUN_ATTEMPTS):
+            transaction_id = new_transaction_id()
+            waiter: asyncio.Future[Address] = loop.create_future()
+            self._stun_waiters[transaction_id] = waiter
+            self.magicsock.send_stun(encode_binding_request(transaction_id), server)
+            try:
+                return await asyncio.wait_for(waiter, STUN_RETRY_S)
+            except asyncio.TimeoutError:
+                continue
+            finally:
+                self._stun_waiters.pop(transaction_id, None)
+        logger.info("no STUN answer from %s", format_address(server))
+        return None
+
+    def _receive_stun(self, data: bytes, address: Address) -> None:
+        parsed = parse_stun_response(data)
+        if parsed is None:
+            return
+        waiter = self._stun_waiters.get(parsed[0])
+        if waiter is not None and not waiter.done():
+            waiter.set_result(parsed[1])
 
     @property
     def local_port(self) -> int:
         return self.magicsock.local_port
 
+    @property
+    def relay_url(self) -> str | None:
+        """The home relay's URL (normalized), or None."""
+        return self._home_relay.url if self._home_relay is not None else None
+
+    @property
+    def is_relay_connected(self) -> bool:
+        return self._home_relay is not None and self._home_relay.is_connected
+
     def direct_addresses(self) -> list[Address]:
-        """Every usable local address with our port; loopback last (or alone)."""
+        """Our candidate addresses: the STUN-observed one first, then every
+        usable local address with our port, loopback last (or alone).
+        Empty under "relay-only"."""
+        if self.path_policy == POLICY_RELAY_ONLY:
+            return []
         port = self.local_port
         found = [a for a in interface_addresses() if self.magicsock.is_dual_stack or not a.is_ipv6]
         ordered = [a for a in found if not a.is_loopback] + [a for a in found if a.is_loopback]
-        return [(a.host, port) for a in ordered]
+        addresses = [(a.host, port) for a in ordered]
+        if self.observed_address is not None and self.observed_address not in addresses:
+            addresses.insert(0, self.observed_address)
+        return addresses
 
     async def connect(
-        self, node_id: NodeId, addresses: Iterable[tuple[str, int]], *, timeout_s: float
+        self,
+        node_id: NodeId,
+        addresses: Iterable[tuple[str, int]],
+        *,
+        timeout_s: float,
+        relay_url: str | None = None,
     ) -> Connection:
-        """Connect to ``node_id``, trying all ``addresses`` at once.
+        """Connect to ``node_id`` over its relay and/or ``addresses`` (all at once).
 
-        Raises ConnectError when nothing answers a handshake within
-        ``timeout_s``, PeerIdentityError when the peer holds another key.
+        ``relay_url`` is the peer's home relay (from its ticket). "auto": over
+        the relay until a direct address answers disco; without a relay, or
+        under "direct-only", straight to the addresses. "relay-only": over
+        the relay alone. Raises ConnectError when nothing answers a
+        handshake within ``timeout_s``, PeerIdentityError when the peer
+        holds another key.
         """
-        candidates = [_normalize(a) for a in addresses]
-        shown = ", ".join(format_address(a) for a in candidates) or "no address"
-        where = f"could not reach {node_id.short()} at {shown}"
+        policy = self.path_policy
+        candidates = [] if policy == POLICY_RELAY_ONLY else [_normalize(a) for a in addresses]
+        if policy == POLICY_DIRECT_ONLY:
+            relay_url = None
+        shown = ", ".join(format_address(a) for a in candidates)
+        if relay_url is not None:
+            shown = f"{shown}, relay {relay_url}" if shown else f"relay {relay_url}"
+        where = f"could not reach {node_id.short()} at {shown or 'no address'}"
         if self._is_closed:
             raise ConnectError(f"{where}: endpoint closed")
-        if not candidates:
+        if policy == POLICY_RELAY_ONLY and relay_url is None:
+            raise ConnectError(f"{where}: relay-only, and the ticket names no relay")
+        if not candidates and relay_url is None:
             raise ConnectError(f"{where}: the ticket lists no address")
-        path = PeerPath(candidates)
+        relay: RelayClient | None = None
+        if relay_url is not None:
+            relay, is_new = self.magicsock.relay_client(relay_url)
+            if is_new:
+                # The peer's home relay is not ours: join it. The path uses it
+                # as soon as it is up; meanwhile the addresses are tried.
+                task = asyncio.get_running_loop().create_task(relay.start(timeout_s=timeout_s))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        path = self.magicsock.client_path(node_id, candidates, relay)
         quic = QuicConnection(configuration=self._client_config)
         connection = Connection(
             self,
@@ -147,9 +291,16 @@ class Endpoint:
             datagram_size_cap=self._datagram_size_cap,
         )
         self._connections.add(connection)
-        connection.start_client(asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        connection.start_client(loop.time())
+        handshake = loop.create_task(connection.wait_handshake())
         try:
-            await asyncio.wait_for(connection.wait_handshake(), timeout_s)
+            grace_s = min(DIRECT_DISCOVERY_GRACE_S, timeout_s)
+            try:
+                await asyncio.wait_for(asyncio.shield(handshake), grace_s)
+            except asyncio.TimeoutError:
+                path.start_discovery(loop.time())
+                await asyncio.wait_for(handshake, timeout_s - grace_s)
         except asyncio.TimeoutError:
             error = ConnectError(f"{where}: no answer within {timeout_s:g} s")
             connection.abort(error)
@@ -161,6 +312,9 @@ class Endpoint:
         except asyncio.CancelledError:
             connection.abort(ConnectError(f"{where}: cancelled"))
             raise
+        finally:
+            handshake.cancel()
+        path.start_discovery(loop.time())
         return connection
 
     async def accept(self) -> Connection:
@@ -183,7 +337,9 @@ class Endpoint:
         self._is_closed = True
         for connection in list(self._connections):
             connection.abort(ConnectionLostError("endpoint closed"))
-        self.magicsock.close()
+        for task in list(self._background):
+            task.cancel()
+        await self.magicsock.close()
         self._wake_accept()
 
     # -- ConnectionOwner -------------------------------------------------------
@@ -230,7 +386,7 @@ class Endpoint:
                 cid = data[1 : 1 + CID_BYTES]
             connection = by_cid.get(cid)
             if connection is None:
-                connection = self._maybe_accept(data, address, now)
+                connection = self._maybe_accept(data, address, None)
                 if connection is None:
                     continue
             connection.receive_datagram(data, address, now)
@@ -240,7 +396,36 @@ class Endpoint:
             for connection in touched:
                 connection.after_receive(now)
 
-    def _maybe_accept(self, data: bytes, address: Address, now: float) -> Connection | None:
+    def _receive_relay_batch(self, path: PeerPath, datagrams: list[bytes]) -> None:
+        """QUIC datagrams of ``path``'s node that came over a relay."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        by_cid = self._by_cid
+        touched: dict[Connection, None] = {}
+        for data in datagrams:
+            if data[0] & 0x80:
+                if len(data) < 6:
+                    continue
+                cid = data[6 : 6 + data[5]]
+            else:
+                cid = data[1 : 1 + CID_BYTES]
+            connection = by_cid.get(cid)
+            if connection is None:
+                connection = self._maybe_accept(data, None, path)
+                if connection is None:
+                    continue
+            connection.receive_datagram(data, None, now)
+            touched[connection] = None
+        if touched:
+            now = loop.time()
+            for connection in touched:
+                connection.after_receive(now)
+
+    def _maybe_accept(
+        self, data: bytes, address: Address | None, path: PeerPath | None
+    ) -> Connection | None:
+        """A server connection for a client's Initial: from ``address`` over
+        UDP, or over a relay from ``path``'s node."""
         if self._is_closed or len(data) < FLOOR_BYTES or not data[0] & 0x80:
             return None
         if len(self._pending_server) >= MAX_PENDING_CONNECTIONS:
@@ -258,12 +443,19 @@ class Endpoint:
             configuration=self._server_config,
             original_destination_connection_id=header.destination_cid,
         )
+        if path is None:
+            if address is None:
+                return None
+            path = self.magicsock.server_path(address)
+            peer_name = format_address(address)
+        else:
+            peer_name = path.name
         connection = Connection(
             self,
             quic,
-            PeerPath((address,), chosen=address),
+            path,
             expected_node_id=None,
-            peer_name=format_address(address),
+            peer_name=peer_name,
             datagram_size_cap=self._datagram_size_cap,
         )
         connection.cids.add(header.destination_cid)

@@ -1,41 +1,56 @@
-"""MagicSock: the layer between QUIC and the network.
+"""MagicSock: the layer between QUIC and the network (direct UDP and relays).
 
 QUIC (aioquic) sees one stable, made-up address per remote peer
 (``PeerPath.quic_address``) and never a real one; MagicSock decides where
-that peer's datagrams really go. This is the seam that lets a relay path be
-added later without QUIC noticing: a relay would be one more way for
-``MagicSock.send`` to deliver a ``PeerPath``'s datagrams, and
-``PeerPath.chosen`` would name it.
+that peer's datagrams really go, so moving between the relay and a direct
+path is invisible to QUIC (no migration, no path validation).
 
-This version has one kind of path, direct UDP:
+Paths (``PeerPath``), each driven by a sans-IO ``PathState`` (pathstate.py):
 
-- A client path starts with the candidate addresses of the peer's ticket and
-  no chosen one. Until a datagram comes back, every datagram goes to every
-  candidate ("try all of the ticket's addresses at once"). The first
-  candidate that answers (a QUIC packet for this connection, which only the
-  peer can produce) becomes ``chosen`` and gets everything from then on.
-- A server path is created from the first datagram of a client and starts
-  with that source address chosen.
-- Later datagrams from a different address move the path there (NAT
-  rebinding). The connection id that routed the datagram, 8 random bytes,
-  proves the sender is on the path.
+- keyed by node id (``MagicSock.peers``): a client's path to the node it
+  dials, and a server's path to a node whose packets came over a relay
+  (relay frames carry the source node id). Connections to the same node
+  share it. Disco (disco.py) ties direct addresses to the node.
+- keyed by nothing: a server path created from a direct QUIC Initial of a
+  peer that did not come over a relay (``direct-only`` peers, or relays
+  down): exactly the pre-relay behaviour (MODE_PLAIN).
 
-MagicSock also owns the non-QUIC packets on the socket (first byte with the
-QUIC fixed bit 0x40 clear, see probe.py): it answers datagram-size probes
-itself (stateless: the echo is shorter than the probe, so no amplification)
-and hands probe echoes to ``on_probe_ack``. Disco messages will go here too.
+The socket carries four kinds of datagram, told apart by the first bytes:
+QUIC (fixed bit 0x40 set), STUN (relay/stun.py: magic cookie), disco
+(disco.py prefix) and probe packets (probe.py; answered here, statelessly).
+Relay datagrams are QUIC or disco (the same bytes as over UDP).
 
-Invariants: ``quic_address`` never changes for a path's life; ``chosen`` is
-None or an address a datagram of this connection came from.
+Policies: ``auto`` (relay until a direct path is confirmed), ``relay-only``
+(no direct traffic at all: every datagram received on the socket is
+dropped but STUN answers), ``direct-only`` (no relays; PLAIN paths only).
+
+Invariants: ``quic_address`` never changes for a path's life; a Ping over
+UDP is answered only if its box opens; disco from a relay is accepted only
+when its sender equals the relay frame's source; node paths without a
+connection are forgotten after ``PEER_IDLE_S`` and at most ``MAX_PEERS``
+exist, so traffic from many node ids cannot grow memory without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
+from p2pcp.core.config import normalize_relay_url
 from p2pcp.core.errors import RemoteProtocolError
+from p2pcp.core.identity import NodeId, SecretKey
+from p2pcp.net.disco import CallMeMaybe, DiscoBox, Ping, Pong, is_disco_packet
+from p2pcp.net.pathstate import (
+    KIND_DIRECT,
+    KIND_RELAY,
+    MODE_DISCO,
+    MODE_PLAIN,
+    MODE_RELAY,
+    PathState,
+)
 from p2pcp.net.probe import (
     TYPE_PROBE,
     TYPE_PROBE_ACK,
@@ -43,41 +58,38 @@ from p2pcp.net.probe import (
     encode_probe_ack,
 )
 from p2pcp.net.udp import Address, UdpSocket
+from p2pcp.relay.client import RelayClient
+from p2pcp.relay.stun import decode_binding_response, is_stun_packet
 
 logger = logging.getLogger(__name__)
 
+POLICY_AUTO = "auto"
+POLICY_RELAY_ONLY = "relay-only"
+POLICY_DIRECT_ONLY = "direct-only"
+POLICIES = (POLICY_AUTO, POLICY_RELAY_ONLY, POLICY_DIRECT_ONLY)
+
+# A node path nobody uses is kept this long (a reconnect reuses its direct
+# path), then forgotten. QUIC's idle timeout, so it outlives a lost connection.
+PEER_IDLE_S = 30.0
+
+# Node paths at once. A sender serves a few receivers; relay logins make
+# node ids cheap to mint, so this bounds what a crowd of them can cost.
+MAX_PEERS = 1024
+
 QuicAddress = tuple[str, int]
-QuicBatchCallback = Callable[[list[tuple[bytes, Address]]], None]
+DirectBatchCallback = Callable[[list[tuple[bytes, Address]]], None]
+RelayBatchCallback = Callable[["PeerPath", list[bytes]], None]
 ProbeAckCallback = Callable[[int, int, Address], None]
 TooBigCallback = Callable[[bytes, Address], None]
+StunCallback = Callable[[bytes, Address], None]
 
 _path_numbers = itertools.count(1)
 
 
-class PeerPath:
-    """How one remote peer is reached. QUIC only ever sees ``quic_address``."""
+class PathUser(Protocol):
+    """What a path tells its connections."""
 
-    __slots__ = ("candidates", "chosen", "quic_address")
-
-    def __init__(self, candidates: Sequence[Address], chosen: Address | None = None) -> None:
-        # A made-up address, unique per path, that aioquic uses as the peer's
-        # address: it only compares it, never sends to it.
-        self.quic_address: QuicAddress = (f"p2pcp-path-{next(_path_numbers)}", 0)
-        self.candidates: tuple[Address, ...] = tuple(candidates)
-        self.chosen: Address | None = chosen
-
-    @property
-    def description(self) -> str:
-        if self.chosen is not None:
-            return f"direct {format_address(self.chosen)}"
-        return f"direct (trying {len(self.candidates)} addresses)"
-
-    def receive_from(self, address: Address) -> None:
-        """A datagram of this path's connection came from ``address``."""
-        if address != self.chosen:
-            if self.chosen is not None:
-                logger.info("path %s moved to %s", self.chosen, address)
-            self.chosen = address
+    def path_changed(self, kind: str, old_kind: str) -> None: ...
 
 
 def format_address(address: Address) -> str:
@@ -85,19 +97,160 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class MagicSock:
-    """Owns the UDP socket; routes QUIC datagrams by PeerPath (see module doc)."""
+class PeerPath:
+    """How one remote peer is reached. QUIC only ever sees ``quic_address``."""
 
     def __init__(
         self,
-        on_quic_batch: QuicBatchCallback,
+        magicsock: MagicSock,
+        state: PathState,
+        *,
+        node_id: NodeId | None = None,
+        relay: RelayClient | None = None,
+    ) -> None:
+        # A made-up address, unique per path, that aioquic uses as the peer's
+        # address: it only compares it, never sends to it.
+        self.quic_address: QuicAddress = (f"p2pcp-path-{next(_path_numbers)}", 0)
+        self.state = state
+        self.node_id = node_id
+        self.relay = relay
+        self.users: set[PathUser] = set()
+        self.idle_since: float | None = None
+        self._magicsock = magicsock
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self.kind = self.reported_kind
+
+    @property
+    def reported_kind(self) -> str:
+        """ "direct" (a direct address, or trying them all) or "relay"."""
+        return KIND_RELAY if self.state.kind == KIND_RELAY else KIND_DIRECT
+
+    @property
+    def chosen(self) -> Address | None:
+        return self.state.direct_address
+
+    @property
+    def candidates(self) -> tuple[Address, ...]:
+        return self.state.candidates
+
+    @property
+    def description(self) -> str:
+        state = self.state
+        if state.direct_address is not None:
+            return f"direct {format_address(state.direct_address)}"
+        if state.kind == KIND_RELAY:
+            return f"relay {self.relay.url}" if self.relay is not None else "relay (none)"
+        return f"direct (trying {len(state.spray_addresses)} addresses)"
+
+    def receive_direct(self, address: Address, now: float) -> None:
+        """A QUIC datagram of this path's peer came over UDP from ``address``."""
+        state = self.state
+        if address == state.direct_address:
+            return
+        state.receive_direct_data(address, now)
+        self.service(now)
+
+    def attach(self, user: PathUser, now: float, *, is_discovering: bool) -> None:
+        """A connection uses this path from now on (and direct discovery starts)."""
+        self.users.add(user)
+        self.idle_since = None
+        if is_discovering:
+            self.start_discovery(now)
+
+    def start_discovery(self, now: float) -> None:
+        """Start pinging candidates and sending CallMeMaybe (if the mode has disco)."""
+        self.state.start_discovery(now)
+        self.service(now)
+
+    def detach(self, user: PathUser, now: float) -> None:
+        self.users.discard(user)
+        if not self.users:
+            self.idle_since = now
+            self.service(now)
+
+    def service(self, now: float) -> None:
+        """Send what the state queued, report route changes, re-arm the timer."""
+        magicsock = self._magicsock
+        state = self.state
+        for message, address in state.disco_to_send():
+            magicsock.send_disco(self, message, address)
+        changed = False
+        while state.next_event() is not None:
+            changed = True
+        if changed:
+            old_kind, self.kind = self.kind, self.reported_kind
+            logger.info("path to %s: %s", self.name, self.description)
+            for user in list(self.users):
+                user.path_changed(self.kind, old_kind)
+        self._arm_timer(now)
+
+    @property
+    def name(self) -> str:
+        return self.node_id.short() if self.node_id is not None else self.quic_address[0]
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm_timer(self, now: float) -> None:
+        at = self.state.get_timer()
+        if self.idle_since is not None and self.node_id is not None:
+            forget_at = self.idle_since + PEER_IDLE_S
+            at = forget_at if at is None else min(at, forget_at)
+        if at is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_at(max(at, now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        if self.idle_since is not None and now >= self.idle_since + PEER_IDLE_S:
+            self._magicsock.forget(self)
+            return
+        timer = self.state.get_timer()
+        if timer is not None and now >= timer:
+            self.state.handle_timer(now)
+        self.service(now)
+
+
+class MagicSock:
+    """Owns the UDP socket and the relay clients; routes datagrams by PeerPath."""
+
+    def __init__(
+        self,
+        secret_key: SecretKey,
+        *,
+        policy: str,
+        on_direct_batch: DirectBatchCallback,
+        on_relay_batch: RelayBatchCallback,
         on_probe_ack: ProbeAckCallback,
         on_too_big: TooBigCallback,
+        own_addresses: Callable[[], list[Address]],
     ) -> None:
-        self._on_quic_batch = on_quic_batch
+        if policy not in POLICIES:
+            raise ValueError(f"unknown path policy {policy!r}")
+        self.policy = policy
+        self.disco = DiscoBox(secret_key)
+        self.secret_key = secret_key
+        self._on_direct_batch = on_direct_batch
+        self._on_relay_batch = on_relay_batch
         self._on_probe_ack = on_probe_ack
         self._on_too_big = on_too_big
+        self._own_addresses = own_addresses
         self._udp: UdpSocket | None = None
+        self.peers: dict[NodeId, PeerPath] = {}
+        self.relays: dict[str, RelayClient] = {}
+        self.on_stun: StunCallback | None = None
+        self._is_closed = False
+
+    # -- socket ------------------------------------------------------------------
 
     def bind(self, port: int) -> None:
         self._udp = UdpSocket.bind(port, self._receive_batch, self._on_too_big)
@@ -116,41 +269,171 @@ class MagicSock:
     def is_dual_stack(self) -> bool:
         return self.udp.is_dual_stack
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self._is_closed = True
+        for path in list(self.peers.values()):
+            path.close()
+        self.peers.clear()
+        relays, self.relays = list(self.relays.values()), {}
+        for relay in relays:
+            await relay.close()
         if self._udp is not None:
             self._udp.close()
 
-    def send(self, path: PeerPath, datagrams: Sequence[bytes]) -> None:
-        """Send a connection's datagrams by its path (all candidates until one answers)."""
+    # -- relays --------------------------------------------------------------------
+
+    def relay_client(self, url: str) -> tuple[RelayClient, bool]:
+        """The client for ``url`` (created, not started, if new) and whether it is new."""
+        url = normalize_relay_url(url)
+        existing = self.relays.get(url)
+        if existing is not None:
+            return existing, False
+        relay = RelayClient(
+            url,
+            self.secret_key,
+            on_packets=lambda source, datagrams: self._receive_relay(relay, source, datagrams),
+            on_connected=lambda is_up: self._relay_connected(relay, is_up),
+        )
+        self.relays[relay.url] = relay
+        return relay, True
+
+    def _relay_connected(self, relay: RelayClient, is_up: bool) -> None:
+        logger.info("relay %s %s", relay.url, "connected" if is_up else "disconnected")
+        now = asyncio.get_running_loop().time()
+        for path in list(self.peers.values()):
+            if path.relay is relay:
+                path.state.set_relay_available(is_up, now)
+                path.service(now)
+
+    # -- paths ---------------------------------------------------------------------
+
+    def client_path(
+        self, node_id: NodeId, candidates: Sequence[Address], relay: RelayClient | None
+    ) -> PeerPath:
+        """The path to a node we dial (shared with earlier connections when it fits)."""
+        now = asyncio.get_running_loop().time()
+        if self.policy == POLICY_RELAY_ONLY:
+            mode = MODE_RELAY
+        elif relay is None:
+            mode = MODE_PLAIN
+        else:
+            mode = MODE_DISCO
+        path = self.peers.get(node_id)
+        if path is None or path.state.mode != mode or path.relay is not relay:
+            path = self._new_node_path(node_id, mode, relay, now)
+            if path is None:
+                raise RuntimeError("too many peers")  # not reached: room is made for dials
+        if mode != MODE_RELAY:
+            path.state.add_candidates(candidates, now)
+        path.service(now)
+        return path
+
+    def server_path(self, address: Address) -> PeerPath:
+        """A path for a peer that reached us directly without a relay."""
+        state = PathState(MODE_PLAIN)
+        state.add_candidates([address], 0.0)
+        state.receive_direct_data(address, 0.0)
+        state.next_event()
+        path = PeerPath(self, state)
+        return path
+
+    def _new_node_path(
+        self, node_id: NodeId, mode: str, relay: RelayClient | None, now: float
+    ) -> PeerPath | None:
+        old = self.peers.pop(node_id, None)
+        if old is not None and not old.users:
+            old.close()
+        if len(self.peers) >= MAX_PEERS:
+            idle = [p for p in self.peers.values() if not p.users]
+            if not idle:
+                return None
+            victim = min(idle, key=lambda p: p.idle_since or 0.0)
+            self.forget(victim)
+        state = PathState(mode, is_relay_available=relay is not None and relay.is_connected)
+        if mode == MODE_DISCO:
+            state.set_own_addresses(self._own_addresses())
+        path = PeerPath(self, state, node_id=node_id, relay=relay)
+        path.idle_since = now
+        self.peers[node_id] = path
+        return path
+
+    def forget(self, path: PeerPath) -> None:
+        path.close()
+        if path.node_id is not None and self.peers.get(path.node_id) is path:
+            del self.peers[path.node_id]
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, path: PeerPath, datagrams: Sequence[bytes]) -> str:
+        """Send a connection's datagrams by its path; returns the kind used ("" = dropped)."""
+        state = path.state
+        kind = state.kind
+        if kind == KIND_DIRECT:
+            self.udp.send(datagrams, state.direct_address)  # type: ignore[arg-type]
+            return KIND_DIRECT
+        if kind == KIND_RELAY:
+            relay = path.relay
+            if (
+                relay is not None
+                and path.node_id is not None
+                and relay.send(path.node_id, datagrams)
+            ):
+                return KIND_RELAY
+            return ""
         udp = self.udp
-        if path.chosen is not None:
-            udp.send(datagrams, path.chosen)
-            return
-        for candidate in path.candidates:
+        for candidate in state.spray_addresses:
             if self._is_sendable(candidate):
                 udp.send(datagrams, candidate)
+        return KIND_DIRECT
 
     def send_control(self, path: PeerPath, packet: bytes) -> None:
-        """Send a p2pcp control packet on the path in use (dropped if none yet)."""
-        if path.chosen is not None:
-            self.udp.send([packet], path.chosen)
+        """Send a p2pcp control packet on the direct path in use (dropped if none)."""
+        address = path.state.direct_address
+        if address is not None:
+            self.udp.send([packet], address)
+
+    def send_disco(
+        self, path: PeerPath, message: Ping | Pong | CallMeMaybe, address: Address | None
+    ) -> None:
+        if path.node_id is None or self._is_closed:
+            return
+        packet = self.disco.seal(path.node_id, message)
+        if address is None:
+            if path.relay is not None:
+                path.relay.send(path.node_id, [packet])
+        elif self._is_sendable(address):
+            self.udp.send([packet], address)
+
+    def send_stun(self, packet: bytes, address: Address) -> None:
+        if self._is_sendable(address):
+            self.udp.send([packet], address)
 
     def _is_sendable(self, address: Address) -> bool:
         # An IPv4-only socket cannot reach IPv6 candidates.
         return self.udp.is_dual_stack or ":" not in address[0]
 
+    # -- receiving -----------------------------------------------------------------
+
     def _receive_batch(self, batch: list[tuple[bytes, Address]]) -> None:
         quic: list[tuple[bytes, Address]] = []
+        is_relay_only = self.policy == POLICY_RELAY_ONLY
         for item in batch:
             data = item[0]
             if data and data[0] & 0x40:
-                quic.append(item)
-            else:
+                if not is_relay_only:
+                    quic.append(item)
+            elif is_stun_packet(data):
+                if self.on_stun is not None:
+                    self.on_stun(data, item[1])
+            elif not is_relay_only:
                 self._receive_control(data, item[1])
         if quic:
-            self._on_quic_batch(quic)
+            self._on_direct_batch(quic)
 
     def _receive_control(self, data: bytes, address: Address) -> None:
+        if is_disco_packet(data):
+            self._receive_direct_disco(data, address)
+            return
         try:
             packet = decode_control(data)
         except RemoteProtocolError:
@@ -159,3 +442,70 @@ class MagicSock:
             self.udp.send([encode_probe_ack(packet.nonce, packet.size)], address)
         elif packet.kind == TYPE_PROBE_ACK:
             self._on_probe_ack(packet.nonce, packet.size, address)
+
+    def _receive_direct_disco(self, data: bytes, address: Address) -> None:
+        try:
+            sender, message = self.disco.open(data)
+        except RemoteProtocolError:
+            return
+        path = self.peers.get(sender)
+        now = asyncio.get_running_loop().time()
+        if path is None:
+            if isinstance(message, Ping):
+                # No state for strangers: answer like a probe, statelessly.
+                pong = self.disco.seal(sender, Pong(message.tx_id, address))
+                self.udp.send([pong], address)
+            return
+        if isinstance(message, Ping):
+            path.state.receive_ping(message.tx_id, address, now)
+        elif isinstance(message, Pong):
+            path.state.receive_pong(message.tx_id, message.observed, address, now)
+        else:
+            path.state.receive_call_me_maybe(message.addresses, now)
+        path.service(now)
+
+    def _receive_relay(self, relay: RelayClient, source: NodeId, datagrams: list[bytes]) -> None:
+        if self._is_closed or self.policy == POLICY_DIRECT_ONLY:
+            return
+        now = asyncio.get_running_loop().time()
+        path = self.peers.get(source)
+        if path is None or path.state.mode == MODE_PLAIN:
+            mode = MODE_RELAY if self.policy == POLICY_RELAY_ONLY else MODE_DISCO
+            new_path = self._new_node_path(source, mode, relay, now)
+            if new_path is None:
+                return
+            path = new_path
+            path.service(now)
+        elif path.relay is not relay:
+            # The peer reaches us over this relay now: answer the same way.
+            path.relay = relay
+            path.state.set_relay_available(relay.is_connected, now)
+            path.service(now)
+        quic = [d for d in datagrams if d and d[0] & 0x40]
+        if len(quic) != len(datagrams):
+            for data in datagrams:
+                if data and not data[0] & 0x40 and is_disco_packet(data):
+                    self._receive_relayed_disco(path, source, data, now)
+        if quic:
+            self._on_relay_batch(path, quic)
+
+    def _receive_relayed_disco(
+        self, path: PeerPath, source: NodeId, data: bytes, now: float
+    ) -> None:
+        try:
+            sender, message = self.disco.open(data)
+        except RemoteProtocolError:
+            return
+        if sender != source or not isinstance(message, CallMeMaybe):
+            return  # pings and pongs only mean something over UDP
+        path.state.receive_call_me_maybe(message.addresses, now)
+        path.service(now)
+
+
+def parse_stun_response(data: bytes) -> tuple[bytes, Address] | None:
+    """(transaction id, mapped address) of a STUN response, or None."""
+    try:
+        response = decode_binding_response(data)
+    except RemoteProtocolError:
+        return None
+    return response.transaction_id, response.address

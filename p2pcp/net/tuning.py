@@ -16,6 +16,9 @@ attributes used:
   identity pinning.
 - ``QuicStreamSender._buffer_start`` / ``_buffer_stop``: bytes a stream still
   holds (unsent plus unacknowledged), for write backpressure.
+- ``QuicPacketRecovery._pto_count`` and ``reschedule_data``: after a path
+  change, retransmit at once (what a probe timeout does) and forget the
+  timer's backoff, which grew while the old path was dead.
 
 Invariants: each function degrades to a no-op (or a safe answer) if an
 attribute is missing, so a newer aioquic loses speed, never correctness --
@@ -97,6 +100,22 @@ def set_datagram_size(quic: QuicConnection, size: int) -> None:
         cc.congestion_window = cc.congestion_window * size // old
     if pacer is not None and getattr(loss, "_rtt_initialized", False):
         pacer.update_rate(congestion_window=cc.congestion_window, smoothed_rtt=loss._rtt_smoothed)
+
+
+def retransmit_now(quic: QuicConnection, now: float) -> None:
+    """Act as if the probe timer fired now, without its backoff growing.
+
+    Packets in flight on a path that died are resent on the new one at
+    once, instead of after a probe timeout that doubled with every silent
+    attempt (seconds, after a 2 s outage). Like a PTO it is not a congestion
+    event. A no-op if aioquic changed shape.
+    """
+    loss: Any = getattr(quic, "_loss", None)
+    reschedule = getattr(loss, "reschedule_data", None)
+    if loss is None or reschedule is None or not hasattr(loss, "_pto_count"):
+        return
+    loss._pto_count = 0
+    reschedule(now=now)
 
 
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:

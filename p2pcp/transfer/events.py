@@ -26,6 +26,8 @@ class SenderReady:
     file_count: int
     name: str
     skipped: tuple[str, ...] = ()
+    relay_url: str | None = None
+    is_relay_connected: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,22 @@ class ReceiverFailed:
 
 @dataclass(frozen=True)
 class PeerConnected:
-    """The receiver reached the sender; ``path`` says how (e.g. "direct 1.2.3.4:5")."""
+    """The receiver reached the sender.
+
+    ``path`` is "direct" or "relay"; ``description`` says where (e.g.
+    "direct 198.18.0.5:4433" or "relay http://198.18.0.1:3340").
+    """
 
     path: str
-    address: str
+    description: str
+
+
+@dataclass(frozen=True)
+class PathChanged:
+    """The connection moved to another path (relay -> direct or back)."""
+
+    path: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -105,3 +119,12 @@ class TransferFinished:
     bytes_present: int
     seconds: float
     files: tuple[FileReport, ...] = field(default_factory=tuple)
+    # UDP payload bytes carried by each path kind ("direct", "relay"), both ways.
+    bytes_by_path: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def main_path(self) -> str:
+        """The path that carried the most bytes."""
+        if not self.bytes_by_path:
+            return "direct"
+        return max(self.bytes_by_path.items(), key=lambda item: item[1])[0]

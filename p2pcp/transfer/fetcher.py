@@ -18,6 +18,7 @@ record later) and no unverified byte is ever under a final name.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from p2pcp.core.errors import (
     P2pcpError,
     RemoteProtocolError,
     StreamResetError,
+    UsageError,
 )
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.core.ticket import Ticket
@@ -49,6 +51,10 @@ class FetchOptions:
     force: bool = False
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     max_datagram_size: int | None = None
+    # "auto" (relay first, then direct when a path opens), "relay-only", "direct-only".
+    path_policy: str = "auto"
+    # Overrides the ticket's relay URL (e.g. the relay has another name here).
+    relay_url: str | None = None
 
 
 async def _request(connection: Connection, request: wire.Request) -> Stream:
@@ -127,21 +133,43 @@ class Fetcher:
 
     async def run(self, secret_key: SecretKey) -> events.TransferFinished:
         started = time.monotonic()
-        endpoint = await Endpoint.bind(secret_key, max_datagram_size=self.options.max_datagram_size)
+        relay_url = self._relay_url()
+        endpoint = await Endpoint.bind(
+            secret_key,
+            max_datagram_size=self.options.max_datagram_size,
+            relay_url=relay_url,
+            path_policy=self.options.path_policy,
+        )
         try:
             connection = await endpoint.connect(
                 NodeId(self.ticket.node_id),
-                list(self.ticket.addresses),
+                [] if self.options.path_policy == "relay-only" else list(self.ticket.addresses),
                 timeout_s=self.options.connect_timeout_s,
+                relay_url=relay_url,
             )
-            self.emit(events.PeerConnected(connection.path_description, _fmt(connection)))
+            self.emit(events.PeerConnected(connection.path_kind, connection.path_description))
+            connection.set_path_listener(
+                lambda kind, description: self.emit(events.PathChanged(kind, description))
+            )
             try:
                 result = await self._transfer(connection, started)
+                result = dataclasses.replace(result, bytes_by_path=dict(connection.bytes_by_path))
             finally:
                 await connection.close("done")
         finally:
             await endpoint.close()
         return result
+
+    def _relay_url(self) -> str | None:
+        """The relay to reach the sender through, by policy and ticket."""
+        if self.options.path_policy == "direct-only":
+            return None
+        relay_url = self.options.relay_url or self.ticket.relay_url
+        if relay_url is None and self.options.path_policy == "relay-only":
+            raise UsageError("--relay-only: this ticket names no relay (give --relay URL)")
+        if relay_url is None and not self.ticket.addresses:
+            raise UsageError("this ticket names neither a relay nor an address")
+        return relay_url
 
     async def _transfer(self, connection: Connection, started: float) -> events.TransferFinished:
         manifest = await _fetch_manifest(connection, self.ticket)
@@ -238,8 +266,3 @@ def _arrival_path(out_dir: Path, manifest: Manifest) -> Path:
     tops = {path.split("/", 1)[0] for path in manifest.empty_dirs}
     tops.update(entry.path.split("/", 1)[0] for entry in manifest.files)
     return out_dir / tops.pop() if len(tops) == 1 else out_dir
-
-
-def _fmt(connection: Connection) -> str:
-    host, port = connection.peer_address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -23,6 +23,7 @@ class SendOptions:
     once: bool = False
     port: int = 0
     max_datagram_size: int | None = None
+    relay_url: str | None = None
 
 
 async def run_send(options: SendOptions, emit: Emit) -> None:
@@ -40,13 +41,16 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
     collection = await asyncio.to_thread(import_scan, scan, on_bytes)
     secret_key = await asyncio.to_thread(load_or_create_secret_key)
     endpoint = await Endpoint.bind(
-        secret_key, port=options.port, max_datagram_size=options.max_datagram_size
+        secret_key,
+        port=options.port,
+        max_datagram_size=options.max_datagram_size,
+        relay_url=options.relay_url,
     )
     try:
         addresses = tuple(endpoint.direct_addresses())
         ticket = Ticket(
             node_id=bytes(secret_key.public),
-            relay_url=None,
+            relay_url=endpoint.relay_url,
             addresses=addresses,
             root_hash=collection.root,
             total_size=collection.manifest.total_size,
@@ -60,6 +64,8 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
                 file_count=len(collection.manifest.files),
                 name=collection.manifest.name,
                 skipped=tuple(collection.skipped),
+                relay_url=endpoint.relay_url,
+                is_relay_connected=endpoint.is_relay_connected,
             )
         )
         await Provider(collection, endpoint, emit).serve(once=options.once)

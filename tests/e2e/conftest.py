@@ -124,7 +124,7 @@ def start_sender() -> Iterator[Any]:
         stop(sender.process)
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen[Any]) -> None:
     """End a process (if still running) and close its pipes."""
     if process.poll() is None:
         process.terminate()

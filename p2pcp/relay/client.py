@@ -1,0 +1,419 @@
+"""The relay client: one node's connection to its home relay.
+
+API (used by ``net/magicsock.py``; keep it stable)::
+
+    client = RelayClient(url, secret_key, on_packets=..., on_peer_gone=..., on_connected=...)
+    await client.start(timeout_s=5.0)   # True once logged in; reconnects in the background
+    client.send(destination, [datagram, ...])   # never blocks; False = dropped
+    client.is_connected, client.url, client.stun_address, client.last_error
+    client.bytes_sent, client.bytes_received    # datagram payload bytes
+    await client.close()
+
+- ``url`` is ``http://HOST:PORT`` or ``https://HOST:PORT``, checked and tidied
+  by ``core.config.normalize_relay_url`` (a bad one raises ``UsageError``;
+  a URL without a port means 3340, the relay's default). The client speaks
+  WebSocket to ``ws(s)://HOST:PORT/relay``; https verifies the relay's
+  certificate with ``ssl.create_default_context()`` (honours
+  ``SSL_CERT_FILE``).
+- ``stun_address`` is ``(IP, PORT)``: the relay answers STUN on UDP at the
+  URL's port. It is known at once for a URL with an IP address, else from
+  the first connection (the address the WebSocket reached). Relays behind a
+  TLS proxy must answer STUN on the UDP port of their public URL
+  (``docs/relay-readme.md``).
+- Callbacks run on the event loop, in order, and must not block or raise
+  (an exception is logged and the connection is restarted):
+  ``on_packets(source, datagrams)`` for each received batch;
+  ``on_peer_gone(node)`` when the relay says a node we sent to is not
+  connected (at most once a second per node); ``on_connected(True/False)``
+  when the login succeeds and when that connection ends (also on close()).
+- ``send`` queues one WebSocket message per batch (``frames.split_batches``
+  cuts only lists over a frame's limits). It returns False, dropping the
+  datagrams, while not connected or when ``SEND_QUEUE_BYTES`` are queued:
+  like UDP, loss is the back-pressure, and QUIC's congestion control reacts.
+- After ``start()`` the client reconnects whenever the connection ends, with
+  exponential backoff and jitter between ``BACKOFF_MIN_S`` and
+  ``BACKOFF_MAX_S``. ``last_error`` holds why the last attempt failed, as a
+  ``ConnectError``; ``start`` itself raises nothing for an unreachable relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import random
+import ssl
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from p2pcp import __version__
+from p2pcp.core.config import normalize_relay_url
+from p2pcp.core.errors import ConnectError, LocalProtocolError, P2pcpError
+from p2pcp.core.identity import NodeId, SecretKey
+from p2pcp.relay import frames
+from p2pcp.relay.wsio import write_now
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+logger = logging.getLogger(__name__)
+
+# WebSocket opening handshake plus login: a relay across the world answers
+# in well under a second; ten leaves room for a slow TLS handshake.
+CONNECT_TIMEOUT_S = 10.0
+# Reconnect delays: fast after a blip, at most 10 s so a relay that comes
+# back is used again soon, jittered so that a relay's restart does not bring
+# every client back in the same instant.
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+# A connection that lasted this long resets the backoff.
+STABLE_CONNECTION_S = 5.0
+# A PING this often keeps NATs and proxies from dropping an idle TCP flow
+# (common idle timeouts are 60 s and up) and the relay's idle timeout away.
+KEEPALIVE_INTERVAL_S = 15.0
+# Nothing received (not even a PONG) for this long: the connection is dead.
+KEEPALIVE_TIMEOUT_S = 45.0
+# Datagrams waiting for the socket. 4 MiB is ~40 ms at 100 MB/s: enough to
+# absorb a QUIC burst, small enough not to bloat the round-trip time.
+SEND_QUEUE_BYTES = 4 * 1024 * 1024
+# websockets' write buffer high-water mark: above it, sending waits.
+WRITE_LIMIT_BYTES = 512 * 1024
+# Received messages websockets buffers before it stops reading the socket.
+RECEIVE_QUEUE_MESSAGES = 32
+# Waiting for the close handshake when a connection ends.
+CLOSE_TIMEOUT_S = 2.0
+# Node ids of senders kept as NodeId objects (cleared when full).
+_NODE_CACHE_SIZE = 1024
+
+PacketsCallback = Callable[[NodeId, list[bytes]], None]
+PeerGoneCallback = Callable[[NodeId], None]
+ConnectedCallback = Callable[[bool], None]
+
+
+def websocket_url(url: str) -> str:
+    """``ws(s)://HOST:PORT/relay`` for a normalized relay URL."""
+    parts = urlsplit(url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}/relay"
+
+
+class RelayClient:
+    """A connection to one relay that logs in with this node's key and keeps itself up."""
+
+    def __init__(
+        self,
+        url: str,
+        secret_key: SecretKey,
+        *,
+        on_packets: PacketsCallback,
+        on_peer_gone: PeerGoneCallback | None = None,
+        on_connected: ConnectedCallback | None = None,
+    ) -> None:
+        self.url = normalize_relay_url(url)
+        parts = urlsplit(self.url)
+        self._is_tls = parts.scheme == "https"
+        self._ws_url = websocket_url(self.url)
+        self._port = int(parts.port or 0)
+        self._secret_key = secret_key
+        self._node_id = bytes(secret_key.public)
+        self._on_packets = on_packets
+        self._on_peer_gone = on_peer_gone
+        self._on_connected = on_connected
+        self.stun_address: tuple[str, int] | None = None
+        host = parts.hostname or ""
+        with contextlib.suppress(ValueError):
+            self.stun_address = (str(ipaddress.ip_address(host)), self._port)
+        self.is_connected = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.datagrams_dropped = 0
+        self.last_error: P2pcpError | None = None
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._run_task: asyncio.Task[None] | None = None
+        self._connection: ClientConnection | None = None
+        self._last_receive = 0.0
+        self._node_ids: dict[bytes, NodeId] = {}
+        self._is_closing = False
+
+    def __repr__(self) -> str:
+        return f"RelayClient({self.url}, connected={self.is_connected})"
+
+    async def start(self, *, timeout_s: float) -> bool:
+        """Connect and log in; True if that happened within ``timeout_s``.
+
+        Either way the client keeps (re)connecting in the background until
+        ``close()``.
+        """
+        if self._is_closing:
+            raise LocalProtocolError("RelayClient.start() after close()")
+        if self._run_task is None:
+            self._run_task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"relay client {self.url}"
+            )
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        return self.is_connected
+
+    def send(self, destination: NodeId, datagrams: Sequence[bytes]) -> bool:
+        """Queue datagrams for ``destination``; False (dropped) if not connected or full.
+
+        Each datagram is 1 to 65,535 bytes (LocalProtocolError otherwise).
+        """
+        if not datagrams:
+            return True
+        if not self.is_connected:
+            self.datagrams_dropped += len(datagrams)
+            return False
+        target = bytes(destination)
+        try:
+            messages = [
+                frames.encode_send_packets(target, batch)
+                for batch in frames.split_batches(datagrams)
+            ]
+        except frames.RelayProtocolError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        size = sum(map(len, messages))
+        if self._queued_bytes + size > SEND_QUEUE_BYTES:
+            self.datagrams_dropped += len(datagrams)
+            return False
+        self.bytes_sent += sum(map(len, datagrams))
+        connection = self._connection
+        for index, message in enumerate(messages):
+            if (
+                self._queue
+                or connection is None
+                or not write_now(connection, message, WRITE_LIMIT_BYTES)
+            ):
+                rest = messages[index:]
+                self._queue.extend(rest)
+                self._queued_bytes += sum(map(len, rest))
+                self._wake.set()
+                break
+        return True
+
+    async def close(self) -> None:
+        """Stop: close the connection and stop reconnecting. Idempotent."""
+        self._is_closing = True
+        task, self._run_task = self._run_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the background task -------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff_s = BACKOFF_MIN_S
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                connection = await self._connect()
+            except ConnectError as exc:
+                self.last_error = exc
+                logger.info("%s", exc)
+            else:
+                started = loop.time()
+                error_code = await self._serve(connection)
+                if loop.time() - started >= STABLE_CONNECTION_S:
+                    backoff_s = BACKOFF_MIN_S
+                if error_code == frames.ERROR_REPLACED:
+                    # Another process logged in with our key: do not fight it.
+                    backoff_s = BACKOFF_MAX_S
+            delay_s = random.uniform(backoff_s / 2, backoff_s)
+            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+            await asyncio.sleep(delay_s)
+
+    async def _connect(self) -> ClientConnection:
+        """Open the WebSocket and log in; ConnectError for every failure."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+        ssl_context = ssl.create_default_context() if self._is_tls else None
+        try:
+            connection = await connect(
+                self._ws_url,
+                ssl=ssl_context,
+                compression=None,
+                open_timeout=CONNECT_TIMEOUT_S,
+                ping_interval=None,
+                close_timeout=CLOSE_TIMEOUT_S,
+                max_size=frames.MAX_MESSAGE_BYTES,
+                max_queue=RECEIVE_QUEUE_MESSAGES,
+                write_limit=WRITE_LIMIT_BYTES,
+                user_agent_header=f"p2pcp/{__version__}",
+                logger=logging.getLogger("p2pcp.relay.websockets"),
+            )
+        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise ConnectError(f"cannot reach the relay {self.url}: {_describe(exc)}") from None
+        try:
+            await asyncio.wait_for(self._login(connection), CONNECT_TIMEOUT_S)
+        except BaseException as exc:
+            await connection.close()
+            if isinstance(exc, ConnectError):
+                raise
+            if isinstance(exc, (OSError, asyncio.TimeoutError, WebSocketException, P2pcpError)):
+                raise ConnectError(
+                    f"cannot log in to the relay {self.url}: {_describe(exc)}"
+                ) from None
+            raise
+        peer = connection.transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.stun_address = (str(peer[0]), self._port)
+        return connection
+
+    async def _login(self, connection: ClientConnection) -> None:
+        frame = frames.decode_frame(await connection.recv(decode=False))
+        if isinstance(frame, frames.Error):
+            raise ConnectError(f"the relay {self.url} refused the connection: {frame.reason}")
+        if not isinstance(frame, frames.Challenge):
+            raise frames.RelayProtocolError("the relay did not start with a challenge")
+        if frame.version != frames.PROTOCOL_VERSION:
+            raise ConnectError(
+                f"the relay {self.url} speaks relay protocol version {frame.version}, "
+                f"this p2pcp speaks {frames.PROTOCOL_VERSION}: update p2pcp"
+            )
+        message = frames.login_message(frame.server_id, frame.challenge, self._node_id)
+        await connection.send(frames.encode_login(self._node_id, self._secret_key.sign(message)))
+        reply = frames.decode_frame(await connection.recv(decode=False))
+        if isinstance(reply, frames.Error):
+            raise ConnectError(f"the relay {self.url} refused the login: {reply.reason}")
+        if not isinstance(reply, frames.LoginOk):
+            raise frames.RelayProtocolError("the relay did not answer the login")
+
+    async def _serve(self, connection: ClientConnection) -> int | None:
+        """Run one logged-in connection until it ends; return the relay's error code, if any."""
+        loop = asyncio.get_running_loop()
+        self._last_receive = loop.time()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._connection = connection
+        self.is_connected = True
+        self.last_error = None
+        self._connected.set()
+        logger.info("connected to the relay %s", self.url)
+        error_code: list[int] = []
+        tasks = [
+            loop.create_task(self._read_loop(connection, error_code)),
+            loop.create_task(self._write_loop(connection)),
+            loop.create_task(self._keepalive(connection)),
+        ]
+        try:
+            self._tell_connected(True)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    if isinstance(exc, P2pcpError):
+                        self.last_error = ConnectError(f"relay {self.url}: {exc}")
+                        logger.info("relay %s: %s", self.url, exc)
+                    else:
+                        logger.error("relay client %s failed", self.url, exc_info=exc)
+        finally:
+            self.is_connected = False
+            self._connection = None
+            self._connected.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._queue.clear()
+            self._queued_bytes = 0
+            with contextlib.suppress(Exception):
+                await connection.close()
+            logger.info("disconnected from the relay %s", self.url)
+            self._tell_connected(False)
+        return error_code[0] if error_code else None
+
+    async def _read_loop(self, connection: ClientConnection, error_code: list[int]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        loop = asyncio.get_running_loop()
+        on_packets = self._on_packets
+        try:
+            while True:
+                message = await connection.recv(decode=False)
+                self._last_receive = loop.time()
+                if message[:1] == b"\x11":
+                    source, datagrams = frames.decode_packets(message)
+                    self.bytes_received += len(message) - (
+                        frames.PACKETS_HEADER_BYTES + 2 * len(datagrams)
+                    )
+                    on_packets(self._node(source), datagrams)
+                    continue
+                frame = frames.decode_frame(message)
+                if isinstance(frame, frames.Ping):
+                    self._queue_control(frames.encode_pong(frame.payload))
+                elif isinstance(frame, frames.PeerGone):
+                    if self._on_peer_gone is not None:
+                        self._on_peer_gone(self._node(frame.node_id))
+                elif isinstance(frame, frames.Error):
+                    error_code.append(frame.code)
+                    self.last_error = ConnectError(f"the relay {self.url} closed: {frame.reason}")
+                    logger.info("%s", self.last_error)
+                elif not isinstance(frame, frames.Pong):
+                    raise frames.RelayProtocolError(
+                        f"unexpected {type(frame).__name__} frame after login"
+                    )
+        except ConnectionClosed:
+            return
+
+    async def _write_loop(self, connection: ClientConnection) -> None:
+        queue = self._queue
+        while True:
+            while queue:
+                message = queue.popleft()
+                self._queued_bytes -= len(message)
+                await connection.send(message)
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _keepalive(self, connection: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(KEEPALIVE_INTERVAL_S)
+            silent_s = loop.time() - self._last_receive
+            if silent_s > KEEPALIVE_TIMEOUT_S:
+                logger.info("the relay %s was silent for %.0f s", self.url, silent_s)
+                return
+            self._queue_control(frames.encode_ping(os.urandom(frames.PING_BYTES)))
+
+    def _queue_control(self, message: bytes) -> None:
+        """Queue a small control frame ahead of the datagrams (never dropped)."""
+        self._queue.appendleft(message)
+        self._queued_bytes += len(message)
+        self._wake.set()
+
+    def _tell_connected(self, is_connected: bool) -> None:
+        if self._on_connected is None:
+            return
+        try:
+            self._on_connected(is_connected)
+        except Exception:
+            # A bug in the caller's callback must not stop the reconnect loop.
+            logger.exception("on_connected callback of the relay client failed")
+
+    def _node(self, raw: bytes) -> NodeId:
+        node = self._node_ids.get(raw)
+        if node is None:
+            if len(self._node_ids) >= _NODE_CACHE_SIZE:
+                self._node_ids.clear()
+            node = self._node_ids[raw] = NodeId(raw)
+        return node
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a connection failure, without a traceback."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    text = str(exc)
+    return text or type(exc).__name__

@@ -1,0 +1,151 @@
+"""End to end through a real relay process on loopback: relay-only, relay then
+direct, and the relay-related command-line rules."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pcp.blobs.tree import LEAF_SIZE
+from p2pcp.core.ticket import decode_ticket
+
+from .conftest import assert_one_line_error, json_lines, p2pcp_command, stop, tree_of
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture
+def relay_url(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "P2PCP_HOME": str(tmp_path / "relay-home")},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise AssertionError("the relay did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def _folder(root: Path) -> Path:
+    src = root / "stuff"
+    (src / "inner").mkdir(parents=True)
+    (src / "inner" / "a.bin").write_bytes(os.urandom(3 * LEAF_SIZE + 5))
+    (src / "b.txt").write_text("bee\n")
+    (src / "empty").mkdir()
+    return src
+
+
+def test_relay_only_transfer(
+    tmp_path: Path, relay_url: str, make_node: Any, start_sender: Any
+) -> None:
+    src = _folder(tmp_path)
+    sender = start_sender(make_node(), src, extra=("--relay", relay_url, "--once"))
+    assert decode_ticket(sender.ticket).relay_url == relay_url
+    out = tmp_path / "out"
+    result = make_node().run("receive", sender.ticket, "--out", str(out), "--json", "--relay-only")
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    connected = next(e for e in events if e["event"] == "connected")
+    assert connected["path"] == "relay" and relay_url in connected["description"]
+    done = events[-1]
+    assert done["event"] == "done" and done["main_path"] == "relay"
+    assert done["paths"].get("direct", 0) == 0 and done["paths"]["relay"] > 0
+    assert not any(e["event"] == "path" for e in events)
+    assert tree_of(out / "stuff") == tree_of(src)
+    assert sender.wait() == 0
+
+
+def test_auto_starts_on_relay_and_moves_direct(
+    tmp_path: Path, relay_url: str, make_node: Any, start_sender: Any
+) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(48 * 1024 * 1024))
+    sender = start_sender(make_node(), src, extra=("--relay", relay_url, "--once"))
+    out = tmp_path / "out"
+    result = make_node().run("receive", sender.ticket, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    assert next(e for e in events if e["event"] == "connected")["path"] == "relay"
+    switches = [e["kind"] for e in events if e["event"] == "path"]
+    assert "direct" in switches
+    done = events[-1]
+    assert done["main_path"] == "direct", done["paths"]
+    assert (out / "big.bin").read_bytes() == src.read_bytes()
+
+
+def test_direct_only_never_uses_the_relay(
+    tmp_path: Path, relay_url: str, make_node: Any, start_sender: Any
+) -> None:
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(LEAF_SIZE * 2))
+    sender = start_sender(make_node(), src, extra=("--relay", relay_url))
+    out = tmp_path / "out"
+    result = make_node().run("receive", sender.ticket, "--out", str(out), "--json", "--direct-only")
+    assert result.returncode == 0, result.stderr
+    done = json_lines(result.stdout)[-1]
+    assert done["main_path"] == "direct" and done["paths"].get("relay", 0) == 0
+    assert (out / "f.bin").read_bytes() == src.read_bytes()
+
+
+def test_relay_flag_rules(tmp_path: Path, make_node: Any, start_sender: Any) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    node = make_node()
+    sender = start_sender(node, src, extra=("--no-relay",))
+    assert decode_ticket(sender.ticket).relay_url is None
+    # --relay-only with a ticket that names no relay: a usage error.
+    result = node.run("receive", sender.ticket, "--relay-only", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    assert "relay" in result.stderr
+    for args in (
+        ("--relay-only", "--direct-only"),
+        ("--relay", "http://127.0.0.1:9", "--no-relay"),
+        ("--relay", "gopher://x"),
+    ):
+        bad = node.run("receive", sender.ticket, *args, "--out", str(tmp_path / "o"))
+        assert bad.returncode == 2, args
+        assert_one_line_error(bad.stderr)
+    bad_env = subprocess.run(
+        [*p2pcp_command(), "send", str(src)],
+        env={**node.env, "P2PCP_RELAY": "not a url"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad_env.returncode == 2
+    assert_one_line_error(bad_env.stderr)
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,449 @@
+"""The relay in process on 127.0.0.1:0 with RelayClients: routing, login, limits, STUN, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from p2pcp.core.errors import ConnectError, UsageError
+from p2pcp.core.identity import NodeId, SecretKey
+from p2pcp.relay import frames, stun
+from p2pcp.relay.client import RelayClient
+from p2pcp.relay.limits import RelayLimits
+from p2pcp.relay.listen import server_ssl_context
+from p2pcp.relay.server import RelayServer
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+TEST_TIMEOUT_S = 30.0
+KEY_A = SecretKey(bytes([1] * 32))
+KEY_B = SecretKey(bytes([2] * 32))
+KEY_C = SecretKey(bytes([3] * 32))
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(body(), TEST_TIMEOUT_S)
+
+    asyncio.run(bounded())
+
+
+class Inbox:
+    """Collects what a client receives; wait until a count of datagrams arrived."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[NodeId, list[bytes]]] = []
+        self.gone: list[NodeId] = []
+        self.states: list[bool] = []
+        self._changed = asyncio.Event()
+
+    def packets(self, source: NodeId, datagrams: list[bytes]) -> None:
+        self.batches.append((source, datagrams))
+        self._changed.set()
+
+    def peer_gone(self, node: NodeId) -> None:
+        self.gone.append(node)
+        self._changed.set()
+
+    def connected(self, is_connected: bool) -> None:
+        self.states.append(is_connected)
+        self._changed.set()
+
+    @property
+    def datagrams(self) -> list[bytes]:
+        return [d for _, batch in self.batches for d in batch]
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
+
+def client(server_url: str, key: SecretKey, inbox: Inbox) -> RelayClient:
+    return RelayClient(
+        server_url,
+        key,
+        on_packets=inbox.packets,
+        on_peer_gone=inbox.peer_gone,
+        on_connected=inbox.connected,
+    )
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+def test_two_clients_exchange_packets_by_node_id() -> None:
+    async def body() -> None:
+        server = RelayServer()
+        await server.start()
+        inbox_a, inbox_b = Inbox(), Inbox()
+        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        try:
+            assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
+            assert inbox_a.states == [True] and a.is_connected
+            big = bytes(range(256)) * 256  # 65,536 bytes: one over the limit
+            datagrams = [b"one", b"two", big[:65535], *(bytes([n]) * 1200 for n in range(100))]
+            assert a.send(KEY_B.public, datagrams)
+            assert b.send(KEY_A.public, [b"back"])
+            await inbox_b.until(lambda: len(inbox_b.datagrams) == len(datagrams))
+            await inbox_a.until(lambda: inbox_a.datagrams == [b"back"])
+            assert inbox_b.datagrams == datagrams
+            assert {source for source, _ in inbox_b.batches} == {KEY_A.public}
+            assert len(inbox_b.batches) >= 2  # over a frame's limits: split
+            assert a.bytes_sent == b.bytes_received == sum(map(len, datagrams))
+            assert server.metrics.datagrams_relayed_total == len(datagrams) + 1
+            assert server.metrics.logins_total == 2
+        finally:
+            await a.close()
+            await b.close()
+            await server.close()
+        assert inbox_a.states == [True, False]
+
+    run(body)
+
+
+def test_peer_gone_for_unknown_and_departed_destinations() -> None:
+    async def body() -> None:
+        server = RelayServer()
+        await server.start()
+        inbox_a, inbox_b = Inbox(), Inbox()
+        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        try:
+            assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
+            assert a.send(KEY_C.public, [b"anyone?"])
+            await inbox_a.until(lambda: inbox_a.gone == [KEY_C.public])
+            assert server.metrics.drops_total["no_destination"] == 1
+            assert a.send(KEY_B.public, [b"hello"])
+            await inbox_b.until(lambda: len(inbox_b.datagrams) == 1)
+            await b.close()
+            await inbox_a.until(lambda: inbox_a.gone == [KEY_C.public, KEY_B.public])
+        finally:
+            await a.close()
+            await b.close()
+            await server.close()
+
+    run(body)
+
+
+def test_second_login_with_the_same_key_replaces_the_first() -> None:
+    async def body() -> None:
+        server = RelayServer()
+        await server.start()
+        first, second, sender = Inbox(), Inbox(), Inbox()
+        b1, b2 = client(server.url, KEY_B, first), client(server.url, KEY_B, second)
+        a = client(server.url, KEY_A, sender)
+        try:
+            assert await b1.start(timeout_s=5)
+            assert await b2.start(timeout_s=5)
+            await first.until(lambda: first.states == [True, False])
+            assert isinstance(b1.last_error, ConnectError)
+            assert "another connection" in str(b1.last_error)
+            assert server.client_count == 1
+            assert server.metrics.closes_total["replaced"] == 1
+            assert await a.start(timeout_s=5)
+            assert a.send(KEY_B.public, [b"for the newest"])
+            await second.until(lambda: second.datagrams == [b"for the newest"])
+            assert first.datagrams == []
+        finally:
+            for each in (a, b1, b2):
+                await each.close()
+            await server.close()
+
+    run(body)
+
+
+def test_stun_answers_with_the_observed_address() -> None:
+    async def body() -> None:
+        server = RelayServer("127.0.0.1", 0)
+        ports = await server.start()
+        assert ports.stun_port == ports.http_port
+        loop = asyncio.get_running_loop()
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Asker(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+                answers.put_nowait(data)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Asker, remote_addr=("127.0.0.1", ports.stun_port)
+        )
+        try:
+            transport.sendto(b"not stun at all")
+            transaction_id = stun.new_transaction_id()
+            transport.sendto(stun.encode_binding_request(transaction_id))
+            answer = stun.decode_binding_response(await answers.get())
+            assert answer.transaction_id == transaction_id
+            assert answer.address == transport.get_extra_info("sockname")[:2]
+            assert server.metrics.stun_requests_total == 1
+            assert server.metrics.stun_dropped_total["not_stun"] == 1
+            relay_client = RelayClient(server.url, KEY_A, on_packets=lambda s, d: None)
+            assert relay_client.stun_address == ("127.0.0.1", ports.stun_port)
+        finally:
+            transport.close()
+            await server.close()
+
+    run(body)
+
+
+@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no dual-stack IPv6 here")
+def test_dual_stack_relay_serves_ipv4_and_ipv6() -> None:
+    async def body() -> None:
+        server = RelayServer("::", 0)
+        ports = await server.start()
+        inbox_a, inbox_b = Inbox(), Inbox()
+        a = client(f"http://127.0.0.1:{ports.http_port}", KEY_A, inbox_a)
+        b = client(f"http://[::1]:{ports.http_port}", KEY_B, inbox_b)
+        try:
+            assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
+            assert b.stun_address == ("::1", ports.http_port)
+            assert a.send(KEY_B.public, [b"v4 to v6"])
+            await inbox_b.until(lambda: inbox_b.datagrams == [b"v4 to v6"])
+        finally:
+            await a.close()
+            await b.close()
+            await server.close()
+
+    run(body)
+
+
+def test_health_and_metrics() -> None:
+    async def body() -> None:
+        server = RelayServer()
+        ports = await server.start()
+        inbox_a, inbox_b = Inbox(), Inbox()
+        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        try:
+            status, text = await http_get(ports.http_port, "/health")
+            assert status == 200 and '"status": "ok"' in text
+            assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
+            assert a.send(KEY_B.public, [b"x" * 1000, b"y" * 500])
+            await inbox_b.until(lambda: len(inbox_b.datagrams) == 2)
+            status, text = await http_get(ports.http_port, "/metrics")
+            assert status == 200
+            lines = set(text.splitlines())
+            assert "p2pcp_relay_clients 2" in lines
+            assert "p2pcp_relay_logins_total 2" in lines
+            assert "p2pcp_relay_datagrams_relayed_total 2" in lines
+            assert "p2pcp_relay_bytes_relayed_total 1500" in lines
+            assert 'p2pcp_relay_drops_total{reason="queue_full"} 0' in lines
+            assert (await http_get(ports.http_port, "/nothing"))[0] == 404
+            assert (await http_get(ports.http_port, "/relay"))[0] == 426
+        finally:
+            await a.close()
+            await b.close()
+            await server.close()
+
+    run(body)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_client_waits_for_an_unreachable_relay_and_reconnects_after_restarts() -> None:
+    async def body() -> None:
+        port = free_port()
+        inbox = Inbox()
+        relay_client = client(f"http://127.0.0.1:{port}", KEY_A, inbox)
+        try:
+            assert not await relay_client.start(timeout_s=0.3)
+            assert isinstance(relay_client.last_error, ConnectError)
+            assert "cannot reach the relay" in str(relay_client.last_error)
+            assert not relay_client.send(KEY_B.public, [b"dropped"])
+            for _ in range(2):
+                server = RelayServer("127.0.0.1", port)
+                await server.start()
+                await inbox.until(lambda: relay_client.is_connected)
+                await server.close()
+                await inbox.until(lambda: not relay_client.is_connected)
+            assert inbox.states == [True, False, True, False]
+        finally:
+            await relay_client.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://relay:1", "relay.example.net", "http://", "https://h:99999", "http://h/x"]
+)
+def test_bad_urls_are_usage_errors(url: str) -> None:
+    with pytest.raises(UsageError):
+        RelayClient(url, KEY_A, on_packets=lambda s, d: None)
+
+
+def test_url_forms() -> None:
+    relay_client = RelayClient("http://relay.example.net", KEY_A, on_packets=lambda s, d: None)
+    assert relay_client.url == "http://relay.example.net:3340"
+    assert relay_client.stun_address is None  # a name: known after connecting
+    v6 = RelayClient("https://[2001:db8::1]:443", KEY_A, on_packets=lambda s, d: None)
+    assert v6.stun_address == ("2001:db8::1", 443)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_relay_with_a_trusted_and_an_untrusted_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _self_signed(tmp_path)
+
+    async def body() -> None:
+        server = RelayServer(ssl_context=server_ssl_context(cert, key))
+        await server.start()
+        assert server.url.startswith("https://127.0.0.1:")
+        inbox_a, inbox_b = Inbox(), Inbox()
+        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        try:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
+            assert not await a.start(timeout_s=1)
+            assert "certificate" in str(a.last_error)
+            await a.close()
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            a = client(server.url, KEY_A, inbox_a)
+            assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
+            assert a.send(KEY_B.public, [b"over TLS"])
+            await inbox_b.until(lambda: inbox_b.datagrams == [b"over TLS"])
+        finally:
+            await a.close()
+            await b.close()
+            await server.close()
+
+    run(body)
+
+
+def test_tls_files_that_do_not_load_are_usage_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    with pytest.raises(UsageError, match="cannot load the TLS certificate"):
+        server_ssl_context(tmp_path / "bad.pem", tmp_path / "bad.pem")
+
+
+def test_full_relay_refuses_more_clients() -> None:
+    async def body() -> None:
+        server = RelayServer(relay_limits=RelayLimits(max_clients=2))
+        await server.start()
+        clients = [client(server.url, key, Inbox()) for key in (KEY_A, KEY_B, KEY_C)]
+        try:
+            assert await clients[0].start(timeout_s=5)
+            assert await clients[1].start(timeout_s=5)
+            assert not await clients[2].start(timeout_s=1)
+            assert "503" in str(clients[2].last_error)
+            assert server.metrics.connections_rejected_total >= 1
+            await clients[0].close()
+            await wait_until(lambda: server.client_count == 1)
+            await wait_until(lambda: clients[2].is_connected)  # it kept trying
+        finally:
+            for each in clients:
+                await each.close()
+            await server.close()
+
+    run(body)
+
+
+async def _raw_login(url: str, key: SecretKey) -> ClientConnection:
+    from websockets.asyncio.client import connect
+
+    connection = await connect(url.replace("http", "ws") + "/relay", compression=None)
+    challenge = frames.decode_frame(await connection.recv(decode=False))
+    assert isinstance(challenge, frames.Challenge)
+    node = bytes(key.public)
+    signed = frames.login_message(challenge.server_id, challenge.challenge, node)
+    await connection.send(frames.encode_login(node, key.sign(signed)))
+    assert isinstance(frames.decode_frame(await connection.recv(decode=False)), frames.LoginOk)
+    return connection
+
+
+def test_idle_and_login_timeouts_close_connections() -> None:
+    async def body() -> None:
+        from websockets.asyncio.client import connect
+
+        server = RelayServer(relay_limits=RelayLimits(idle_timeout_s=0.3, login_timeout_s=0.3))
+        await server.start()
+        try:
+            silent = await _raw_login(server.url, KEY_A)
+            error = frames.decode_frame(await silent.recv(decode=False))
+            assert error == frames.Error(frames.ERROR_IDLE, "idle for too long")
+            await silent.wait_closed()
+            assert server.metrics.closes_total["idle"] == 1
+            lazy = await connect(server.url.replace("http", "ws") + "/relay")
+            assert isinstance(frames.decode_frame(await lazy.recv(decode=False)), frames.Challenge)
+            error = frames.decode_frame(await lazy.recv(decode=False))
+            assert isinstance(error, frames.Error) and error.code == frames.ERROR_LOGIN_TIMEOUT
+            await lazy.wait_closed()
+            assert server.metrics.login_failures_total["login_timeout"] == 1
+        finally:
+            await server.close()
+
+    run(body)
+
+
+def test_ping_is_answered_and_shutdown_is_announced() -> None:
+    async def body() -> None:
+        server = RelayServer()
+        await server.start()
+        connection = await _raw_login(server.url, KEY_A)
+        await connection.send(frames.encode_ping(b"12345678"))
+        pong = frames.decode_frame(await connection.recv(decode=False))
+        assert pong == frames.Pong(b"12345678")
+        await server.close()
+        error = frames.decode_frame(await connection.recv(decode=False))
+        assert isinstance(error, frames.Error) and error.code == frames.ERROR_SHUTDOWN
+
+    run(body)
