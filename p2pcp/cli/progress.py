@@ -215,6 +215,21 @@ class SendView(_View):
         if self.mode.is_json:
             self.mode.json("connected", receiver=event.connection_id, path=event.path)
 
+    def _on_ReceiverPathChanged(self, event: events.ReceiverPathChanged) -> None:
+        label = f"receiver {event.connection_id} ({event.description})"
+        task = self.receivers.get(event.connection_id)
+        if self.progress is not None and task is not None:
+            self.progress.update(task, description=label)
+        else:
+            self._say(f"{label}: path changed")
+        if self.mode.is_json:
+            self.mode.json(
+                "path",
+                receiver=event.connection_id,
+                kind=event.path,
+                description=event.description,
+            )
+
     def _on_ReceiverProgressed(self, event: events.ReceiverProgressed) -> None:
         task = self.receivers.get(event.connection_id)
         if self.progress is not None and task is not None:

@@ -37,6 +37,13 @@ class ReceiverConnected:
 
 
 @dataclass(frozen=True)
+class ReceiverPathChanged:
+    connection_id: int
+    path: str
+    description: str
+
+
+@dataclass(frozen=True)
 class ReceiverProgressed:
     connection_id: int
     bytes_sent: int

@@ -112,6 +112,11 @@ class Provider:
 
     async def _serve_connection(self, connection_id: int, connection: Connection) -> None:
         self.emit(events.ReceiverConnected(connection_id, connection.path_description))
+        connection.set_path_listener(
+            lambda kind, description: self.emit(
+                events.ReceiverPathChanged(connection_id, kind, description)
+            )
+        )
         session = _Session(connection_id, self, time.monotonic())
         try:
             while True:
