@@ -373,6 +373,18 @@ class Endpoint:
     # -- MagicSock callbacks ---------------------------------------------------
 
     def _receive_quic_batch(self, batch: list[tuple[bytes, Address]]) -> None:
+        """QUIC datagrams that came over direct UDP."""
+        self._receive_quic(batch, None)
+
+    def _receive_relay_batch(self, path: PeerPath, datagrams: list[bytes]) -> None:
+        """QUIC datagrams of ``path``'s node that came over a relay."""
+        self._receive_quic([(data, None) for data in datagrams], path)
+
+    def _receive_quic(
+        self, batch: list[tuple[bytes, Address]] | list[tuple[bytes, None]], path: PeerPath | None
+    ) -> None:
+        """Feed each datagram to its connection (routed by connection id), then
+        let every touched connection transmit once: one send pass per batch."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         by_cid = self._by_cid
@@ -386,35 +398,10 @@ class Endpoint:
                 cid = data[1 : 1 + CID_BYTES]
             connection = by_cid.get(cid)
             if connection is None:
-                connection = self._maybe_accept(data, address, None)
+                connection = self._maybe_accept(data, address, path)
                 if connection is None:
                     continue
             connection.receive_datagram(data, address, now)
-            touched[connection] = None
-        if touched:
-            now = loop.time()
-            for connection in touched:
-                connection.after_receive(now)
-
-    def _receive_relay_batch(self, path: PeerPath, datagrams: list[bytes]) -> None:
-        """QUIC datagrams of ``path``'s node that came over a relay."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        by_cid = self._by_cid
-        touched: dict[Connection, None] = {}
-        for data in datagrams:
-            if data[0] & 0x80:
-                if len(data) < 6:
-                    continue
-                cid = data[6 : 6 + data[5]]
-            else:
-                cid = data[1 : 1 + CID_BYTES]
-            connection = by_cid.get(cid)
-            if connection is None:
-                connection = self._maybe_accept(data, None, path)
-                if connection is None:
-                    continue
-            connection.receive_datagram(data, None, now)
             touched[connection] = None
         if touched:
             now = loop.time()
