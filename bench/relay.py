@@ -12,9 +12,7 @@ relayed (from /proc). Figures only: a benchmark never fails.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -27,7 +25,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from quic_raw import parse_size  # noqa: E402
-from transfer import make_file, p2pcp_command  # noqa: E402
+from transfer import make_file, p2pcp_command, run_transfer  # noqa: E402
 
 
 def free_port() -> int:
@@ -63,40 +61,10 @@ def wait_for_relay(port: int, timeout_s: float = 15.0) -> None:
 
 def transfer(path: Path, work: Path, relay_url: str, policy: str) -> float:
     """One send/receive; MB/s by the receiver's own clock."""
-    out = work / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    env = dict(os.environ)
-    sender = subprocess.Popen(
-        [*p2pcp_command(), "send", "--once", "--json", "--relay", relay_url, str(path)],
-        env={**env, "P2PCP_HOME": str(work / "send-home")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert sender.stdout is not None
-        ticket = json.loads(sender.stdout.readline())["ticket"]
-        result = subprocess.run(
-            [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json", policy],
-            env={**env, "P2PCP_HOME": str(work / "recv-home")},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"receive {policy} failed: {result.stderr.strip()}")
-        done = json.loads(result.stdout.strip().splitlines()[-1])
-        sender.wait(timeout=60)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.wait()
-        if sender.stdout is not None:
-            sender.stdout.close()
+    done, _wall = run_transfer(path, work, send_args=("--relay", relay_url), receive_args=(policy,))
     expected = "relay" if policy == "--relay-only" else "direct"
     if done.get("main_path") != expected:
         raise SystemExit(f"{policy}: the transfer went mostly over {done.get('main_path')}")
-    shutil.rmtree(out, ignore_errors=True)
     return float(path.stat().st_size / done["seconds"] / 1e6)
 
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
@@ -69,15 +70,20 @@ def time_b3sum(path: Path, threads: int | None = None) -> float | None:
     return time.perf_counter() - started
 
 
-def cli_transfer(path: Path, work: Path, cap: int | None) -> tuple[float, float]:
-    """One send/receive; returns (MB/s by the receiver's own clock, MB/s wall)."""
-    env = dict(os.environ)
-    if cap:
-        env["P2PCP_MAX_DATAGRAM_SIZE"] = str(cap)
+def run_transfer(
+    path: Path,
+    work: Path,
+    *,
+    env_extra: dict[str, str] | None = None,
+    send_args: tuple[str, ...] = (),
+    receive_args: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], float]:
+    """One real send/receive of ``path``; returns the receiver's done event and wall seconds."""
+    env = {**os.environ, **(env_extra or {})}
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
     sender = subprocess.Popen(
-        [*p2pcp_command(), "send", "--once", "--json", str(path)],
+        [*p2pcp_command(), "send", "--once", "--json", *send_args, str(path)],
         env={**env, "P2PCP_HOME": str(work / "send-home")},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -88,7 +94,7 @@ def cli_transfer(path: Path, work: Path, cap: int | None) -> tuple[float, float]
         ticket = json.loads(sender.stdout.readline())["ticket"]
         started = time.perf_counter()
         result = subprocess.run(
-            [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json"],
+            [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json", *receive_args],
             env={**env, "P2PCP_HOME": str(work / "recv-home")},
             capture_output=True,
             text=True,
@@ -97,7 +103,7 @@ def cli_transfer(path: Path, work: Path, cap: int | None) -> tuple[float, float]
         wall = time.perf_counter() - started
         if result.returncode != 0:
             raise SystemExit(f"receive failed: {result.stderr.strip()}")
-        done = json.loads(result.stdout.strip().splitlines()[-1])
+        done: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         sender.wait(timeout=60)
     finally:
         if sender.poll() is None:
@@ -105,10 +111,17 @@ def cli_transfer(path: Path, work: Path, cap: int | None) -> tuple[float, float]
             sender.wait()
         if sender.stdout is not None:
             sender.stdout.close()
-    size = path.stat().st_size
-    if (out / path.name).stat().st_size != size:
+    if (out / path.name).stat().st_size != path.stat().st_size:
         raise SystemExit("received file has the wrong size")
     shutil.rmtree(out, ignore_errors=True)
+    return done, wall
+
+
+def cli_transfer(path: Path, work: Path, cap: int | None) -> tuple[float, float]:
+    """MB/s of one transfer: (by the receiver's own clock, by the wall clock)."""
+    env = {"P2PCP_MAX_DATAGRAM_SIZE": str(cap)} if cap else {}
+    done, wall = run_transfer(path, work, env_extra=env)
+    size = path.stat().st_size
     return size / done["seconds"] / 1e6, size / wall / 1e6
 
 
