@@ -41,9 +41,12 @@ if TYPE_CHECKING:
 
 # Send-side bytes a stream may hold before write() waits. Above the
 # bandwidth-delay product of the paths p2pcp targets (400 MB/s x 1 ms on
-# loopback, 50 MB/s x 40 ms across a continent is 2 MB), small enough that
-# many streams do not add up to much memory.
-HIGH_WATER_BYTES = 4 * 1024 * 1024
+# loopback, 50 MB/s x 40 ms across a continent is 2 MB) and of the relay
+# path, whose TCP buffers add tens of ms of queueing: measured with
+# bench/relay.py, 4 MiB held relayed transfers to ~78 MB/s, 8 MiB gave
+# ~120 MB/s (16 MiB no better). Small enough that the fetcher's 8 parallel
+# streams stay under 64 MiB.
+HIGH_WATER_BYTES = 8 * 1024 * 1024
 LOW_WATER_BYTES = HIGH_WATER_BYTES // 2
 
 # read() joins queued chunks (one per QUIC frame, 1-16 KB) up to this size,
