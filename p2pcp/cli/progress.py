@@ -41,6 +41,12 @@ def _bars() -> Progress:
     )
 
 
+def _where(path: str, description: str) -> dict[str, str]:
+    """``{"url": ...}`` for a relay path, ``{"address": ...}`` for a direct one."""
+    place = description.split(" ", 1)[1] if " " in description else ""
+    return {"url": place} if path == "relay" else {"address": place}
+
+
 def _shorten(path: str, width: int = 32) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1) :]
 
@@ -85,12 +91,22 @@ class ReceiveView(_View):
     def _on_PeerConnected(self, event: events.PeerConnected) -> None:
         self._say(f"Connected to the sender: {event.description}")
         if self.mode.is_json:
-            self.mode.json("connected", path=event.path, description=event.description)
+            self.mode.json(
+                "connected",
+                path=event.path,
+                description=event.description,
+                **_where(event.path, event.description),
+            )
 
     def _on_PathChanged(self, event: events.PathChanged) -> None:
         self._say(f"Path changed: {event.description}")
         if self.mode.is_json:
-            self.mode.json("path", kind=event.path, description=event.description)
+            self.mode.json(
+                "path",
+                kind=event.path,
+                description=event.description,
+                **_where(event.path, event.description),
+            )
 
     def _on_ManifestReceived(self, event: events.ManifestReceived) -> None:
         self.total = event.total_size

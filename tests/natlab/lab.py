@@ -1,0 +1,576 @@
+"""A NAT lab in Linux network namespaces, built and torn down by the tests.
+
+Layout (every address in the test range 198.18.0.0/15; loopback up everywhere)::
+
+                      <prefix>-relay  eth0 198.18.0.1   (relay, address server)
+                             |
+      <prefix>-inet: bridge br0, 198.18.0.0/24 (the "internet")
+             |                                   |
+      <prefix>-ra  wan 198.18.0.11        <prefix>-rb  wan 198.18.0.12
+      (router A)   lan 198.19.1.1         (router B)   lan 198.19.2.1
+             |                                   |
+      <prefix>-ha  eth0 198.19.1.2        <prefix>-hb  eth0 198.19.2.2
+      (host A, default via 198.19.1.1)    (host B, default via 198.19.2.1)
+
+Routers know only their two subnets, so a host can reach the internet subnet
+(through its router's NAT) but never the other host's LAN address.
+
+Router kinds (``NatKind``), nftables in the router's namespace:
+
+- ``easy``: endpoint-independent mapping (plain ``masquerade`` keeps the
+  source port, one public port for every destination);
+- ``hard``: symmetric (``masquerade random,fully-random``: a new public port
+  per destination), so hole punching cannot guess the port;
+- ``udp-blocked``: easy NAT for TCP, but every UDP datagram from the LAN is
+  dropped (only the relay's WebSocket over TCP gets out).
+
+Every router also drops unsolicited inbound traffic, as home routers do, in a
+prerouting filter chain at priority -150 (after conntrack, before NAT):
+``iifname "wan" ct state new drop``. Without it two plain masquerades cannot
+punch at once (FACTS.md: the first punch creates a conntrack entry "to the
+router itself" and the host's own flow then gets another port); with it the
+dropped packet's entry is never confirmed.
+
+Names: each lab gets a prefix ``p2nl<pid>x<n>`` (the pid of the pytest
+process that built it), so labs of parallel sessions never clash and a later
+session can tell a leftover (its pid is gone) from a live lab. Interfaces are
+created directly inside their namespaces and never appear in the root one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LAB_NAME_PREFIX = "p2nl"
+_LAB_NAME = re.compile(rf"^{LAB_NAME_PREFIX}(\d+)x\d+-")
+
+INTERNET_PREFIX_LEN = 24
+RELAY_IP = "198.18.0.1"
+RELAY_PORT = 3340
+RELAY_URL = f"http://{RELAY_IP}:{RELAY_PORT}"
+# The probes' address server on the relay host (UDP on both, TCP on the first).
+ADDRESS_SERVER_PORTS = (3478, 3479)
+
+# Every command that configures the lab is quick; a hung one is a lab bug.
+COMMAND_TIMEOUT_S = 20.0
+# How long to wait for a background process's readiness line or event.
+EVENT_TIMEOUT_S = 60.0
+
+PROBES = Path(__file__).with_name("probes.py")
+
+_lab_numbers = itertools.count()
+
+
+class NatKind(str, enum.Enum):
+    EASY = "easy"
+    HARD = "hard"
+    UDP_BLOCKED = "udp-blocked"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One side of the lab: a router and the host behind it."""
+
+    name: str  # "a" or "b"
+    router_ns: str
+    host_ns: str
+    wan_ip: str  # the router's public address: every host mapping uses it
+    router_lan_ip: str
+    host_ip: str
+    nat: NatKind
+
+
+def run(
+    argv: list[str],
+    *,
+    timeout: float = COMMAND_TIMEOUT_S,
+    check: bool = True,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in the root namespace; on failure raise with its stderr."""
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+def netns_exec(ns: str, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def list_namespaces() -> list[str]:
+    out = run(["ip", "netns", "list"]).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def delete_namespace(ns: str) -> None:
+    """Kill what still runs in ns (processes this lab started), then delete it."""
+    pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    run(["ip", "netns", "delete", ns], check=False)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftover_labs(*, including_own: bool = False) -> list[str]:
+    """Delete lab namespaces whose building process is gone (or our own)."""
+    removed = []
+    for ns in list_namespaces():
+        match = _LAB_NAME.match(ns)
+        if not match:
+            continue
+        owner = int(match.group(1))
+        if (owner == os.getpid() and including_own) or (
+            owner != os.getpid() and not _pid_alive(owner)
+        ):
+            delete_namespace(ns)
+            removed.append(ns)
+    return removed
+
+
+@dataclass
+class NsProcess:
+    """A background process in a namespace; stdout lines kept (JSON parsed)."""
+
+    name: str
+    process: subprocess.Popen[str]
+    stderr_path: Path
+    lines: list[str] = field(default_factory=list)
+    # time.monotonic() when each line of ``lines`` arrived.
+    arrivals: list[float] = field(default_factory=list)
+    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _reader: threading.Thread | None = None
+
+    def start_reading(self) -> None:
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.rstrip("\n")
+            self.arrivals.append(time.monotonic())
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every stdout line so far that is a JSON object."""
+        return [event for _, event in self.timed_events()]
+
+    def timed_events(self) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival time, event) for every JSON object line so far."""
+        parsed = []
+        for arrival, line in zip(list(self.arrivals), list(self.lines), strict=False):
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    parsed.append((arrival, value))
+        return parsed
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def describe(self) -> str:
+        """Exit status, stdout and stderr tail: for assertion messages."""
+        code = self.process.poll()
+        out = "\n".join(self.lines[-40:])
+        err = "\n".join(self.stderr().splitlines()[-40:])
+        return f"[{self.name}] exit={code}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+
+    def wait_line(self, matches: Callable[[str], bool], timeout: float = EVENT_TIMEOUT_S) -> str:
+        """The next stdout line (from where the last wait stopped) that matches."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout:.0f} s\n{self.describe()}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"process ended before the line came\n{self.describe()}")
+            if matches(line):
+                return line
+
+    def wait_event(
+        self,
+        name: str,
+        timeout: float = EVENT_TIMEOUT_S,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
+        """The next ``--json`` event called name (and matching where)."""
+
+        def is_it(line: str) -> bool:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                return False
+            return (
+                isinstance(event, dict)
+                and event.get("event") == name
+                and (where is None or where(event))
+            )
+
+        return json.loads(self.wait_line(is_it, timeout))  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running after {timeout:.0f} s\n{self.describe()}"
+            ) from None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """End the process (if running) by its pid and close its pipes."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self._reader is not None:  # EOF comes once the process is gone
+            self._reader.join(timeout=5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+class Lab:
+    """Namespaces, links, routes and NAT rules for one test; see the module doc."""
+
+    def __init__(self, nat_a: NatKind, nat_b: NatKind, log_dir: Path) -> None:
+        self.prefix = f"{LAB_NAME_PREFIX}{os.getpid()}x{next(_lab_numbers)}"
+        self.log_dir = log_dir
+        self.inet_ns = f"{self.prefix}-inet"
+        self.relay_ns = f"{self.prefix}-relay"
+        self.a = Site(
+            name="a",
+            router_ns=f"{self.prefix}-ra",
+            host_ns=f"{self.prefix}-ha",
+            wan_ip="198.18.0.11",
+            router_lan_ip="198.19.1.1",
+            host_ip="198.19.1.2",
+            nat=nat_a,
+        )
+        self.b = Site(
+            name="b",
+            router_ns=f"{self.prefix}-rb",
+            host_ns=f"{self.prefix}-hb",
+            wan_ip="198.18.0.12",
+            router_lan_ip="198.19.2.1",
+            host_ip="198.19.2.2",
+            nat=nat_b,
+        )
+        self.processes: list[NsProcess] = []
+        self.relay: NsProcess | None = None
+        self._namespaces = [
+            self.inet_ns,
+            self.relay_ns,
+            self.a.router_ns,
+            self.a.host_ns,
+            self.b.router_ns,
+            self.b.host_ns,
+        ]
+
+    @property
+    def sites(self) -> tuple[Site, Site]:
+        return (self.a, self.b)
+
+    # -- building -------------------------------------------------------------
+
+    def build(self) -> None:
+        for ns in self._namespaces:
+            run(["ip", "netns", "add", ns])
+            self.ip(ns, "link", "set", "lo", "up")
+        self.ip(self.inet_ns, "link", "add", "br0", "type", "bridge")
+        self.ip(self.inet_ns, "link", "set", "br0", "up")
+        self._wire(self.relay_ns, "eth0", f"{RELAY_IP}/{INTERNET_PREFIX_LEN}", "to-relay")
+        for site in self.sites:
+            self._wire(
+                site.router_ns, "wan", f"{site.wan_ip}/{INTERNET_PREFIX_LEN}", f"to-r{site.name}"
+            )
+            self._veth(site.router_ns, "lan", site.host_ns, "eth0")
+            self.ip(site.router_ns, "addr", "add", f"{site.router_lan_ip}/24", "dev", "lan")
+            self.ip(site.host_ns, "addr", "add", f"{site.host_ip}/24", "dev", "eth0")
+            self.ip(site.router_ns, "link", "set", "lan", "up")
+            self.ip(site.host_ns, "link", "set", "eth0", "up")
+            self.ip(site.host_ns, "route", "add", "default", "via", site.router_lan_ip)
+            self.sh(site.router_ns, "echo 1 > /proc/sys/net/ipv4/ip_forward")
+            self.nft(site.router_ns, _router_ruleset(site.nat))
+
+    def _veth(self, ns1: str, name1: str, ns2: str, name2: str) -> None:
+        self.ip(ns1, "link", "add", name1, "type", "veth", "peer", "name", name2, "netns", ns2)
+
+    def _wire(self, ns: str, name: str, cidr: str, bridge_port: str) -> None:
+        """A veth from ns to the internet bridge (port named bridge_port)."""
+        self._veth(ns, name, self.inet_ns, bridge_port)
+        self.ip(self.inet_ns, "link", "set", "dev", bridge_port, "master", "br0")
+        self.ip(self.inet_ns, "link", "set", "dev", bridge_port, "up")
+        self.ip(ns, "addr", "add", cidr, "dev", name)
+        self.ip(ns, "link", "set", name, "up")
+
+    def teardown(self) -> None:
+        """Stop every process this lab started, then delete its namespaces."""
+        for proc in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                proc.stop(signal.SIGKILL)
+        for ns in reversed(self._namespaces):
+            delete_namespace(ns)
+
+    # -- commands -------------------------------------------------------------
+
+    def ip(self, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "-n", ns, *args])
+
+    def sh(self, ns: str, script: str) -> subprocess.CompletedProcess[str]:
+        return run(netns_exec(ns, ["sh", "-c", script]))
+
+    def nft(self, ns: str, ruleset: str) -> subprocess.CompletedProcess[str]:
+        return run(netns_exec(ns, ["nft", "-f", "-"]), input_text=ruleset)
+
+    def exec(
+        self,
+        ns: str,
+        argv: list[str],
+        *,
+        timeout: float = COMMAND_TIMEOUT_S,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv in ns to completion; never raises on its exit code."""
+        return subprocess.run(
+            netns_exec(ns, argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def probe(self, ns: str, *args: str, timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
+        """Run one probe (probes.py) in ns and return its last JSON line."""
+        result = self.exec(ns, [sys.executable, str(PROBES), *args], timeout=timeout)
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        if result.returncode != 0 or not lines:
+            raise RuntimeError(f"probe {args} in {ns} failed: {result.stderr.strip()}")
+        return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+    def start(
+        self,
+        ns: str,
+        argv: list[str],
+        *,
+        name: str,
+        env: dict[str, str] | None = None,
+        stdin_pipe: bool = False,
+    ) -> NsProcess:
+        """Start argv in the background in ns; stdout is read line by line."""
+        stderr_path = self.log_dir / f"{self.prefix}-{name}.stderr"
+        with stderr_path.open("w") as stderr_file:
+            process = subprocess.Popen(
+                netns_exec(ns, argv),
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+                text=True,
+                env=env,
+            )
+        proc = NsProcess(name=name, process=process, stderr_path=stderr_path)
+        self.processes.append(proc)
+        proc.start_reading()
+        return proc
+
+    def start_probe(self, ns: str, *args: str, name: str, stdin_pipe: bool = False) -> NsProcess:
+        return self.start(
+            ns, [sys.executable, str(PROBES), *args], name=name, stdin_pipe=stdin_pipe
+        )
+
+    def start_address_server(self) -> NsProcess:
+        """The probes' address server on the relay host (UDP echo of the mapping, TCP)."""
+        server = self.start_probe(
+            self.relay_ns,
+            "serve",
+            RELAY_IP,
+            *map(str, ADDRESS_SERVER_PORTS),
+            name="address-server",
+        )
+        server.wait_line(lambda line: '"ready"' in line, timeout=COMMAND_TIMEOUT_S)
+        return server
+
+    # -- the relay ------------------------------------------------------------
+
+    def start_relay(self, command: list[str], env: dict[str, str]) -> NsProcess:
+        """Start ``p2pcp relay`` on the relay host and wait until /health answers."""
+        relay = self.start(
+            self.relay_ns,
+            [*command, "relay", "--host", RELAY_IP, "--port", str(RELAY_PORT), "-v"],
+            name="relay",
+            env=env,
+        )
+        self.relay = relay
+        deadline = time.monotonic() + COMMAND_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if relay.process.poll() is not None:
+                raise AssertionError(f"the relay exited at start\n{relay.describe()}")
+            if self.relay_is_healthy():
+                return relay
+            time.sleep(0.2)
+        raise AssertionError(f"the relay's /health never answered\n{relay.describe()}")
+
+    def relay_is_healthy(self) -> bool:
+        script = (
+            "import urllib.request,sys\n"
+            "try:\n"
+            f"    r = urllib.request.urlopen('{RELAY_URL}/health', timeout=1)\n"
+            "    sys.exit(0 if r.status == 200 else 1)\n"
+            "except Exception:\n"
+            "    sys.exit(1)\n"
+        )
+        return self.exec(self.relay_ns, [sys.executable, "-c", script]).returncode == 0
+
+    def relay_metrics(self) -> str:
+        """The relay's /metrics samples (no comment lines), or why there are none."""
+        script = (
+            "import urllib.request\n"
+            f"print(urllib.request.urlopen('{RELAY_URL}/metrics', timeout=2).read().decode())\n"
+        )
+        result = self.exec(self.relay_ns, [sys.executable, "-c", script])
+        if result.returncode != 0:
+            return "(no /metrics answer)"
+        return "\n".join(
+            line for line in result.stdout.splitlines() if line and not line.startswith("#")
+        )
+
+    def kill_relay(self) -> None:
+        """Kill the relay process outright (SIGKILL: no goodbye to its clients)."""
+        assert self.relay is not None, "no relay was started"
+        self.relay.stop(signal.SIGKILL)
+
+    # -- shaping the paths ----------------------------------------------------
+
+    def limit_rate(self, site: Site, mbit: float) -> None:
+        """Cap what router site forwards to its host (direct and relayed alike)."""
+        run(
+            [
+                "tc", "-n", site.router_ns, "qdisc", "replace", "dev", "lan", "root",
+                "tbf", "rate", f"{mbit}mbit", "burst", "64kb", "latency", "100ms",
+            ]
+        )  # fmt: skip
+
+    def break_direct_path(self) -> None:
+        """Drop every UDP datagram between the two routers' public addresses.
+
+        The rule sits in router A (both directions), before conntrack, so the
+        hosts' direct UDP flow dies while the relay (TCP and UDP to the relay
+        host) is untouched.
+        """
+        self.nft(
+            self.a.router_ns,
+            f"""table ip breaker {{
+  chain inbound {{
+    type filter hook prerouting priority -300; policy accept;
+    iifname "wan" ip saddr {self.b.wan_ip} meta l4proto udp drop
+  }}
+  chain outbound {{
+    type filter hook postrouting priority 0; policy accept;
+    oifname "wan" ip daddr {self.b.wan_ip} meta l4proto udp drop
+  }}
+}}
+""",
+        )
+
+    def restore_direct_path(self) -> None:
+        run(netns_exec(self.a.router_ns, ["nft", "delete", "table", "ip", "breaker"]))
+
+
+def _router_ruleset(nat: NatKind) -> str:
+    masquerade = "masquerade random,fully-random" if nat is NatKind.HARD else "masquerade"
+    block_udp = 'iifname "lan" meta l4proto udp drop' if nat is NatKind.UDP_BLOCKED else ""
+    return f"""table ip lab {{
+  chain inbound {{
+    type filter hook prerouting priority -150; policy accept;
+    iifname "wan" ct state new drop
+  }}
+  chain forward {{
+    type filter hook forward priority 0; policy accept;
+    {block_udp}
+  }}
+  chain nat_out {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" {masquerade}
+  }}
+}}
+"""
+
+
+def build_lab(nat_a: NatKind, nat_b: NatKind, log_dir: Path) -> Lab:
+    lab = Lab(nat_a, nat_b, log_dir)
+    try:
+        lab.build()
+    except BaseException:
+        lab.teardown()
+        raise
+    return lab
+
+
+def lab_unavailable_reason() -> str | None:
+    """Why the lab cannot run here, or None: root, ip netns, nft, tc."""
+    if os.geteuid() != 0:
+        return "the NAT lab needs root (network namespaces, nftables)"
+    for tool in ("ip", "nft", "tc"):
+        if run(["sh", "-c", f"command -v {tool}"], check=False).returncode != 0:
+            return f"the NAT lab needs `{tool}` (apt-get install iproute2 nftables)"
+    ns = f"{LAB_NAME_PREFIX}{os.getpid()}x999999-probe"
+    try:
+        made = run(["ip", "netns", "add", ns], check=False)
+        if made.returncode != 0:
+            return f"`ip netns add` does not work here: {made.stderr.strip()}"
+        nft = run(netns_exec(ns, ["nft", "add", "table", "ip", "probe"]), check=False)
+        if nft.returncode != 0:
+            return f"nftables does not work in a namespace here: {nft.stderr.strip()}"
+    finally:
+        run(["ip", "netns", "delete", ns], check=False)
+    return None
