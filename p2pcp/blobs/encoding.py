@@ -230,11 +230,13 @@ class SizeKnown:
 
 @dataclass(frozen=True, slots=True)
 class LeafVerified:
-    """Leaf ``index`` (at byte ``offset`` of the blob) verified: ``data``."""
+    """Leaf ``index`` (at byte ``offset`` of the blob) verified: ``data``,
+    whose leaf hash (``hash_leaf(data)``, proven against the root) is ``hash``."""
 
     index: int
     offset: int
     data: bytes
+    hash: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +355,7 @@ class RangeDecoder:
                 if hash_leaf(data) != expected:
                     raise IntegrityError(f"leaf {start} does not match the content hash")
                 stack.pop()
-                return LeafVerified(start, start * self._leaf_size, data)
+                return LeafVerified(start, start * self._leaf_size, data, expected)
             if len(buffer) < PARENT_BYTES:
                 return None
             pair = self._take(PARENT_BYTES)

@@ -27,6 +27,15 @@ def receive(
     direct_only: Annotated[
         bool, typer.Option("--direct-only", help="Never use the relay, only direct paths.")
     ] = False,
+    retry_for: Annotated[
+        float,
+        typer.Option(
+            "--retry-for",
+            metavar="SECONDS",
+            min=0,
+            help="Keep reconnecting this long after the connection drops (0: never).",
+        ),
+    ] = 60.0,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
@@ -63,6 +72,7 @@ def receive(
             max_datagram_size=max_datagram_size_from_env(),
             path_policy=policy,
             relay_url=normalize_relay_url(relay) if relay else None,
+            retry_for_s=retry_for,
         )
         secret_key = load_or_create_secret_key()
         with ReceiveView(mode) as view:

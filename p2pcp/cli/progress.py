@@ -108,6 +108,19 @@ class ReceiveView(_View):
                 **_where(event.path, event.description),
             )
 
+    def _on_RetryScheduled(self, event: events.RetryScheduled) -> None:
+        self._say(
+            f"Connection lost ({event.reason}); retrying in {event.delay_s:.1f} s "
+            f"({event.seconds_left:.0f} s left)"
+        )
+        if self.mode.is_json:
+            self.mode.json(
+                "retry",
+                reason=event.reason,
+                delay_s=round(event.delay_s, 2),
+                seconds_left=round(event.seconds_left, 1),
+            )
+
     def _on_ManifestReceived(self, event: events.ManifestReceived) -> None:
         self.total = event.total_size
         self.bytes_done = event.bytes_present

@@ -29,3 +29,36 @@ JSON_PROGRESS_INTERVAL_S = 0.25
 # The name of the hidden folder inside the output folder that holds data not
 # yet verified. Nothing in it is ever a final file.
 PARTIAL_DIR_PREFIX = ".p2pcp-partial-"
+
+# A connection lost mid-transfer is retried this long (--retry-for): long
+# enough to ride out a Wi-Fi roam, a router reboot or a sender restart.
+RETRY_FOR_S = 60.0
+# Backoff between reconnection attempts: fast first, then no more than one
+# attempt every 8 s (each attempt itself waits up to CONNECT_TIMEOUT_S).
+RETRY_FIRST_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 8.0
+
+# -- the sender against hostile receivers (transfer/provider.py) --------------
+# Anyone who can reach the sender's port can open a connection; only the
+# ticket's hashes get data. These bound what a connection costs the sender.
+
+# A request stream must deliver its whole request (at most ~16 KiB, which an
+# honest receiver writes at once) within this time, or the sender resets it.
+# Far longer than a request needs even when its packets are lost and resent
+# a few times over a bad path, short enough that a peer cannot hold request
+# slots open forever.
+REQUEST_READ_TIMEOUT_S = 20.0
+
+# Requests one connection may have in progress at once; a stream beyond that
+# is reset at once, before its request is read. An honest receiver uses
+# FETCH_CONCURRENCY streams plus DONE; 4x that leaves room for other
+# receivers' choices while keeping a connection's work (tasks, open files,
+# send buffers of up to 8 MiB each) bounded.
+MAX_REQUESTS_PER_CONNECTION = 32
+
+# Receiver connections served at once. Issue 4 asks for 20 receivers of one
+# folder at once; 64 is three times that. A new connection beyond it closes
+# the connection that has been idle longest (no request in progress), so a
+# flood of idle connections cannot lock out a receiver that is fetching; if
+# every connection is busy, the new one is closed.
+MAX_RECEIVER_CONNECTIONS = 64

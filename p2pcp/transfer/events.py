@@ -83,6 +83,15 @@ class PathChanged:
 
 
 @dataclass(frozen=True)
+class RetryScheduled:
+    """The connection was lost; the next attempt starts in ``delay_s``."""
+
+    reason: str
+    delay_s: float
+    seconds_left: float
+
+
+@dataclass(frozen=True)
 class ManifestReceived:
     name: str
     file_count: int

@@ -18,18 +18,29 @@ record later) and no unverified byte is ever under a final name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from p2pcp.blobs.collection import Entry, Manifest, decode_manifest
 from p2pcp.blobs.encoding import ALL, DecodeFinished, LeafVerified, RangeDecoder
-from p2pcp.core.defaults import CONNECT_TIMEOUT_S, FETCH_CONCURRENCY, MAX_MANIFEST_BYTES
+from p2pcp.core.defaults import (
+    CONNECT_TIMEOUT_S,
+    FETCH_CONCURRENCY,
+    MAX_MANIFEST_BYTES,
+    RETRY_FIRST_DELAY_S,
+    RETRY_FOR_S,
+    RETRY_MAX_DELAY_S,
+)
 from p2pcp.core.errors import (
+    ConnectError,
     ConnectionLostError,
     IntegrityError,
+    LocalProtocolError,
     NotFoundError,
     P2pcpError,
     RemoteProtocolError,
@@ -41,6 +52,7 @@ from p2pcp.core.ticket import Ticket
 from p2pcp.net.endpoint import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.store import Plan, Store
+from p2pcp.transfer.wire import MAX_LEAF_INDEX
 
 Emit = Callable[[object], None]
 
@@ -55,6 +67,8 @@ class FetchOptions:
     path_policy: str = "auto"
     # Overrides the ticket's relay URL (e.g. the relay has another name here).
     relay_url: str | None = None
+    # How long to keep reconnecting after a connection is lost mid-transfer.
+    retry_for_s: float = RETRY_FOR_S
 
 
 async def _request(connection: Connection, request: wire.Request) -> Stream:
@@ -124,12 +138,26 @@ async def _fetch_manifest(connection: Connection, ticket: Ticket) -> Manifest:
     return manifest
 
 
+@dataclass
+class _Progress:
+    """What a receive has established so far; survives reconnections."""
+
+    manifest: Manifest | None = None
+    store: Store | None = None
+    plan: Plan | None = None
+    reports: dict[str, events.FileReport] = dataclasses.field(default_factory=dict)
+    bytes_by_path: Counter[str] = dataclasses.field(default_factory=Counter)
+    # Per blob, bytes already counted (fetched or found) in this run.
+    accounted: dict[bytes, int] = dataclasses.field(default_factory=dict)
+
+
 class Fetcher:
     def __init__(self, ticket: Ticket, options: FetchOptions, emit: Emit) -> None:
         self.ticket = ticket
         self.options = options
         self.emit = emit
         self.bytes_received = 0
+        self.bytes_resumed = 0
 
     async def run(self, secret_key: SecretKey) -> events.TransferFinished:
         started = time.monotonic()
@@ -141,24 +169,9 @@ class Fetcher:
             path_policy=self.options.path_policy,
         )
         try:
-            connection = await endpoint.connect(
-                NodeId(self.ticket.node_id),
-                [] if self.options.path_policy == "relay-only" else list(self.ticket.addresses),
-                timeout_s=self.options.connect_timeout_s,
-                relay_url=relay_url,
-            )
-            self.emit(events.PeerConnected(connection.path_kind, connection.path_description))
-            connection.set_path_listener(
-                lambda kind, description: self.emit(events.PathChanged(kind, description))
-            )
-            try:
-                result = await self._transfer(connection, started)
-                result = dataclasses.replace(result, bytes_by_path=dict(connection.bytes_by_path))
-            finally:
-                await connection.close("done")
+            return await self._session(endpoint, relay_url, started)
         finally:
             await endpoint.close()
-        return result
 
     def _relay_url(self) -> str | None:
         """The relay to reach the sender through, by policy and ticket."""
@@ -171,7 +184,97 @@ class Fetcher:
             raise UsageError("this ticket names neither a relay nor an address")
         return relay_url
 
-    async def _transfer(self, connection: Connection, started: float) -> events.TransferFinished:
+    async def _connect(
+        self, endpoint: Endpoint, relay_url: str | None, timeout_s: float
+    ) -> Connection:
+        connection = await endpoint.connect(
+            NodeId(self.ticket.node_id),
+            [] if self.options.path_policy == "relay-only" else list(self.ticket.addresses),
+            timeout_s=timeout_s,
+            relay_url=relay_url,
+        )
+        self.emit(events.PeerConnected(connection.path_kind, connection.path_description))
+        connection.set_path_listener(
+            lambda kind, description: self.emit(events.PathChanged(kind, description))
+        )
+        return connection
+
+    async def _session(
+        self, endpoint: Endpoint, relay_url: str | None, started: float
+    ) -> events.TransferFinished:
+        """Connect (a first failure is final: exit 3), then transfer; a connection
+        lost mid-way is retried for ``retry_for_s``, resuming where it stopped."""
+        progress = _Progress()
+        connection = await self._connect(endpoint, relay_url, self.options.connect_timeout_s)
+        keep_partial = True
+        try:
+            while True:
+                try:
+                    result = await self._transfer(connection, progress, started)
+                except ConnectionLostError as exc:
+                    progress.bytes_by_path.update(connection.bytes_by_path)
+                    await _close_quietly(connection, "lost")
+                    connection = await self._reconnect(endpoint, relay_url, exc)
+                    continue
+                keep_partial = False
+                progress.bytes_by_path.update(connection.bytes_by_path)
+                await _close_quietly(connection, "done")
+                return dataclasses.replace(result, bytes_by_path=dict(progress.bytes_by_path))
+        except (IntegrityError, RemoteProtocolError):
+            keep_partial = False  # nothing from this ticket can be completed
+            raise
+        finally:
+            await _close_quietly(connection, "stopped")
+            if progress.store is not None:
+                progress.store.close(keep_partial=keep_partial)
+
+    async def _reconnect(
+        self, endpoint: Endpoint, relay_url: str | None, lost: ConnectError
+    ) -> Connection:
+        """Reconnect with exponential backoff until ``retry_for_s`` has passed."""
+        if self.options.retry_for_s <= 0:
+            raise lost
+        deadline = time.monotonic() + self.options.retry_for_s
+        attempt = 0
+        error: ConnectError = lost
+        while True:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise error
+            delay_s = min(RETRY_MAX_DELAY_S, RETRY_FIRST_DELAY_S * 2**attempt, left_s)
+            self.emit(events.RetryScheduled(str(error), delay_s, left_s))
+            await asyncio.sleep(delay_s)
+            timeout_s = max(1.0, min(self.options.connect_timeout_s, deadline - time.monotonic()))
+            try:
+                return await self._connect(endpoint, relay_url, timeout_s)
+            except ConnectError as exc:
+                error = exc
+                attempt += 1
+
+    async def _transfer(
+        self, connection: Connection, progress: _Progress, started: float
+    ) -> events.TransferFinished:
+        if progress.manifest is None:
+            await self._start(connection, progress)
+        manifest, store, plan = progress.manifest, progress.store, progress.plan
+        if manifest is None or store is None or plan is None:
+            raise LocalProtocolError("internal: the receive has no plan")
+        await self._fetch_all(connection, store, plan, progress)
+        store.make_empty_dirs()
+        # Tell the sender we have everything; it may exit (--once).
+        stream = await _request(connection, wire.DoneRequest(self.bytes_received))
+        await _read_status(stream, "the end of the transfer")
+        files = tuple(progress.reports[entry.path] for entry in manifest.files)
+        return events.TransferFinished(
+            out_path=str(_arrival_path(self.options.out_dir, manifest)),
+            bytes_received=self.bytes_received,
+            bytes_present=plan.bytes_present + self.bytes_resumed,
+            seconds=time.monotonic() - started,
+            files=files,
+        )
+
+    async def _start(self, connection: Connection, progress: _Progress) -> None:
+        """Fetch and check the manifest, plan against the output folder."""
         manifest = await _fetch_manifest(connection, self.ticket)
         store = Store(
             self.options.out_dir, manifest, self.ticket.root_hash, force=self.options.force
@@ -183,36 +286,14 @@ class Fetcher:
                 manifest.name, len(manifest.files), manifest.total_size, plan.bytes_present
             )
         )
-        reports = {
-            entry.path: events.FileReport(entry.path, entry.size, digest)
-            for entry, digest in plan.present
-        }
         for entry, digest in plan.present:
+            progress.reports[entry.path] = events.FileReport(entry.path, entry.size, digest)
             self.emit(events.FileFinished(entry.path, entry.size, digest, was_present=True))
         store.prepare()
-        try:
-            await self._fetch_all(connection, store, plan, reports)
-            store.make_empty_dirs()
-        finally:
-            store.remove_partial_dir()
-        # Tell the sender we have everything; it may exit (--once).
-        stream = await _request(connection, wire.DoneRequest(self.bytes_received))
-        await _read_status(stream, "the end of the transfer")
-        files = tuple(reports[entry.path] for entry in manifest.files)
-        return events.TransferFinished(
-            out_path=str(_arrival_path(self.options.out_dir, manifest)),
-            bytes_received=self.bytes_received,
-            bytes_present=plan.bytes_present,
-            seconds=time.monotonic() - started,
-            files=files,
-        )
+        progress.manifest, progress.store, progress.plan = manifest, store, plan
 
     async def _fetch_all(
-        self,
-        connection: Connection,
-        store: Store,
-        plan: Plan,
-        reports: dict[str, events.FileReport],
+        self, connection: Connection, store: Store, plan: Plan, progress: _Progress
     ) -> None:
         queue = list(plan.to_fetch.items())
         queue.reverse()
@@ -220,7 +301,8 @@ class Fetcher:
         async def worker() -> None:
             while queue:
                 root, entries = queue.pop()
-                await self._fetch_file(connection, store, root, entries, reports)
+                await self._fetch_file(connection, store, root, entries, progress)
+                del plan.to_fetch[root]
 
         workers = [asyncio.ensure_future(worker()) for _ in range(FETCH_CONCURRENCY)]
         try:
@@ -236,29 +318,45 @@ class Fetcher:
         store: Store,
         root: bytes,
         entries: list[Entry],
-        reports: dict[str, events.FileReport],
+        progress: _Progress,
     ) -> None:
         first = entries[0]
         self.emit(events.FileStarted(first.path, first.size))
-        partial = store.open_partial(root)
+        partial = await store.open_partial(root, first.size)
+        found = partial.resumed_bytes - progress.accounted.get(root, 0)
+        if found > 0:  # verified by an earlier run (or attempt), checked again just now
+            self.bytes_resumed += found
+            progress.accounted[root] = partial.resumed_bytes
+            self.emit(events.BytesReceived(first.path, found))
         try:
-            stream = await _request(connection, wire.GetRequest(root, ALL))
-            decoder = RangeDecoder(root, ALL, expected_size=first.size)
+            if not partial.is_complete:
+                ranges = ((partial.verified_leaves, MAX_LEAF_INDEX),)
+                stream = await _request(connection, wire.GetRequest(root, ranges))
+                decoder = RangeDecoder(root, ranges, expected_size=first.size)
 
-            async def on_leaf(leaf: LeafVerified) -> None:
-                await partial.write_verified(leaf.offset, leaf.data)
-                self.bytes_received += len(leaf.data)
-                self.emit(events.BytesReceived(first.path, len(leaf.data)))
+                async def on_leaf(leaf: LeafVerified) -> None:
+                    await partial.write_verified(leaf.offset, leaf.data, leaf.hash)
+                    self.bytes_received += len(leaf.data)
+                    progress.accounted[root] = leaf.offset + len(leaf.data)
+                    self.emit(events.BytesReceived(first.path, len(leaf.data)))
 
-            await _fetch_blob(stream, decoder, on_leaf, first.path)
+                await _fetch_blob(stream, decoder, on_leaf, first.path)
             digest = await partial.finish()
             store.place(partial, entries)
-        except BaseException:
+        except (IntegrityError, RemoteProtocolError):
             await partial.discard()
             raise
+        except BaseException:
+            await partial.suspend()  # keep what verified for the next attempt
+            raise
         for entry in entries:
-            reports[entry.path] = events.FileReport(entry.path, entry.size, digest)
+            progress.reports[entry.path] = events.FileReport(entry.path, entry.size, digest)
             self.emit(events.FileFinished(entry.path, entry.size, digest))
+
+
+async def _close_quietly(connection: Connection, reason: str) -> None:
+    with contextlib.suppress(P2pcpError, OSError):
+        await connection.close(reason)
 
 
 def _arrival_path(out_dir: Path, manifest: Manifest) -> Path:

@@ -16,7 +16,6 @@ Invariants (the promise to backup scripts):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -25,11 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import blake3
-
 from p2pcp.blobs.collection import Entry, Manifest
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
 from p2pcp.core.errors import StorageError, UnsafePathError, WouldOverwriteError
+from p2pcp.transfer.partial import PartialFile
 from p2pcp.transfer.source import hash_file
 
 # Room kept free on the disk beyond the data itself (file system metadata,
@@ -132,7 +130,8 @@ class Store:
             free = shutil.disk_usage(probe).free
         except OSError:
             return
-        needed = plan.bytes_to_fetch + DISK_HEADROOM_BYTES
+        already = sum(self.partial_bytes(root) for root in plan.to_fetch)
+        needed = max(0, plan.bytes_to_fetch - already) + DISK_HEADROOM_BYTES
         if free < needed:
             raise StorageError(
                 f"not enough free space in {probe}: need {needed:,} bytes, {free:,} are free"
@@ -147,8 +146,18 @@ class Store:
         except OSError as exc:
             raise StorageError(f"cannot create {self.partial_dir}: {exc.strerror}") from None
 
-    def open_partial(self, root: bytes) -> PartialFile:
-        return PartialFile(self.partial_dir / f"{root.hex()}.part", self._writer)
+    async def open_partial(self, root: bytes, size: int) -> PartialFile:
+        """The partial file of a blob, resuming what an earlier run verified."""
+        return await PartialFile.open_or_resume(
+            self.partial_dir / f"{root.hex()}.part", self._writer, root=root, size=size
+        )
+
+    def partial_bytes(self, root: bytes) -> int:
+        """Bytes an earlier run left for this blob (not yet re-verified)."""
+        try:
+            return (self.partial_dir / f"{root.hex()}.part").stat().st_size
+        except OSError:
+            return 0
 
     def _make_parents(self, rel: str) -> None:
         self._check_parents(rel)
@@ -187,80 +196,14 @@ class Store:
             except OSError as exc:
                 raise StorageError(f"cannot create {rel}: {exc.strerror}") from None
 
-    def remove_partial_dir(self) -> None:
+    def close(self, *, keep_partial: bool) -> None:
+        """Stop the writer; remove the partial folder unless it holds data to resume."""
         self._writer.shutdown(wait=True)
-        shutil.rmtree(self.partial_dir, ignore_errors=True)
-
-
-class PartialFile:
-    """A file being received: verified leaves are appended in order.
-
-    Writing (and the standard BLAKE3 of what is written) happens on the
-    store's writer thread, so a disk that throttles dirty pages never stalls
-    the event loop that is receiving the next leaves. One write per file is
-    in flight at a time; ``write_verified`` waits for the previous one, which
-    also bounds the memory held to one leaf per file.
-    """
-
-    def __init__(self, path: Path, writer: ThreadPoolExecutor) -> None:
-        self.path = path
-        self.hasher = blake3.blake3()
-        self.size = 0
-        self._writer = writer
-        self._pending: asyncio.Future[None] | None = None
-        try:
-            self._fd: int | None = os.open(
-                path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600
-            )
-        except OSError as exc:
-            raise StorageError(f"cannot create {path}: {exc.strerror}") from None
-
-    def _write(self, fd: int, data: bytes) -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.path}: {exc.strerror}") from None
-        self.hasher.update(data)
-
-    async def _wait_pending(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
-
-    async def write_verified(self, offset: int, data: bytes) -> None:
-        if offset != self.size or self._fd is None:
-            raise StorageError(f"internal error: out-of-order write to {self.path}")
-        await self._wait_pending()
-        self.size += len(data)
-        loop = asyncio.get_running_loop()
-        self._pending = loop.run_in_executor(self._writer, self._write, self._fd, data)
-
-    async def finish(self) -> str:
-        """Write what is pending, fsync, close; return the content's standard BLAKE3 hex."""
-        if self._fd is None:
-            raise StorageError(f"internal error: {self.path} finished twice")
-        fd = self._fd
-        try:
-            await self._wait_pending()
-            await asyncio.get_running_loop().run_in_executor(self._writer, os.fsync, fd)
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.path}: {exc.strerror}") from None
-        finally:
-            self._fd = None
-            os.close(fd)
-        return str(self.hasher.hexdigest())
-
-    async def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._wait_pending()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if not keep_partial:
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                self.partial_dir.rmdir()  # only if empty
 
 
 def _current_umask() -> int:

@@ -103,10 +103,15 @@ def make_node(tmp_path: Path) -> Iterator[Any]:
 def start_sender() -> Iterator[Any]:
     started: list[Sender] = []
 
-    def start(node: Node, *paths: Path | str, extra: tuple[str, ...] = ()) -> Sender:
+    def start(
+        node: Node,
+        *paths: Path | str,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> Sender:
         process = subprocess.Popen(
             [*p2pcp_command(), "send", "--json", *extra, *map(str, paths)],
-            env=node.env,
+            env={**node.env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,

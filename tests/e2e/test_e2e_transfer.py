@@ -304,38 +304,3 @@ def test_unreachable_sender_exits_3(tmp_path: Path, make_node: Any) -> None:
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result.stderr)
     assert not (tmp_path / "out").exists()
-
-
-def test_ctrl_c_exits_130_and_leaves_no_partial_file(
-    tmp_path: Path, make_node: Any, start_sender: Any
-) -> None:
-    import signal
-
-    src = tmp_path / "big.bin"
-    with open(src, "wb") as handle:
-        handle.truncate(256 * 1024 * 1024)  # sparse: quick to make, slow to send
-    sender = start_sender(make_node(), src)
-    receiver = make_node()
-    out = tmp_path / "out"
-    env = {**receiver.env, "P2PCP_MAX_DATAGRAM_SIZE": "1200"}
-    process = subprocess.Popen(
-        [*p2pcp_command(), "receive", sender.ticket, "--out", str(out), "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:  # wait until bytes are flowing
-            if '"progress"' in line:
-                break
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
-        assert process.stderr is not None
-        assert_one_line_error(process.stderr.read())
-        assert json_lines(process.stdout.read())[-1]["event"] == "error"
-    finally:
-        stop(process)
-    assert not (out / "big.bin").exists()
-    assert [p for p in out.rglob("*") if p.is_file()] == []

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from p2pcp.blobs.collection import Entry, Manifest
-from p2pcp.blobs.tree import TreeBuilder
+from p2pcp.blobs.tree import TreeBuilder, hash_leaf
 from p2pcp.core.errors import StorageError, UnsafePathError, WouldOverwriteError
+from p2pcp.transfer.partial import PartialFile
 from p2pcp.transfer.store import Store
 
 
@@ -29,15 +30,12 @@ def _store(out: Path, manifest: Manifest, force: bool = False) -> Store:
 
 
 def _deliver(store: Store, entries: list[Entry], data: bytes) -> str:
-    partial = store.open_partial(entries[0].root)
+    async def deliver() -> tuple[PartialFile, str]:
+        partial = await store.open_partial(entries[0].root, len(data))
+        await partial.write_verified(0, data, hash_leaf(data))
+        return partial, await partial.finish()
 
-    async def deliver() -> str:
-        half = len(data) // 2
-        await partial.write_verified(0, data[:half])
-        await partial.write_verified(half, data[half:])
-        return await partial.finish()
-
-    digest = asyncio.run(deliver())
+    partial, digest = asyncio.run(deliver())
     store.place(partial, entries)
     return digest
 
@@ -99,7 +97,7 @@ def test_place_puts_verified_data_under_every_name_with_modes(tmp_path: Path) ->
     store.prepare()
     digest = _deliver(store, [a, b], data)
     store.make_empty_dirs()
-    store.remove_partial_dir()
+    store.close(keep_partial=False)
     import blake3
 
     assert digest == blake3.blake3(data).hexdigest()
@@ -114,12 +112,12 @@ def test_place_puts_verified_data_under_every_name_with_modes(tmp_path: Path) ->
 def test_partial_file_refuses_out_of_order_writes(tmp_path: Path) -> None:
     store = _store(tmp_path, _manifest(_entry("top/a", b"x")))
     store.prepare()
-    partial = store.open_partial(b"\x02" * 32)
 
     async def misuse() -> None:
-        await partial.write_verified(0, b"abc")
+        partial = await store.open_partial(b"\x02" * 32, 6)
+        await partial.write_verified(0, b"abc", hash_leaf(b"abc"))
         with pytest.raises(StorageError):
-            await partial.write_verified(10, b"def")
+            await partial.write_verified(10, b"def", hash_leaf(b"def"))
         await partial.discard()
 
     asyncio.run(misuse())

@@ -1,0 +1,202 @@
+"""A blob being received: verified leaves appended to ``<root>.part``.
+
+Writing (and the standard BLAKE3 of what is written) happens on the store's
+writer thread, so a disk that throttles dirty pages never stalls the event
+loop that receives the next leaves. One write per file is in flight at a
+time; ``write_verified`` waits for the previous one, which also bounds the
+memory held to one leaf per file.
+
+Durability and resume (see ``resume.py``): every CHECKPOINT_BYTES or
+CHECKPOINT_S the writer thread fsyncs the data, then replaces the resume
+record; ``suspend`` does the same when a run stops early (Ctrl-C, a lost
+connection, a full disk), so the next run re-fetches only what is missing.
+``open_or_resume`` re-hashes what a previous run left against its record
+and keeps only the leaves that still match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import blake3
+
+from p2pcp.blobs.tree import HASH_BYTES, LEAF_SIZE, hash_leaf, leaf_count
+from p2pcp.core.errors import StorageError
+from p2pcp.transfer.resume import decode_record, encode_record
+
+# How much verified data may be lost to a crash (kill -9, power loss): a
+# checkpoint (fsync + record) after this many bytes or seconds, whichever
+# comes first. 64 MiB is ~0.3 s at loopback speed; fsync of that much costs
+# ~40 ms here (FACTS.md: 1.5 GB/s), a small price for a bounded loss.
+CHECKPOINT_BYTES = 64 * 1024 * 1024
+CHECKPOINT_S = 2.0
+
+
+def _disk_error(path: Path, exc: OSError) -> StorageError:
+    reason = "the disk is full" if exc.errno == 28 else exc.strerror
+    return StorageError(
+        f"cannot write {path.name} in {path.parent}: {reason}; the verified data is kept, "
+        "run the same command again to resume"
+    )
+
+
+class PartialFile:
+    def __init__(self, path: Path, writer: ThreadPoolExecutor, *, root: bytes, size: int) -> None:
+        self.path = path
+        self.record_path = path.with_suffix(".resume")
+        self.root = root
+        self.blob_size = size
+        self.hasher = blake3.blake3()
+        self.size = 0  # bytes verified and queued for writing, from offset 0
+        self.resumed_bytes = 0  # of which found already on disk when opened
+        self._writer = writer
+        self._pending: asyncio.Future[None] | None = None
+        self._leaf_hashes = bytearray()  # written (not necessarily durable)
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._fd: int | None = None
+
+    # -- opening ------------------------------------------------------------------
+
+    @classmethod
+    async def open_or_resume(
+        cls, path: Path, writer: ThreadPoolExecutor, *, root: bytes, size: int
+    ) -> PartialFile:
+        partial = cls(path, writer, root=root, size=size)
+        await asyncio.get_running_loop().run_in_executor(writer, partial._open)
+        return partial
+
+    def _open(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        try:
+            record = self.record_path.read_bytes()
+        except OSError:
+            record = b""
+        hashes = decode_record(record, root=self.root, size=self.blob_size, leaf_size=LEAF_SIZE)
+        kept = self._verify_existing(self._fd, hashes or b"")
+        try:
+            os.ftruncate(self._fd, kept)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        os.lseek(self._fd, kept, os.SEEK_SET)
+        self.size = self.resumed_bytes = kept
+
+    def _verify_existing(self, fd: int, hashes: bytes) -> int:
+        """Re-hash the data left on disk against the record; return the bytes kept."""
+        kept = 0
+        for index in range(len(hashes) // HASH_BYTES):
+            length = min(LEAF_SIZE, self.blob_size - index * LEAF_SIZE)
+            data = os.pread(fd, length, index * LEAF_SIZE)
+            expected = hashes[index * HASH_BYTES : (index + 1) * HASH_BYTES]
+            if len(data) != length or hash_leaf(data) != expected:
+                break
+            self.hasher.update(data)
+            self._leaf_hashes += expected
+            kept += length
+        return kept
+
+    @property
+    def verified_leaves(self) -> int:
+        return len(self._leaf_hashes) // HASH_BYTES
+
+    @property
+    def is_complete(self) -> bool:
+        return self.verified_leaves == leaf_count(self.blob_size) and self.size == self.blob_size
+
+    # -- writing (the writer thread does the I/O) -----------------------------------
+
+    def _write(self, fd: int, data: bytes, leaf_hash: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        self.hasher.update(data)
+        self._leaf_hashes += leaf_hash
+        self._since_checkpoint += len(data)
+        now = time.monotonic()
+        is_due = now - self._last_checkpoint >= CHECKPOINT_S
+        if is_due or self._since_checkpoint >= CHECKPOINT_BYTES:
+            self._checkpoint(fd)
+
+    def _checkpoint(self, fd: int) -> None:
+        """fsync the data, then atomically replace the record that describes it."""
+        try:
+            os.fsync(fd)
+            record = encode_record(self.root, self.blob_size, LEAF_SIZE, bytes(self._leaf_hashes))
+            tmp = self.record_path.with_suffix(".resume-new")
+            with open(tmp, "wb") as handle:
+                handle.write(record)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.record_path)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    async def _wait_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def write_verified(self, offset: int, data: bytes, leaf_hash: bytes) -> None:
+        if offset != self.size or self._fd is None:
+            raise StorageError(f"internal error: out-of-order write to {self.path}")
+        await self._wait_pending()
+        self.size += len(data)
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(self._writer, self._write, self._fd, data, leaf_hash)
+
+    async def finish(self) -> str:
+        """Write what is pending, fsync, close; return the content's standard BLAKE3 hex."""
+        if self._fd is None:
+            raise StorageError(f"internal error: {self.path} finished twice")
+        fd = self._fd
+        try:
+            await self._wait_pending()
+            await asyncio.get_running_loop().run_in_executor(self._writer, os.fsync, fd)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        finally:
+            self._fd = None
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.record_path.unlink()
+        return str(self.hasher.hexdigest())
+
+    async def suspend(self) -> None:
+        """Stop early but keep what verified: checkpoint, close. Best effort."""
+        with contextlib.suppress(Exception):
+            await self._wait_pending()
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if self._leaf_hashes:
+                await asyncio.get_running_loop().run_in_executor(self._writer, self._checkpoint, fd)
+        except StorageError:
+            pass  # the previous record still describes durable data
+        finally:
+            os.close(fd)
+
+    async def discard(self) -> None:
+        """Throw the data away (it cannot be completed)."""
+        with contextlib.suppress(Exception):
+            await self._wait_pending()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for path in (self.path, self.record_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -1,0 +1,200 @@
+"""Interrupted receives keep what verified and resume; lost connections are
+retried in the same run; a restarted sender gives an equivalent ticket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
+
+from .conftest import assert_one_line_error, json_lines, p2pcp_command, stop
+
+pytestmark = pytest.mark.e2e
+
+SIZE = 160 * 1024 * 1024
+# Small datagrams keep loopback slow enough (~30-60 MB/s) to act mid-transfer.
+SLOW = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
+
+
+def _big_file(path: Path) -> Path:
+    chunk = os.urandom(1024 * 1024)
+    with open(path, "wb") as handle:
+        for _ in range(SIZE // len(chunk)):
+            handle.write(chunk)
+    return path
+
+
+def _start_receive(node: Any, ticket: str, out: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json", *extra],
+        env={**node.env, **SLOW},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_bytes(process: subprocess.Popen[str], at_least: int) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["bytes_done"] >= at_least:
+            return
+        assert event["event"] != "done", "the transfer finished before it could be interrupted"
+    raise AssertionError("the receiver stopped before reaching the byte count")
+
+
+def _partial_files(out: Path) -> list[Path]:
+    return [p for p in out.glob(f"{PARTIAL_DIR_PREFIX}*/*") if p.is_file()]
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_interrupted_receive_resumes_without_starting_over(
+    how: str, tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    src = _big_file(tmp_path / "big.bin")
+    sender = start_sender(make_node(), src, env=SLOW)
+    receiver = make_node()
+    out = tmp_path / "out"
+    process = _start_receive(receiver, sender.ticket, out)
+    try:
+        # Past one checkpoint (64 MiB), so even kill -9 leaves a record.
+        _wait_for_bytes(process, 80 * 1024 * 1024)
+        if how == "ctrl-c":
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 130
+            assert process.stderr is not None
+            assert_one_line_error(process.stderr.read())
+        else:
+            process.kill()
+            process.wait(timeout=30)
+    finally:
+        stop(process)
+    # Nothing under the final name; the verified part is kept, hidden.
+    assert not (out / "big.bin").exists()
+    assert _partial_files(out), "the verified data should be kept for resuming"
+    result = receiver.run("receive", sender.ticket, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    done = json_lines(result.stdout)[-1]
+    assert done["event"] == "done"
+    # A checkpoint comes every 64 MiB or 2 s, so past 80 MiB at least one
+    # happened: some verified data survived even kill -9.
+    assert done["bytes_present"] > 0
+    assert done["bytes_received"] + done["bytes_present"] == SIZE
+    assert (out / "big.bin").read_bytes() == src.read_bytes()
+    assert [p.name for p in out.iterdir()] == ["big.bin"]  # partial folder gone
+
+
+def test_sender_restarted_mid_transfer_is_retried_in_the_same_run(
+    tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    src = _big_file(tmp_path / "big.bin")
+    sender_node = make_node()
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    first = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW)
+    out = tmp_path / "out"
+    process = _start_receive(make_node(), first.ticket, out, "--retry-for", "60")
+    try:
+        _wait_for_bytes(process, 40 * 1024 * 1024)
+        stop(first.process)
+        second = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW)
+        # Same content, same identity, same port: the very same ticket.
+        assert second.ticket == first.ticket
+        assert process.wait(timeout=120) == 0
+        assert process.stdout is not None
+        events = json_lines(process.stdout.read())
+    finally:
+        stop(process)
+    assert any(e["event"] == "retry" for e in events)
+    done = events[-1]
+    assert done["event"] == "done"
+    assert done["bytes_received"] + done["bytes_present"] == SIZE
+    assert (out / "big.bin").read_bytes() == src.read_bytes()
+
+
+def test_retry_for_zero_gives_up_at_once_and_keeps_the_data(
+    tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    src = _big_file(tmp_path / "big.bin")
+    sender = start_sender(make_node(), src, env=SLOW)
+    out = tmp_path / "out"
+    process = _start_receive(make_node(), sender.ticket, out, "--retry-for", "0")
+    try:
+        _wait_for_bytes(process, 20 * 1024 * 1024)
+        stop(sender.process)
+        assert process.wait(timeout=60) == 3
+        assert process.stderr is not None
+        assert_one_line_error(process.stderr.read())
+    finally:
+        stop(process)
+    assert not (out / "big.bin").exists()
+    assert _partial_files(out)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 96 MiB tmpfs: a real file system that really fills up (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_mid_transfer_is_exit_1_and_resumable(
+    small_disk: Path, tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(60 * 1024 * 1024))
+    sender = start_sender(make_node(), src, env=SLOW)
+    receiver = make_node()
+    out = small_disk / "out"
+    process = _start_receive(receiver, sender.ticket, out)
+    filler = small_disk / "filler"
+    try:
+        # The free-space check passed (60 MiB + headroom < 96 MiB); now
+        # someone else fills the disk while we write.
+        _wait_for_bytes(process, 8 * 1024 * 1024)
+        with open(filler, "wb") as handle:
+            chunk = b"\0" * (1024 * 1024)
+            try:
+                for _ in range(96):
+                    handle.write(chunk)
+                    handle.flush()
+            except OSError:
+                pass  # the disk is full: what we wanted
+        assert process.wait(timeout=60) == 1
+        assert process.stderr is not None
+        message = process.stderr.read()
+        assert_one_line_error(message)
+        assert "full" in message and "resume" in message
+    finally:
+        stop(process)
+    assert not (out / "data.bin").exists()
+    # Space comes back; the same command finishes the job.
+    filler.unlink()
+    result = receiver.run("receive", sender.ticket, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert (out / "data.bin").read_bytes() == src.read_bytes()

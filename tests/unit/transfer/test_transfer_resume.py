@@ -1,0 +1,146 @@
+"""Resume records and partial files: what an interrupted run leaves is kept
+only where it still matches, a torn record is never trusted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pcp.blobs.tree import LEAF_SIZE, Outboard
+from p2pcp.transfer.partial import PartialFile
+from p2pcp.transfer.resume import decode_record, encode_record
+
+ROOT = bytes(range(32))
+
+
+def test_record_round_trip() -> None:
+    hashes = os.urandom(32 * 5)
+    record = encode_record(ROOT, 5 * LEAF_SIZE, LEAF_SIZE, hashes)
+    assert decode_record(record, root=ROOT, size=5 * LEAF_SIZE, leaf_size=LEAF_SIZE) == hashes
+
+
+def test_every_torn_or_flipped_record_is_refused() -> None:
+    hashes = os.urandom(32 * 3)
+    record = encode_record(ROOT, 3 * LEAF_SIZE, LEAF_SIZE, hashes)
+    for cut in range(len(record)):
+        assert (
+            decode_record(record[:cut], root=ROOT, size=3 * LEAF_SIZE, leaf_size=LEAF_SIZE) is None
+        )
+    for position in range(len(record)):
+        flipped = bytearray(record)
+        flipped[position] ^= 0x40
+        assert (
+            decode_record(bytes(flipped), root=ROOT, size=3 * LEAF_SIZE, leaf_size=LEAF_SIZE)
+            is None
+        )
+
+
+def test_a_record_of_another_blob_is_refused() -> None:
+    record = encode_record(ROOT, LEAF_SIZE, LEAF_SIZE, os.urandom(32))
+    assert decode_record(record, root=bytes(32), size=LEAF_SIZE, leaf_size=LEAF_SIZE) is None
+    assert decode_record(record, root=ROOT, size=LEAF_SIZE + 1, leaf_size=LEAF_SIZE) is None
+
+
+@given(st.binary(max_size=300))
+def test_hostile_record_bytes_give_none(data: bytes) -> None:
+    assert decode_record(data, root=ROOT, size=10 * LEAF_SIZE, leaf_size=LEAF_SIZE) is None
+
+
+def _write_some(path: Path, data: bytes, outboard: Outboard, leaves: int) -> None:
+    async def write() -> None:
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            partial = await PartialFile.open_or_resume(
+                path, writer, root=outboard.root, size=len(data)
+            )
+            for index in range(leaves):
+                chunk = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
+                await partial.write_verified(index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
+            await partial.suspend()
+
+    asyncio.run(write())
+
+
+def _reopen(path: Path, data: bytes, outboard: Outboard) -> tuple[int, int, str | None]:
+    """(verified leaves, resumed bytes, digest if complete) of a reopened partial."""
+
+    async def reopen() -> tuple[int, int, str | None]:
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            partial = await PartialFile.open_or_resume(
+                path, writer, root=outboard.root, size=len(data)
+            )
+            result = (partial.verified_leaves, partial.resumed_bytes)
+            if partial.is_complete:
+                return (*result, await partial.finish())
+            await partial.suspend()
+            return (*result, None)
+
+    return asyncio.run(reopen())
+
+
+@pytest.fixture
+def blob() -> tuple[bytes, Outboard]:
+    data = os.urandom(4 * LEAF_SIZE + 1000)
+    return data, Outboard.from_bytes(data)
+
+
+def test_suspended_partial_resumes_its_verified_leaves(
+    tmp_path: Path, blob: tuple[bytes, Outboard]
+) -> None:
+    data, outboard = blob
+    path = tmp_path / "x.part"
+    _write_some(path, data, outboard, 3)
+    assert _reopen(path, data, outboard)[:2] == (3, 3 * LEAF_SIZE)
+    assert path.stat().st_size == 3 * LEAF_SIZE
+
+
+def test_complete_partial_hashes_to_the_standard_blake3(
+    tmp_path: Path, blob: tuple[bytes, Outboard]
+) -> None:
+    import blake3
+
+    data, outboard = blob
+    path = tmp_path / "x.part"
+    _write_some(path, data, outboard, 5)
+    leaves, resumed, digest = _reopen(path, data, outboard)
+    assert (leaves, resumed) == (5, len(data))
+    assert digest == blake3.blake3(data).hexdigest()
+
+
+def test_damaged_data_is_cut_at_the_first_bad_leaf(
+    tmp_path: Path, blob: tuple[bytes, Outboard]
+) -> None:
+    data, outboard = blob
+    path = tmp_path / "x.part"
+    _write_some(path, data, outboard, 4)
+    with open(path, "r+b") as handle:
+        handle.seek(LEAF_SIZE + 7)
+        handle.write(b"\xff")
+    assert _reopen(path, data, outboard)[:2] == (1, LEAF_SIZE)
+    assert path.stat().st_size == LEAF_SIZE
+
+
+def test_torn_record_means_starting_over(tmp_path: Path, blob: tuple[bytes, Outboard]) -> None:
+    data, outboard = blob
+    path = tmp_path / "x.part"
+    _write_some(path, data, outboard, 4)
+    record = path.with_suffix(".resume")
+    record.write_bytes(record.read_bytes()[:-5])
+    assert _reopen(path, data, outboard)[:2] == (0, 0)
+    assert path.stat().st_size == 0
+
+
+def test_data_lost_after_the_record_is_detected(
+    tmp_path: Path, blob: tuple[bytes, Outboard]
+) -> None:
+    """A stale record (it lists more than the disk kept) is cut to the data."""
+    data, outboard = blob
+    path = tmp_path / "x.part"
+    _write_some(path, data, outboard, 4)
+    os.truncate(path, 2 * LEAF_SIZE + 10)
+    assert _reopen(path, data, outboard)[:2] == (2, 2 * LEAF_SIZE)
