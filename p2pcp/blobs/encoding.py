@@ -259,7 +259,9 @@ class RangeDecoder:
     requested leaves came: the end of the stream alone proves nothing.
 
     ``expected_size`` (from a manifest) must equal the verified size, else
-    IntegrityError.
+    IntegrityError. ``max_size`` (a limit of the caller's, e.g. for a
+    manifest held in memory) refuses a larger verified size with
+    RemoteProtocolError as soon as the header arrives, before any leaf.
     """
 
     def __init__(
@@ -269,12 +271,14 @@ class RangeDecoder:
         expected_size: int | None = None,
         *,
         leaf_size: int = LEAF_SIZE,
+        max_size: int | None = None,
     ) -> None:
         if len(root) != HASH_BYTES:
             raise LocalProtocolError("a root hash has 32 bytes")
         self._root = bytes(root)
         self._ranges = _check_ranges(ranges)
         self._expected_size = expected_size
+        self._max_size = max_size
         self._leaf_size = check_leaf_size(leaf_size)
         self._buffer = bytearray()
         self._received = 0
@@ -383,6 +387,10 @@ class RangeDecoder:
         if self._expected_size is not None and size != self._expected_size:
             raise IntegrityError(
                 f"blob has {size} bytes where the manifest says {self._expected_size}"
+            )
+        if self._max_size is not None and size > self._max_size:
+            raise RemoteProtocolError(
+                f"blob has {size:,} bytes, more than the {self._max_size:,} accepted"
             )
         count = leaf_count(size, self._leaf_size)
         clipped = clip_ranges(self._ranges, count)

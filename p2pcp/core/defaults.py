@@ -38,6 +38,11 @@ RETRY_FOR_S = 60.0
 RETRY_FIRST_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 8.0
 
+# A response that yields no verified leaf (256 KiB) for this long is given
+# up (and retried): a trickling sender keeps QUIC from ever idling out. At
+# 60 s, only a path slower than ~4 KB/s trips it.
+PROGRESS_TIMEOUT_S = 60.0
+
 # -- the sender against hostile receivers (transfer/provider.py) --------------
 # Anyone who can reach the sender's port can open a connection; only the
 # ticket's hashes get data. These bound what a connection costs the sender.

@@ -27,8 +27,9 @@ Invariants:
 - Every live connection is in ``_connections`` and every id in its ``cids``
   routes to it; both go when it terminates.
 - A datagram whose destination id is unknown creates a connection only if it
-  is a long-header Initial of at least 1200 bytes (RFC 9000 section 14.1)
-  and fewer than MAX_PENDING_CONNECTIONS handshakes are under way.
+  is a long-header Initial of at least 1200 bytes (RFC 9000 section 14.1).
+  At most MAX_PENDING_CONNECTIONS server handshakes are under way (a new
+  one evicts the oldest) and none lives longer than HANDSHAKE_TIMEOUT_S.
 - ``connect`` raises ConnectError (exit 3) or PeerIdentityError (exit 4),
   never a bare OSError or TimeoutError.
 - ``path_policy`` is fixed at bind: "relay-only" sends and accepts nothing
@@ -73,8 +74,14 @@ __all__ = ["Connection", "Endpoint", "Stream"]
 logger = logging.getLogger(__name__)
 
 # Server-side handshakes under way at once. A p2pcp sender serves one or a
-# few receivers; this bounds what a flood of forged Initials can cost.
+# few receivers; this bounds what a flood of forged Initials can cost. When
+# it is full the oldest handshake gives way, so a flood cannot lock out an
+# honest receiver (who completes in a few round trips).
 MAX_PENDING_CONNECTIONS = 64
+# A server-side handshake not complete after this long is dropped: far more
+# than a handshake needs across the world with losses, far less than the
+# idle timeout a half-open flood would otherwise hold slots for.
+HANDSHAKE_TIMEOUT_S = 10.0
 
 # Connection ids are aioquic's default length; short-header packets carry
 # no length, so the demux must know it.
@@ -131,7 +138,8 @@ class Endpoint:
         self._connections: set[Connection] = set()
         self._by_cid: dict[bytes, Connection] = {}
         self._probes: dict[int, Connection] = {}
-        self._pending_server: set[Connection] = set()
+        # Insertion-ordered: the first is the oldest handshake.
+        self._pending_server: dict[Connection, None] = {}
         self._accepted: deque[Connection] = deque()
         self._accept_waiters: list[asyncio.Future[None]] = []
         self._background: set[asyncio.Task[bool]] = set()
@@ -354,7 +362,7 @@ class Endpoint:
         self._probes[nonce] = connection
 
     def connection_ready(self, connection: Connection) -> None:
-        self._pending_server.discard(connection)
+        self._pending_server.pop(connection, None)
         if self._is_closed:
             return
         self._accepted.append(connection)
@@ -362,7 +370,7 @@ class Endpoint:
 
     def connection_terminated(self, connection: Connection) -> None:
         self._connections.discard(connection)
-        self._pending_server.discard(connection)
+        self._pending_server.pop(connection, None)
         for cid in connection.cids:
             if self._by_cid.get(cid) is connection:
                 del self._by_cid[cid]
@@ -415,8 +423,6 @@ class Endpoint:
         UDP, or over a relay from ``path``'s node."""
         if self._is_closed or len(data) < FLOOR_BYTES or not data[0] & 0x80:
             return None
-        if len(self._pending_server) >= MAX_PENDING_CONNECTIONS:
-            return None
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CID_BYTES)
         except ValueError:
@@ -445,11 +451,23 @@ class Endpoint:
             peer_name=peer_name,
             datagram_size_cap=self._datagram_size_cap,
         )
+        if len(self._pending_server) >= MAX_PENDING_CONNECTIONS:
+            oldest = next(iter(self._pending_server))
+            oldest.abort(ConnectError("handshake dropped to make room for a newer one"))
+            self._pending_server.pop(oldest, None)
         connection.cids.add(header.destination_cid)
         self.register_cid(header.destination_cid, connection)
         self._connections.add(connection)
-        self._pending_server.add(connection)
+        self._pending_server[connection] = None
+        asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT_S, self._expire_handshake, connection
+        )
         return connection
+
+    def _expire_handshake(self, connection: Connection) -> None:
+        if connection in self._pending_server:
+            connection.abort(ConnectError("handshake did not complete in time"))
+            self._pending_server.pop(connection, None)
 
     def _receive_probe_ack(self, nonce: int, size: int, address: Address) -> None:
         connection = self._probes.pop(nonce, None)

@@ -32,6 +32,7 @@ from p2pcp.core.defaults import (
     CONNECT_TIMEOUT_S,
     FETCH_CONCURRENCY,
     MAX_MANIFEST_BYTES,
+    PROGRESS_TIMEOUT_S,
     RETRY_FIRST_DELAY_S,
     RETRY_FOR_S,
     RETRY_MAX_DELAY_S,
@@ -69,6 +70,8 @@ class FetchOptions:
     relay_url: str | None = None
     # How long to keep reconnecting after a connection is lost mid-transfer.
     retry_for_s: float = RETRY_FOR_S
+    # A response that yields no verified leaf for this long is abandoned.
+    progress_timeout_s: float = PROGRESS_TIMEOUT_S
 
 
 async def _request(connection: Connection, request: wire.Request) -> Stream:
@@ -96,13 +99,47 @@ def _explain_reset(exc: StreamResetError, what: str) -> P2pcpError:
     return exc
 
 
+class _Watchdog:
+    """Cancels the current task when ``feed`` was not called for ``timeout_s``.
+
+    A sender that trickles a byte now and then keeps QUIC from ever going
+    idle; this bounds the time between verified leaves instead. ``feed`` only
+    stores a float, so it costs nothing per leaf; one timer re-arms itself.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.timeout_s = timeout_s
+        self.deadline = self.loop.time() + timeout_s
+        self.has_fired = False
+        self.handle = self.loop.call_at(self.deadline, self._check)
+
+    def feed(self) -> None:
+        self.deadline = self.loop.time() + self.timeout_s
+
+    def _check(self) -> None:
+        if self.loop.time() < self.deadline:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+        elif self.task is not None:
+            self.has_fired = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        self.handle.cancel()
+        if self.has_fired and self.task is not None and hasattr(self.task, "uncancel"):
+            self.task.uncancel()
+
+
 async def _fetch_blob(
     stream: Stream,
     decoder: RangeDecoder,
     on_leaf: Callable[[LeafVerified], Awaitable[None]],
     what: str,
+    progress_timeout_s: float = PROGRESS_TIMEOUT_S,
 ) -> None:
     """Feed a response body into ``decoder``, handing out verified leaves."""
+    watchdog = _Watchdog(progress_timeout_s)
     try:
         await _read_status(stream, what)
         while True:
@@ -112,9 +149,19 @@ async def _fetch_blob(
             decoder.receive_data(chunk)
             while (event := decoder.next_event()) is not None:
                 if isinstance(event, LeafVerified):
+                    watchdog.feed()
                     await on_leaf(event)
     except StreamResetError as exc:
         raise _explain_reset(exc, what) from None
+    except asyncio.CancelledError:
+        if not watchdog.has_fired:
+            raise
+        stream.reset(wire.ERROR_CANCELLED)
+        raise ConnectionLostError(
+            f"the sender sent no verified data for {what} in {progress_timeout_s:.0f} s"
+        ) from None
+    finally:
+        watchdog.close()
     if not decoder.is_finished:
         raise IntegrityError(f"the sender's answer for {what} ended early")
     while (event := decoder.next_event()) is not None:
@@ -122,7 +169,9 @@ async def _fetch_blob(
             raise RemoteProtocolError("internal: decoder produced data after its end")
 
 
-async def _fetch_manifest(connection: Connection, ticket: Ticket) -> Manifest:
+async def _fetch_manifest(
+    connection: Connection, ticket: Ticket, progress_timeout_s: float
+) -> Manifest:
     data = bytearray()
 
     async def on_leaf(leaf: LeafVerified) -> None:
@@ -131,7 +180,9 @@ async def _fetch_manifest(connection: Connection, ticket: Ticket) -> Manifest:
             raise RemoteProtocolError("the manifest is larger than p2pcp accepts")
 
     stream = await _request(connection, wire.GetRequest(ticket.root_hash, ALL))
-    await _fetch_blob(stream, RangeDecoder(ticket.root_hash, ALL), on_leaf, "the file list")
+    # max_size: a manifest larger than we accept is refused from its header.
+    decoder = RangeDecoder(ticket.root_hash, ALL, max_size=MAX_MANIFEST_BYTES)
+    await _fetch_blob(stream, decoder, on_leaf, "the file list", progress_timeout_s)
     manifest = decode_manifest(bytes(data))
     if manifest.total_size != ticket.total_size:
         raise IntegrityError("the ticket's total size does not match the sender's file list")
@@ -149,6 +200,7 @@ class _Progress:
     bytes_by_path: Counter[str] = dataclasses.field(default_factory=Counter)
     # Per blob, bytes already counted (fetched or found) in this run.
     accounted: dict[bytes, int] = dataclasses.field(default_factory=dict)
+    manifest_connection: Connection | None = None
 
 
 class Fetcher:
@@ -207,6 +259,11 @@ class Fetcher:
         progress = _Progress()
         connection = await self._connect(endpoint, relay_url, self.options.connect_timeout_s)
         keep_partial = True
+        # The retry budget runs from the first loss and starts afresh only
+        # after a connection made progress: a sender that accepts and then
+        # stalls or resets every request cannot keep us reconnecting forever.
+        deadline: float | None = None
+        received_at_connect = self.bytes_received
         try:
             while True:
                 try:
@@ -214,7 +271,10 @@ class Fetcher:
                 except ConnectionLostError as exc:
                     progress.bytes_by_path.update(connection.bytes_by_path)
                     await _close_quietly(connection, "lost")
-                    connection = await self._reconnect(endpoint, relay_url, exc)
+                    if deadline is None or self.bytes_received > received_at_connect:
+                        deadline = time.monotonic() + self.options.retry_for_s
+                    connection = await self._reconnect(endpoint, relay_url, exc, deadline)
+                    received_at_connect = self.bytes_received
                     continue
                 keep_partial = False
                 progress.bytes_by_path.update(connection.bytes_by_path)
@@ -229,12 +289,11 @@ class Fetcher:
                 progress.store.close(keep_partial=keep_partial)
 
     async def _reconnect(
-        self, endpoint: Endpoint, relay_url: str | None, lost: ConnectError
+        self, endpoint: Endpoint, relay_url: str | None, lost: ConnectError, deadline: float
     ) -> Connection:
-        """Reconnect with exponential backoff until ``retry_for_s`` has passed."""
+        """Reconnect with exponential backoff until ``deadline``."""
         if self.options.retry_for_s <= 0:
             raise lost
-        deadline = time.monotonic() + self.options.retry_for_s
         attempt = 0
         error: ConnectError = lost
         while True:
@@ -259,8 +318,14 @@ class Fetcher:
         manifest, store, plan = progress.manifest, progress.store, progress.plan
         if manifest is None or store is None or plan is None:
             raise LocalProtocolError("internal: the receive has no plan")
+        has_fetched_here = bool(plan.to_fetch) or progress.manifest_connection is connection
         await self._fetch_all(connection, store, plan, progress)
         store.make_empty_dirs()
+        if not has_fetched_here:
+            # The sender counts DONE only from a connection that fetched
+            # something (a stranger must not end `send --once`): after a
+            # reconnection with nothing left, prove we hold the ticket.
+            await self._fetch_header(connection)
         # Tell the sender we have everything; it may exit (--once).
         stream = await _request(connection, wire.DoneRequest(self.bytes_received))
         await _read_status(stream, "the end of the transfer")
@@ -273,9 +338,20 @@ class Fetcher:
             files=files,
         )
 
+    async def _fetch_header(self, connection: Connection) -> None:
+        """A header-only GET of the root: proves to the sender we know the ticket."""
+        ranges = ((MAX_LEAF_INDEX - 1, MAX_LEAF_INDEX),)
+        stream = await _request(connection, wire.GetRequest(self.ticket.root_hash, ranges))
+        decoder = RangeDecoder(self.ticket.root_hash, ranges, max_size=MAX_MANIFEST_BYTES)
+
+        async def ignore(leaf: LeafVerified) -> None:
+            pass
+
+        await _fetch_blob(stream, decoder, ignore, "the file list", self.options.progress_timeout_s)
+
     async def _start(self, connection: Connection, progress: _Progress) -> None:
         """Fetch and check the manifest, plan against the output folder."""
-        manifest = await _fetch_manifest(connection, self.ticket)
+        manifest = await _fetch_manifest(connection, self.ticket, self.options.progress_timeout_s)
         store = Store(
             self.options.out_dir, manifest, self.ticket.root_hash, force=self.options.force
         )
@@ -291,6 +367,7 @@ class Fetcher:
             self.emit(events.FileFinished(entry.path, entry.size, digest, was_present=True))
         store.prepare()
         progress.manifest, progress.store, progress.plan = manifest, store, plan
+        progress.manifest_connection = connection
 
     async def _fetch_all(
         self, connection: Connection, store: Store, plan: Plan, progress: _Progress
@@ -340,7 +417,9 @@ class Fetcher:
                     progress.accounted[root] = leaf.offset + len(leaf.data)
                     self.emit(events.BytesReceived(first.path, len(leaf.data)))
 
-                await _fetch_blob(stream, decoder, on_leaf, first.path)
+                await _fetch_blob(
+                    stream, decoder, on_leaf, first.path, self.options.progress_timeout_s
+                )
             digest = await partial.finish()
             store.place(partial, entries)
         except (IntegrityError, RemoteProtocolError):

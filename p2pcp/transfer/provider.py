@@ -9,6 +9,22 @@ with the verified-stream body of ``blobs.encoding``. Leaves are read from
 disk at serve time and re-hashed: a file that changed after the ticket was
 made is never sent as if it were the original; the stream is reset with
 ``ERROR_CONTENT_CHANGED`` and the receiver stops with a clear reason.
+
+Hostile receivers (anyone who can reach the port may connect; only holders
+of the ticket's hashes get data) are bounded by ``ProviderLimits``:
+
+- a request must arrive whole within ``request_timeout_s``, else the stream
+  is reset with ``ERROR_BAD_REQUEST``; a malformed or oversized request is
+  reset the same way; an unknown hash is answered NOT_FOUND;
+- a connection has at most ``max_requests_per_connection`` requests in
+  progress; a stream beyond that is reset before it is read (QUIC's own
+  stream limit, 128 open streams, bounds what queues below us);
+- at most ``max_connections`` receivers are served at once: a new one closes
+  the connection idle longest (no request in progress), or is itself closed
+  when every connection is busy;
+- ``DONE`` ends ``serve(once=True)`` only from a connection that fetched
+  something (a GET of a hash we serve), so a stranger cannot stop a
+  ``send --once`` before the real receiver has its files.
 """
 
 from __future__ import annotations
@@ -19,10 +35,16 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from p2pcp.blobs.encoding import Header, LeafRef, Parents, encode_plan
 from p2pcp.blobs.tree import Outboard, hash_leaf
+from p2pcp.core.defaults import (
+    MAX_RECEIVER_CONNECTIONS,
+    MAX_REQUESTS_PER_CONNECTION,
+    REQUEST_READ_TIMEOUT_S,
+)
 from p2pcp.core.errors import ConnectionLostError, P2pcpError, RemoteProtocolError
 from p2pcp.net.endpoint import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
@@ -72,14 +94,31 @@ class _BlobReader:
             self.fd = None
 
 
+@dataclass(frozen=True)
+class ProviderLimits:
+    """What one receiver connection may cost the sender (reasons: core/defaults.py)."""
+
+    request_timeout_s: float = REQUEST_READ_TIMEOUT_S
+    max_requests_per_connection: int = MAX_REQUESTS_PER_CONNECTION
+    max_connections: int = MAX_RECEIVER_CONNECTIONS
+
+
 class Provider:
-    def __init__(self, collection: Collection, endpoint: Endpoint, emit: Emit) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        endpoint: Endpoint,
+        emit: Emit,
+        limits: ProviderLimits | None = None,
+    ) -> None:
         self.collection = collection
         self.endpoint = endpoint
         self.emit = emit
+        self.limits = limits or ProviderLimits()
         self._ids = itertools.count(1)
         self._finished = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions: dict[int, _Session] = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -108,45 +147,99 @@ class Provider:
     async def _accept_loop(self) -> None:
         while True:
             connection = await self.endpoint.accept()
-            self._spawn(self._serve_connection(next(self._ids), connection))
+            session = _Session(next(self._ids), self, connection, time.monotonic())
+            if not self._make_room():
+                self._spawn(session.refuse("too many receivers at once, all busy"))
+                continue
+            self._sessions[session.connection_id] = session
+            self._spawn(self._serve_connection(session))
 
-    async def _serve_connection(self, connection_id: int, connection: Connection) -> None:
+    def _make_room(self) -> bool:
+        """Below max_connections, or made so by closing the idlest connection."""
+        if len(self._sessions) < self.limits.max_connections:
+            return True
+        idle = [session for session in self._sessions.values() if not session.active_requests]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda session: session.last_active)
+        del self._sessions[victim.connection_id]
+        self._spawn(victim.refuse("closed to make room: too many receivers at once"))
+        return True
+
+    async def _serve_connection(self, session: _Session) -> None:
+        connection_id, connection = session.connection_id, session.connection
         self.emit(events.ReceiverConnected(connection_id, connection.path_description))
         connection.set_path_listener(
             lambda kind, description: self.emit(
                 events.ReceiverPathChanged(connection_id, kind, description)
             )
         )
-        session = _Session(connection_id, self, time.monotonic())
         try:
             while True:
                 stream = await connection.accept_stream()
+                if session.active_requests >= self.limits.max_requests_per_connection:
+                    stream.reset(wire.ERROR_BAD_REQUEST)
+                    continue
+                session.active_requests += 1
+                session.last_active = time.monotonic()
                 self._spawn(session.serve_stream(stream))
         except ConnectionLostError as exc:
-            if not session.is_done:
+            if not session.is_done and not session.is_refused:
                 self.emit(events.ReceiverFailed(connection_id, str(exc)))
         except asyncio.CancelledError:
             with contextlib.suppress(P2pcpError):
                 await connection.close("sender shutting down")
             raise
+        finally:
+            self._sessions.pop(connection_id, None)
 
 
 class _Session:
-    """One receiver's connection: its byte count and whether it is done."""
+    """One receiver's connection: its byte count, requests in progress, and
+    whether it is done."""
 
-    def __init__(self, connection_id: int, provider: Provider, started: float) -> None:
+    def __init__(
+        self, connection_id: int, provider: Provider, connection: Connection, started: float
+    ) -> None:
         self.connection_id = connection_id
         self.provider = provider
+        self.connection = connection
         self.started = started
         self.bytes_sent = 0
         self.is_done = False
+        self.is_refused = False
+        # True once this connection asked for a hash we serve: it holds the ticket.
+        self.has_fetched = False
+        self.active_requests = 0
+        self.last_active = started
+
+    async def refuse(self, reason: str) -> None:
+        """Close this connection (over a limit), saying why in the events."""
+        self.is_refused = True
+        self.provider.emit(events.ReceiverFailed(self.connection_id, reason))
+        with contextlib.suppress(P2pcpError):
+            await self.connection.close(reason)
 
     async def serve_stream(self, stream: Stream) -> None:
         try:
-            request = await self._read_request(stream)
+            await self._serve_stream(stream)
+        finally:
+            self.active_requests -= 1
+            self.last_active = time.monotonic()
+
+    async def _serve_stream(self, stream: Stream) -> None:
+        try:
+            try:
+                request = await asyncio.wait_for(
+                    self._read_request(stream), self.provider.limits.request_timeout_s
+                )
+            except asyncio.TimeoutError:
+                raise RemoteProtocolError("the request did not arrive in time") from None
             if isinstance(request, wire.DoneRequest):
                 await stream.write(bytes([wire.STATUS_OK]))
                 await stream.finish()
+                if not self.has_fetched:
+                    return  # a stranger's DONE: it must not end `send --once`
                 self.is_done = True
                 seconds = time.monotonic() - self.started
                 self.provider.emit(
@@ -183,6 +276,7 @@ class _Session:
             await stream.write(bytes([wire.STATUS_NOT_FOUND]))
             await stream.finish()
             return
+        self.has_fetched = True
         try:
             pending = bytearray([wire.STATUS_OK])
             for item in encode_plan(reader.outboard, request.ranges):

@@ -131,7 +131,9 @@ class Store:
         except OSError:
             return
         already = sum(self.partial_bytes(root) for root in plan.to_fetch)
-        needed = max(0, plan.bytes_to_fetch - already) + DISK_HEADROOM_BYTES
+        # place() copies a blob to every further path that holds it.
+        copies = sum(entry.size for entries in plan.to_fetch.values() for entry in entries[1:])
+        needed = max(0, plan.bytes_to_fetch - already) + copies + DISK_HEADROOM_BYTES
         if free < needed:
             raise StorageError(
                 f"not enough free space in {probe}: need {needed:,} bytes, {free:,} are free"
