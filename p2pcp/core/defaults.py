@@ -39,9 +39,11 @@ RETRY_FIRST_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 8.0
 
 # A response that yields no verified leaf (256 KiB) for this long is given
-# up (and retried): a trickling sender keeps QUIC from ever idling out. At
-# 60 s, only a path slower than ~4 KB/s trips it.
-PROGRESS_TIMEOUT_S = 60.0
+# up and retried (resuming, so a false alarm costs one reconnection): a
+# trickling sender keeps QUIC from ever idling out, and after a long outage
+# a connection whose peer already forgot it can look alive. At 30 s only a
+# path slower than ~9 KB/s trips it.
+PROGRESS_TIMEOUT_S = 30.0
 
 # -- the sender against hostile receivers (transfer/provider.py) --------------
 # Anyone who can reach the sender's port can open a connection; only the

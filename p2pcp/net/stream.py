@@ -153,6 +153,12 @@ class Stream:
         is_write_done = self._is_fin_queued or self._write_error is not None
         return is_read_done and is_write_done
 
+    @property
+    def is_connection_lost(self) -> bool:
+        """The connection under this stream has ended (for telling a peer that
+        went away from one that ended a response early on purpose)."""
+        return bool(self._connection.is_closed)
+
     def receive_data(self, data: bytes, end_stream: bool) -> None:
         if self._read_error is not None:
             return

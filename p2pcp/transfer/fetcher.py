@@ -163,6 +163,9 @@ async def _fetch_blob(
     finally:
         watchdog.close()
     if not decoder.is_finished:
+        if stream.is_connection_lost:
+            # The sender went away (shut down, crashed): not a lie, retry.
+            raise ConnectionLostError(f"the connection closed during {what}")
         raise IntegrityError(f"the sender's answer for {what} ended early")
     while (event := decoder.next_event()) is not None:
         if not isinstance(event, DecodeFinished):
@@ -422,11 +425,10 @@ class Fetcher:
                 )
             digest = await partial.finish()
             store.place(partial, entries)
-        except (IntegrityError, RemoteProtocolError):
-            await partial.discard()
-            raise
         except BaseException:
-            await partial.suspend()  # keep what verified for the next attempt
+            # Every leaf written was verified: keep them for the next attempt
+            # (the session removes the partial folder if none can follow).
+            await partial.suspend()
             raise
         for entry in entries:
             progress.reports[entry.path] = events.FileReport(entry.path, entry.size, digest)

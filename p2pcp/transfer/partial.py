@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -60,6 +60,7 @@ class PartialFile:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._fd: int | None = None
+        self._finishing: Future[None] | None = None  # the fsync-and-close job
 
     # -- opening ------------------------------------------------------------------
 
@@ -68,7 +69,7 @@ class PartialFile:
         cls, path: Path, writer: ThreadPoolExecutor, *, root: bytes, size: int
     ) -> PartialFile:
         partial = cls(path, writer, root=root, size=size)
-        await asyncio.get_running_loop().run_in_executor(writer, partial._open)
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(writer, partial._open))
         return partial
 
     def _open(self) -> None:
@@ -133,6 +134,15 @@ class PartialFile:
         """fsync the data, then atomically replace the record that describes it."""
         try:
             os.fsync(fd)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        self._write_record()
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    def _write_record(self) -> None:
+        """Replace the record (the data it lists must already be durable)."""
+        try:
             record = encode_record(self.root, self.blob_size, LEAF_SIZE, bytes(self._leaf_hashes))
             tmp = self.record_path.with_suffix(".resume-new")
             with open(tmp, "wb") as handle:
@@ -142,13 +152,13 @@ class PartialFile:
             os.replace(tmp, self.record_path)
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
 
     async def _wait_pending(self) -> None:
+        # Shielded: a cancelled caller must not cancel a queued write of a
+        # verified leaf (the executor would drop it).
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            await pending
+            await asyncio.shield(pending)
 
     async def write_verified(self, offset: int, data: bytes, leaf_hash: bytes) -> None:
         if offset != self.size or self._fd is None:
@@ -159,44 +169,84 @@ class PartialFile:
         self._pending = loop.run_in_executor(self._writer, self._write, self._fd, data, leaf_hash)
 
     async def finish(self) -> str:
-        """Write what is pending, fsync, close; return the content's standard BLAKE3 hex."""
+        """Write what is pending, fsync, close; return the content's standard BLAKE3 hex.
+
+        fsync and close are one writer job queued behind the last write: if
+        this task is cancelled meanwhile the job still completes, and
+        ``suspend`` then records the (durable, complete) leaves.
+        """
         if self._fd is None:
             raise StorageError(f"internal error: {self.path} finished twice")
-        fd = self._fd
-        try:
-            await self._wait_pending()
-            await asyncio.get_running_loop().run_in_executor(self._writer, os.fsync, fd)
-        except OSError as exc:
-            raise _disk_error(self.path, exc) from None
-        finally:
-            self._fd = None
-            os.close(fd)
+        fd, self._fd = self._fd, None
+        pending, self._pending = self._pending, None
+        self._finishing = self._writer.submit(self._finish_in_writer, fd)
+        if pending is not None:
+            await asyncio.shield(pending)  # a write error surfaces here
+        await asyncio.shield(asyncio.wrap_future(self._finishing))
         with contextlib.suppress(FileNotFoundError):
             self.record_path.unlink()
         return str(self.hasher.hexdigest())
 
+    def _finish_in_writer(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        finally:
+            os.close(fd)
+
     async def suspend(self) -> None:
-        """Stop early but keep what verified: checkpoint, close. Best effort."""
-        with contextlib.suppress(Exception):
-            await self._wait_pending()
+        """Stop early but keep what verified: checkpoint, close. Best effort.
+
+        The work is one job on the writer thread, queued behind the write in
+        flight, so it completes even when the calling task is being cancelled
+        (Ctrl-C, a sibling's failure) and never races that write for the fd.
+        """
         if self._fd is None:
+            if self._finishing is not None:
+                # finish() was interrupted: once its fsync ran, every leaf is
+                # durable; record them so the next attempt only renames.
+                job = self._writer.submit(self._record_after_finish, self._finishing)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.wrap_future(job))
             return
         fd, self._fd = self._fd, None
+        self._forget_pending()
+        job = self._writer.submit(self._suspend_in_writer, fd)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.wrap_future(job))
+
+    def _record_after_finish(self, finishing: Future[None]) -> None:
+        if finishing.done() and finishing.exception() is None:
+            with contextlib.suppress(StorageError):
+                self._write_record()
+
+    def _suspend_in_writer(self, fd: int) -> None:
         try:
             if self._leaf_hashes:
-                await asyncio.get_running_loop().run_in_executor(self._writer, self._checkpoint, fd)
+                self._checkpoint(fd)
         except StorageError:
             pass  # the previous record still describes durable data
         finally:
             os.close(fd)
 
+    def _forget_pending(self) -> None:
+        """Let the write in flight finish on its own; its error is not ours to raise now."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.add_done_callback(lambda done: done.cancelled() or done.exception())
+
     async def discard(self) -> None:
         """Throw the data away (it cannot be completed)."""
+        fd, self._fd = self._fd, None
+        self._forget_pending()
+        job = self._writer.submit(self._discard_in_writer, fd)
         with contextlib.suppress(Exception):
-            await self._wait_pending()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            await asyncio.shield(asyncio.wrap_future(job))
+
+    def _discard_in_writer(self, fd: int | None) -> None:
+        if fd is not None:
+            os.close(fd)
         for path in (self.path, self.record_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -31,6 +31,14 @@ punch at once (FACTS.md: the first punch creates a conntrack entry "to the
 router itself" and the host's own flow then gets another port); with it the
 dropped packet's entry is never confirmed.
 
+Faults (issue 4; FACTS.md: this kernel has no ``tc netem``): ``limit_rate``
+(tc tbf on a router's LAN leg), ``add_random_loss`` (nftables ``numgen
+random`` on a router's netdev ingress hooks, both directions),
+``start_blackout``/``end_blackout`` (a netdev drop-everything table on a
+router), ``restart_relay``, and ``attach_delay_line`` (delayline.py: a
+userspace TAP delay line bridged into a router's WAN link, for delay, jitter,
+reordering and loss).
+
 Names: each lab gets a prefix ``p2nl<pid>x<n>`` (the pid of the pytest
 process that built it), so labs of parallel sessions never clash and a later
 session can tell a leftover (its pid is gone) from a live lab. Interfaces are
@@ -72,6 +80,7 @@ COMMAND_TIMEOUT_S = 20.0
 EVENT_TIMEOUT_S = 60.0
 
 PROBES = Path(__file__).with_name("probes.py")
+DELAY_LINE = Path(__file__).with_name("delayline.py")
 
 _lab_numbers = itertools.count()
 
@@ -306,6 +315,8 @@ class Lab:
         )
         self.processes: list[NsProcess] = []
         self.relay: NsProcess | None = None
+        # The delay line on each site's WAN (attach_delay_line), by site name.
+        self.delay_lines: dict[str, NsProcess] = {}
         self._namespaces = [
             self.inet_ns,
             self.relay_ns,
@@ -489,6 +500,24 @@ class Lab:
         assert self.relay is not None, "no relay was started"
         self.relay.stop(signal.SIGKILL)
 
+    def restart_relay(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        *,
+        down_s: float = 1.0,
+        sig: int = signal.SIGKILL,
+    ) -> NsProcess:
+        """Stop the relay (SIGKILL by default: a crash), wait down_s, start a new one.
+
+        The new relay listens on the same address and port, so clients that
+        reconnect find it; it knows nothing of the old one's logins.
+        """
+        assert self.relay is not None, "no relay was started"
+        self.relay.stop(sig)
+        time.sleep(down_s)
+        return self.start_relay(command, env)
+
     # -- shaping the paths ----------------------------------------------------
 
     def limit_rate(self, site: Site, mbit: float) -> None:
@@ -524,6 +553,100 @@ class Lab:
 
     def restore_direct_path(self) -> None:
         run(netns_exec(self.a.router_ns, ["nft", "delete", "table", "ip", "breaker"]))
+
+    def add_random_loss(self, site: Site, percent: float) -> None:
+        """Drop percent % of the frames entering router site, both directions.
+
+        nftables ``numgen random`` on the netdev ingress hook of both router
+        legs (FACTS.md: there is no netem here): ``wan`` ingress is the
+        traffic towards the host, ``lan`` ingress the traffic from it. Every
+        path through the router (direct, relay, STUN) loses alike.
+        """
+        threshold = round(percent * 1000)  # out of 100000
+        chains = "\n".join(
+            f"""  chain {leg} {{
+    type filter hook ingress device "{leg}" priority -500; policy accept;
+    numgen random mod 100000 < {threshold} drop
+  }}"""
+            for leg in ("wan", "lan")
+        )
+        self.nft(site.router_ns, f"table netdev loss {{\n{chains}\n}}\n")
+
+    def remove_random_loss(self, site: Site) -> None:
+        run(netns_exec(site.router_ns, ["nft", "delete", "table", "netdev", "loss"]))
+
+    def start_blackout(self, site: Site) -> None:
+        """Cut router site off: every frame entering its WAN or LAN leg is dropped.
+
+        The host can reach nothing (relay, peer, STUN) and nothing reaches it,
+        as when a train enters a tunnel; the router's conntrack and NAT
+        mappings stay as they were. ``end_blackout`` removes the rule.
+        """
+        chains = "\n".join(
+            f"""  chain {leg} {{
+    type filter hook ingress device "{leg}" priority -500; policy drop;
+  }}"""
+            for leg in ("wan", "lan")
+        )
+        self.nft(site.router_ns, f"table netdev blackout {{\n{chains}\n}}\n")
+
+    def end_blackout(self, site: Site) -> None:
+        run(netns_exec(site.router_ns, ["nft", "delete", "table", "netdev", "blackout"]))
+
+    def attach_delay_line(
+        self,
+        site: Site,
+        *,
+        delay_ms: float,
+        jitter_ms: float = 0.0,
+        loss: float = 0.0,
+        is_ordered: bool = False,
+        seed: int | None = None,
+    ) -> NsProcess:
+        """Put a delay line (delayline.py) on router site's WAN link.
+
+        In the internet namespace the router's bridge port leaves ``br0`` for
+        a small bridge of its own with the line's first TAP device; the
+        second TAP joins ``br0``. Every frame to and from the router then
+        waits delay_ms ± jitter_ms (drawn per frame, so frames reorder) and
+        is dropped with probability loss; is_ordered keeps the jitter from
+        reordering frames. Addresses and NAT are unchanged;
+        a path between the two hosts crosses it once each way.
+        """
+        left, right = f"dl{site.name}-r", f"dl{site.name}-i"
+        argv = [
+            sys.executable, str(DELAY_LINE), left, right,
+            "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms), "--loss", str(loss),
+        ]  # fmt: skip
+        if is_ordered:
+            argv.append("--keep-order")
+        if seed is not None:
+            argv += ["--seed", str(seed)]
+        line = self.start(self.inet_ns, argv, name=f"delayline-{site.name}")
+        line.wait_line(lambda text: '"ready"' in text, timeout=COMMAND_TIMEOUT_S)
+        self.delay_lines[site.name] = line
+        port, side_bridge = f"to-r{site.name}", f"br{site.name}"
+        self.ip(self.inet_ns, "link", "add", side_bridge, "type", "bridge")
+        self.ip(self.inet_ns, "link", "set", port, "nomaster")
+        self.ip(self.inet_ns, "link", "set", port, "master", side_bridge)
+        self.ip(self.inet_ns, "link", "set", left, "master", side_bridge)
+        self.ip(self.inet_ns, "link", "set", right, "master", "br0")
+        for device in (left, right, side_bridge):
+            self.ip(self.inet_ns, "link", "set", device, "up")
+        return line
+
+    def detach_delay_line(self, site: Site) -> dict[str, Any]:
+        """Take the line off site's WAN link (router back on br0); return its stats."""
+        line = self.delay_lines.pop(site.name)
+        port = f"to-r{site.name}"
+        self.ip(self.inet_ns, "link", "set", port, "nomaster")
+        self.ip(self.inet_ns, "link", "set", port, "master", "br0")
+        self.ip(self.inet_ns, "link", "delete", f"br{site.name}")
+        line.stop(signal.SIGTERM)
+        for event in reversed(line.events):
+            if "stats" in event:
+                return event["stats"]  # type: ignore[no-any-return]
+        raise AssertionError(f"the delay line left no stats\n{line.describe()}")
 
 
 def _router_ruleset(nat: NatKind) -> str:
