@@ -205,3 +205,40 @@ def test_disk_full_mid_transfer_is_exit_1_and_resumable(
     result = receiver.run("receive", sender.ticket, "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     assert (out / "data.bin").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.slow
+def test_sender_killed_hard_then_a_rerun_resumes(
+    tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    """kill -9 of the sender: the receiver notices when QUIC idles out
+    (about 30 s), stops with exit 3 keeping its data, and the same command
+    against the restarted sender fetches only the rest."""
+    import socket
+
+    src = _big_file(tmp_path / "big.bin")
+    sender_node = make_node()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    first = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW)
+    receiver = make_node()
+    out = tmp_path / "out"
+    process = _start_receive(receiver, first.ticket, out, "--retry-for", "0")
+    try:
+        _wait_for_bytes(process, 80 * 1024 * 1024)
+        first.process.kill()
+        assert process.wait(timeout=90) == 3
+        assert process.stderr is not None
+        assert_one_line_error(process.stderr.read())
+    finally:
+        stop(process)
+    assert not (out / "big.bin").exists()
+    second = start_sender(sender_node, src, extra=("--port", port, "--no-relay"))
+    assert second.ticket == first.ticket
+    result = receiver.run("receive", second.ticket, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    done = json_lines(result.stdout)[-1]
+    assert done["bytes_present"] > 0
+    assert done["bytes_received"] + done["bytes_present"] == SIZE
+    assert (out / "big.bin").read_bytes() == src.read_bytes()
