@@ -1,0 +1,410 @@
+"""A sans-IO, model-based congestion controller in the spirit of BBR v1.
+
+Not registered with aioquic and not the default: the network bench decides.
+
+Inputs (plain methods, explicit ``now`` in seconds, no clock, no I/O):
+
+- ``sent(now, key, size)``: a packet left (``key`` is unique per packet).
+- ``acked(now, key)``: a packet was acknowledged.
+- ``lost(now, key)``: a packet was declared lost.
+- ``discarded(key)``: a packet stops counting (key discarded); no signal.
+- ``rtt_sample(now, rtt)``: an RTT measurement (the ack path feeds these too).
+
+Outputs: ``congestion_window`` (bytes), ``pacing_rate`` (bytes/s),
+``bytes_in_flight``, ``state``, ``bottleneck_bw`` (bytes/s) and ``min_rtt``.
+
+``BbrCongestionControl`` subclasses aioquic's ``QuicCongestionControl``; its
+``on_packet_*`` methods only translate to the plain methods above (packets
+are keyed by ``(epoch, packet_number)``, since aioquic numbers each packet
+space from zero).
+
+The model: the path is a pipe of bottleneck bandwidth ``BtlBw`` and
+round-trip propagation delay ``RTprop``. ``BtlBw`` is the maximum of the
+delivery-rate samples over the last ``BW_WINDOW_ROUNDS`` round trips;
+``RTprop`` is the minimum RTT over the last ``MIN_RTT_WINDOW_S``. A delivery
+rate sample is (bytes delivered between a packet's send and its ack) /
+max(send interval, ack interval), from the (delivered, delivered time, first
+sent time) snapshot taken when the packet was sent
+(draft-cheng-iccrg-delivery-rate-estimation). The sender paces at
+``pacing_gain x BtlBw`` and caps inflight at ``cwnd_gain x BtlBw x RTprop``.
+
+States:
+
+- STARTUP: gains ``STARTUP_GAIN`` until ``BtlBw`` has not grown by
+  ``FULL_BW_GROWTH`` for ``FULL_BW_ROUNDS`` rounds (the pipe is full).
+- DRAIN: pacing gain ``1 / STARTUP_GAIN`` until inflight <= one BDP, to
+  empty the queue STARTUP built.
+- PROBE_BW: pacing gain cycles through ``PROBE_BW_GAINS``, one phase per
+  ``RTprop``: probe for more (1.25), drain what the probe queued (0.75), then
+  cruise (1.0 x 6). The cycle starts at a random cruise phase so that flows
+  sharing a path do not probe in lockstep.
+- PROBE_RTT: when ``RTprop`` was not refreshed for ``MIN_RTT_WINDOW_S``, the
+  window drops to ``PROBE_RTT_CWND_PACKETS`` for ``PROBE_RTT_DURATION_S`` (and
+  at least one round) so the queue empties and the true RTprop is seen.
+
+Loss: random loss does not cut the window (unlike Reno/Cubic, whose rate
+falls as 1/sqrt(loss)). Only a round whose loss rate exceeds
+``LOSS_THRESHOLD`` is read as congestion, and then only the bandwidth
+model reacts: the max filter forgets older rounds and restarts from the
+highest delivery rate measured in that lossy round (stale high estimates,
+e.g. from before the bottleneck shrank or a flow joined, would otherwise
+keep overfilling the queue for ``BW_WINDOW_ROUNDS`` rounds). Rounds paced
+below 1.0 are exempt: their samples are low on purpose. Lost bytes leave
+inflight; the window itself is never cut on loss.
+
+Simplifications (documented, deliberate): no app-limited marking (a sender
+that runs dry lowers the estimate for up to ``BW_WINDOW_ROUNDS`` rounds),
+no ack-aggregation allowance beyond ``CWND_EXTRA_PACKETS``, and every acked
+packet yields a rate sample.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aioquic.quic.congestion.base import QuicCongestionControl
+from aioquic.quic.packet_builder import QuicSentPacket
+
+# 2/ln(2): the smallest gain that doubles the sending rate every round, like
+# slow start, while the window keeps up (BBR paper).
+STARTUP_GAIN = 2.885
+# The inverse: drains in about one round the queue STARTUP built.
+DRAIN_GAIN = 1 / STARTUP_GAIN
+# Inflight cap in BDPs outside STARTUP: room for delayed and stretched acks
+# without becoming window-limited (BBR v1).
+CWND_GAIN = 2.0
+# PROBE_BW pacing gains, one phase per RTprop: probe, drain the probe, cruise.
+PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+# The pipe is full once BtlBw grew less than 25% in 3 consecutive rounds:
+# a doubling rate would have grown >= 25% each round unless the path is full.
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+# Max-filter window: 10 rounds covers one whole PROBE_BW cycle (8 phases) and
+# some slack, so a probe's sample outlives the drain and cruise phases.
+BW_WINDOW_ROUNDS = 10
+# Min-RTT window: 10 s (BBR v1); routes and queues change slower than that.
+MIN_RTT_WINDOW_S = 10.0
+# PROBE_RTT: 4 packets keep acks flowing while the queue empties; 200 ms is
+# long enough to see an empty queue and short enough to cost ~2% of 10 s.
+PROBE_RTT_DURATION_S = 0.2
+PROBE_RTT_CWND_PACKETS = 4
+# Floor of the window: 4 packets, as in PROBE_RTT.
+MIN_CWND_PACKETS = 4
+# Extra packets on top of cwnd_gain x BDP, for ack aggregation and pacing
+# quantization (BBR v1 adds 3 x the send quantum).
+CWND_EXTRA_PACKETS = 3
+# Initial window, as in aioquic (RFC 9002 suggests 10 packets).
+INITIAL_CWND_PACKETS = 10
+# A round losing more than 2% of its packets is read as congestion: the
+# bench's lossy profiles go up to 2% random loss, and a queue overflow caused
+# by a 1.25 probe or a stale estimate loses far more than that (BBR v2 uses
+# the same 2%).
+LOSS_THRESHOLD = 0.02
+# Do not judge a round's loss rate on fewer packets than this (one loss in a
+# 20-packet round is 5% and says nothing).
+LOSS_MIN_PACKETS = 50
+
+STARTUP = "startup"
+DRAIN = "drain"
+PROBE_BW = "probe_bw"
+PROBE_RTT = "probe_rtt"
+
+
+@dataclass
+class _SentState:
+    size: int
+    sent_time: float
+    delivered: int
+    delivered_time: float
+    first_sent_time: float
+    pacing_gain: float
+
+
+class BbrCongestionControl(QuicCongestionControl):
+    """BBR-style controller; aioquic-shaped entry points delegate to plain ones."""
+
+    def __init__(self, *, max_datagram_size: int, seed: int | None = None) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self._mds = max_datagram_size
+        self._rng = random.Random(seed)  # picks a cycle phase; not security
+        self.congestion_window = INITIAL_CWND_PACKETS * max_datagram_size
+        self.bytes_in_flight = 0
+        self.state = STARTUP
+        self.pacing_gain = STARTUP_GAIN
+        self.cwnd_gain = STARTUP_GAIN
+        # delivery-rate estimation
+        self._sent: dict[int, _SentState] = {}
+        self._delivered = 0
+        self._delivered_time = 0.0
+        self._first_sent_time = 0.0
+        # rounds
+        self._round = 0
+        self._next_round_delivered = 0
+        # filters
+        self._bw_rounds: deque[tuple[int, float]] = deque()
+        self.min_rtt: float | None = None
+        self._min_rtt_stamp = 0.0
+        # startup exit
+        self._full_bw = 0.0
+        self._full_bw_count = 0
+        self._filled_pipe = False
+        # probe_bw
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        # probe_rtt
+        self._probe_rtt_done: float | None = None
+        self._probe_rtt_round_done = False
+        self._probe_rtt_round = 0
+        self._prior_cwnd = 0
+        # loss accounting of the current round
+        self._round_lost = 0
+        self._round_acked = 0
+        self._round_min_gain = STARTUP_GAIN
+        self._round_max_sample = 0.0
+
+    # -- outputs --------------------------------------------------------------
+
+    @property
+    def bottleneck_bw(self) -> float:
+        """Max delivery rate over the last BW_WINDOW_ROUNDS rounds (bytes/s)."""
+        return max((bw for _, bw in self._bw_rounds), default=0.0)
+
+    @property
+    def pacing_rate(self) -> float:
+        """Bytes/s the pacer should release; before any sample, IW per RTT."""
+        bw = self.bottleneck_bw
+        if bw <= 0.0:
+            rtt = self.min_rtt if self.min_rtt else 0.1  # 100 ms: a guess until sampled
+            return STARTUP_GAIN * self.congestion_window / rtt
+        return self.pacing_gain * bw
+
+    def _bdp(self, gain: float) -> int:
+        if self.min_rtt is None or self.bottleneck_bw <= 0.0:
+            return INITIAL_CWND_PACKETS * self._mds
+        return int(gain * self.bottleneck_bw * self.min_rtt)
+
+    # -- plain inputs ---------------------------------------------------------
+
+    def sent(self, now: float, key: int, size: int) -> None:
+        if self.bytes_in_flight == 0:
+            self._first_sent_time = now
+            self._delivered_time = now
+        self._sent[key] = _SentState(
+            size=size,
+            sent_time=now,
+            delivered=self._delivered,
+            delivered_time=self._delivered_time,
+            first_sent_time=self._first_sent_time,
+            pacing_gain=self.pacing_gain,
+        )
+        self.bytes_in_flight += size
+
+    def discarded(self, key: int) -> None:
+        p = self._sent.pop(key, None)
+        if p is not None:
+            self.bytes_in_flight -= p.size
+
+    def lost(self, now: float, key: int) -> None:
+        p = self._sent.pop(key, None)
+        if p is None:
+            return
+        self.bytes_in_flight -= p.size
+        self._round_lost += p.size
+        self._round_min_gain = min(self._round_min_gain, p.pacing_gain)
+
+    def rtt_sample(self, now: float, rtt: float) -> None:
+        if self.min_rtt is None or rtt <= self.min_rtt:
+            self.min_rtt = rtt
+            self._min_rtt_stamp = now
+        elif now - self._min_rtt_stamp > MIN_RTT_WINDOW_S and self.state != PROBE_RTT:
+            # stale: take the current sample, then empty the queue to see lower
+            self.min_rtt = rtt
+            self._min_rtt_stamp = now
+            self._enter_probe_rtt(now)
+
+    def acked(self, now: float, key: int) -> None:
+        p = self._sent.pop(key, None)
+        if p is None:
+            return
+        self.bytes_in_flight -= p.size
+        self._delivered += p.size
+        self._delivered_time = now
+        self._round_acked += p.size
+        self._round_min_gain = min(self._round_min_gain, p.pacing_gain)
+        self.rtt_sample(now, now - p.sent_time)
+
+        # round trip counting: a round ends when a packet sent after the
+        # previous round's end is acknowledged
+        round_start = False
+        if p.delivered >= self._next_round_delivered:
+            self._next_round_delivered = self._delivered
+            self._round += 1
+            round_start = True
+            self._end_loss_round()
+
+        # delivery-rate sample
+        self._first_sent_time = max(self._first_sent_time, p.sent_time)
+        interval = max(p.sent_time - p.first_sent_time, now - p.delivered_time)
+        if interval > 0.0:
+            sample = (self._delivered - p.delivered) / interval
+            self._round_max_sample = max(self._round_max_sample, sample)
+            self._update_bw(sample)
+
+        if round_start and self.state == STARTUP:
+            self._check_full_pipe()
+        self._update_state(now)
+        self._update_cwnd(p.size)
+
+    # -- model ----------------------------------------------------------------
+
+    def _update_bw(self, sample: float) -> None:
+        if self._bw_rounds and self._bw_rounds[-1][0] == self._round:
+            if sample > self._bw_rounds[-1][1]:
+                self._bw_rounds[-1] = (self._round, sample)
+        else:
+            self._bw_rounds.append((self._round, sample))
+        while self._bw_rounds and self._round - self._bw_rounds[0][0] >= BW_WINDOW_ROUNDS:
+            self._bw_rounds.popleft()
+
+    def _end_loss_round(self) -> None:
+        lost, acked = self._round_lost, self._round_acked
+        packets = (lost + acked) // self._mds
+        if (
+            packets >= LOSS_MIN_PACKETS
+            and lost > LOSS_THRESHOLD * (lost + acked)
+            and self._round_min_gain >= 1.0
+            and self._round_max_sample > 0.0
+        ):
+            # congestion: forget older (higher) estimates
+            self._bw_rounds.clear()
+            self._bw_rounds.append((self._round, self._round_max_sample))
+            self._full_bw_count = FULL_BW_ROUNDS  # leave STARTUP if still in it
+        self._round_lost = 0
+        self._round_acked = 0
+        self._round_min_gain = self.pacing_gain
+        self._round_max_sample = 0.0
+
+    def _check_full_pipe(self) -> None:
+        bw = self.bottleneck_bw
+        if bw >= self._full_bw * FULL_BW_GROWTH:
+            self._full_bw = bw
+            self._full_bw_count = 0
+            return
+        self._full_bw_count += 1
+        if self._full_bw_count >= FULL_BW_ROUNDS:
+            self._filled_pipe = True
+
+    def _update_state(self, now: float) -> None:
+        if self.state == STARTUP and (self._filled_pipe or self._full_bw_count >= FULL_BW_ROUNDS):
+            self._filled_pipe = True
+            self.state = DRAIN
+            self.pacing_gain = DRAIN_GAIN
+            self.cwnd_gain = STARTUP_GAIN
+        if self.state == DRAIN and self.bytes_in_flight <= self._bdp(1.0):
+            self._enter_probe_bw(now)
+        if self.state == PROBE_BW:
+            self._advance_cycle(now)
+        if self.state == PROBE_RTT:
+            self._handle_probe_rtt(now)
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.state = PROBE_BW
+        self.cwnd_gain = CWND_GAIN
+        # any phase but the drain one (index 1)
+        self._cycle_index = self._rng.choice([0, 2, 3, 4, 5, 6, 7])
+        self._cycle_stamp = now
+        self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+
+    def _advance_cycle(self, now: float) -> None:
+        rtprop = self.min_rtt or 0.0
+        elapsed = now - self._cycle_stamp > rtprop
+        gain = self.pacing_gain
+        if gain > 1.0:
+            # stay until the probe has actually put 1.25 BDP in flight
+            advance = elapsed and self.bytes_in_flight >= self._bdp(gain)
+        elif gain < 1.0:
+            # leave early once the probe's queue is gone
+            advance = elapsed or self.bytes_in_flight <= self._bdp(1.0)
+        else:
+            advance = elapsed
+        if advance:
+            self._cycle_index = (self._cycle_index + 1) % len(PROBE_BW_GAINS)
+            self._cycle_stamp = now
+            self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+
+    def _enter_probe_rtt(self, now: float) -> None:
+        self.state = PROBE_RTT
+        self.pacing_gain = 1.0
+        self._prior_cwnd = self.congestion_window
+        self._probe_rtt_done = None
+        self._probe_rtt_round_done = False
+
+    def _handle_probe_rtt(self, now: float) -> None:
+        if self._probe_rtt_done is None:
+            if self.bytes_in_flight <= PROBE_RTT_CWND_PACKETS * self._mds:
+                self._probe_rtt_done = now + PROBE_RTT_DURATION_S
+                self._probe_rtt_round = self._round
+            return
+        if self._round > self._probe_rtt_round:
+            self._probe_rtt_round_done = True
+        if self._probe_rtt_round_done and now >= self._probe_rtt_done:
+            self._min_rtt_stamp = now
+            self.congestion_window = max(self.congestion_window, self._prior_cwnd)
+            if self._filled_pipe:
+                self._enter_probe_bw(now)
+            else:
+                self.state = STARTUP
+                self.pacing_gain = STARTUP_GAIN
+                self.cwnd_gain = STARTUP_GAIN
+
+    def _update_cwnd(self, acked_bytes: int) -> None:
+        floor = MIN_CWND_PACKETS * self._mds
+        if self.state == PROBE_RTT:
+            self.congestion_window = PROBE_RTT_CWND_PACKETS * self._mds
+            return
+        target = self._bdp(self.cwnd_gain) + CWND_EXTRA_PACKETS * self._mds
+        if self._filled_pipe:
+            self.congestion_window = min(self.congestion_window + acked_bytes, target)
+        elif self.congestion_window < target:
+            self.congestion_window += acked_bytes
+        self.congestion_window = max(self.congestion_window, floor)
+
+    # -- aioquic's interface --------------------------------------------------
+
+    @staticmethod
+    def _key(packet: QuicSentPacket) -> int:
+        return packet.packet_number * 4 + int(packet.epoch.value)
+
+    def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
+        self.sent(packet.sent_time or 0.0, self._key(packet), packet.sent_bytes)
+
+    def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
+        self.acked(now, self._key(packet))
+
+    def on_packets_expired(self, *, packets: Iterable[QuicSentPacket]) -> None:
+        for packet in packets:
+            self.discarded(self._key(packet))
+
+    def on_packets_lost(self, *, now: float, packets: Iterable[QuicSentPacket]) -> None:
+        for packet in packets:
+            self.lost(now, self._key(packet))
+
+    def on_persistent_congestion(self) -> None:
+        # the path may be dead or rerouted: relearn it from scratch
+        self._bw_rounds.clear()
+        self.min_rtt = None
+        self.congestion_window = MIN_CWND_PACKETS * self._mds
+
+    def on_rtt_measurement(self, *, now: float, rtt: float) -> None:
+        self.rtt_sample(now, rtt)
+
+    def get_log_data(self) -> dict[str, Any]:
+        data = super().get_log_data()
+        data["bbr_state"] = self.state
+        data["bbr_bw"] = int(self.bottleneck_bw)
+        data["bbr_pacing_rate"] = int(self.pacing_rate)
+        return data

@@ -1,0 +1,248 @@
+"""BBR-style congestion control on a simulated path, on a virtual clock.
+
+The simulator: each flow's sender paces packets at the controller's rate and
+within its window; packets cross one bottleneck (a FIFO of limited bytes
+served at a fixed rate; random loss, from a seeded RNG, strikes before the
+queue), then the base RTT; each packet is acked on its own. A drop is
+reported to the sender one base RTT after it happened (about when the
+following packets' acks reveal the gap). The controllers are driven through
+aioquic's interface (``on_packet_sent`` ...), so the adapter is tested too,
+and aioquic's own Reno runs on the same path for comparison.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.quic.congestion.base import QuicCongestionControl
+from aioquic.quic.congestion.reno import RenoCongestionControl
+from aioquic.quic.packet import QuicPacketType
+from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.tls import Epoch
+
+from p2pcp.net.bbr import DRAIN, PROBE_BW, STARTUP, BbrCongestionControl
+
+MSS = 1452
+MBIT = 1_000_000 / 8  # bytes/s
+
+
+@dataclass
+class Flow:
+    cc: QuicCongestionControl
+    start: float = 0.0
+    next_pn: int = 0
+    next_send: float = 0.0
+    wake_pending: bool = False
+    srtt: float | None = None
+    acked_log: list[tuple[float, int]] = field(default_factory=list)
+
+    def pacing_rate(self) -> float:
+        if isinstance(self.cc, BbrCongestionControl):
+            return self.cc.pacing_rate
+        rtt = self.srtt or 0.1
+        return 2.0 * self.cc.congestion_window / rtt  # aioquic-like: cwnd / rtt, some slack
+
+    def acked_between(self, t0: float, t1: float) -> int:
+        return sum(n for t, n in self.acked_log if t0 <= t < t1)
+
+
+@dataclass
+class Path:
+    rate: float  # bytes/s
+    rtt: float  # base RTT, seconds
+    queue_limit: int  # bytes
+    loss: float = 0.0
+    seed: int = 1
+    rate_changes: list[tuple[float, float]] = field(default_factory=list)
+
+
+class Sim:
+    def __init__(self, path: Path, flows: list[Flow]) -> None:
+        self.path = path
+        self.flows = flows
+        self.rng = random.Random(path.seed)
+        self.events: list[tuple[float, int, str, Any]] = []
+        self.seq = 0
+        self.queue_bytes = 0
+        self.queue: list[tuple[int, QuicSentPacket]] = []
+        self.qhead = 0
+        self.link_busy = False
+        self.rate = path.rate
+        self.queue_samples: list[tuple[float, int]] = []
+        for i, f in enumerate(self.flows):
+            self.at(f.start, "wake", i)
+        for t, r in self.path.rate_changes:
+            self.at(t, "rate", r)
+        self.at(0.0, "sample", None)
+
+    def at(self, t: float, kind: str, data: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, kind, data))
+
+    def run(self, until: float) -> None:
+        while self.events and self.events[0][0] <= until:
+            now, _, kind, data = heapq.heappop(self.events)
+            getattr(self, "_" + kind)(now, data)
+
+    def _rate(self, now: float, rate: float) -> None:
+        self.rate = rate
+
+    def _sample(self, now: float, _: Any) -> None:
+        self.queue_samples.append((now, self.queue_bytes))
+        self.at(now + 0.01, "sample", None)
+
+    def _wake(self, now: float, i: int) -> None:
+        f = self.flows[i]
+        f.wake_pending = False
+        cc = f.cc
+        while cc.bytes_in_flight + MSS <= cc.congestion_window:
+            if f.next_send > now:
+                f.wake_pending = True
+                self.at(f.next_send, "wake", i)
+                return
+            pkt = QuicSentPacket(
+                epoch=Epoch.ONE_RTT,
+                in_flight=True,
+                is_ack_eliciting=True,
+                is_crypto_packet=False,
+                packet_number=f.next_pn,
+                packet_type=QuicPacketType.ONE_RTT,
+                sent_time=now,
+                sent_bytes=MSS,
+            )
+            f.next_pn += 1
+            cc.on_packet_sent(packet=pkt)
+            f.next_send = max(f.next_send, now - 0.001) + MSS / f.pacing_rate()
+            if self.rng.random() < self.path.loss or self.queue_bytes + MSS > self.path.queue_limit:
+                self.at(now + self.path.rtt, "lost", (i, pkt))
+                continue
+            self.queue.append((i, pkt))
+            self.queue_bytes += MSS
+            if not self.link_busy:
+                self.link_busy = True
+                self.at(now + MSS / self.rate, "depart", None)
+
+    def _depart(self, now: float, _: Any) -> None:
+        i, pkt = self.queue[self.qhead]
+        self.qhead += 1
+        if self.qhead > 4096:
+            del self.queue[: self.qhead]
+            self.qhead = 0
+        self.queue_bytes -= MSS
+        self.at(now + self.path.rtt, "ack", (i, pkt))
+        if self.qhead < len(self.queue):
+            self.at(now + MSS / self.rate, "depart", None)
+        else:
+            self.link_busy = False
+
+    def _kick(self, now: float, i: int) -> None:
+        if not self.flows[i].wake_pending:
+            self._wake(now, i)
+
+    def _ack(self, now: float, data: tuple[int, QuicSentPacket]) -> None:
+        i, pkt = data
+        f = self.flows[i]
+        rtt = now - (pkt.sent_time or 0.0)
+        f.srtt = rtt if f.srtt is None else 0.875 * f.srtt + 0.125 * rtt
+        f.cc.on_packet_acked(now=now, packet=pkt)
+        f.cc.on_rtt_measurement(now=now, rtt=rtt)
+        f.acked_log.append((now, pkt.sent_bytes))
+        self._kick(now, i)
+
+    def _lost(self, now: float, data: tuple[int, QuicSentPacket]) -> None:
+        i, pkt = data
+        self.flows[i].cc.on_packets_lost(now=now, packets=[pkt])
+        self._kick(now, i)
+
+    def mean_queue(self, t0: float, t1: float) -> float:
+        qs = [q for t, q in self.queue_samples if t0 <= t < t1]
+        return sum(qs) / len(qs)
+
+
+def bbr(seed: int = 0) -> Flow:
+    return Flow(cc=BbrCongestionControl(max_datagram_size=MSS, seed=seed))
+
+
+def goodput(flow: Flow, rate: float, t0: float, t1: float) -> float:
+    return flow.acked_between(t0, t1) / (rate * (t1 - t0))
+
+
+def wan(loss: float = 0.0, seed: int = 1) -> Path:
+    rate, rtt = 100 * MBIT, 0.040
+    return Path(rate=rate, rtt=rtt, queue_limit=int(rate * rtt), loss=loss, seed=seed)
+
+
+def test_fills_a_clean_path_and_drains_the_queue() -> None:
+    path = wan()
+    flow = bbr()
+    sim = Sim(path, [flow])
+    sim.run(4.0)
+    assert goodput(flow, path.rate, 1.0, 4.0) >= 0.90
+    bdp = path.rate * path.rtt
+    assert sim.mean_queue(1.0, 4.0) < bdp
+    assert isinstance(flow.cc, BbrCongestionControl)
+    assert flow.cc.state not in (STARTUP, DRAIN)
+    assert abs(flow.cc.bottleneck_bw - path.rate) / path.rate < 0.2
+
+
+def test_random_loss_does_not_collapse_it() -> None:
+    for loss in (0.005, 0.02):
+        path = wan(loss=loss, seed=7)
+        flow = bbr()
+        Sim(path, [flow]).run(4.0)
+        assert goodput(flow, path.rate, 1.0, 4.0) >= 0.80, loss
+
+
+def test_reno_collapses_where_bbr_does_not() -> None:
+    path = wan(loss=0.005, seed=7)
+    reno = Flow(cc=RenoCongestionControl(max_datagram_size=MSS))
+    Sim(path, [reno]).run(4.0)
+    assert goodput(reno, path.rate, 1.0, 4.0) < 0.5
+
+
+def test_backs_off_when_the_bottleneck_halves() -> None:
+    path = wan()
+    path.rate_changes = [(2.0, path.rate / 2)]  # before Sim() schedules it
+    flow = bbr()
+    sim = Sim(path, [flow])
+    sim.run(5.0)
+    half = path.rate / 2
+    assert goodput(flow, half, 3.0, 5.0) >= 0.85
+    assert isinstance(flow.cc, BbrCongestionControl)
+    assert flow.cc.bottleneck_bw < 1.3 * half
+    # the queue does not stay pinned at its limit
+    assert sim.mean_queue(3.5, 5.0) < half * path.rtt
+
+
+def test_two_flows_share_fairly() -> None:
+    path = wan()
+    a, b = bbr(seed=1), bbr(seed=2)
+    b.start = 1.0
+    sim = Sim(path, [a, b])
+    sim.run(6.0)
+    ga = goodput(a, path.rate, 3.0, 6.0)
+    gb = goodput(b, path.rate, 3.0, 6.0)
+    assert ga + gb >= 0.85
+    # measured 0.66 / 0.34 here (seeds 3-6: up to 0.73 / 0.27): BBR v1
+    # converges slowly, as both flows are window-limited by estimates that
+    # include each other's probes; the late flow's share keeps rising
+    assert max(ga, gb) / min(ga, gb) <= 3.0
+
+
+def test_state_machine_reaches_probe_bw_and_probes_rtt() -> None:
+    cc = BbrCongestionControl(max_datagram_size=MSS, seed=0)
+    assert cc.state == STARTUP
+    path = Path(rate=10 * MBIT, rtt=0.02, queue_limit=int(10 * MBIT * 0.02))
+    flow = Flow(cc=cc)
+    sim = Sim(path, [flow])
+    seen: set[str] = set()
+    t = 0.0
+    while t < 12.0:
+        t += 0.05
+        sim.run(t)
+        seen.add(cc.state)
+    assert PROBE_BW in seen
+    assert "probe_rtt" in seen
