@@ -329,9 +329,12 @@ class Fetcher:
             # something (a stranger must not end `send --once`): after a
             # reconnection with nothing left, prove we hold the ticket.
             await self._fetch_header(connection)
-        # Tell the sender we have everything; it may exit (--once).
-        stream = await _request(connection, wire.DoneRequest(self.bytes_received))
-        await _read_status(stream, "the end of the transfer")
+        # Tell the sender we have everything; it may exit (--once). Every
+        # file is verified and in place by now, so a sender that is gone
+        # cannot make this receive fail: the notice is best effort.
+        with contextlib.suppress(ConnectionLostError):
+            stream = await _request(connection, wire.DoneRequest(self.bytes_received))
+            await _read_status(stream, "the end of the transfer")
         files = tuple(progress.reports[entry.path] for entry in manifest.files)
         return events.TransferFinished(
             out_path=str(_arrival_path(self.options.out_dir, manifest)),
