@@ -11,13 +11,6 @@ CONNECT_TIMEOUT_S = 15.0
 # (FACTS.md: several streams in one process do not add throughput).
 FETCH_CONCURRENCY = 8
 
-# The manifest is kept in memory and parsed at once; 256 MiB is about two
-# million entries with long paths, far beyond any real folder.
-MAX_MANIFEST_BYTES = 256 * 1024 * 1024
-
-# A request is tiny; anything larger is a hostile peer.
-MAX_REQUEST_BYTES = 64 * 1024
-
 # Read size when hashing files on import: large enough that per-call
 # overhead vanishes (FACTS.md: >= 64 KiB pieces cost nothing), small enough
 # to stay in cache.

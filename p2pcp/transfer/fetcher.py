@@ -26,12 +26,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pcp.blobs.collection import Entry, Manifest, decode_manifest
-from p2pcp.blobs.encoding import ALL, DecodeFinished, LeafVerified, RangeDecoder
+from p2pcp.blobs.collection import MAX_MANIFEST_BYTES, Entry, Manifest, decode_manifest
+from p2pcp.blobs.encoding import ALL, MAX_LEAF_INDEX, DecodeFinished, LeafVerified, RangeDecoder
 from p2pcp.core.defaults import (
     CONNECT_TIMEOUT_S,
     FETCH_CONCURRENCY,
-    MAX_MANIFEST_BYTES,
     PROGRESS_TIMEOUT_S,
     RETRY_FIRST_DELAY_S,
     RETRY_FOR_S,
@@ -53,7 +52,6 @@ from p2pcp.core.ticket import Ticket
 from p2pcp.net.endpoint import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.store import Plan, Store
-from p2pcp.transfer.wire import MAX_LEAF_INDEX
 
 Emit = Callable[[object], None]
 

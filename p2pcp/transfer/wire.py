@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from p2pcp.blobs.encoding import MAX_LEAF_INDEX  # u64 on the wire, at most 2^62
 from p2pcp.core.errors import RemoteProtocolError
 
 REQUEST_GET = 0x01
@@ -40,8 +41,6 @@ ERROR_CANCELLED = 0x14
 # A receiver asks for at most this many disjoint ranges in one request;
 # resume needs a few dozen; more is abuse.
 MAX_RANGES = 1024
-# Leaf indexes are u64 on the wire but no blob has more than 2^62 leaves.
-MAX_LEAF_INDEX = 2**62
 HASH_BYTES = 32
 MAX_REQUEST_BYTES = 1 + HASH_BYTES + 2 + MAX_RANGES * 16
 
