@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from p2pcp.cli.common import JsonOption, NoRelayOption, QuietOption, RelayOption, VerboseOption
+from p2pcp.cli.common import (
+    Congestion,
+    CongestionOption,
+    JsonOption,
+    NoRelayOption,
+    QuietOption,
+    RelayOption,
+    VerboseOption,
+)
 
 
 def receive(
@@ -19,6 +27,7 @@ def receive(
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
     ] = False,
+    congestion: CongestionOption = Congestion.bbr,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
     relay_only: Annotated[
@@ -73,6 +82,7 @@ def receive(
             path_policy=policy,
             relay_url=normalize_relay_url(relay) if relay else None,
             retry_for_s=retry_for,
+            congestion=congestion.value,
         )
         secret_key = load_or_create_secret_key()
         with ReceiveView(mode) as view:

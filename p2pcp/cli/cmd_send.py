@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from p2pcp.cli.common import JsonOption, NoRelayOption, QuietOption, RelayOption, VerboseOption
+from p2pcp.cli.common import (
+    Congestion,
+    CongestionOption,
+    JsonOption,
+    NoRelayOption,
+    QuietOption,
+    RelayOption,
+    VerboseOption,
+)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -44,6 +52,7 @@ def send(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="UDP port to listen on (0: any).")
     ] = 0,
+    congestion: CongestionOption = Congestion.bbr,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
     as_json: JsonOption = False,
@@ -71,6 +80,7 @@ def send(
             port=port,
             max_datagram_size=max_datagram_size_from_env(),
             relay_url=choose_relay(relay, no_relay),
+            congestion=congestion.value,
         )
     with json_errors(mode), SendView(mode, ticket_to_stdout=not stdout_is_terminal()) as view:
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import signal
 from collections.abc import Coroutine, Iterator
@@ -31,6 +32,26 @@ RelayOption = Annotated[
     ),
 ]
 NoRelayOption = Annotated[bool, typer.Option("--no-relay", help="Use no relay: direct only.")]
+
+
+class Congestion(str, enum.Enum):
+    """The names of net/tls.py's CONGESTION_CONTROLLERS (a test keeps them equal)."""
+
+    bbr = "bbr"
+    cubic = "cubic"
+    reno = "reno"
+
+
+CongestionOption = Annotated[
+    Congestion,
+    typer.Option(
+        "--congestion",
+        envvar="P2PCP_CONGESTION",
+        case_sensitive=False,
+        help="Congestion controller for the data this side sends: bbr (model-based: random "
+        "loss does not slow it down), or aioquic's loss-based cubic or reno.",
+    ),
+]
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
 ]

@@ -1,11 +1,14 @@
 """A sans-IO, model-based congestion controller in the spirit of BBR v1.
 
-Not registered with aioquic and not the default: the network bench decides.
+Registered with aioquic's congestion-control registry as ``REGISTRY_NAME``
+when this module is imported; ``tls.py`` maps ``--congestion bbr`` to it.
 
 Inputs (plain methods, explicit ``now`` in seconds, no clock, no I/O):
 
 - ``sent(now, key, size)``: a packet left (``key`` is unique per packet).
-- ``acked(now, key)``: a packet was acknowledged.
+- ``acked(now, key)``: a packet was acknowledged (the model applies a
+  batch of these at the next other input: aioquic gives an RTT sample
+  after every ack frame).
 - ``lost(now, key)``: a packet was declared lost.
 - ``discarded(key)``: a packet stops counting (key discarded); no signal.
 - ``rtt_sample(now, rtt)``: an RTT measurement (the ack path feeds these too).
@@ -15,7 +18,7 @@ Outputs: ``congestion_window`` (bytes), ``pacing_rate`` (bytes/s),
 
 ``BbrCongestionControl`` subclasses aioquic's ``QuicCongestionControl``; its
 ``on_packet_*`` methods only translate to the plain methods above (packets
-are keyed by ``(epoch, packet_number)``, since aioquic numbers each packet
+are keyed by packet number and epoch, since aioquic numbers each packet
 space from zero).
 
 The model: the path is a pipe of bottleneck bandwidth ``BtlBw`` and
@@ -52,10 +55,19 @@ keep overfilling the queue for ``BW_WINDOW_ROUNDS`` rounds). Rounds paced
 below 1.0 are exempt: their samples are low on purpose. Lost bytes leave
 inflight; the window itself is never cut on loss.
 
+Ack aggregation: acks often arrive in bursts (a receiver that reads a batch
+of datagrams and acks them at once, Wi-Fi frame aggregation, a busy Python
+peer). Between bursts the sender must keep sending, so the window gets an
+allowance: per "ack epoch" (time since acks last fell behind the estimated
+bandwidth), the bytes acked beyond ``BtlBw x epoch duration``; the window
+adds the largest such excess of the last ``EXTRA_ACKED_ROUNDS`` rounds,
+capped at ``EXTRA_ACKED_MAX_S`` of bandwidth (as Linux BBR does). Without it,
+a path whose acks come in 1 ms bursts while RTprop is 0.3 ms would be held
+to a window of a few packets.
+
 Simplifications (documented, deliberate): no app-limited marking (a sender
 that runs dry lowers the estimate for up to ``BW_WINDOW_ROUNDS`` rounds),
-no ack-aggregation allowance beyond ``CWND_EXTRA_PACKETS``, and every acked
-packet yields a rate sample.
+and every acked packet yields a rate sample.
 """
 
 from __future__ import annotations
@@ -63,11 +75,11 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from aioquic.quic.congestion.base import QuicCongestionControl
+from aioquic.quic.congestion.base import QuicCongestionControl, register_congestion_control
 from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.tls import Epoch
 
 # 2/ln(2): the smallest gain that doubles the sending rate every round, like
 # slow start, while the window keeps up (BBR paper).
@@ -97,6 +109,10 @@ MIN_CWND_PACKETS = 4
 # Extra packets on top of cwnd_gain x BDP, for ack aggregation and pacing
 # quantization (BBR v1 adds 3 x the send quantum).
 CWND_EXTRA_PACKETS = 3
+# Ack-aggregation allowance: the max excess over the last 10 rounds, at
+# most 100 ms worth of bandwidth (Linux BBR's bounds).
+EXTRA_ACKED_ROUNDS = 10
+EXTRA_ACKED_MAX_S = 0.1
 # Initial window, as in aioquic (RFC 9002 suggests 10 packets).
 INITIAL_CWND_PACKETS = 10
 # A round losing more than 2% of its packets is read as congestion: the
@@ -114,14 +130,43 @@ PROBE_BW = "probe_bw"
 PROBE_RTT = "probe_rtt"
 
 
-@dataclass
-class _SentState:
-    size: int
-    sent_time: float
-    delivered: int
-    delivered_time: float
-    first_sent_time: float
-    pacing_gain: float
+class _RoundMax:
+    """The max of per-round samples over the last ``rounds`` rounds, kept current.
+
+    Read on every ack, so the max is cached and recomputed only when a
+    round leaves the window (once per round, over at most ``rounds`` values).
+    """
+
+    __slots__ = ("_rounds", "_window", "value")
+
+    def __init__(self, rounds: int) -> None:
+        self._rounds = rounds
+        self._window: deque[tuple[int, float]] = deque()
+        self.value = 0.0
+
+    def update(self, round_: int, sample: float) -> None:
+        window = self._window
+        if window and window[-1][0] == round_:
+            if sample > window[-1][1]:
+                window[-1] = (round_, sample)
+                self.value = max(self.value, sample)
+            return
+        window.append((round_, sample))
+        if round_ - window[0][0] >= self._rounds:
+            while round_ - window[0][0] >= self._rounds:
+                window.popleft()
+            self.value = max(v for _, v in window)
+        elif sample > self.value:
+            self.value = sample
+
+    def reset(self, round_: int, sample: float) -> None:
+        self._window.clear()
+        self._window.append((round_, sample))
+        self.value = sample
+
+    def clear(self) -> None:
+        self._window.clear()
+        self.value = 0.0
 
 
 class BbrCongestionControl(QuicCongestionControl):
@@ -137,7 +182,9 @@ class BbrCongestionControl(QuicCongestionControl):
         self.pacing_gain = STARTUP_GAIN
         self.cwnd_gain = STARTUP_GAIN
         # delivery-rate estimation
-        self._sent: dict[int, _SentState] = {}
+        # key -> (size, sent time, delivered, delivered time, first sent time,
+        # pacing gain): a tuple, as this is written and read once per packet
+        self._sent: dict[int, tuple[int, float, int, float, float, float]] = {}
         self._delivered = 0
         self._delivered_time = 0.0
         self._first_sent_time = 0.0
@@ -145,7 +192,7 @@ class BbrCongestionControl(QuicCongestionControl):
         self._round = 0
         self._next_round_delivered = 0
         # filters
-        self._bw_rounds: deque[tuple[int, float]] = deque()
+        self._bw = _RoundMax(BW_WINDOW_ROUNDS)
         self.min_rtt: float | None = None
         self._min_rtt_stamp = 0.0
         # startup exit
@@ -160,6 +207,14 @@ class BbrCongestionControl(QuicCongestionControl):
         self._probe_rtt_round_done = False
         self._probe_rtt_round = 0
         self._prior_cwnd = 0
+        # the ack batch not yet applied to the model (see acked)
+        self._batch_newest: tuple[int, float, int, float, float, float] | None = None
+        self._batch_acked = 0
+        self._batch_now = 0.0
+        # ack aggregation
+        self._ack_epoch_start = 0.0
+        self._ack_epoch_acked = 0
+        self._extra_acked = _RoundMax(EXTRA_ACKED_ROUNDS)
         # loss accounting of the current round
         self._round_lost = 0
         self._round_acked = 0
@@ -171,52 +226,126 @@ class BbrCongestionControl(QuicCongestionControl):
     @property
     def bottleneck_bw(self) -> float:
         """Max delivery rate over the last BW_WINDOW_ROUNDS rounds (bytes/s)."""
-        return max((bw for _, bw in self._bw_rounds), default=0.0)
+        return self._bw.value
 
     @property
     def pacing_rate(self) -> float:
         """Bytes/s the pacer should release; before any sample, IW per RTT."""
-        bw = self.bottleneck_bw
+        bw = self._bw.value
         if bw <= 0.0:
             rtt = self.min_rtt if self.min_rtt else 0.1  # 100 ms: a guess until sampled
             return STARTUP_GAIN * self.congestion_window / rtt
         return self.pacing_gain * bw
 
     def _bdp(self, gain: float) -> int:
-        if self.min_rtt is None or self.bottleneck_bw <= 0.0:
+        bw = self._bw.value
+        if self.min_rtt is None or bw <= 0.0:
             return INITIAL_CWND_PACKETS * self._mds
-        return int(gain * self.bottleneck_bw * self.min_rtt)
+        return int(gain * bw * self.min_rtt)
+
+    def set_datagram_size(self, size: int) -> None:
+        """The connection's datagram size changed (path MTU probing).
+
+        The model is in bytes, so only the packet-counted floors move; a
+        window still at its initial packet count keeps that count.
+        """
+        if self.congestion_window == INITIAL_CWND_PACKETS * self._mds:
+            self.congestion_window = INITIAL_CWND_PACKETS * size
+        self._mds = size
 
     # -- plain inputs ---------------------------------------------------------
 
     def sent(self, now: float, key: int, size: int) -> None:
+        if self._batch_newest is not None:
+            self._flush_acks()
         if self.bytes_in_flight == 0:
             self._first_sent_time = now
             self._delivered_time = now
-        self._sent[key] = _SentState(
-            size=size,
-            sent_time=now,
-            delivered=self._delivered,
-            delivered_time=self._delivered_time,
-            first_sent_time=self._first_sent_time,
-            pacing_gain=self.pacing_gain,
+        self._sent[key] = (
+            size,
+            now,
+            self._delivered,
+            self._delivered_time,
+            self._first_sent_time,
+            self.pacing_gain,
         )
         self.bytes_in_flight += size
 
     def discarded(self, key: int) -> None:
         p = self._sent.pop(key, None)
         if p is not None:
-            self.bytes_in_flight -= p.size
+            self.bytes_in_flight -= p[0]
 
     def lost(self, now: float, key: int) -> None:
+        if self._batch_newest is not None:
+            self._flush_acks()
         p = self._sent.pop(key, None)
         if p is None:
             return
-        self.bytes_in_flight -= p.size
-        self._round_lost += p.size
-        self._round_min_gain = min(self._round_min_gain, p.pacing_gain)
+        self.bytes_in_flight -= p[0]
+        self._round_lost += p[0]
+        self._round_min_gain = min(self._round_min_gain, p[5])
 
     def rtt_sample(self, now: float, rtt: float) -> None:
+        self._flush_acks()
+        self._update_min_rtt(now, rtt)
+
+    def acked(self, now: float, key: int) -> None:
+        # Only bookkeeping per packet: the model moves once per ack batch
+        # (``_flush_acks``: at the RTT sample that follows every ack frame
+        # in aioquic, or at the next input), from the batch's newest packet,
+        # which carries the best rate and RTT samples anyway.
+        p = self._sent.pop(key, None)
+        if p is None:
+            return
+        if self._batch_newest is not None and now != self._batch_now:
+            self._flush_acks()
+        size = p[0]
+        self.bytes_in_flight -= size
+        self._delivered += size
+        self._delivered_time = now
+        self._round_acked += size
+        self._round_min_gain = min(self._round_min_gain, p[5])
+        self._batch_acked += size
+        self._batch_now = now
+        newest = self._batch_newest
+        if newest is None or p[1] >= newest[1]:
+            self._batch_newest = p
+
+    def _flush_acks(self) -> None:
+        p = self._batch_newest
+        if p is None:
+            return
+        self._batch_newest = None
+        acked, now = self._batch_acked, self._batch_now
+        self._batch_acked = 0
+        _, sent_time, p_delivered, p_delivered_time, p_first_sent_time, _ = p
+        self._update_min_rtt(now, now - sent_time)
+
+        # round trip counting: a round ends when a packet sent after the
+        # previous round's end is acknowledged
+        round_start = False
+        if p_delivered >= self._next_round_delivered:
+            self._next_round_delivered = self._delivered
+            self._round += 1
+            round_start = True
+            self._end_loss_round()
+
+        # delivery-rate sample
+        self._first_sent_time = max(self._first_sent_time, sent_time)
+        interval = max(sent_time - p_first_sent_time, now - p_delivered_time)
+        if interval > 0.0:
+            sample = (self._delivered - p_delivered) / interval
+            self._round_max_sample = max(self._round_max_sample, sample)
+            self._bw.update(self._round, sample)
+
+        self._update_ack_aggregation(now, acked)
+        if round_start and self.state == STARTUP:
+            self._check_full_pipe()
+        self._update_state(now)
+        self._update_cwnd(acked)
+
+    def _update_min_rtt(self, now: float, rtt: float) -> None:
         if self.min_rtt is None or rtt <= self.min_rtt:
             self.min_rtt = rtt
             self._min_rtt_stamp = now
@@ -226,49 +355,23 @@ class BbrCongestionControl(QuicCongestionControl):
             self._min_rtt_stamp = now
             self._enter_probe_rtt(now)
 
-    def acked(self, now: float, key: int) -> None:
-        p = self._sent.pop(key, None)
-        if p is None:
-            return
-        self.bytes_in_flight -= p.size
-        self._delivered += p.size
-        self._delivered_time = now
-        self._round_acked += p.size
-        self._round_min_gain = min(self._round_min_gain, p.pacing_gain)
-        self.rtt_sample(now, now - p.sent_time)
-
-        # round trip counting: a round ends when a packet sent after the
-        # previous round's end is acknowledged
-        round_start = False
-        if p.delivered >= self._next_round_delivered:
-            self._next_round_delivered = self._delivered
-            self._round += 1
-            round_start = True
-            self._end_loss_round()
-
-        # delivery-rate sample
-        self._first_sent_time = max(self._first_sent_time, p.sent_time)
-        interval = max(p.sent_time - p.first_sent_time, now - p.delivered_time)
-        if interval > 0.0:
-            sample = (self._delivered - p.delivered) / interval
-            self._round_max_sample = max(self._round_max_sample, sample)
-            self._update_bw(sample)
-
-        if round_start and self.state == STARTUP:
-            self._check_full_pipe()
-        self._update_state(now)
-        self._update_cwnd(p.size)
-
     # -- model ----------------------------------------------------------------
 
-    def _update_bw(self, sample: float) -> None:
-        if self._bw_rounds and self._bw_rounds[-1][0] == self._round:
-            if sample > self._bw_rounds[-1][1]:
-                self._bw_rounds[-1] = (self._round, sample)
-        else:
-            self._bw_rounds.append((self._round, sample))
-        while self._bw_rounds and self._round - self._bw_rounds[0][0] >= BW_WINDOW_ROUNDS:
-            self._bw_rounds.popleft()
+    @property
+    def extra_acked(self) -> int:
+        """The window's ack-aggregation allowance (bytes; see the module doc)."""
+        return int(min(self._extra_acked.value, self._bw.value * EXTRA_ACKED_MAX_S))
+
+    def _update_ack_aggregation(self, now: float, acked: int) -> None:
+        expected = self._bw.value * (now - self._ack_epoch_start)
+        if self._ack_epoch_acked <= expected:
+            # acks kept pace with the model: a new epoch starts here
+            self._ack_epoch_start = now
+            self._ack_epoch_acked = 0
+            expected = 0.0
+        self._ack_epoch_acked += acked
+        excess = min(self._ack_epoch_acked - expected, float(self.congestion_window))
+        self._extra_acked.update(self._round, excess)
 
     def _end_loss_round(self) -> None:
         lost, acked = self._round_lost, self._round_acked
@@ -280,8 +383,7 @@ class BbrCongestionControl(QuicCongestionControl):
             and self._round_max_sample > 0.0
         ):
             # congestion: forget older (higher) estimates
-            self._bw_rounds.clear()
-            self._bw_rounds.append((self._round, self._round_max_sample))
+            self._bw.reset(self._round, self._round_max_sample)
             self._full_bw_count = FULL_BW_ROUNDS  # leave STARTUP if still in it
         self._round_lost = 0
         self._round_acked = 0
@@ -368,6 +470,8 @@ class BbrCongestionControl(QuicCongestionControl):
             return
         target = self._bdp(self.cwnd_gain) + CWND_EXTRA_PACKETS * self._mds
         if self._filled_pipe:
+            target += self.extra_acked
+        if self._filled_pipe:
             self.congestion_window = min(self.congestion_window + acked_bytes, target)
         elif self.congestion_window < target:
             self.congestion_window += acked_bytes
@@ -377,7 +481,11 @@ class BbrCongestionControl(QuicCongestionControl):
 
     @staticmethod
     def _key(packet: QuicSentPacket) -> int:
-        return packet.packet_number * 4 + int(packet.epoch.value)
+        # aioquic numbers each packet space from zero; 1-RTT packets (nearly
+        # all of them) keep their number, the few others get negative keys
+        if packet.epoch is Epoch.ONE_RTT:
+            return packet.packet_number
+        return -1 - (packet.packet_number * 4 + int(packet.epoch.value))
 
     def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
         self.sent(packet.sent_time or 0.0, self._key(packet), packet.sent_bytes)
@@ -395,7 +503,7 @@ class BbrCongestionControl(QuicCongestionControl):
 
     def on_persistent_congestion(self) -> None:
         # the path may be dead or rerouted: relearn it from scratch
-        self._bw_rounds.clear()
+        self._bw.clear()
         self.min_rtt = None
         self.congestion_window = MIN_CWND_PACKETS * self._mds
 
@@ -408,3 +516,9 @@ class BbrCongestionControl(QuicCongestionControl):
         data["bbr_bw"] = int(self.bottleneck_bw)
         data["bbr_pacing_rate"] = int(self.pacing_rate)
         return data
+
+
+# aioquic's registry is global; a name of our own cannot shadow a future
+# aioquic "bbr".
+REGISTRY_NAME = "p2pcp-bbr"
+register_congestion_control(REGISTRY_NAME, BbrCongestionControl)

@@ -114,13 +114,17 @@ class Endpoint:
     """A bound node: connect to peers by node id, accept their connections."""
 
     def __init__(
-        self, secret_key: SecretKey, max_datagram_size: int | None, path_policy: str = "auto"
+        self,
+        secret_key: SecretKey,
+        max_datagram_size: int | None,
+        path_policy: str = "auto",
+        congestion: str = tls.DEFAULT_CONGESTION,
     ) -> None:
         self.node_id: NodeId = secret_key.public
         self._seed = secret_key.seed_bytes()
         self._datagram_size_cap = max_datagram_size
-        self._client_config = tls.client_configuration(self._seed)
-        self._server_config = tls.server_configuration(self._seed)
+        self._client_config = tls.client_configuration(self._seed, congestion)
+        self._server_config = tls.server_configuration(self._seed, congestion)
         self.path_policy = path_policy
         self.magicsock = MagicSock(
             secret_key,
@@ -154,13 +158,15 @@ class Endpoint:
         max_datagram_size: int | None = None,
         relay_url: str | None = None,
         path_policy: str = "auto",
+        congestion: str = tls.DEFAULT_CONGESTION,
         relay_timeout_s: float = 10.0,
     ) -> Endpoint:
         """Bind one dual-stack UDP socket (IPv4 if IPv6 is unavailable).
 
         ``max_datagram_size`` caps the datagram size (1200..16000; None: up
         to the maximum). ``relay_url`` is the home relay (see the module
-        doc); ``path_policy`` is "auto", "relay-only" or "direct-only".
+        doc); ``path_policy`` is "auto", "relay-only" or "direct-only";
+        ``congestion`` names the congestion controller (tls.CONGESTION_CONTROLLERS).
         """
         if max_datagram_size is not None and not (
             FLOOR_BYTES <= max_datagram_size <= MAX_DATAGRAM_BYTES
@@ -171,7 +177,7 @@ class Endpoint:
             )
         if path_policy not in POLICIES:
             raise UsageError(f"path_policy must be one of {', '.join(POLICIES)}: {path_policy!r}")
-        endpoint = cls(secret_key, max_datagram_size, path_policy)
+        endpoint = cls(secret_key, max_datagram_size, path_policy, congestion)
         try:
             endpoint.magicsock.bind(port)
         except OSError as exc:

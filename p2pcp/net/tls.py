@@ -9,7 +9,9 @@ What this module owns:
   identity pinning. A peer is who its certificate key says, never a CA: the
   client refuses a server whose certificate key is not the node id it dialled.
 - ``client_configuration`` / ``server_configuration``: the QUIC settings every
-  p2pcp connection uses (ALPN ``p2pcp/1``, windows, idle timeout).
+  p2pcp connection uses (ALPN ``p2pcp/1``, windows, idle timeout, congestion
+  controller: ``CONGESTION_CONTROLLERS`` maps the names users choose to
+  aioquic's registry, where ``bbr.py`` registers its controller).
 
 Invariants:
 
@@ -35,7 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import NameOID
 
-from p2pcp.core.errors import PeerIdentityError
+from p2pcp.core.errors import PeerIdentityError, UsageError
+from p2pcp.net.bbr import REGISTRY_NAME as BBR_REGISTRY_NAME
 
 # The ALPN token names the wire protocol and its version; a peer speaking
 # another version fails the handshake instead of misreading our frames.
@@ -53,6 +56,14 @@ MAX_STREAM_DATA_BYTES = 16 * 1024 * 1024
 # a brief outage or a slow disk on the other side, short enough that a user
 # is not left waiting on a peer that vanished.
 IDLE_TIMEOUT_S = 30.0
+
+# The congestion controllers a user may choose (``--congestion``), by the
+# name aioquic's registry knows them under. bbr is ours (bbr.py): random loss
+# does not cut its rate; cubic and reno are aioquic's, loss-based.
+CONGESTION_CONTROLLERS = {"bbr": BBR_REGISTRY_NAME, "cubic": "cubic", "reno": "reno"}
+
+# What bench/network.py measured best on every emulated path (README).
+DEFAULT_CONGESTION = "bbr"
 
 # The certificate is self-signed and only its key matters; a long validity
 # keeps clock skew between peers from ever mattering.
@@ -113,9 +124,14 @@ def check_peer_certificate(
         )
 
 
-def _base_configuration(*, is_client: bool) -> QuicConfiguration:
+def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguration:
+    algorithm = CONGESTION_CONTROLLERS.get(congestion)
+    if algorithm is None:
+        choices = ", ".join(CONGESTION_CONTROLLERS)
+        raise UsageError(f"unknown congestion controller {congestion!r} (choose {choices})")
     return QuicConfiguration(
         is_client=is_client,
+        congestion_control_algorithm=algorithm,
         alpn_protocols=[ALPN],
         idle_timeout=IDLE_TIMEOUT_S,
         max_data=MAX_DATA_BYTES,
@@ -127,18 +143,18 @@ def _base_configuration(*, is_client: bool) -> QuicConfiguration:
     )
 
 
-def client_configuration(seed: bytes) -> QuicConfiguration:
+def client_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:
     """Client settings. It carries our certificate too, for mutual auth later."""
-    config = _base_configuration(is_client=True)
+    config = _base_configuration(is_client=True, congestion=congestion)
     cert, key = make_certificate(seed)
     config.certificate = cert
     config.private_key = key
     return config
 
 
-def server_configuration(seed: bytes) -> QuicConfiguration:
+def server_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:
     """Server settings: our certificate; no client certificate is required yet."""
-    config = _base_configuration(is_client=False)
+    config = _base_configuration(is_client=False, congestion=congestion)
     cert, key = make_certificate(seed)
     config.certificate = cert
     config.private_key = key

@@ -5,7 +5,10 @@ each function against aioquic's source before widening that range. The
 attributes used:
 
 - ``QuicConnection._loss._pacer`` (``QuicPacketPacer``): replaced by
-  ``BurstPacer``, identical but for a larger burst allowance.
+  ``BurstPacer``, identical but for a larger burst allowance and for taking
+  the rate from a controller that models one (``pacing_rate``, bbr.py).
+- ``QuicConnection._loss._cc``: the congestion controller, read by the pacer
+  and told about datagram-size changes.
 - ``QuicConnection._max_datagram_size``, ``QuicPacketRecovery._pacer
   ._max_datagram_size``, and the congestion controller's
   ``_max_datagram_size`` (Reno, Cubic) and Cubic's
@@ -38,21 +41,40 @@ from cryptography import x509
 # 64 as the sweet spot: packets per wake-up rise from ~9 to 64 (+0-30%),
 # while "send at once" bursts of ~1000 overflow receive buffers and hurt.
 PACER_BURST_PACKETS = 64
+# With a modelled pacing rate (bbr.py), a burst is at most this long at that
+# rate: each wake-up of the driver costs ~50 us of Python, so bursts shorter
+# than ~1 ms cost a CPU-bound sender throughput, and a 2 ms burst queues no
+# more than 2 ms at the bottleneck.
+BURST_TIME_S = 0.002
 
 
 class BurstPacer(QuicPacketPacer):
-    """aioquic's token-bucket pacer with a burst of PACER_BURST_PACKETS."""
+    """aioquic's token-bucket pacer with a burst of PACER_BURST_PACKETS.
+
+    With a controller that has a ``pacing_rate`` (bytes/s: bbr.py), that
+    rate is used; otherwise aioquic's cwnd / smoothed RTT.
+    """
+
+    def __init__(self, *, max_datagram_size: int, controller: Any = None) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self.controller = controller
 
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
         # The bucket is counted in packets, not in time at the pacing rate:
         # aioquic clamps packet_time to >= 1 us, so on a fast path (rate of
         # GB/s) a time-based bucket shrinks to a handful of packets and the
         # driver sleeps (>= 1 ms in epoll) after every few.
-        pacing_rate = congestion_window / max(smoothed_rtt, K_MICRO_SECOND)
+        modelled = getattr(self.controller, "pacing_rate", None)
+        if isinstance(modelled, float) and modelled > 0.0:
+            # A modelled rate is the path's: bursts of BURST_TIME_S at it
+            # leave a queue no longer than that, whatever the window.
+            pacing_rate = modelled
+            burst_bytes = int(pacing_rate * BURST_TIME_S)
+        else:
+            pacing_rate = congestion_window / max(smoothed_rtt, K_MICRO_SECOND)
+            burst_bytes = congestion_window // 4
         self.packet_time = max(K_MICRO_SECOND, min(self._max_datagram_size / pacing_rate, K_SECOND))
-        burst_packets = max(
-            2, min(congestion_window // (4 * self._max_datagram_size), PACER_BURST_PACKETS)
-        )
+        burst_packets = max(2, min(burst_bytes // self._max_datagram_size, PACER_BURST_PACKETS))
         self.bucket_max = burst_packets * self.packet_time
         self.bucket_time = min(self.bucket_time, self.bucket_max)
 
@@ -63,7 +85,9 @@ def install_burst_pacer(quic: QuicConnection) -> None:
     old = getattr(loss, "_pacer", None)
     if not isinstance(old, QuicPacketPacer):
         return
-    pacer = BurstPacer(max_datagram_size=quic._max_datagram_size)
+    pacer = BurstPacer(
+        max_datagram_size=quic._max_datagram_size, controller=getattr(loss, "_cc", None)
+    )
     pacer.bucket_max = old.bucket_max
     pacer.bucket_time = old.bucket_time
     pacer.evaluation_time = old.evaluation_time
@@ -92,12 +116,16 @@ def set_datagram_size(quic: QuicConnection, size: int) -> None:
     cc = getattr(loss, "_cc", None)
     if cc is None:
         return
-    if hasattr(cc, "_max_datagram_size"):
-        cc._max_datagram_size = size
-    if hasattr(cc, "additive_increase_factor"):
-        cc.additive_increase_factor = size
-    if size > old and hasattr(cc, "congestion_window"):
-        cc.congestion_window = cc.congestion_window * size // old
+    own_setter = getattr(cc, "set_datagram_size", None)
+    if own_setter is not None:
+        own_setter(size)  # ours (bbr.py): a model in bytes, it knows what to scale
+    else:
+        if hasattr(cc, "_max_datagram_size"):
+            cc._max_datagram_size = size
+        if hasattr(cc, "additive_increase_factor"):
+            cc.additive_increase_factor = size
+        if size > old and hasattr(cc, "congestion_window"):
+            cc.congestion_window = cc.congestion_window * size // old
     if pacer is not None and getattr(loss, "_rtt_initialized", False):
         pacer.update_rate(congestion_window=cc.congestion_window, smoothed_rtt=loss._rtt_smoothed)
 

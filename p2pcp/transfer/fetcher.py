@@ -50,6 +50,7 @@ from p2pcp.core.errors import (
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.core.ticket import Ticket
 from p2pcp.net.endpoint import Connection, Endpoint, Stream
+from p2pcp.net.tls import DEFAULT_CONGESTION
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.store import Plan, Store
 
@@ -62,6 +63,7 @@ class FetchOptions:
     force: bool = False
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     max_datagram_size: int | None = None
+    congestion: str = DEFAULT_CONGESTION
     # "auto" (relay first, then direct when a path opens), "relay-only", "direct-only".
     path_policy: str = "auto"
     # Overrides the ticket's relay URL (e.g. the relay has another name here).
@@ -220,6 +222,7 @@ class Fetcher:
             max_datagram_size=self.options.max_datagram_size,
             relay_url=relay_url,
             path_policy=self.options.path_policy,
+            congestion=self.options.congestion,
         )
         try:
             return await self._session(endpoint, relay_url, started)

@@ -10,6 +10,7 @@ from pathlib import Path
 from p2pcp.core.identity import load_or_create_secret_key
 from p2pcp.core.ticket import Ticket, encode_ticket
 from p2pcp.net.endpoint import Endpoint
+from p2pcp.net.tls import DEFAULT_CONGESTION
 from p2pcp.transfer import events
 from p2pcp.transfer.provider import Provider
 from p2pcp.transfer.source import import_scan, scan_paths
@@ -24,6 +25,7 @@ class SendOptions:
     port: int = 0
     max_datagram_size: int | None = None
     relay_url: str | None = None
+    congestion: str = DEFAULT_CONGESTION
 
 
 async def run_send(options: SendOptions, emit: Emit) -> None:
@@ -45,6 +47,7 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
         port=options.port,
         max_datagram_size=options.max_datagram_size,
         relay_url=options.relay_url,
+        congestion=options.congestion,
     )
     try:
         addresses = tuple(endpoint.direct_addresses())

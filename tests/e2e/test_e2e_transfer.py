@@ -304,3 +304,22 @@ def test_unreachable_sender_exits_3(tmp_path: Path, make_node: Any) -> None:
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result.stderr)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("congestion", ["bbr", "cubic", "reno"])
+def test_each_congestion_controller_moves_a_file(
+    congestion: str, tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(8 * LEAF_SIZE + 5))
+    sender = start_sender(make_node(), src, extra=("--once", "--congestion", congestion))
+    out = tmp_path / "out"
+    _done(_receive(make_node(), sender.ticket, out, "--congestion", congestion.upper()))
+    assert (out / "data.bin").read_bytes() == src.read_bytes()
+    assert sender.wait() == 0
+
+
+def test_unknown_congestion_controller_exits_2(tmp_path: Path, make_node: Any) -> None:
+    result = make_node().run("send", "--congestion", "vegas", str(tmp_path))
+    assert result.returncode == 2
+    assert "vegas" in result.stderr

@@ -1,0 +1,75 @@
+"""``--congestion``: names map to aioquic's registry, and the wiring reaches the connection."""
+
+from __future__ import annotations
+
+import pytest
+from aioquic.quic.congestion.cubic import CubicCongestionControl
+from aioquic.quic.congestion.reno import RenoCongestionControl
+from aioquic.quic.connection import QuicConnection
+
+from p2pcp.cli.common import Congestion
+from p2pcp.core.errors import UsageError
+from p2pcp.net import tls, tuning
+from p2pcp.net.bbr import BbrCongestionControl
+
+SEED = bytes(range(32))
+
+
+def _connection(congestion: str) -> QuicConnection:
+    quic = QuicConnection(configuration=tls.client_configuration(SEED, congestion))
+    tuning.install_burst_pacer(quic)
+    return quic
+
+
+def test_cli_choices_are_the_controllers() -> None:
+    assert [c.value for c in Congestion] == list(tls.CONGESTION_CONTROLLERS)
+    assert tls.DEFAULT_CONGESTION in tls.CONGESTION_CONTROLLERS
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("bbr", BbrCongestionControl),
+        ("cubic", CubicCongestionControl),
+        ("reno", RenoCongestionControl),
+    ],
+)
+def test_each_name_builds_its_controller(name: str, cls: type) -> None:
+    quic = _connection(name)
+    assert type(quic._loss._cc) is cls
+    assert type(tls.server_configuration(SEED, name).congestion_control_algorithm) is str
+
+
+def test_unknown_name_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown congestion controller 'vegas'"):
+        tls.client_configuration(SEED, "vegas")
+
+
+def test_pacer_follows_a_modelled_rate() -> None:
+    quic = _connection("bbr")
+    pacer = quic._loss._pacer
+    cc = quic._loss._cc
+    assert isinstance(pacer, tuning.BurstPacer)
+    assert pacer.controller is cc
+    rate = cc.pacing_rate
+    # a window and an RTT that would give a very different cwnd / RTT rate
+    pacer.update_rate(congestion_window=10_000_000, smoothed_rtt=0.001)
+    assert pacer.packet_time == pytest.approx(quic._max_datagram_size / rate)
+
+
+def test_pacer_uses_window_over_rtt_without_a_model() -> None:
+    quic = _connection("reno")
+    pacer = quic._loss._pacer
+    pacer.update_rate(congestion_window=120_000, smoothed_rtt=0.1)
+    assert pacer.packet_time == pytest.approx(quic._max_datagram_size / 1_200_000)
+
+
+def test_datagram_size_change_reaches_each_controller() -> None:
+    for name in tls.CONGESTION_CONTROLLERS:
+        quic = _connection(name)
+        cc = quic._loss._cc
+        window = cc.congestion_window
+        tuning.set_datagram_size(quic, 12_000)
+        assert quic._loss._pacer._max_datagram_size == 12_000
+        # the initial window keeps its packet count at the new size
+        assert cc.congestion_window == window * 12_000 // 1200, name
