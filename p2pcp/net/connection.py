@@ -22,7 +22,10 @@ Invariants:
   under the cap: the relay carries 64 KiB over TCP); over a direct address
   it is 1200 until a probe of a larger size is echoed on that address
   (probe.py), and every move to a direct address starts again from 1200.
-  EMSGSIZE on a QUIC datagram drops it back to 1200.
+  EMSGSIZE on a QUIC datagram drops it back to 1200. Where the path carries
+  a larger size only in IP fragments, ``FragmentGuard`` (fragment.py) says
+  per transmit whether to use it; its verdicts come from the fate of every
+  packet (``tuning.install_loss_tap``).
 - A path change that may have lost packets (leaving a direct path, or the
   relay coming back) makes aioquic retransmit at once instead of waiting
   for its backed-off probe timer; the QUIC address never changes, so aioquic
@@ -52,6 +55,7 @@ from p2pcp.core.errors import (
     PeerIdentityError,
 )
 from p2pcp.net import tuning
+from p2pcp.net.fragment import FragmentGuard
 from p2pcp.net.magicsock import MagicSock, PeerPath
 from p2pcp.net.pathstate import KIND_DIRECT, KIND_RELAY
 from p2pcp.net.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES, DatagramSizeProber, encode_probe
@@ -135,12 +139,15 @@ class Connection:
         self._timer_at = 0.0
         self._is_transmit_scheduled = False
         self._prober: DatagramSizeProber | None = None
+        # Set while the direct path carries fragmented datagrams (fragment.py).
+        self._guard: FragmentGuard | None = None
         self.cids: set[bytes] = set()
         self._direct_bytes = 0
         self._relay_bytes = 0
         self._path_listener: PathListener | None = None
         self._reported_path = (path.kind, path.description)
         tuning.install_burst_pacer(quic)
+        tuning.install_loss_tap(quic, self._packet_resolved)
         self._add_cid(quic.host_cid)
         # A server looks for direct paths at once; a client once connect()
         # returns (Endpoint.connect), so its first path is the one reported.
@@ -315,6 +322,17 @@ class Connection:
             return
         if self._prober.receive_ack(nonce, size):
             self._set_datagram_size(self._prober.size)
+        fragmented = self._prober.fragmented_size
+        if fragmented is None:
+            self._guard = None
+        elif self._guard is None or self._guard.whole != self._prober.size:
+            self._guard = FragmentGuard(whole=self._prober.size, fragmented=fragmented)
+            logger.info(
+                "%r: the path carries %d-byte datagrams in fragments; whole up to %d",
+                self,
+                fragmented,
+                self._prober.size,
+            )
 
     def datagram_too_big(self, datagram: bytes) -> None:
         """Our stack refused a datagram (EMSGSIZE): the path shrank."""
@@ -355,6 +373,7 @@ class Connection:
 
     def _fit_datagram_size_to_path(self, now: float) -> None:
         """Relay: the largest size at once. Direct: 1200, then probe that address."""
+        self._guard = None
         if self._path.state.kind == KIND_RELAY:
             self._prober = None
             cap = self._datagram_size_cap
@@ -366,7 +385,7 @@ class Connection:
         if self._path.state.direct_address is None:
             self._prober = None  # no address to probe yet: the next change brings one
             return
-        self._prober = DatagramSizeProber(cap=self._datagram_size_cap)
+        self._prober = DatagramSizeProber(cap=self._datagram_size_cap, fragment=True)
         self._send_probes(now)
 
     def _add_cid(self, cid: bytes) -> None:
@@ -387,10 +406,23 @@ class Connection:
             return
         if now is None:
             now = self.loop.time()
-        datagrams = self._quic.datagrams_to_send(now=now)
+        guard = self._guard
+        may_fragment = False
+        if guard is None:
+            datagrams = self._quic.datagrams_to_send(now=now)
+        else:
+            size = guard.next_size(now)
+            settled = guard.fragmented if guard.is_fragmenting else guard.whole
+            self._set_datagram_size(settled)
+            may_fragment = size > guard.whole
+            if size != settled:
+                tuning.set_packet_size(self._quic, size)
+            datagrams = self._quic.datagrams_to_send(now=now)
+            if size != settled:
+                tuning.set_packet_size(self._quic, settled)
         if datagrams:
             payloads = [data for data, _addr in datagrams]
-            kind = self._magicsock.send(self._path, payloads)
+            kind = self._magicsock.send(self._path, payloads, may_fragment=may_fragment)
             if kind == KIND_DIRECT:
                 self._direct_bytes += sum(map(len, payloads))
             elif kind == KIND_RELAY:
@@ -431,7 +463,26 @@ class Connection:
             return
         for probe in self._prober.probes_to_send(now):
             self._owner.register_probe(probe.nonce, self)
-            self._magicsock.send_control(self._path, encode_probe(probe.nonce, probe.size))
+            self._magicsock.send_control(
+                self._path,
+                encode_probe(probe.nonce, probe.size),
+                may_fragment=probe.may_fragment,
+            )
+
+    def _packet_resolved(self, size: int, is_lost: bool, now: float) -> None:
+        guard = self._guard
+        if guard is None:
+            return
+        was_fragmenting = guard.is_fragmenting
+        guard.packet_resolved(size, is_lost, now)
+        if was_fragmenting and not guard.is_fragmenting:
+            logger.info(
+                "%r: fragmented datagrams lost %.2f%% against %.2f%% whole: back to %d bytes",
+                self,
+                100 * guard.fragmented_loss,
+                100 * guard.whole_loss,
+                guard.whole,
+            )
 
     def _process_events(self) -> None:
         quic = self._quic

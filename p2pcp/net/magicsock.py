@@ -364,12 +364,17 @@ class MagicSock:
 
     # -- sending -------------------------------------------------------------------
 
-    def send(self, path: PeerPath, datagrams: Sequence[bytes]) -> str:
-        """Send a connection's datagrams by its path; returns the kind used ("" = dropped)."""
+    def send(
+        self, path: PeerPath, datagrams: Sequence[bytes], *, may_fragment: bool = False
+    ) -> str:
+        """Send a connection's datagrams by its path; returns the kind used ("" = dropped).
+
+        ``may_fragment``: on a direct path, the kernel may fragment them (udp.py).
+        """
         state = path.state
         kind = state.kind
         if kind == KIND_DIRECT:
-            self.udp.send(datagrams, state.direct_address)  # type: ignore[arg-type]
+            self.udp.send(datagrams, state.direct_address, may_fragment=may_fragment)  # type: ignore[arg-type]
             return KIND_DIRECT
         if kind == KIND_RELAY:
             relay = path.relay
@@ -386,11 +391,11 @@ class MagicSock:
                 udp.send(datagrams, candidate)
         return KIND_DIRECT
 
-    def send_control(self, path: PeerPath, packet: bytes) -> None:
+    def send_control(self, path: PeerPath, packet: bytes, *, may_fragment: bool = False) -> None:
         """Send a p2pcp control packet on the direct path in use (dropped if none)."""
         address = path.state.direct_address
         if address is not None:
-            self.udp.send([packet], address)
+            self.udp.send([packet], address, may_fragment=may_fragment)
 
     def send_disco(
         self, path: PeerPath, message: Ping | Pong | CallMeMaybe, address: Address | None

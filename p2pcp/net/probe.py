@@ -22,8 +22,16 @@ The prober (``DatagramSizeProber``) has no I/O and no clock:
   ``receive_too_big(nonce)`` (the local stack refused the size: EMSGSIZE),
   ``handle_timer(now)``;
 - outputs: the ``Probe`` list from ``probes_to_send``, ``get_timer()``,
-  ``size`` (the largest size proven so far, never below ``floor``) and
-  ``is_finished``.
+  ``size`` (the largest size proven so far, never below ``floor``),
+  ``fragmented_size`` and ``is_finished``.
+
+Fragmentation (RFC 8899 keeps to whole datagrams; FACTS.md measured why we
+may not): with ``fragment=True`` one more rung, ``MAX_DATAGRAM_BYTES`` sent
+with the don't-fragment bit clear (``Probe.may_fragment``), asks whether the
+kernel's and the path's IP fragmentation carry a datagram larger than the
+path MTU. Its echo sets ``fragmented_size`` and proves nothing about whole
+sizes; a whole rung of the same size makes it moot. Whether fragmented
+datagrams may then carry data is ``fragment.FragmentGuard``'s call.
 
 Invariants: ``size`` only grows; it is always ``floor`` or a rung the peer
 echoed; every rung is at most ``cap``; each rung is tried at most
@@ -134,11 +142,13 @@ class Probe:
 
     nonce: int
     size: int
+    may_fragment: bool = False
 
 
 @dataclass
 class _Rung:
     size: int
+    may_fragment: bool = False
     attempts: int = 0
     nonce: int | None = None
     deadline: float | None = None
@@ -157,19 +167,29 @@ class DatagramSizeProber:
         self,
         *,
         cap: int | None = None,
+        fragment: bool = False,
         timeout_s: float = PROBE_TIMEOUT_S,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
-        self._rungs = [_Rung(size) for size in ladder_for(cap)]
+        ladder = ladder_for(cap)
+        self._rungs = [_Rung(size) for size in ladder]
+        if fragment and ladder:
+            self._rungs.append(_Rung(ladder[-1], may_fragment=True))
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
         self._size = FLOOR_BYTES
+        self._fragmented_size: int | None = None
         self._by_nonce: dict[int, _Rung] = {}
 
     @property
     def size(self) -> int:
-        """The largest datagram size proven on this path (at least FLOOR_BYTES)."""
+        """The largest whole datagram proven on this path (at least FLOOR_BYTES)."""
         return self._size
+
+    @property
+    def fragmented_size(self) -> int | None:
+        """A larger size the path carried in fragments (None: none, or not needed)."""
+        return self._fragmented_size
 
     @property
     def is_finished(self) -> bool:
@@ -190,7 +210,7 @@ class DatagramSizeProber:
             rung.nonce = int.from_bytes(os.urandom(8), "big")
             rung.deadline = now + self._timeout_s
             self._by_nonce[rung.nonce] = rung
-            probes.append(Probe(nonce=rung.nonce, size=rung.size))
+            probes.append(Probe(nonce=rung.nonce, size=rung.size, may_fragment=rung.may_fragment))
         return probes
 
     def handle_timer(self, now: float) -> None:
@@ -219,14 +239,20 @@ class DatagramSizeProber:
         if rung is None or rung.size != size or rung.is_done:
             return False
         self._settle(rung)
+        if rung.may_fragment:
+            if size > self._size:
+                self._fragmented_size = size
+            return False
         grew = False
         if size > self._size:
             self._size = size
             grew = True
-        # Smaller rungs are proven by this one.
+        # Smaller rungs are proven by this one (and fragments are no longer needed).
         for other in self._rungs:
-            if other.size < size and not other.is_done:
+            if other.size <= size and not other.is_done:
                 self._settle(other)
+        if self._fragmented_size is not None and self._fragmented_size <= size:
+            self._fragmented_size = None
         return grew
 
     def receive_too_big(self, nonce: int) -> None:
@@ -236,7 +262,7 @@ class DatagramSizeProber:
         if rung is None:
             return
         for other in self._rungs:
-            if other.size >= rung.size and not other.is_done:
+            if other.size >= rung.size and other.may_fragment == rung.may_fragment:
                 self._settle(other)
 
     def _settle(self, rung: _Rung) -> None:

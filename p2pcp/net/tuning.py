@@ -15,6 +15,9 @@ attributes used:
   ``additive_increase_factor``: the objects that cache the datagram size in
   aioquic 1.7.2 (``QuicPacketBuilder`` is created per ``datagrams_to_send``
   call from the connection's value, so it needs nothing).
+- The congestion controller's ``on_packet_acked`` / ``on_packets_lost``:
+  wrapped on the instance (``install_loss_tap``) so the connection learns
+  each resolved packet's size and fate (fragment.py).
 - ``QuicConnection.tls._peer_certificate``: the server's certificate, for
   identity pinning.
 - ``QuicStreamSender._buffer_start`` / ``_buffer_stop``: bytes a stream still
@@ -31,6 +34,7 @@ closed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.quic.connection import QuicConnection
@@ -93,6 +97,35 @@ def install_burst_pacer(quic: QuicConnection) -> None:
     pacer.evaluation_time = old.evaluation_time
     pacer.packet_time = old.packet_time
     loss._pacer = pacer
+
+
+def install_loss_tap(quic: QuicConnection, on_resolved: Callable[[int, bool, float], None]) -> None:
+    """Call ``on_resolved(size, is_lost, now)`` for every in-flight packet acked or lost."""
+    loss: Any = getattr(quic, "_loss", None)
+    cc: Any = getattr(loss, "_cc", None)
+    acked = getattr(cc, "on_packet_acked", None)
+    lost = getattr(cc, "on_packets_lost", None)
+    if acked is None or lost is None:
+        return
+
+    def on_packet_acked(*, now: float, packet: Any) -> None:
+        on_resolved(packet.sent_bytes, False, now)
+        acked(now=now, packet=packet)
+
+    def on_packets_lost(*, now: float, packets: Any) -> None:
+        packets = list(packets)
+        for packet in packets:
+            on_resolved(packet.sent_bytes, True, now)
+        lost(now=now, packets=packets)
+
+    cc.on_packet_acked = on_packet_acked
+    cc.on_packets_lost = on_packets_lost
+
+
+def set_packet_size(quic: QuicConnection, size: int) -> None:
+    """The size of the packets built next, and nothing else (pacer and
+    controller keep theirs): for a few packets of another size."""
+    quic._max_datagram_size = size
 
 
 def datagram_size(quic: QuicConnection) -> int:

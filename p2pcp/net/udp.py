@@ -21,7 +21,11 @@ Invariants:
   dropped, which QUIC treats as loss (as the network itself would).
 - EMSGSIZE (a datagram above the path MTU: sockets set IP_PMTUDISC_DO so the
   kernel never fragments) is reported to ``on_too_big`` and the datagram
-  dropped.
+  dropped. ``send(..., may_fragment=True)`` is the one exception: those
+  datagrams go out one by one (GSO cannot segment above the MTU) with
+  IP_PMTUDISC_DONT set just for them, so the kernel fragments them
+  (fragment.py decides when that is wise). Linux only; elsewhere the flag
+  is ignored.
 - ``UDP_SEGMENT``/``UDP_GRO`` are switched off for the socket's life at the
   first sign the kernel or device refuses them.
 """
@@ -48,8 +52,10 @@ _UDP_SEGMENT = 103
 _UDP_GRO = 104
 _IP_MTU_DISCOVER = 10
 _IP_PMTUDISC_DO = 2
+_IP_PMTUDISC_DONT = 0
 _IPV6_MTU_DISCOVER = 23
 _IPV6_PMTUDISC_DO = 2
+_IPV6_PMTUDISC_DONT = 0
 
 # A UDP datagram (and a GRO-coalesced buffer) is at most 64 KiB.
 RECEIVE_BUFFER_BYTES = 65535
@@ -109,7 +115,7 @@ class UdpSocket:
         self.is_dual_stack = sock.family == socket.AF_INET6
         self.has_gso = _IS_LINUX
         self.has_gro = _IS_LINUX and _enable_gro(sock)
-        self._queue: deque[tuple[list[bytes], Address]] = deque()
+        self._queue: deque[tuple[list[bytes], Address, bool]] = deque()
         self._queued_datagrams = 0
         self._is_writer_armed = False
         self._is_retry_armed = False
@@ -207,27 +213,53 @@ class UdpSocket:
 
     # -- send --------------------------------------------------------------
 
-    def send(self, datagrams: Sequence[bytes], address: Address) -> None:
-        """Send ``datagrams`` in order to ``address`` (queued if the kernel pushes back)."""
+    def send(
+        self, datagrams: Sequence[bytes], address: Address, *, may_fragment: bool = False
+    ) -> None:
+        """Send ``datagrams`` in order to ``address`` (queued if the kernel pushes back).
+
+        ``may_fragment``: the kernel may fragment them (see the module doc).
+        """
         if self._is_closed or not datagrams:
             return
+        may_fragment = may_fragment and _IS_LINUX
         if self._queue:
-            self._enqueue(list(datagrams), address)
+            self._enqueue(list(datagrams), address, may_fragment)
             return
-        rest = self._send_now(datagrams, address)
+        rest = self._send(datagrams, address, may_fragment)
         if rest:
-            self._enqueue(rest, address)
+            self._enqueue(rest, address, may_fragment)
 
-    def _enqueue(self, datagrams: list[bytes], address: Address) -> None:
+    def _enqueue(self, datagrams: list[bytes], address: Address, may_fragment: bool) -> None:
         room = MAX_QUEUED_DATAGRAMS - self._queued_datagrams
         if room <= 0:
             return
         if len(datagrams) > room:
             datagrams = datagrams[:room]
-        self._queue.append((datagrams, address))
+        self._queue.append((datagrams, address, may_fragment))
         self._queued_datagrams += len(datagrams)
 
-    def _send_now(self, datagrams: Sequence[bytes], address: Address) -> list[bytes]:
+    def _send(
+        self, datagrams: Sequence[bytes], address: Address, may_fragment: bool
+    ) -> list[bytes]:
+        if not may_fragment:
+            return self._send_now(datagrams, address)
+        self._set_fragmenting(address, _IP_PMTUDISC_DONT, _IPV6_PMTUDISC_DONT)
+        try:
+            return self._send_now(datagrams, address, use_gso=False)
+        finally:
+            self._set_fragmenting(address, _IP_PMTUDISC_DO, _IPV6_PMTUDISC_DO)
+
+    def _set_fragmenting(self, address: Address, ipv4_mode: int, ipv6_mode: int) -> None:
+        with contextlib.suppress(OSError):
+            if ":" in address[0]:
+                self._sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, ipv6_mode)
+            else:
+                self._sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, ipv4_mode)
+
+    def _send_now(
+        self, datagrams: Sequence[bytes], address: Address, *, use_gso: bool = True
+    ) -> list[bytes]:
         """Send as much as the kernel takes; returns what is left on EAGAIN/ENOBUFS."""
         wire = self.wire_address(address)
         sock = self._sock
@@ -237,7 +269,7 @@ class UdpSocket:
             first = datagrams[index]
             size = len(first)
             end = index + 1
-            if self.has_gso:
+            if self.has_gso and use_gso:
                 total = size
                 limit = min(count, index + MAX_GSO_SEGMENTS)
                 while end < limit:
@@ -303,11 +335,11 @@ class UdpSocket:
         if self._is_closed:
             return
         while self._queue:
-            datagrams, address = self._queue.popleft()
+            datagrams, address, may_fragment = self._queue.popleft()
             self._queued_datagrams -= len(datagrams)
-            rest = self._send_now(datagrams, address)
+            rest = self._send(datagrams, address, may_fragment)
             if rest:
-                self._queue.appendleft((rest, address))
+                self._queue.appendleft((rest, address, may_fragment))
                 self._queued_datagrams += len(rest)
                 return
 

@@ -1,0 +1,115 @@
+"""FragmentGuard on a simulated path: frames lost at random, datagrams of k frames."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from p2pcp.net.fragment import RETRY_S, WHOLE_EVERY, FragmentGuard
+
+WHOLE = 1452
+FRAGMENTED = 16000
+FRAMES = math.ceil(FRAGMENTED / 1480)  # IPv4 fragments of a 16,000-byte datagram
+
+
+def run(
+    guard: FragmentGuard,
+    *,
+    frame_loss: float,
+    seconds: float,
+    start: float = 0.0,
+    reassembly_fails_after: int | None = None,
+    per_transmit: int = 10,
+    transmits_per_s: int = 1000,
+    seed: int = 1,
+) -> list[tuple[float, int]]:
+    """Drive the guard; returns (time, size) for each transmit.
+
+    Each transmit sends ``per_transmit`` datagrams of the chosen size; a
+    datagram is lost if any of its frames is. With ``reassembly_fails_after``
+    the receiver's reassembly memory is exhausted once that many fragmented
+    datagrams were lost, and every later fragmented datagram is lost.
+    """
+    rng = random.Random(seed)
+    incomplete = 0
+    sizes = []
+    for step in range(int(seconds * transmits_per_s)):
+        now = start + step / transmits_per_s
+        size = guard.next_size(now)
+        sizes.append((now, size))
+        frames = FRAMES if size > WHOLE else 1
+        for _ in range(per_transmit):
+            lost = any(rng.random() < frame_loss for _ in range(frames))
+            if size > WHOLE:
+                exhausted = (
+                    reassembly_fails_after is not None and incomplete >= reassembly_fails_after
+                )
+                lost = lost or exhausted
+                incomplete += lost
+            guard.packet_resolved(size, lost, now)
+    return sizes
+
+
+def share_fragmented(sizes: list[tuple[float, int]], t0: float, t1: float) -> float:
+    window = [size for t, size in sizes if t0 <= t < t1]
+    return sum(size > WHOLE for size in window) / len(window)
+
+
+def test_a_clean_path_keeps_fragmenting_with_whole_samples_interleaved() -> None:
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    sizes = run(guard, frame_loss=0.0, seconds=20)
+    assert guard.is_fragmenting
+    assert guard.fallbacks == 0
+    assert share_fragmented(sizes, 0, 20) == pytest.approx(1 - 1 / WHOLE_EVERY, abs=0.01)
+
+
+def test_rare_loss_alike_for_both_kinds_keeps_fragmenting() -> None:
+    # congestion drops hit whole and fragmented datagrams alike (per datagram)
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    rng = random.Random(3)
+    for step in range(200_000):
+        now = step / 10_000
+        size = guard.next_size(now)
+        guard.packet_resolved(size, rng.random() < 0.002, now)
+    assert guard.is_fragmenting
+    assert guard.fallbacks == 0
+
+
+@pytest.mark.parametrize("frame_loss", [0.001, 0.005, 0.02])
+def test_random_loss_falls_back_within_about_a_second(frame_loss: float) -> None:
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    sizes = run(guard, frame_loss=frame_loss, seconds=10)
+    assert guard.fallbacks == 1
+    fell_back_at = next(t for t, _ in sizes if not share_fragmented(sizes, t, t + 1) > 0)
+    assert fell_back_at < 1.5
+    # and then stays whole until the retry
+    assert share_fragmented(sizes, 2, 10) == 0
+
+
+def test_reassembly_collapse_falls_back_even_if_whole_loss_is_unknown() -> None:
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    sizes = run(guard, frame_loss=0.0, seconds=3, reassembly_fails_after=0)
+    assert not guard.is_fragmenting
+    assert share_fragmented(sizes, 0.5, 3) == 0
+
+
+def test_retries_after_a_backoff_that_doubles() -> None:
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    run(guard, frame_loss=0.01, seconds=1)
+    assert guard.fallbacks == 1
+    assert guard.next_size(RETRY_S - 1) == WHOLE
+    # the path got clean meanwhile: fragmenting again, and it sticks
+    sizes = run(guard, frame_loss=0.0, seconds=5, start=RETRY_S + 1)
+    assert guard.is_fragmenting
+    assert share_fragmented(sizes, RETRY_S + 1, RETRY_S + 6) > 0.8
+    # lossy again: falls back, next retry twice as far away
+    run(guard, frame_loss=0.01, seconds=2, start=RETRY_S + 10)
+    assert guard.fallbacks == 2
+    assert guard.next_size(RETRY_S + 12 + 2 * RETRY_S - 5) == WHOLE
+
+
+def test_sizes_must_differ() -> None:
+    with pytest.raises(ValueError):
+        FragmentGuard(whole=1452, fragmented=1452)
