@@ -18,10 +18,11 @@ Invariants:
   connection; a mismatch closes it and fails ``connect`` with
   PeerIdentityError.
 - Datagram size starts at 1200 and, after the handshake, follows the path:
-  over the relay it is the largest aioquic sends (``RELAY_DATAGRAM_BYTES``,
-  under the cap: the relay carries 64 KiB over TCP); over a direct address
-  it is 1200 until a probe of a larger size is echoed on that address
-  (probe.py), and every move to a direct address starts again from 1200.
+  it is 1200 until a probe of a larger size is echoed on that path
+  (probe.py): on a direct address, to that address; over the relay, through
+  it (up to ``RELAY_DATAGRAM_BYTES``: the relay carries 64 KiB in a TCP
+  stream, so the first round trip settles it). Every path change starts
+  again from 1200.
   EMSGSIZE on a QUIC datagram drops it back to 1200. Where the path carries
   a larger size only in IP fragments, ``FragmentGuard`` (fragment.py) says
   per transmit whether to use it; its verdicts come from the fate of every
@@ -372,20 +373,20 @@ class Connection:
             logger.info("%r: datagram size now %d", self, size)
 
     def _fit_datagram_size_to_path(self, now: float) -> None:
-        """Relay: the largest size at once. Direct: 1200, then probe that address."""
+        """1200, then probe the path (direct: that address, may fragment; relay: through it)."""
         self._guard = None
-        if self._path.state.kind == KIND_RELAY:
-            self._prober = None
-            cap = self._datagram_size_cap
-            self._set_datagram_size(
-                RELAY_DATAGRAM_BYTES if cap is None else min(cap, RELAY_DATAGRAM_BYTES)
-            )
-            return
         self._set_datagram_size(FLOOR_BYTES)
-        if self._path.state.direct_address is None:
+        cap = self._datagram_size_cap
+        if self._path.state.kind == KIND_RELAY:
+            # A stream carries them: no IP fragments, and the relay's own
+            # limit (64 KiB) is above every rung; the probes prove it.
+            relay_cap = RELAY_DATAGRAM_BYTES if cap is None else min(cap, RELAY_DATAGRAM_BYTES)
+            self._prober = DatagramSizeProber(cap=relay_cap)
+        elif self._path.state.direct_address is None:
             self._prober = None  # no address to probe yet: the next change brings one
             return
-        self._prober = DatagramSizeProber(cap=self._datagram_size_cap, fragment=True)
+        else:
+            self._prober = DatagramSizeProber(cap=cap, fragment=True)
         self._send_probes(now)
 
     def _add_cid(self, cid: bytes) -> None:

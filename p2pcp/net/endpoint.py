@@ -475,7 +475,7 @@ class Endpoint:
             connection.abort(ConnectError("handshake did not complete in time"))
             self._pending_server.pop(connection, None)
 
-    def _receive_probe_ack(self, nonce: int, size: int, address: Address) -> None:
+    def _receive_probe_ack(self, nonce: int, size: int, address: Address | None) -> None:
         connection = self._probes.pop(nonce, None)
         if connection is not None:
             connection.receive_probe_ack(nonce, size)

@@ -79,7 +79,8 @@ MAX_PEERS = 1024
 QuicAddress = tuple[str, int]
 DirectBatchCallback = Callable[[list[tuple[bytes, Address]]], None]
 RelayBatchCallback = Callable[["PeerPath", list[bytes]], None]
-ProbeAckCallback = Callable[[int, int, Address], None]
+# (nonce, size, address the echo came from; None: over the relay)
+ProbeAckCallback = Callable[[int, int, Address | None], None]
 TooBigCallback = Callable[[bytes, Address], None]
 StunCallback = Callable[[bytes, Address], None]
 
@@ -392,9 +393,13 @@ class MagicSock:
         return KIND_DIRECT
 
     def send_control(self, path: PeerPath, packet: bytes, *, may_fragment: bool = False) -> None:
-        """Send a p2pcp control packet on the direct path in use (dropped if none)."""
+        """Send a p2pcp control packet on the path in use: the direct address,
+        else the relay (dropped if neither)."""
         address = path.state.direct_address
-        if address is not None:
+        if path.state.kind == KIND_RELAY:
+            if path.relay is not None and path.node_id is not None:
+                path.relay.send(path.node_id, [packet])
+        elif address is not None:
             self.udp.send([packet], address, may_fragment=may_fragment)
 
     def send_disco(
@@ -489,10 +494,25 @@ class MagicSock:
         quic = [d for d in datagrams if d and d[0] & 0x40]
         if len(quic) != len(datagrams):
             for data in datagrams:
-                if data and not data[0] & 0x40 and is_disco_packet(data):
+                if not data or data[0] & 0x40:
+                    continue
+                if is_disco_packet(data):
                     self._receive_relayed_disco(path, source, data, now)
+                else:
+                    self._receive_relayed_control(relay, source, data)
         if quic:
             self._on_relay_batch(path, quic)
+
+    def _receive_relayed_control(self, relay: RelayClient, source: NodeId, data: bytes) -> None:
+        """Datagram-size probes over the relay: echoed the same way, as over UDP."""
+        try:
+            packet = decode_control(data)
+        except RemoteProtocolError:
+            return
+        if packet.kind == TYPE_PROBE:
+            relay.send(source, [encode_probe_ack(packet.nonce, packet.size)])
+        elif packet.kind == TYPE_PROBE_ACK:
+            self._on_probe_ack(packet.nonce, packet.size, None)
 
     def _receive_relayed_disco(
         self, path: PeerPath, source: NodeId, data: bytes, now: float
