@@ -9,9 +9,12 @@ application calls ``read`` / ``read_exactly`` / ``write`` / ``finish`` /
 Invariants:
 
 - ``write`` returns only once the stream holds at most ``HIGH_WATER_BYTES``
-  of unsent plus unacknowledged data (aioquic's own send buffer is
-  unbounded), so a fast producer cannot fill memory. It wakes when the
-  amount falls to ``LOW_WATER_BYTES``.
+  of unsent plus unacknowledged data, or the whole connection holds at most
+  its send budget (``Connection.send_budget``: a few congestion windows, at
+  most ``MAX_SEND_BUDGET_BYTES``): aioquic's own send buffer is unbounded,
+  so a fast producer cannot fill memory, yet one stream alone can keep a
+  long fat path full while a lost packet holds up the acknowledged edge of
+  its buffer. It wakes when the amounts fall to half of those.
 - Received data is handed out in order, exactly once; ``read`` returns
   ``b""`` only after the peer's FIN and every byte before it.
 - Once a stream has failed (peer reset, connection lost) every later
@@ -196,10 +199,9 @@ class Stream:
         self._wake_reader()
         self._wake_writer_now()
 
-    def wake_writer(self, buffered_bytes: int) -> None:
-        """Called by the driver after ACKs with the stream's buffered bytes."""
-        if buffered_bytes <= LOW_WATER_BYTES:
-            self._wake_writer_now()
+    def wake_writer(self) -> None:
+        """Called by the driver after ACKs once the stream may write again."""
+        self._wake_writer_now()
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
@@ -213,7 +215,7 @@ class Stream:
 
     async def _wait_below_high_water(self) -> None:
         connection = self._connection
-        while connection.stream_buffered_bytes(self.stream_id) > HIGH_WATER_BYTES:
+        while not connection.may_write(self.stream_id):
             if self._write_error is not None:
                 raise self._write_error
             self._write_waiter = connection.loop.create_future()

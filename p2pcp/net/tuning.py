@@ -128,6 +128,12 @@ def set_packet_size(quic: QuicConnection, size: int) -> None:
     quic._max_datagram_size = size
 
 
+def congestion_window(quic: QuicConnection) -> int:
+    """The congestion controller's window in bytes (0 if aioquic changed shape)."""
+    loss: Any = getattr(quic, "_loss", None)
+    return int(getattr(getattr(loss, "_cc", None), "congestion_window", 0))
+
+
 def datagram_size(quic: QuicConnection) -> int:
     return int(quic._max_datagram_size)
 
