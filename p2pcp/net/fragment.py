@@ -12,12 +12,26 @@ than whole ones, measured side by side on the same path at the same time.
 How: while fragmenting, one transmit in ``WHOLE_EVERY`` builds whole
 datagrams (``next_size``), so both kinds cross the path together. Every
 packet the sender's loss detection resolves (acked or lost) is counted by
-kind (``packet_resolved``). The guard falls back to whole datagrams when
+kind (``packet_resolved``). Loss is compared per IP fragment: a datagram of
+k fragments crosses the path only if all k do, so where the path loses a
+fraction p of frames it loses ~k x p of such datagrams, and that is the
+path's loss, not fragmentation's. The guard falls back to whole datagrams
+when
 
-- fragmented loss exceeds ``TOLERANCE`` x whole loss (both estimated with
-  one pseudo-loss and two pseudo-packets added, so a handful of samples
-  cannot decide) and at least ``MIN_LOSSES`` fragmented datagrams were lost;
-  or
+- the per-fragment loss of fragmented datagrams exceeds ``TOLERANCE`` x the
+  loss of whole ones (both estimated with one pseudo-loss and two
+  pseudo-packets added, so a handful of samples cannot decide) and at least
+  ``MIN_LOSSES`` fragmented datagrams were lost: fragments are dropped
+  somewhere whole datagrams are not (a middlebox, a failing reassembly);
+- more fragmented datagrams were lost in the last ``REASSEMBLY_WINDOW_S``
+  than ``REASSEMBLY_BUDGET_BYTES`` of the receiver's reassembly memory can
+  hold: each such loss leaves the fragments that did arrive pinned there
+  for 30 s (Linux ``ipfrag_time``), and past its limit (4 MiB by default)
+  the receiver's kernel drops every fragment. This is what ends
+  fragmentation on a path with random loss at any real rate;
+- fragmented datagrams are lost more often than ``MAX_FRAGMENTED_LOSS``
+  (the congestion controller would read the path's random loss, multiplied
+  by the fragment count, as congestion);
 - fragmented loss passes ``COLLAPSE_LOSS`` (the receiver's reassembly is
   failing), whatever the whole loss.
 
@@ -33,6 +47,9 @@ is_lost, now)``. Outputs: ``next_size``'s answer, ``is_fragmenting``,
 
 from __future__ import annotations
 
+import math
+from collections import deque
+
 # One transmit in this many builds whole datagrams while fragmenting: enough
 # whole samples to compare within a second or two at any rate worth
 # fragmenting for, at a cost of ~1/8 of transmits at the slower size.
@@ -41,9 +58,21 @@ WHOLE_EVERY = 8
 # damage of fragmenting a lossy path is ~number of fragments x).
 TOLERANCE = 2.0
 MIN_LOSSES = 4
+# Beyond this loss per fragmented datagram, fragmenting makes the path look
+# congested to the controller (bbr.py reads a round losing 2% as congestion).
+MAX_FRAGMENTED_LOSS = 0.02
 # Reassembly collapse: a quarter of fragmented datagrams lost.
 COLLAPSE_LOSS = 0.25
 COLLAPSE_MIN_LOSSES = 8
+# Lost fragmented datagrams may pin at most this much of the receiver's
+# reassembly memory (half of Linux's default 4 MiB ipfrag_high_thresh),
+# over Linux's 30 s ipfrag_time. A lost datagram pins what of it arrived:
+# ~0.9x its size with 1.5x kernel overhead after one random frame loss,
+# ~0.55x measured after queue overflows (which drop runs of frames); the
+# estimate takes 1x, and a collapse is still caught by COLLAPSE_LOSS.
+REASSEMBLY_BUDGET_BYTES = 2 * 1024 * 1024
+REASSEMBLY_WINDOW_S = 30.0
+REASSEMBLY_OVERHEAD = 1.0
 RETRY_S = 30.0
 MAX_RETRY_S = 480.0
 DECAY_PACKETS = 20000
@@ -57,6 +86,13 @@ class FragmentGuard:
             raise ValueError("the fragmented size must exceed the whole size")
         self.whole = whole
         self.fragmented = fragmented
+        # IP fragments per fragmented datagram (each carries about a whole
+        # datagram's bytes)
+        self.fragments = math.ceil(fragmented / whole)
+        self._max_recent_losses = max(
+            1, int(REASSEMBLY_BUDGET_BYTES / (REASSEMBLY_OVERHEAD * fragmented))
+        )
+        self._recent_losses: deque[float] = deque()
         self.is_fragmenting = True
         self.fallbacks = 0
         self._retry_at = 0.0
@@ -87,6 +123,7 @@ class FragmentGuard:
             self._frag_sent += 1
             self._frag_lost += is_lost
             if self.is_fragmenting and is_lost:
+                self._recent_losses.append(now)
                 self._judge(now)
             if self._frag_sent >= DECAY_PACKETS:
                 self._frag_sent /= 2
@@ -99,18 +136,29 @@ class FragmentGuard:
 
     @property
     def fragmented_loss(self) -> float:
+        """Loss per fragmented datagram."""
         return (self._frag_lost + 1) / (self._frag_sent + 2)
+
+    @property
+    def fragment_loss(self) -> float:
+        """Loss per IP fragment of fragmented datagrams (see the module doc)."""
+        return 1.0 - float((1.0 - self.fragmented_loss) ** (1.0 / self.fragments))
 
     @property
     def whole_loss(self) -> float:
         return (self._whole_lost + 1) / (self._whole_sent + 2)
 
     def _judge(self, now: float) -> None:
+        recent = self._recent_losses
+        while recent and recent[0] < now - REASSEMBLY_WINDOW_S:
+            recent.popleft()
         lost = self._frag_lost
-        frag_loss = self.fragmented_loss
-        collapsed = lost >= COLLAPSE_MIN_LOSSES and frag_loss > COLLAPSE_LOSS
-        worse = lost >= MIN_LOSSES and frag_loss > TOLERANCE * self.whole_loss
-        if collapsed or worse:
+        collapsed = lost >= COLLAPSE_MIN_LOSSES and self.fragmented_loss > COLLAPSE_LOSS
+        worse = lost >= MIN_LOSSES and self.fragment_loss > TOLERANCE * self.whole_loss
+        over_budget = len(recent) > self._max_recent_losses
+        too_lossy = lost >= MIN_LOSSES and self.fragmented_loss > MAX_FRAGMENTED_LOSS
+        if collapsed or worse or over_budget or too_lossy:
+            recent.clear()
             self.is_fragmenting = False
             self._retry_at = now + min(RETRY_S * 2**self.fallbacks, MAX_RETRY_S)
             self.fallbacks += 1

@@ -63,11 +63,13 @@ FLOOR_BYTES = 1200
 # varint form it uses), so datagrams much above 16 KB fail inside aioquic.
 MAX_DATAGRAM_BYTES = 16000
 
-# The sizes worth trying, each the UDP payload of a common MTU over IPv6
-# (MTU - 40 - 8): 1400 (cloud VMs, tunnels such as WireGuard's 1420),
-# 1500 (Ethernet), 9000 (jumbo frames); then aioquic's ceiling. They are
-# probed at once, so an extra rung costs one small datagram, not time.
-LADDER_BYTES = (1352, 1452, 8952, MAX_DATAGRAM_BYTES)
+# The sizes worth trying, each the UDP payload of a common MTU (MTU - 40 - 8
+# over IPv6, MTU - 20 - 8 over IPv4): 1400 (cloud VMs, tunnels such as
+# WireGuard's 1420), 1500 (Ethernet: 1452 / 1472), 9000 (jumbo frames:
+# 8952 / 8972); then aioquic's ceiling. They are probed at once, so an extra
+# rung costs one small datagram, not time; 1472 instead of 1452 is 1.4% less
+# header per byte on IPv4 paths.
+LADDER_BYTES = (1352, 1452, 1472, 8952, 8972, MAX_DATAGRAM_BYTES)
 
 # Echo wait per attempt. Longer than any RTT p2pcp is used over (a
 # continent-crossing path is ~300 ms) so a slow peer is not mistaken for a

@@ -1,7 +1,7 @@
 """Issue 5, "Path-adaptive datagram size", on the NAT lab's 1500-byte-MTU links.
 
 The sender's direct path crosses two NAT routers with 1500-byte MTUs: whole
-datagrams stop at 1452 bytes, and 16,000-byte datagrams arrive only as IP
+datagrams stop at 1472 bytes (IPv4), and 16,000-byte datagrams arrive only as IP
 fragments (the routers' conntrack reassembles and re-fragments them). On a
 clean path the sender fragments; with random loss on router A, fragmented
 datagrams are lost ~11x as often as whole ones and the sender goes back to
@@ -52,7 +52,7 @@ def test_clean_path_fragments_and_keeps_fragmenting(make_lab: MakeLab, scene: Sc
     log = sender_log(run.sender.stderr)
     found = FRAGMENTING.search(log)
     assert found is not None, run.describe()
-    assert (int(found[1]), int(found[2])) == (16000, 1452), found[0]
+    assert (int(found[1]), int(found[2])) == (16000, 1472), found[0]
     assert FELL_BACK.search(log) is None, run.describe()
     assert done["paths"]["direct"] > PAYLOAD_BYTES // 2, done
 
@@ -71,5 +71,5 @@ def test_random_loss_sends_it_back_to_whole_datagrams(
     fell_back = FELL_BACK.search(log)
     assert fell_back is not None, run.describe()
     fragmented_loss, whole_loss, size = float(fell_back[1]), float(fell_back[2]), int(fell_back[3])
-    assert size == 1452
+    assert size == 1472
     assert fragmented_loss > whole_loss, fell_back[0]

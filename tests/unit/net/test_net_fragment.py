@@ -65,16 +65,52 @@ def test_a_clean_path_keeps_fragmenting_with_whole_samples_interleaved() -> None
     assert share_fragmented(sizes, 0, 20) == pytest.approx(1 - 1 / WHOLE_EVERY, abs=0.01)
 
 
-def test_rare_loss_alike_for_both_kinds_keeps_fragmenting() -> None:
-    # congestion drops hit whole and fragmented datagrams alike (per datagram)
-    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+def congested(guard: FragmentGuard, *, packets_per_s: int, seconds: float, loss: float) -> None:
+    """Drops that hit whole and fragmented datagrams alike, per datagram
+    (a queue overflowing now and then)."""
     rng = random.Random(3)
-    for step in range(200_000):
-        now = step / 10_000
+    for step in range(int(packets_per_s * seconds)):
+        now = step / packets_per_s
         size = guard.next_size(now)
-        guard.packet_resolved(size, rng.random() < 0.002, now)
+        guard.packet_resolved(size, rng.random() < loss, now)
+
+
+def test_rare_drops_alike_for_both_kinds_keep_fragmenting() -> None:
+    # 0.2% of 1,000 datagrams a second: ~60 incomplete datagrams per 30 s
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    congested(guard, packets_per_s=1000, seconds=120, loss=0.002)
     assert guard.is_fragmenting
     assert guard.fallbacks == 0
+
+
+def test_the_same_drops_at_a_higher_rate_exhaust_reassembly_memory() -> None:
+    # 0.2% of 10,000 a second: 20 incomplete datagrams a second, each
+    # pinning ~24 KB at the receiver for 30 s, is past the budget in ~4 s
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    congested(guard, packets_per_s=10_000, seconds=10, loss=0.002)
+    assert guard.fallbacks == 1
+
+
+def test_loss_is_compared_per_fragment() -> None:
+    # 0.05% frame loss at 300 datagrams a second: fragmented datagrams are
+    # lost ~11x as often, as the path loses frames, not because of fragmenting
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    run(guard, frame_loss=0.0005, seconds=60, per_transmit=3, transmits_per_s=100)
+    assert guard.fallbacks == 0
+    # a per-datagram comparison would have fallen back
+    assert guard.fragmented_loss > 2 * guard.whole_loss
+    assert guard.fragment_loss < 2 * guard.whole_loss
+
+
+def test_fragments_dropped_where_whole_datagrams_pass_fall_back() -> None:
+    # a middlebox that drops one fragmented datagram in 20: 0.5% per fragment
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    rng = random.Random(5)
+    for step in range(20_000):
+        now = step / 200
+        size = guard.next_size(now)
+        guard.packet_resolved(size, size > WHOLE and rng.random() < 0.05, now)
+    assert guard.fallbacks >= 1
 
 
 @pytest.mark.parametrize("frame_loss", [0.001, 0.005, 0.02])

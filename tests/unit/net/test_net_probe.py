@@ -60,10 +60,10 @@ def test_decoder_raises_only_our_error(data: bytes) -> None:
 
 
 def test_ladder_respects_cap() -> None:
-    assert ladder_for(None) == (1352, 1452, 8952, MAX_DATAGRAM_BYTES)
+    assert ladder_for(None) == (1352, 1452, 1472, 8952, 8972, MAX_DATAGRAM_BYTES)
     assert ladder_for(1452) == (1352, 1452)
     assert ladder_for(1300) == (1300,)
-    assert ladder_for(4000) == (1352, 1452, 4000)
+    assert ladder_for(4000) == (1352, 1452, 1472, 4000)
     assert ladder_for(FLOOR_BYTES) == ()
     assert ladder_for(100_000)[-1] == MAX_DATAGRAM_BYTES
 
@@ -113,6 +113,12 @@ def test_ethernet_path_settles_on_1452_after_timeouts() -> None:
     assert finished == pytest.approx(MAX_ATTEMPTS * PROBE_TIMEOUT_S)
 
 
+def test_ipv4_ethernet_path_settles_on_1472() -> None:
+    prober = DatagramSizeProber()
+    run(prober, Path(mtu=1500 - 28))
+    assert prober.size == 1472
+
+
 def test_cap_is_never_exceeded() -> None:
     prober = DatagramSizeProber(cap=1452)
     run(prober, Path(mtu=65535))
@@ -142,7 +148,7 @@ def test_too_big_settles_that_rung_and_larger_ones() -> None:
     prober = DatagramSizeProber()
     probes = prober.probes_to_send(0.0)
     by_size = {p.size: p for p in probes}
-    prober.receive_too_big(by_size[8952].nonce)
+    prober.receive_too_big(by_size[1472].nonce)
     prober.receive_ack(by_size[1452].nonce, 1452)
     assert prober.is_finished
     assert prober.size == 1452

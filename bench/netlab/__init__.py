@@ -1,0 +1,1 @@
+"""The network lab of bench/network.py: namespaces, a C delay line, probes."""
