@@ -29,9 +29,11 @@ when
   for 30 s (Linux ``ipfrag_time``), and past its limit (4 MiB by default)
   the receiver's kernel drops every fragment. This is what ends
   fragmentation on a path with random loss at any real rate;
-- fragmented datagrams are lost more often than ``MAX_FRAGMENTED_LOSS``
-  (the congestion controller would read the path's random loss, multiplied
-  by the fragment count, as congestion);
+- fragmented datagrams are lost more often than ``MAX_FRAGMENTED_LOSS`` and
+  more than ``TOLERANCE`` x as often as whole ones (the congestion
+  controller would read the path's random loss, multiplied by the fragment
+  count, as congestion; a queue overflowing, as at the end of a start-up,
+  loses both kinds alike and does not count);
 - fragmented loss passes ``COLLAPSE_LOSS`` (the receiver's reassembly is
   failing), whatever the whole loss.
 
@@ -156,7 +158,11 @@ class FragmentGuard:
         collapsed = lost >= COLLAPSE_MIN_LOSSES and self.fragmented_loss > COLLAPSE_LOSS
         worse = lost >= MIN_LOSSES and self.fragment_loss > TOLERANCE * self.whole_loss
         over_budget = len(recent) > self._max_recent_losses
-        too_lossy = lost >= MIN_LOSSES and self.fragmented_loss > MAX_FRAGMENTED_LOSS
+        too_lossy = (
+            lost >= MIN_LOSSES
+            and self.fragmented_loss > MAX_FRAGMENTED_LOSS
+            and self.fragmented_loss > TOLERANCE * self.whole_loss
+        )
         if collapsed or worse or over_budget or too_lossy:
             recent.clear()
             self.is_fragmenting = False

@@ -83,6 +83,14 @@ def test_rare_drops_alike_for_both_kinds_keep_fragmenting() -> None:
     assert guard.fallbacks == 0
 
 
+def test_a_burst_of_drops_hitting_both_kinds_keeps_fragmenting() -> None:
+    # a start-up overshoot: 3% of both kinds lost for 0.2 s, then a clean path
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    congested(guard, packets_per_s=5000, seconds=0.2, loss=0.03)
+    assert guard.is_fragmenting
+    assert guard.fallbacks == 0
+
+
 def test_the_same_drops_at_a_higher_rate_exhaust_reassembly_memory() -> None:
     # 0.2% of 10,000 a second: 20 incomplete datagrams a second, each
     # pinning ~24 KB at the receiver for 30 s, is past the budget in ~4 s
