@@ -35,11 +35,14 @@ when
   count, as congestion; a queue overflowing, as at the end of a start-up,
   loses both kinds alike and does not count);
 - fragmented loss passes ``COLLAPSE_LOSS`` (the receiver's reassembly is
-  failing), whatever the whole loss.
+  failing, or the path is far too lossy for fragments), whatever the whole
+  loss.
 
 After a fall-back it tries again after ``RETRY_S`` (doubling each time, up to
 ``MAX_RETRY_S``): by then the receiver's stale fragments have expired
-(Linux ``ipfrag_time``: 30 s), and the path may have changed. Counts halve
+(Linux ``ipfrag_time``: 30 s), and the path may have changed -- unless the
+whole datagrams sent meanwhile lost more than ``RETRY_MAX_WHOLE_LOSS``,
+which puts the attempt off by another ``RETRY_S``. Counts halve
 once ``DECAY_PACKETS`` fragmented packets were seen, so old history fades.
 
 Inputs: ``next_size(now)`` (once per transmit), ``packet_resolved(size,
@@ -63,8 +66,10 @@ MIN_LOSSES = 4
 # Beyond this loss per fragmented datagram, fragmenting makes the path look
 # congested to the controller (bbr.py reads a round losing 2% as congestion).
 MAX_FRAGMENTED_LOSS = 0.02
-# Reassembly collapse: a quarter of fragmented datagrams lost.
-COLLAPSE_LOSS = 0.25
+# A tenth of fragmented datagrams lost: the receiver's reassembly is failing,
+# or the path is far too lossy for fragments (2% frame loss loses 20% of
+# 11-fragment datagrams), whatever whole datagrams do.
+COLLAPSE_LOSS = 0.10
 COLLAPSE_MIN_LOSSES = 8
 # Lost fragmented datagrams may pin at most this much of the receiver's
 # reassembly memory (half of Linux's default 4 MiB ipfrag_high_thresh),
@@ -76,6 +81,11 @@ REASSEMBLY_BUDGET_BYTES = 2 * 1024 * 1024
 REASSEMBLY_WINDOW_S = 30.0
 REASSEMBLY_OVERHEAD = 1.0
 RETRY_S = 30.0
+# A retry waits while whole datagrams measured since the fall-back lost more
+# than this (with at least RETRY_MIN_SAMPLES of them): on a lossy path each
+# attempt costs seconds of throughput (bench/network.py, bad Wi-Fi).
+RETRY_MAX_WHOLE_LOSS = 0.005
+RETRY_MIN_SAMPLES = 300
 MAX_RETRY_S = 480.0
 DECAY_PACKETS = 20000
 
@@ -111,6 +121,12 @@ class FragmentGuard:
         """The datagram size for the transmit about to happen."""
         if not self.is_fragmenting:
             if now < self._retry_at:
+                return self.whole
+            if self._whole_sent >= RETRY_MIN_SAMPLES and self.whole_loss > RETRY_MAX_WHOLE_LOSS:
+                # whole datagrams alone lose this much: fragments would lose
+                # ~their count times more; look again later
+                self._retry_at = now + RETRY_S
+                self._reset_counts()
                 return self.whole
             self.is_fragmenting = True
             self._reset_counts()
@@ -165,6 +181,7 @@ class FragmentGuard:
         )
         if collapsed or worse or over_budget or too_lossy:
             recent.clear()
+            self._reset_counts()
             self.is_fragmenting = False
             self._retry_at = now + min(RETRY_S * 2**self.fallbacks, MAX_RETRY_S)
             self.fallbacks += 1

@@ -143,8 +143,10 @@ def test_retries_after_a_backoff_that_doubles() -> None:
     guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
     run(guard, frame_loss=0.01, seconds=1)
     assert guard.fallbacks == 1
-    assert guard.next_size(RETRY_S - 1) == WHOLE
-    # the path got clean meanwhile: fragmenting again, and it sticks
+    # the path got clean meanwhile (whole datagrams show it): fragmenting
+    # again at the retry, and it sticks
+    sizes = run(guard, frame_loss=0.0, seconds=5, start=RETRY_S - 6)
+    assert share_fragmented(sizes, RETRY_S - 6, RETRY_S - 1) == 0
     sizes = run(guard, frame_loss=0.0, seconds=5, start=RETRY_S + 1)
     assert guard.is_fragmenting
     assert share_fragmented(sizes, RETRY_S + 1, RETRY_S + 6) > 0.8
@@ -152,6 +154,14 @@ def test_retries_after_a_backoff_that_doubles() -> None:
     run(guard, frame_loss=0.01, seconds=2, start=RETRY_S + 10)
     assert guard.fallbacks == 2
     assert guard.next_size(RETRY_S + 12 + 2 * RETRY_S - 5) == WHOLE
+
+
+def test_a_lossy_path_puts_the_retries_off() -> None:
+    # 2% frame loss throughout: one attempt, then whole datagrams for good
+    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
+    sizes = run(guard, frame_loss=0.02, seconds=200, transmits_per_s=100)
+    assert guard.fallbacks == 1
+    assert share_fragmented(sizes, 5, 200) == 0
 
 
 def test_sizes_must_differ() -> None:
