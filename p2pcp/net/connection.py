@@ -497,12 +497,13 @@ class Connection:
             return
         was_fragmenting = guard.is_fragmenting
         guard.packet_resolved(size, is_lost, now)
-        if was_fragmenting and not guard.is_fragmenting:
+        if was_fragmenting and not guard.is_fragmenting and guard.verdict is not None:
+            fragmented_loss, whole_loss = guard.verdict
             logger.info(
                 "%r: fragmented datagrams lost %.2f%% against %.2f%% whole: back to %d bytes",
                 self,
-                100 * guard.fragmented_loss,
-                100 * guard.whole_loss,
+                100 * fragmented_loss,
+                100 * whole_loss,
                 guard.whole,
             )
 

@@ -105,6 +105,8 @@ class FragmentGuard:
             1, int(REASSEMBLY_BUDGET_BYTES / (REASSEMBLY_OVERHEAD * fragmented))
         )
         self._recent_losses: deque[float] = deque()
+        # (fragmented loss, whole loss) at the last fall-back
+        self.verdict: tuple[float, float] | None = None
         self.is_fragmenting = True
         self.fallbacks = 0
         self._retry_at = 0.0
@@ -180,6 +182,8 @@ class FragmentGuard:
             and self.fragmented_loss > TOLERANCE * self.whole_loss
         )
         if collapsed or worse or over_budget or too_lossy:
+            # what the decision saw, for the log (the counts restart now)
+            self.verdict = (self.fragmented_loss, self.whole_loss)
             recent.clear()
             self._reset_counts()
             self.is_fragmenting = False

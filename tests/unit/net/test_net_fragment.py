@@ -162,6 +162,10 @@ def test_a_lossy_path_puts_the_retries_off() -> None:
     sizes = run(guard, frame_loss=0.02, seconds=200, transmits_per_s=100)
     assert guard.fallbacks == 1
     assert share_fragmented(sizes, 5, 200) == 0
+    assert guard.verdict is not None
+    fragmented_loss, whole_loss = guard.verdict
+    assert fragmented_loss > 0.1  # the collapse rule, long before whole loss is known
+    assert 0 < whole_loss <= 1
 
 
 def test_sizes_must_differ() -> None:
