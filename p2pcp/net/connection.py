@@ -150,13 +150,14 @@ class Connection:
         self._prober: DatagramSizeProber | None = None
         # Set while the direct path carries fragmented datagrams (fragment.py).
         self._guard: FragmentGuard | None = None
+        # The loss tap costs a call per packet: installed with the first guard.
+        self._has_loss_tap = False
         self.cids: set[bytes] = set()
         self._direct_bytes = 0
         self._relay_bytes = 0
         self._path_listener: PathListener | None = None
         self._reported_path = (path.kind, path.description)
         tuning.install_burst_pacer(quic)
-        tuning.install_loss_tap(quic, self._packet_resolved)
         self._add_cid(quic.host_cid)
         # A server looks for direct paths at once; a client once connect()
         # returns (Endpoint.connect), so its first path is the one reported.
@@ -349,6 +350,9 @@ class Connection:
             self._guard = None
         elif self._guard is None or self._guard.whole != self._prober.size:
             self._guard = FragmentGuard(whole=self._prober.size, fragmented=fragmented)
+            if not self._has_loss_tap:
+                self._has_loss_tap = True
+                tuning.install_loss_tap(self._quic, self._packet_resolved)
             logger.info(
                 "%r: the path carries %d-byte datagrams in fragments; whole up to %d",
                 self,

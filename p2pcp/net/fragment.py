@@ -34,9 +34,9 @@ when
   controller would read the path's random loss, multiplied by the fragment
   count, as congestion; a queue overflowing, as at the end of a start-up,
   loses both kinds alike and does not count);
-- fragmented loss passes ``COLLAPSE_LOSS`` (the receiver's reassembly is
-  failing, or the path is far too lossy for fragments), whatever the whole
-  loss.
+- fragmented loss passes ``COLLAPSE_LOSS`` and whole loss (the receiver's
+  reassembly is failing, or the path is far too lossy for fragments; a
+  burst that loses as many whole datagrams is congestion, not that).
 
 After a fall-back it tries again after ``RETRY_S`` (doubling each time, up to
 ``MAX_RETRY_S``): by then the receiver's stale fragments have expired
@@ -68,7 +68,7 @@ MIN_LOSSES = 4
 MAX_FRAGMENTED_LOSS = 0.02
 # A tenth of fragmented datagrams lost: the receiver's reassembly is failing,
 # or the path is far too lossy for fragments (2% frame loss loses 20% of
-# 11-fragment datagrams), whatever whole datagrams do.
+# 11-fragment datagrams), if whole datagrams lose less.
 COLLAPSE_LOSS = 0.10
 COLLAPSE_MIN_LOSSES = 8
 # Lost fragmented datagrams may pin at most this much of the receiver's
@@ -173,7 +173,11 @@ class FragmentGuard:
         while recent and recent[0] < now - REASSEMBLY_WINDOW_S:
             recent.popleft()
         lost = self._frag_lost
-        collapsed = lost >= COLLAPSE_MIN_LOSSES and self.fragmented_loss > COLLAPSE_LOSS
+        collapsed = (
+            lost >= COLLAPSE_MIN_LOSSES
+            and self.fragmented_loss > COLLAPSE_LOSS
+            and self.fragmented_loss > self.whole_loss
+        )
         worse = lost >= MIN_LOSSES and self.fragment_loss > TOLERANCE * self.whole_loss
         over_budget = len(recent) > self._max_recent_losses
         too_lossy = (

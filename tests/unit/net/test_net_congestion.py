@@ -24,6 +24,8 @@ def _connection(congestion: str) -> QuicConnection:
 def test_cli_choices_are_the_controllers() -> None:
     assert [c.value for c in Congestion] == list(tls.CONGESTION_CONTROLLERS)
     assert tls.DEFAULT_CONGESTION in tls.CONGESTION_CONTROLLERS
+    # the CLI's default (cmd_send, cmd_receive) is the net layer's
+    assert Congestion.bbr.value == tls.DEFAULT_CONGESTION
 
 
 @pytest.mark.parametrize(
