@@ -9,6 +9,16 @@ a few hundred of them the receiver's kernel drops every fragment. So the
 sender fragments only while fragmented datagrams are lost no more often
 than whole ones, measured side by side on the same path at the same time.
 
+Probation first: a new guard sends whole datagrams and starts fragmenting
+only once a window of ``PROBATION_PACKETS`` of them lost at most
+``PROBATION_MAX_LOSS``. A path that loses whole datagrams at random loses
+fragmented ones ~k times as often, so trying fragments there costs a second
+of heavy loss that the congestion controller reads as congestion (the bench's
+WAN and bad Wi-Fi profiles lost 8-40% of their fragmented datagrams before
+the guard fell back). The first windows may hold a start-up overshoot, so up
+to ``PROBATION_WINDOWS`` run back to back; after that, and after any
+fall-back, a window that fails puts the next attempt off by ``RETRY_S``.
+
 How: while fragmenting, one transmit in ``WHOLE_EVERY`` builds whole
 datagrams (``next_size``), so both kinds cross the path together. Every
 packet the sender's loss detection resolves (acked or lost) is counted by
@@ -40,14 +50,16 @@ when
 
 After a fall-back it tries again after ``RETRY_S`` (doubling each time, up to
 ``MAX_RETRY_S``): by then the receiver's stale fragments have expired
-(Linux ``ipfrag_time``: 30 s), and the path may have changed -- unless the
-whole datagrams sent meanwhile lost more than ``RETRY_MAX_WHOLE_LOSS``,
-which puts the attempt off by another ``RETRY_S``. Counts halve
+(Linux ``ipfrag_time``: 30 s), and the path may have changed -- but only if
+the whole datagrams sent meanwhile pass the probation rule (at least
+``PROBATION_PACKETS`` of them, lost at most ``PROBATION_MAX_LOSS``);
+otherwise the attempt is put off by another ``RETRY_S``. Counts halve
 once ``DECAY_PACKETS`` fragmented packets were seen, so old history fades.
 
 Inputs: ``next_size(now)`` (once per transmit), ``packet_resolved(size,
 is_lost, now)``. Outputs: ``next_size``'s answer, ``is_fragmenting``,
-``fallbacks``. No I/O, no clock.
+``fallbacks``, ``failed_windows`` (probation windows that failed). No I/O,
+no clock.
 """
 
 from __future__ import annotations
@@ -81,12 +93,17 @@ REASSEMBLY_BUDGET_BYTES = 2 * 1024 * 1024
 REASSEMBLY_WINDOW_S = 30.0
 REASSEMBLY_OVERHEAD = 1.0
 RETRY_S = 30.0
-# A retry waits while whole datagrams measured since the fall-back lost more
-# than this (with at least RETRY_MIN_SAMPLES of them): on a lossy path each
-# attempt costs seconds of throughput (bench/network.py, bad Wi-Fi).
-RETRY_MAX_WHOLE_LOSS = 0.005
-RETRY_MIN_SAMPLES = 300
 MAX_RETRY_S = 480.0
+# Probation: fragmenting starts (or restarts) only after this many whole
+# datagrams lost at most this share of them. 3,000 packets take 0.05-0.5 s
+# at the rates worth fragmenting for; 0.1% lets a clean path through (at most
+# 3 losses: a queue overflow at the end of a start-up can cost that many)
+# while a path losing 0.5% at random passes a window once in ~5,000 tries.
+PROBATION_PACKETS = 3000
+PROBATION_MAX_LOSS = 0.001
+# Failed windows run back to back at first (the first ones may hold the
+# start-up overshoot), then one attempt per RETRY_S.
+PROBATION_WINDOWS = 4
 DECAY_PACKETS = 20000
 
 
@@ -107,8 +124,9 @@ class FragmentGuard:
         self._recent_losses: deque[float] = deque()
         # (fragmented loss, whole loss) at the last fall-back
         self.verdict: tuple[float, float] | None = None
-        self.is_fragmenting = True
+        self.is_fragmenting = False  # on probation (module doc)
         self.fallbacks = 0
+        self.failed_windows = 0
         self._retry_at = 0.0
         self._transmits = 0
         self._reset_counts()
@@ -122,12 +140,14 @@ class FragmentGuard:
     def next_size(self, now: float) -> int:
         """The datagram size for the transmit about to happen."""
         if not self.is_fragmenting:
-            if now < self._retry_at:
+            if now < self._retry_at or self._whole_sent < PROBATION_PACKETS:
                 return self.whole
-            if self._whole_sent >= RETRY_MIN_SAMPLES and self.whole_loss > RETRY_MAX_WHOLE_LOSS:
+            if self._whole_lost > PROBATION_MAX_LOSS * self._whole_sent:
                 # whole datagrams alone lose this much: fragments would lose
-                # ~their count times more; look again later
-                self._retry_at = now + RETRY_S
+                # ~their count times more; look again (later, unless early on)
+                self.failed_windows += 1
+                if self.fallbacks or self.failed_windows >= PROBATION_WINDOWS:
+                    self._retry_at = now + RETRY_S
                 self._reset_counts()
                 return self.whole
             self.is_fragmenting = True

@@ -62,7 +62,14 @@ RECEIVE_BUFFER_BYTES = 65535
 
 # Kernel socket buffers. Large enough to absorb a pacer burst of 64 packets of
 # 16,000 bytes from the peer while we are busy in aioquic (~1 MiB), with room.
+# The kernel caps SO_RCVBUF/SO_SNDBUF at net.core.rmem_max/wmem_max (often
+# 208 KiB-4 MiB); a process allowed to (CAP_NET_ADMIN, e.g. root) asks with
+# the FORCE options, which ignore that cap, as quic-go does. A busy receiver
+# on a fast link otherwise drops datagrams it would have read a moment later
+# (the network bench saw hundreds per transfer with 4 MiB).
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 # Datagrams read per wake-up before giving the loop back (timers, writers):
 # about 10-20 ms of aioquic work at ~18 us per packet.
@@ -97,6 +104,20 @@ def public_address(wire: WireAddress) -> Address:
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, port
+
+
+def set_buffer_sizes(sock: socket.socket, size: int) -> None:
+    """Ask for ``size``-byte kernel buffers: past the sysctl cap where allowed."""
+    pairs = ((socket.SO_RCVBUF, _SO_RCVBUFFORCE), (socket.SO_SNDBUF, _SO_SNDBUFFORCE))
+    for plain, force in pairs:
+        if _IS_LINUX:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+                continue
+            except OSError:
+                pass  # EPERM without CAP_NET_ADMIN: the capped request below
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 class UdpSocket:
@@ -143,9 +164,7 @@ class UdpSocket:
                 sock.close()
                 raise
         sock.setblocking(False)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        set_buffer_sizes(sock, SOCKET_BUFFER_BYTES)
         # Never let the kernel fragment: a datagram above the path MTU must
         # fail (EMSGSIZE or loss), which is what the size prober relies on.
         if _IS_LINUX:
