@@ -45,12 +45,15 @@ from cryptography import x509
 # 64 as the sweet spot: packets per wake-up rise from ~9 to 64 (+0-30%),
 # while "send at once" bursts of ~1000 overflow receive buffers and hurt.
 PACER_BURST_PACKETS = 64
-# With a modelled pacing rate (bbr.py), a burst is at most this long at that
-# rate: each wake-up of the driver costs ~50 us of Python, so much shorter
-# bursts cost a CPU-bound sender throughput, while a 1 ms burst queues no
-# more than 1 ms at the bottleneck (a 2 ms one, 250 KB at 1 Gbit/s, filled
-# the emulated LAN's 256 KiB switch queue and lost fragments).
-BURST_TIME_S = 0.001
+# With a modelled pacing rate (bbr.py), the bucket holds this long at that
+# rate, but at most BURST_MAX_BYTES. It must outlast the gap between two
+# wake-ups of the driver, or the time beyond it is lost to the rate: asyncio
+# sleeps in whole milliseconds (epoll), so a timer for the next packet fires
+# 1-1.5 ms later, and a 1 ms bucket lost 10-30% of the rate on the bench's
+# 50-100 Mbit/s links. A burst of 128 KiB queues ~1 ms at 1 Gbit/s (2 ms,
+# 250 KB, filled the emulated LAN's 256 KiB switch queue and lost fragments).
+BURST_TIME_S = 0.003
+BURST_MAX_BYTES = 128 * 1024
 
 
 class BurstPacer(QuicPacketPacer):
@@ -74,7 +77,7 @@ class BurstPacer(QuicPacketPacer):
             # A modelled rate is the path's: bursts of BURST_TIME_S at it
             # leave a queue no longer than that, whatever the window.
             pacing_rate = modelled
-            burst_bytes = int(pacing_rate * BURST_TIME_S)
+            burst_bytes = min(int(pacing_rate * BURST_TIME_S), BURST_MAX_BYTES)
         else:
             pacing_rate = congestion_window / max(smoothed_rtt, K_MICRO_SECOND)
             burst_bytes = congestion_window // 4
