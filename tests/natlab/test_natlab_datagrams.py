@@ -5,13 +5,15 @@ datagrams stop at 1472 bytes (IPv4), and 16,000-byte datagrams arrive only as IP
 fragments (the routers' conntrack reassembles and re-fragments them). On a
 clean path the sender fragments; with random loss on router A, fragmented
 datagrams are lost ~11x as often as whole ones and the sender goes back to
-whole datagrams. Either way every byte arrives. The sender's ``-v`` log is
+whole datagrams; a path that is lossy from the start never fragments at all (the
+guard's probation). Either way every byte arrives. The sender's ``-v`` log is
 what tells us which sizes it chose (connection.py logs each decision).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +30,8 @@ TIMEOUT_S = 90.0
 LOSS_PERCENT = 2.0
 
 FRAGMENTING = re.compile(r"carries (\d+)-byte datagrams in fragments; whole up to (\d+)")
+USING_FRAGMENTS = "datagram size now 16000"
+POLL_S = 0.05
 FELL_BACK = re.compile(
     r"fragmented datagrams lost ([\d.]+)% against ([\d.]+)% whole: back to (\d+)"
 )
@@ -57,9 +61,7 @@ def test_clean_path_fragments_and_keeps_fragmenting(make_lab: MakeLab, scene: Sc
     assert done["paths"]["direct"] > PAYLOAD_BYTES // 2, done
 
 
-def test_random_loss_sends_it_back_to_whole_datagrams(
-    make_lab: MakeLab, scene: SceneFactory
-) -> None:
+def test_a_lossy_path_never_fragments(make_lab: MakeLab, scene: SceneFactory) -> None:
     lab = make_lab(NatKind.EASY, NatKind.EASY)
     lab.add_random_loss(lab.a, LOSS_PERCENT)
     run = scene(lab, total_bytes=PAYLOAD_BYTES)
@@ -67,7 +69,27 @@ def test_random_loss_sends_it_back_to_whole_datagrams(
     receive.finish(run.source, TIMEOUT_S)
     run.finish_sender()
     log = sender_log(run.sender.stderr)
+    # the path carries fragments, but whole datagrams lose too much to try them
     assert FRAGMENTING.search(log) is not None, run.describe()
+    assert USING_FRAGMENTS not in log, run.describe()
+    assert "datagram size now 1472" in log, run.describe()
+
+
+def test_loss_that_starts_while_fragmenting_sends_it_back_to_whole_datagrams(
+    make_lab: MakeLab, scene: SceneFactory
+) -> None:
+    lab = make_lab(NatKind.EASY, NatKind.EASY)
+    run = scene(lab, total_bytes=2 * PAYLOAD_BYTES)
+    receive = run.receive(lab.b.host_ns)
+    deadline = time.monotonic() + TIMEOUT_S
+    while USING_FRAGMENTS not in sender_log(run.sender.stderr):
+        assert receive.process.process.poll() is None, run.describe()
+        assert time.monotonic() < deadline, run.describe()
+        time.sleep(POLL_S)
+    lab.add_random_loss(lab.a, LOSS_PERCENT)
+    receive.finish(run.source, TIMEOUT_S)
+    run.finish_sender()
+    log = sender_log(run.sender.stderr)
     fell_back = FELL_BACK.search(log)
     assert fell_back is not None, run.describe()
     fragmented_loss, whole_loss, size = float(fell_back[1]), float(fell_back[2]), int(fell_back[3])
