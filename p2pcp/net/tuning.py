@@ -18,6 +18,9 @@ attributes used:
 - The congestion controller's ``on_packet_acked`` / ``on_packets_lost``:
   wrapped on the instance (``install_loss_tap``) so the connection learns
   each resolved packet's size and fate (fragment.py).
+- ``QuicConnection._ack_delay`` and ``QuicConnection._spaces[ONE_RTT]
+  .ack_at``: how long aioquic waits before acknowledging, and when the
+  pending acknowledgement is due (``set_ack_delay``, ``ack_soon``).
 - ``QuicConnection.tls._peer_certificate``: the server's certificate, for
   identity pinning.
 - ``QuicStreamSender._buffer_start`` / ``_buffer_stop``: bytes a stream still
@@ -39,6 +42,7 @@ from typing import Any
 
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
+from aioquic.tls import Epoch
 from cryptography import x509
 
 # Packets the pacer may release at once. aioquic allows 16; FACTS.md measured
@@ -187,6 +191,26 @@ def retransmit_now(quic: QuicConnection, now: float) -> None:
         return
     loss._pto_count = 0
     reschedule(now=now)
+
+
+def set_ack_delay(quic: QuicConnection, seconds: float) -> None:
+    """Acknowledge received packets ``seconds`` after the first unacknowledged one."""
+    if hasattr(quic, "_ack_delay"):
+        quic._ack_delay = seconds
+
+
+def ack_soon(quic: QuicConnection, now: float) -> None:
+    """Make a pending acknowledgement of 1-RTT packets due now (no-op if none)."""
+    space: Any = getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
+    ack_at = getattr(space, "ack_at", None)
+    if ack_at is not None and ack_at > now:
+        space.ack_at = now
+
+
+def is_ack_pending(quic: QuicConnection) -> bool:
+    """Whether received 1-RTT packets wait for an acknowledgement."""
+    space: Any = getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
+    return getattr(space, "ack_at", None) is not None
 
 
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
