@@ -11,7 +11,11 @@ than whole ones, measured side by side on the same path at the same time.
 
 Probation first: a new guard sends whole datagrams and starts fragmenting
 only once a window of ``PROBATION_PACKETS`` of them lost at most
-``PROBATION_MAX_LOSS``. A path that loses whole datagrams at random loses
+``PROBATION_MAX_LOSS``, and lost so few a second that fragments would stay
+within the reassembly budget below: a lost frame costs one datagram of
+either kind, so fragments moving data ``PROBATION_SPEEDUP`` x as fast would
+lose that many times as many datagrams a second (a 1 Gbit/s path losing
+0.1% of its frames passes the first test and fails this one). A path that loses whole datagrams at random loses
 fragmented ones ~k times as often, so trying fragments there costs a second
 of heavy loss that the congestion controller reads as congestion (the bench's
 WAN and bad Wi-Fi profiles lost 8-40% of their fragmented datagrams before
@@ -104,6 +108,9 @@ PROBATION_MAX_LOSS = 0.001
 # Failed windows run back to back at first (the first ones may hold the
 # start-up overshoot), then one attempt per RETRY_S.
 PROBATION_WINDOWS = 4
+# Fragments are worth it where they at least double the rate (CPU-bound
+# whole datagrams); the probation's budget test assumes that much.
+PROBATION_SPEEDUP = 2.0
 DECAY_PACKETS = 20000
 
 
@@ -136,13 +143,14 @@ class FragmentGuard:
         self._frag_lost = 0.0
         self._whole_sent = 0.0
         self._whole_lost = 0.0
+        self._window_start: float | None = None  # first whole sample since the reset
 
     def next_size(self, now: float) -> int:
         """The datagram size for the transmit about to happen."""
         if not self.is_fragmenting:
             if now < self._retry_at or self._whole_sent < PROBATION_PACKETS:
                 return self.whole
-            if self._whole_lost > PROBATION_MAX_LOSS * self._whole_sent:
+            if self._fails_probation(now):
                 # whole datagrams alone lose this much: fragments would lose
                 # ~their count times more; look again (later, unless early on)
                 self.failed_windows += 1
@@ -156,6 +164,15 @@ class FragmentGuard:
         if self._transmits % WHOLE_EVERY == 0:
             return self.whole
         return self.fragmented
+
+    def _fails_probation(self, now: float) -> bool:
+        if self._whole_lost > PROBATION_MAX_LOSS * self._whole_sent:
+            return True
+        seconds = now - (now if self._window_start is None else self._window_start)
+        if seconds <= 0.0:
+            return False
+        expected_losses = self._whole_lost / seconds * REASSEMBLY_WINDOW_S * PROBATION_SPEEDUP
+        return expected_losses > self._max_recent_losses
 
     def packet_resolved(self, size: int, is_lost: bool, now: float) -> None:
         """Loss detection settled one ack-eliciting packet of ``size`` bytes."""
@@ -171,6 +188,8 @@ class FragmentGuard:
                 self._whole_sent /= 2
                 self._whole_lost /= 2
         else:
+            if self._window_start is None:
+                self._window_start = now
             self._whole_sent += 1
             self._whole_lost += is_lost
 
