@@ -15,13 +15,15 @@ only once a window of ``PROBATION_PACKETS`` of them lost at most
 within the reassembly budget below: a lost frame costs one datagram of
 either kind, so fragments moving data ``PROBATION_SPEEDUP`` x as fast would
 lose that many times as many datagrams a second (a 1 Gbit/s path losing
-0.1% of its frames passes the first test and fails this one). A path that loses whole datagrams at random loses
-fragmented ones ~k times as often, so trying fragments there costs a second
-of heavy loss that the congestion controller reads as congestion (the bench's
-WAN and bad Wi-Fi profiles lost 8-40% of their fragmented datagrams before
-the guard fell back). The first windows may hold a start-up overshoot, so up
-to ``PROBATION_WINDOWS`` run back to back; after that, and after any
-fall-back, a window that fails puts the next attempt off by ``RETRY_S``.
+0.1% of its frames passes the first test and fails this one). A path that
+loses whole datagrams at random loses fragmented ones ~k times as often, so
+trying fragments there costs a second of heavy loss that the congestion
+controller reads as congestion (the bench's WAN and bad Wi-Fi profiles lost
+8-40% of their fragmented datagrams before the guard fell back). The first
+windows may hold a start-up overshoot, so up to ``PROBATION_WINDOWS`` run
+back to back; after that, and after any fall-back, a window that fails puts
+the next attempt off by ``RETRY_S``. Loss that comes in bursts can leave a
+window clean by chance; the rules below then end the attempt.
 
 How: while fragmenting, one transmit in ``WHOLE_EVERY`` builds whole
 datagrams (``next_size``), so both kinds cross the path together. Every

@@ -32,6 +32,7 @@ LOSS_PERCENT = 2.0
 FRAGMENTING = re.compile(r"carries (\d+)-byte datagrams in fragments; whole up to (\d+)")
 # (the relay path, where a transfer may start, uses 16,000 without fragments)
 USING_FRAGMENTS = re.compile(r"direct [^)]*\): datagram size now 16000")
+DIRECT_SIZE = re.compile(r"direct [^)]*\): datagram size now (\d+)")
 POLL_S = 0.05
 FELL_BACK = re.compile(
     r"fragmented datagrams lost ([\d.]+)% against ([\d.]+)% whole: back to (\d+)"
@@ -62,7 +63,7 @@ def test_clean_path_fragments_and_keeps_fragmenting(make_lab: MakeLab, scene: Sc
     assert done["paths"]["direct"] > PAYLOAD_BYTES // 2, done
 
 
-def test_a_lossy_path_never_fragments(make_lab: MakeLab, scene: SceneFactory) -> None:
+def test_a_lossy_path_ends_on_whole_datagrams(make_lab: MakeLab, scene: SceneFactory) -> None:
     lab = make_lab(NatKind.EASY, NatKind.EASY)
     lab.add_random_loss(lab.a, LOSS_PERCENT)
     run = scene(lab, total_bytes=PAYLOAD_BYTES)
@@ -70,10 +71,16 @@ def test_a_lossy_path_never_fragments(make_lab: MakeLab, scene: SceneFactory) ->
     receive.finish(run.source, TIMEOUT_S)
     run.finish_sender()
     log = sender_log(run.sender.stderr)
-    # the path carries fragments, but whole datagrams lose too much to try them
+    # the path carries fragments, but whole datagrams lose too much to use
+    # them. Usually the probation never passes; but the lab drops whole UDP
+    # GSO batches (up to 64 datagrams cross a veth as one packet, and the
+    # loss rule drops packets), so a window can see no loss by chance: then
+    # fragments are tried and the guard sends it back at once.
     assert FRAGMENTING.search(log) is not None, run.describe()
-    assert USING_FRAGMENTS.search(log) is None, run.describe()
-    assert "datagram size now 1472" in log, run.describe()
+    sizes = [int(size) for size in DIRECT_SIZE.findall(log)]
+    assert sizes and sizes[-1] == 1472, (sizes, run.describe())
+    if USING_FRAGMENTS.search(log) is not None:
+        assert FELL_BACK.search(log) is not None, run.describe()
 
 
 def test_loss_that_starts_while_fragmenting_sends_it_back_to_whole_datagrams(
