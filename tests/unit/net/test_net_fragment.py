@@ -97,28 +97,6 @@ def test_a_lossy_path_never_starts_fragmenting(frame_loss: float) -> None:
     assert PROBATION_WINDOWS <= guard.failed_windows <= PROBATION_WINDOWS + 200 / RETRY_S + 1
 
 
-def test_a_fast_path_losing_a_little_hardly_tries_fragments() -> None:
-    # 10,000 whole datagrams a second. 0.1% lost (the long fat pipe): most
-    # windows pass the share test (<= 3 in 3,000), but fragments would lose
-    # ~600 datagrams in 30 s, far past the reassembly budget (131 of 16,000
-    # bytes): never tried
-    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
-    sizes = run(guard, frame_loss=0.001, seconds=120)
-    assert share_fragmented(sizes, 0, 120) == 0
-    assert guard.fallbacks == 0
-    # 0.03%: ~180 in 30 s, still past it; a short window with no loss may let
-    # one attempt through, which the budget rule ends (the share test alone
-    # made three in two minutes)
-    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
-    sizes = run(guard, frame_loss=0.0003, seconds=120)
-    assert guard.fallbacks <= 1
-    assert share_fragmented(sizes, 0, 120) < 0.05
-    # ten times rarer loss: fragments at once, and they stay
-    guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
-    sizes = run(guard, frame_loss=0.00003, seconds=10)
-    assert share_fragmented(sizes, 1, 10) > 0.8
-
-
 def test_a_start_up_overshoot_delays_fragmenting_by_one_window() -> None:
     guard = FragmentGuard(whole=WHOLE, fragmented=FRAGMENTED)
     # the first window loses 2% (a queue overflowing), then the path is clean
@@ -207,7 +185,7 @@ def test_reassembly_collapse_falls_back_even_if_whole_loss_is_unknown() -> None:
 
 def test_retries_after_a_backoff_that_doubles() -> None:
     guard = proven_guard()
-    run(guard, frame_loss=0.01, seconds=0.1)
+    run(guard, frame_loss=0.01, seconds=1)
     assert guard.fallbacks == 1
     # the path got clean meanwhile (whole datagrams show it): fragmenting
     # again at the retry, and it sticks
