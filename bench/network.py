@@ -77,9 +77,8 @@ queues, UDP receive buffers), which should be zero or the receiver's own.
 Limitations: the sender, the receiver and the delay line share this
 machine's cores (the line runs at real-time priority, SCHED_FIFO, so it
 preempts both ends instead of falling behind them; its CPU share is shown
-per tool; it includes the
-kernel's delivery of each frame to the receiving host, and a CPU-bound tool
-on 2 cores loses some speed to it); anything else running on the machine
+per tool; it includes the kernel's delivery of each frame to the receiving
+host, and a CPU-bound tool on 2 cores loses some speed to it); anything else running on the machine
 lowers the figures (a warning is printed when the machine is busy before a
 profile) and makes the line late now and then (the block counts frames more
 than 1 ms late); timing is exact to about +-25 us otherwise; jitter is

@@ -351,8 +351,7 @@ class Connection:
 
     def after_receive(self, now: float) -> None:
         if self._datagrams_since_ack >= ACK_EVERY_DATAGRAMS:
-            self._datagrams_since_ack = 0
-            tuning.ack_soon(self._quic, now)
+            tuning.ack_soon(self._quic, now)  # the count restarts once it went
         self._process_events()
         self._transmit(now)
         for stream in list(self.write_blocked):
@@ -472,7 +471,7 @@ class Connection:
                 self._direct_bytes += sum(map(len, payloads))
             elif kind == KIND_RELAY:
                 self._relay_bytes += sum(map(len, payloads))
-        if not tuning.is_ack_pending(self._quic):
+        if self._datagrams_since_ack and not tuning.is_ack_pending(self._quic):
             self._datagrams_since_ack = 0
         self._arm_timer()
 

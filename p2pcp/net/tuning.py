@@ -199,9 +199,13 @@ def set_ack_delay(quic: QuicConnection, seconds: float) -> None:
         quic._ack_delay = seconds
 
 
+def _one_rtt_space(quic: QuicConnection) -> Any:
+    return getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
+
+
 def ack_soon(quic: QuicConnection, now: float) -> None:
     """Make a pending acknowledgement of 1-RTT packets due now (no-op if none)."""
-    space: Any = getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
+    space = _one_rtt_space(quic)
     ack_at = getattr(space, "ack_at", None)
     if ack_at is not None and ack_at > now:
         space.ack_at = now
@@ -209,8 +213,7 @@ def ack_soon(quic: QuicConnection, now: float) -> None:
 
 def is_ack_pending(quic: QuicConnection) -> bool:
     """Whether received 1-RTT packets wait for an acknowledgement."""
-    space: Any = getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
-    return getattr(space, "ack_at", None) is not None
+    return getattr(_one_rtt_space(quic), "ack_at", None) is not None
 
 
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
