@@ -42,8 +42,17 @@ States:
   cruise (1.0 x 6). The cycle starts at a random cruise phase so that flows
   sharing a path do not probe in lockstep.
 - PROBE_RTT: when ``RTprop`` was not refreshed for ``MIN_RTT_WINDOW_S``, the
-  window drops to ``PROBE_RTT_CWND_PACKETS`` for ``PROBE_RTT_DURATION_S`` (and
-  at least one round) so the queue empties and the true RTprop is seen.
+  window drops to ``PROBE_RTT_CWND_GAIN`` x BDP (at least
+  ``MIN_CWND_PACKETS``) for ``PROBE_RTT_DURATION_S`` (and at least one round)
+  so the queue empties and the true RTprop is seen. Half a BDP, as in BBR
+  v2, empties the queue as well as v1's 4 packets did while the link stays
+  half busy instead of idle: on a 40 ms path v1's probe cost ~250 ms of
+  link time every 10 s (~2%). And it is skipped when the window already saw
+  the queue empty: a sample within ``RTPROP_NEAR_FRACTION`` (or
+  ``RTPROP_NEAR_S``) of ``RTprop`` confirms it for another window. The
+  PROBE_BW drain phase empties the queue every cycle, but v1 asks for a
+  sample at or below a minimum that was often one lucky packet, so it
+  probed every 10 s even on a path with jitter and no standing queue.
 
 Loss: random loss does not cut the window (unlike Reno/Cubic, whose rate
 falls as 1/sqrt(loss)). Only a round whose loss rate exceeds
@@ -91,6 +100,13 @@ DRAIN_GAIN = 1 / STARTUP_GAIN
 CWND_GAIN = 2.0
 # PROBE_BW pacing gains, one phase per RTprop: probe, drain the probe, cruise.
 PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+# The drain phase lasts until inflight is down to one BDP, for at most this
+# many RTprops. v1 left after one RTprop, so a queue built by an estimate a
+# few % high (jitter or bunched acks inflate delivery-rate samples, and the
+# max filter keeps the highest) was never drained: the flow sat at its
+# window with a standing queue of a BDP or more, and overflowed shallow
+# buffers. Four RTprops at 0.75 drain a whole BDP of queue.
+PROBE_BW_DRAIN_MAX_RTPROPS = 4
 # The pipe is full once BtlBw grew less than 25% in 3 consecutive rounds:
 # a doubling rate would have grown >= 25% each round unless the path is full.
 FULL_BW_GROWTH = 1.25
@@ -100,11 +116,16 @@ FULL_BW_ROUNDS = 3
 BW_WINDOW_ROUNDS = 10
 # Min-RTT window: 10 s (BBR v1); routes and queues change slower than that.
 MIN_RTT_WINDOW_S = 10.0
-# PROBE_RTT: 4 packets keep acks flowing while the queue empties; 200 ms is
-# long enough to see an empty queue and short enough to cost ~2% of 10 s.
+# PROBE_RTT: half a BDP in flight empties the queue (BBR v2); 200 ms is long
+# enough to see an empty queue, and at half the rate it costs ~1% of 10 s.
 PROBE_RTT_DURATION_S = 0.2
-PROBE_RTT_CWND_PACKETS = 4
-# Floor of the window: 4 packets, as in PROBE_RTT.
+PROBE_RTT_CWND_GAIN = 0.5
+# A sample this close to RTprop shows the queue was empty (jitter and a
+# host's scheduling make the exact minimum a lucky packet): 5% or 0.5 ms,
+# a standing queue of at most 1/20 BDP or 62 KB at 1 Gbit/s.
+RTPROP_NEAR_FRACTION = 0.05
+RTPROP_NEAR_S = 0.0005
+# Floor of the window: 4 packets keep acks flowing (BBR v1's PROBE_RTT).
 MIN_CWND_PACKETS = 4
 # Extra packets on top of cwnd_gain x BDP, for ack aggregation and pacing
 # quantization (BBR v1 adds 3 x the send quantum).
@@ -206,6 +227,7 @@ class BbrCongestionControl(QuicCongestionControl):
         self._probe_rtt_done: float | None = None
         self._probe_rtt_round_done = False
         self._probe_rtt_round = 0
+        self._probe_rtt_window = MIN_CWND_PACKETS * max_datagram_size
         self._prior_cwnd = 0
         # the ack batch not yet applied to the model (see acked)
         self._batch_newest: tuple[int, float, int, float, float, float] | None = None
@@ -346,13 +368,21 @@ class BbrCongestionControl(QuicCongestionControl):
         self._update_cwnd(acked)
 
     def _update_min_rtt(self, now: float, rtt: float) -> None:
-        if self.min_rtt is None or rtt <= self.min_rtt:
+        min_rtt = self.min_rtt
+        if min_rtt is None or rtt <= min_rtt:
             self.min_rtt = rtt
+            self._min_rtt_stamp = now
+        elif rtt <= min_rtt * (1.0 + RTPROP_NEAR_FRACTION) + RTPROP_NEAR_S:
+            # the queue was empty: RTprop still holds
             self._min_rtt_stamp = now
         elif now - self._min_rtt_stamp > MIN_RTT_WINDOW_S and self.state != PROBE_RTT:
-            # stale: take the current sample, then empty the queue to see lower
+            # stale: empty the queue (to half the BDP the old RTprop gives:
+            # the current sample may include a queue), then take the lowest
+            # sample seen meanwhile
+            self._probe_rtt_window = max(
+                self._bdp(PROBE_RTT_CWND_GAIN), MIN_CWND_PACKETS * self._mds
+            )
             self.min_rtt = rtt
-            self._min_rtt_stamp = now
             self._enter_probe_rtt(now)
 
     # -- model ----------------------------------------------------------------
@@ -429,8 +459,12 @@ class BbrCongestionControl(QuicCongestionControl):
             # stay until the probe has actually put 1.25 BDP in flight
             advance = elapsed and self.bytes_in_flight >= self._bdp(gain)
         elif gain < 1.0:
-            # leave early once the probe's queue is gone
-            advance = elapsed or self.bytes_in_flight <= self._bdp(1.0)
+            # stay until the queue is gone (BBR v2), but not so long that
+            # the estimate decays (a longer route: inflight never gets there)
+            advance = (
+                self.bytes_in_flight <= self._bdp(1.0)
+                or now - self._cycle_stamp > PROBE_BW_DRAIN_MAX_RTPROPS * rtprop
+            )
         else:
             advance = elapsed
         if advance:
@@ -447,7 +481,7 @@ class BbrCongestionControl(QuicCongestionControl):
 
     def _handle_probe_rtt(self, now: float) -> None:
         if self._probe_rtt_done is None:
-            if self.bytes_in_flight <= PROBE_RTT_CWND_PACKETS * self._mds:
+            if self.bytes_in_flight <= self._probe_rtt_window:
                 self._probe_rtt_done = now + PROBE_RTT_DURATION_S
                 self._probe_rtt_round = self._round
             return
@@ -466,7 +500,7 @@ class BbrCongestionControl(QuicCongestionControl):
     def _update_cwnd(self, acked_bytes: int) -> None:
         floor = MIN_CWND_PACKETS * self._mds
         if self.state == PROBE_RTT:
-            self.congestion_window = PROBE_RTT_CWND_PACKETS * self._mds
+            self.congestion_window = self._probe_rtt_window
             return
         target = self._bdp(self.cwnd_gain) + CWND_EXTRA_PACKETS * self._mds
         if self._filled_pipe:

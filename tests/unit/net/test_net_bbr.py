@@ -25,7 +25,7 @@ from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
 
 import p2pcp.net.bbr as bbr_module
-from p2pcp.net.bbr import DRAIN, PROBE_BW, STARTUP, BbrCongestionControl
+from p2pcp.net.bbr import DRAIN, PROBE_BW, PROBE_RTT, STARTUP, BbrCongestionControl
 
 MSS = 1452
 MBIT = 1_000_000 / 8  # bytes/s
@@ -62,6 +62,8 @@ class Path:
     # > 0: the receiver acks in bursts, everything that arrived in each
     # interval at its end (a batching peer, Wi-Fi aggregation)
     ack_batch_s: float = 0.0
+    # > 0: each ack comes up to this much later, in order (a jittery link)
+    ack_jitter_s: float = 0.0
 
 
 class Sim:
@@ -77,6 +79,7 @@ class Sim:
         self.link_busy = False
         self.rate = path.rate
         self.queue_samples: list[tuple[float, int]] = []
+        self.last_ack_due = 0.0
         for i, f in enumerate(self.flows):
             self.at(f.start, "wake", i)
         for t, r in self.path.rate_changes:
@@ -137,13 +140,14 @@ class Sim:
             del self.queue[: self.qhead]
             self.qhead = 0
         self.queue_bytes -= MSS
+        due = now + self.path.rtt
+        if self.path.ack_jitter_s > 0.0:
+            due = max(due + self.rng.uniform(0.0, self.path.ack_jitter_s), self.last_ack_due)
+            self.last_ack_due = due
         batch = self.path.ack_batch_s
         if batch > 0.0:
-            due = now + self.path.rtt
-            release = (int(due / batch) + 1) * batch
-            self.at(release, "ack", (i, pkt))
-        else:
-            self.at(now + self.path.rtt, "ack", (i, pkt))
+            due = (int(due / batch) + 1) * batch
+        self.at(due, "ack", (i, pkt))
         if self.qhead < len(self.queue):
             self.at(now + MSS / self.rate, "depart", None)
         else:
@@ -259,17 +263,51 @@ def test_bursty_acks_do_not_starve_the_window(monkeypatch: pytest.MonkeyPatch) -
     assert run() < 0.80
 
 
-def test_state_machine_reaches_probe_bw_and_probes_rtt() -> None:
-    cc = BbrCongestionControl(max_datagram_size=MSS, seed=0)
-    assert cc.state == STARTUP
-    path = Path(rate=10 * MBIT, rtt=0.02, queue_limit=int(10 * MBIT * 0.02))
-    flow = Flow(cc=cc)
-    sim = Sim(path, [flow])
-    seen: set[str] = set()
+def watch_states(sim: Sim, cc: BbrCongestionControl, until: float) -> list[tuple[float, str, int]]:
+    """(time, state, window) every 10 ms of virtual time."""
+    seen = []
     t = 0.0
-    while t < 12.0:
-        t += 0.05
+    while t < until:
+        t += 0.01
         sim.run(t)
-        seen.add(cc.state)
-    assert PROBE_BW in seen
-    assert "probe_rtt" in seen
+        seen.append((t, cc.state, cc.congestion_window))
+    return seen
+
+
+def test_a_path_with_jitter_keeps_its_rtprop_without_probing_it() -> None:
+    # No standing queue, but acks up to 4 ms late: the exact minimum RTT was
+    # one lucky packet. v1 refreshed RTprop only at or below it, so it
+    # emptied the pipe every 10 s; a sample near it confirms it instead.
+    rate = 10 * MBIT
+    path = Path(rate=rate, rtt=0.02, queue_limit=int(rate * 0.02), ack_jitter_s=0.004)
+    flow = bbr()
+    assert isinstance(flow.cc, BbrCongestionControl)
+    sim = Sim(path, [flow])
+    states = {state for _, state, _ in watch_states(sim, flow.cc, 25.0)}
+    assert PROBE_BW in states
+    assert PROBE_RTT not in states
+    assert flow.cc.min_rtt is not None and flow.cc.min_rtt < 0.0215
+    assert goodput(flow, rate, 2.0, 25.0) >= 0.95
+
+
+def test_a_longer_route_is_learnt_through_probe_rtt_at_half_a_bdp() -> None:
+    # The route grows from 20 to 30 ms: no sample comes near the old RTprop,
+    # so after its 10 s window the flow probes, holding half a BDP in flight
+    # (the link stays busy; v1 held 4 packets), and learns the new RTprop.
+    rate = 10 * MBIT
+    path = Path(rate=rate, rtt=0.02, queue_limit=int(rate * 0.03))
+    flow = bbr()
+    cc = flow.cc
+    assert isinstance(cc, BbrCongestionControl)
+    sim = Sim(path, [flow])
+    assert [s for _, s, _ in watch_states(sim, cc, 3.0)][-1] == PROBE_BW
+    path.rtt = 0.03
+    later = watch_states(sim, cc, 16.0)
+    probing = [(t, window) for t, state, window in later if state == PROBE_RTT]
+    assert probing, "no PROBE_RTT after the route changed"
+    assert probing[0][0] < 3.0 + 12.0
+    old_half_bdp = 0.5 * rate * 0.02
+    assert min(w for _, w in probing) >= 0.8 * old_half_bdp
+    assert cc.state == PROBE_BW
+    assert cc.min_rtt is not None and 0.029 < cc.min_rtt < 0.032
+    assert goodput(flow, rate, 4.0, 16.0) >= 0.90
