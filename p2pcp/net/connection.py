@@ -452,12 +452,14 @@ class Connection:
             now = self.loop.time()
         guard = self._guard
         may_fragment = False
+        in_flight = tuning.bytes_in_flight(self._quic)
         if guard is None:
             datagrams = self._quic.datagrams_to_send(now=now)
         else:
             size = guard.next_size(now)
             settled = guard.fragmented if guard.is_fragmenting else guard.whole
             self._set_datagram_size(settled)
+            tuning.set_pacing_fragmented(self._quic, guard.is_fragmenting)
             may_fragment = size > guard.whole
             if size != settled:
                 tuning.set_packet_size(self._quic, size)
@@ -466,6 +468,9 @@ class Connection:
                 tuning.set_packet_size(self._quic, settled)
         if datagrams:
             payloads = [data for data, _addr in datagrams]
+            tuning.refund_pacer(
+                self._quic, len(payloads), tuning.bytes_in_flight(self._quic) - in_flight
+            )
             kind = self._magicsock.send(self._path, payloads, may_fragment=may_fragment)
             if kind == KIND_DIRECT:
                 self._direct_bytes += sum(map(len, payloads))

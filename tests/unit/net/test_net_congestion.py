@@ -77,10 +77,13 @@ def test_datagram_size_change_reaches_each_controller() -> None:
         assert cc.congestion_window == window * 12_000 // 1200, name
 
 
-def _paced_bytes(rate: float, size: int, wakeup_s: float, seconds: float) -> int:
+def _paced_bytes(
+    rate: float, size: int, wakeup_s: float, seconds: float, fragmenting: bool = False
+) -> int:
     """Bytes a BurstPacer lets out at ``rate`` when the driver wakes every ``wakeup_s``
     (as aioquic's ``_write_application`` asks it: send while no next send time)."""
     pacer = tuning.BurstPacer(max_datagram_size=size, controller=_Model(rate))
+    pacer.is_fragmenting = fragmenting
     pacer.update_rate(congestion_window=10**9, smoothed_rtt=0.01)
     sent = 0
     now = 0.0
@@ -104,6 +107,47 @@ def test_pacer_keeps_its_rate_when_asyncio_wakes_it_late(rate: float) -> None:
     # BURST_MAX_BYTES caps it, and acks wake the sender far more often)
     sent = _paced_bytes(rate, 1472, wakeup_s=0.0015, seconds=2.0)
     assert sent >= 0.97 * rate * 2.0
+
+
+@pytest.mark.parametrize(
+    "rate, wakeup_s", [(125e6, 0.0001), (125e6, 0.0003), (12.5e6, 0.001), (12.5e6, 0.0015)]
+)
+def test_fragmented_datagrams_go_no_faster_than_the_modelled_rate(
+    rate: float, wakeup_s: float
+) -> None:
+    # aioquic's pacer lets a packet go on any credit and forgets the rest of
+    # its cost: up to one packet per wake-up for free (16,000-byte datagrams
+    # woken every 0.1 ms at 1 Gbit/s: 2x the rate), which overflows queues
+    # and loses fragments. Kept exactly, the pacer sends the rate, plus one
+    # burst, plus one packet of debt.
+    size = 16_000
+    seconds = 1.0
+    pacer = tuning.BurstPacer(max_datagram_size=size, controller=_Model(rate))
+    pacer.update_rate(congestion_window=10**9, smoothed_rtt=0.01)
+    burst = pacer.bucket_max / (pacer.packet_time or 1.0) * size
+    sent = _paced_bytes(rate, size, wakeup_s=wakeup_s, seconds=seconds, fragmenting=True)
+    assert 0.97 * rate * seconds <= sent <= rate * seconds + burst + size
+    # whole datagrams keep aioquic's surplus (see BurstPacer)
+    assert _paced_bytes(rate, 1472, wakeup_s=wakeup_s, seconds=seconds) > sent
+
+
+def test_pacer_does_not_charge_acks_or_small_packets_in_full() -> None:
+    # A receiver sends hundreds of ack-only packets a second while its own
+    # modelled rate is tiny: charged as full datagrams they put the pacer
+    # into debt, and a request waited seconds behind it.
+    pacer = tuning.BurstPacer(max_datagram_size=16_000, controller=_Model(100_000.0))
+    pacer.is_fragmenting = True
+    pacer.update_rate(congestion_window=10**9, smoothed_rtt=0.01)
+    now = 0.0
+    for _ in range(1000):
+        now += 0.001
+        pacer.update_after_send(now)  # an ack-only packet, sent while an ack was due
+        pacer.refund(16_000 - 0)  # none of it in flight
+    assert pacer.next_send_time(now) is None  # a request goes at once
+    pacer.update_after_send(now)
+    pacer.refund(16_000 - 200)  # a 200-byte request
+    assert pacer.packet_time is not None
+    assert pacer.bucket_time > pacer.bucket_max - pacer.packet_time
 
 
 def test_pacer_bursts_stay_small_on_fast_paths() -> None:
