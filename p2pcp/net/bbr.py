@@ -50,11 +50,12 @@ States:
   probe cost ~250 ms of link time every 10 s (~2%), v2's ~100 ms. The
   margin covers a bandwidth estimate up to a third too high; measured,
   ours runs at most ~8% high (jitter, bunched acks). And it is skipped
-  when the window already saw the queue empty: a sample within ``RTPROP_NEAR_FRACTION`` (or
-  ``RTPROP_NEAR_S``) of ``RTprop`` confirms it for another window. The
-  PROBE_BW drain phase empties the queue every cycle, but v1 asks for a
-  sample at or below a minimum that was often one lucky packet, so it
-  probed every 10 s even on a path with jitter and no standing queue.
+  when the window already saw the queue empty: a sample within
+  ``RTPROP_NEAR_FRACTION`` (or ``RTPROP_NEAR_S``) of ``RTprop`` confirms it
+  for another window. The PROBE_BW drain phase empties the queue every
+  cycle, but v1 asks for a sample at or below a minimum that was often one
+  lucky packet, so it probed every 10 s even on a path with jitter and no
+  standing queue.
 
 Loss: random loss does not cut the window (unlike Reno/Cubic, whose rate
 falls as 1/sqrt(loss)). Only a round whose loss rate exceeds

@@ -452,25 +452,27 @@ class Connection:
             now = self.loop.time()
         guard = self._guard
         may_fragment = False
-        in_flight = tuning.bytes_in_flight(self._quic)
         if guard is None:
             datagrams = self._quic.datagrams_to_send(now=now)
         else:
             size = guard.next_size(now)
-            settled = guard.fragmented if guard.is_fragmenting else guard.whole
+            fragmenting = guard.is_fragmenting
+            settled = guard.fragmented if fragmenting else guard.whole
             self._set_datagram_size(settled)
-            tuning.set_pacing_fragmented(self._quic, guard.is_fragmenting)
+            tuning.set_pacing_fragmented(self._quic, fragmenting)
             may_fragment = size > guard.whole
             if size != settled:
                 tuning.set_packet_size(self._quic, size)
+            in_flight = tuning.bytes_in_flight(self._quic) if fragmenting else 0
             datagrams = self._quic.datagrams_to_send(now=now)
             if size != settled:
                 tuning.set_packet_size(self._quic, settled)
+            if fragmenting and datagrams:
+                # the pacer kept exact charged full datagrams (tuning.BurstPacer)
+                sent = tuning.bytes_in_flight(self._quic) - in_flight
+                tuning.refund_pacer(self._quic, len(datagrams), sent)
         if datagrams:
             payloads = [data for data, _addr in datagrams]
-            tuning.refund_pacer(
-                self._quic, len(payloads), tuning.bytes_in_flight(self._quic) - in_flight
-            )
             kind = self._magicsock.send(self._path, payloads, may_fragment=may_fragment)
             if kind == KIND_DIRECT:
                 self._direct_bytes += sum(map(len, payloads))
