@@ -330,6 +330,10 @@ class Fetcher:
             # something (a stranger must not end `send --once`): after a
             # reconnection with nothing left, prove we hold the ticket.
             await self._fetch_header(connection)
+        # The transfer's time ends here, with every file verified and in
+        # place, as a TCP copy's ends at the last byte: the notice below is
+        # the protocol's goodbye (a round trip, more when it is lost).
+        seconds = time.monotonic() - started
         # Tell the sender we have everything; it may exit (--once). Every
         # file is verified and in place by now, so a sender that is gone
         # cannot make this receive fail: the notice is best effort.
@@ -341,7 +345,7 @@ class Fetcher:
             out_path=str(_arrival_path(self.options.out_dir, manifest)),
             bytes_received=self.bytes_received,
             bytes_present=plan.bytes_present + self.bytes_resumed,
-            seconds=time.monotonic() - started,
+            seconds=seconds,
             files=files,
         )
 

@@ -251,6 +251,7 @@ class HostileSender:
     key: SecretKey
     answers: dict[bytes, Answer] = field(default_factory=dict)
     requests: list[wire.GetRequest] = field(default_factory=list)
+    done_delay_s: float = 0.0  # how long it takes to answer DONE
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -286,6 +287,7 @@ class HostileSender:
         with contextlib.suppress(P2pcpError):
             request = wire.decode_request(await read_all(stream))
             if isinstance(request, wire.DoneRequest):
+                await asyncio.sleep(self.done_delay_s)
                 await stream.write(bytes([wire.STATUS_OK]))
                 await stream.finish()
                 return

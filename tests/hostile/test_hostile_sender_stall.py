@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,22 @@ def test_peer_with_another_key_is_refused(tmp_path: Path) -> None:
     assert "Traceback" not in str(caught.value)
     assert final_files(tmp_path / "out") == {}
     assert not (tmp_path / "out").exists()
+
+
+async def _slow_goodbye(tmp_path: Path, delay_s: float) -> tuple[float, float]:
+    async with hostile_sender() as sender:
+        sender.done_delay_s = delay_s
+        manifest, _ = single_file(sender, "victim.bin", CONTENT)
+        started = time.monotonic()
+        finished = await fetch(sender.ticket(manifest.root, len(CONTENT)), tmp_path / "out")
+        return finished.seconds, time.monotonic() - started
+
+
+def test_the_transfer_time_ends_when_the_files_are_in_place(tmp_path: Path) -> None:
+    """A sender slow to answer DONE (a lost packet, a busy machine) still gets
+    its notice, but the wait is no part of the transfer's reported time."""
+    delay_s = 3.0
+    seconds, wall_s = asyncio.run(_slow_goodbye(tmp_path, delay_s))
+    assert final_files(tmp_path / "out") == {"victim.bin": CONTENT}
+    assert wall_s >= delay_s  # the receiver did wait for the goodbye
+    assert seconds <= wall_s - delay_s
