@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 from collections import deque
 from collections.abc import Iterable
 
@@ -50,7 +51,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from p2pcp.core.errors import ConnectError, ConnectionLostError, UsageError
 from p2pcp.core.identity import NodeId, SecretKey
-from p2pcp.net import tls
+from p2pcp.net import tls, tuning
 from p2pcp.net.connection import Connection
 from p2pcp.net.interfaces import interface_addresses
 from p2pcp.net.magicsock import (
@@ -83,9 +84,10 @@ MAX_PENDING_CONNECTIONS = 64
 # idle timeout a half-open flood would otherwise hold slots for.
 HANDSHAKE_TIMEOUT_S = 10.0
 
-# Connection ids are aioquic's default length; short-header packets carry
-# no length, so the demux must know it.
-CID_BYTES = 8
+# Short-header packets carry no connection id length, so the demux must know
+# it: servers' ids are 8 bytes, clients' 4 (tls.py says why).
+SERVER_CID_BYTES = tls.SERVER_CID_BYTES
+CLIENT_CID_BYTES = tls.CLIENT_CID_BYTES
 
 # STUN to the home relay at bind: a request every STUN_RETRY_S, at most
 # STUN_ATTEMPTS of them. A lost UDP packet costs one retry; a relay without
@@ -296,6 +298,7 @@ class Endpoint:
                 task.add_done_callback(self._background.discard)
         path = self.magicsock.client_path(node_id, candidates, relay)
         quic = QuicConnection(configuration=self._client_config)
+        tuning.set_initial_destination_cid(quic, os.urandom(tls.INITIAL_DCID_BYTES))
         connection = Connection(
             self,
             quic,
@@ -409,8 +412,10 @@ class Endpoint:
                     continue
                 cid = data[6 : 6 + data[5]]
             else:
-                cid = data[1 : 1 + CID_BYTES]
+                cid = data[1 : 1 + SERVER_CID_BYTES]
             connection = by_cid.get(cid)
+            if connection is None and not data[0] & 0x80:
+                connection = by_cid.get(data[1 : 1 + CLIENT_CID_BYTES])
             if connection is None:
                 connection = self._maybe_accept(data, address, path)
                 if connection is None:
@@ -430,7 +435,7 @@ class Endpoint:
         if self._is_closed or len(data) < FLOOR_BYTES or not data[0] & 0x80:
             return None
         try:
-            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_BYTES)
+            header = pull_quic_header(Buffer(data=data), host_cid_length=SERVER_CID_BYTES)
         except ValueError:
             return None
         if (

@@ -124,6 +124,20 @@ def check_peer_certificate(
         )
 
 
+# The connection ids a client issues, which every packet to it carries: the
+# client is the receiver, so these ride on every data packet, where 4 bytes
+# instead of aioquic's 8 are 0.27% more file per 1472-byte datagram. A
+# receiver's endpoint holds one connection or a few, so 2**32 values keep
+# them apart (the endpoint routes by them). A server keeps 8-byte ids: it
+# may serve many receivers, and only acknowledgements carry its ids.
+CLIENT_CID_BYTES = 4
+SERVER_CID_BYTES = 8
+# RFC 9000 7.2: a client's first Destination Connection ID (random, until
+# the server's own replaces it) is at least 8 bytes, whatever its own ids'
+# length.
+INITIAL_DCID_BYTES = 8
+
+
 def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguration:
     algorithm = CONGESTION_CONTROLLERS.get(congestion)
     if algorithm is None:
@@ -140,12 +154,14 @@ def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguratio
         # raises it after a datagram-size probe succeeds (probe.py).
         max_datagram_size=SMALLEST_MAX_DATAGRAM_SIZE,
         verify_mode=ssl.CERT_NONE,
+        connection_id_length=SERVER_CID_BYTES,
     )
 
 
 def client_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:
     """Client settings. It carries our certificate too, for mutual auth later."""
     config = _base_configuration(is_client=True, congestion=congestion)
+    config.connection_id_length = CLIENT_CID_BYTES
     cert, key = make_certificate(seed)
     config.certificate = cert
     config.private_key = key

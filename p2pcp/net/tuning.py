@@ -25,6 +25,10 @@ attributes used:
   identity pinning.
 - ``QuicStreamSender._buffer_start`` / ``_buffer_stop``: bytes a stream still
   holds (unsent plus unacknowledged), for write backpressure.
+- ``QuicConnection._peer_cid`` and ``_original_destination_connection_id``:
+  a client's first Destination Connection ID, which aioquic draws at the
+  client's own id length; set to 8 bytes before ``connect`` when our ids are
+  shorter (``set_initial_destination_cid``, RFC 9000 7.2).
 - ``QuicPacketRecovery._pto_count`` and ``reschedule_data``: after a path
   change, retransmit at once (what a probe timeout does) and forget the
   timer's backoff, which grew while the old path was dead.
@@ -315,3 +319,16 @@ def connection_buffered_bytes(quic: QuicConnection) -> int:
         int(stream.sender._buffer_stop - stream.sender._buffer_start)
         for stream in quic._streams.values()
     )
+
+
+def set_initial_destination_cid(quic: QuicConnection, cid: bytes) -> None:
+    """A client's first Destination Connection ID; call before ``connect``."""
+    peer_cid = getattr(quic, "_peer_cid", None)
+    if (
+        peer_cid is None
+        or getattr(quic, "_connect_called", True)
+        or getattr(quic, "_original_destination_connection_id", None) != peer_cid.cid
+    ):
+        return
+    peer_cid.cid = cid
+    quic._original_destination_connection_id = cid

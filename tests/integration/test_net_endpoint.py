@@ -418,3 +418,53 @@ def test_udp_send_survives_kernel_pushback_in_order(errno_value: int) -> None:
             receiver.close()
 
     run(body)
+
+
+def test_connection_ids_short_for_clients_and_routed_in_an_endpoint_of_both_roles() -> None:
+    """A client's ids are 4 bytes (every data packet to a receiver carries
+    one), its first Destination id 8 (RFC 9000 7.2), a server's ids 8; an
+    endpoint that accepts and connects at once routes both kinds."""
+
+    size = 300_000
+
+    async def echo(connection: Any) -> None:
+        stream = await connection.accept_stream()
+        await stream.write(await stream.read_exactly(size))
+        await stream.finish()
+
+    async def exchange(connection: Any, payload: bytes) -> bytes:
+        stream = await connection.open_stream()
+        await stream.write(payload)
+        await stream.finish()
+        return await stream.read_exactly(size)
+
+    async def body() -> None:
+        async with pair() as (server, middle):
+            third = await Endpoint.bind(OTHER_KEY, max_datagram_size=None)
+            try:
+                # middle serves `third` and is a client of `server`, at once
+                accepted_by_server = asyncio.ensure_future(server.accept())
+                accepted_by_middle = asyncio.ensure_future(middle.accept())
+                outgoing = await middle.connect(server.node_id, [loopback(server)], timeout_s=5)
+                incoming = await third.connect(middle.node_id, [loopback(middle)], timeout_s=5)
+                at_server = await asyncio.wait_for(accepted_by_server, 5)
+                at_middle = await asyncio.wait_for(accepted_by_middle, 5)
+                echoes = [asyncio.ensure_future(echo(c)) for c in (at_server, at_middle)]
+                payloads = [os.urandom(size), os.urandom(size)]
+                echoed = await asyncio.gather(
+                    exchange(outgoing, payloads[0]), exchange(incoming, payloads[1])
+                )
+                assert echoed == payloads
+                await asyncio.gather(*echoes)
+                for client_side in (outgoing, incoming):
+                    assert client_side.cids and {len(cid) for cid in client_side.cids} == {4}
+                for server_side in (at_server, at_middle):
+                    assert len(server_side._quic.original_destination_connection_id) == 8
+                    issued = server_side.cids - {
+                        server_side._quic.original_destination_connection_id
+                    }
+                    assert issued and {len(cid) for cid in issued} == {8}
+            finally:
+                await third.close()
+
+    run(body)
