@@ -85,9 +85,12 @@ MAX_PENDING_CONNECTIONS = 64
 HANDSHAKE_TIMEOUT_S = 10.0
 
 # Short-header packets carry no connection id length, so the demux must know
-# it: servers' ids are 8 bytes, clients' 4 (tls.py says why).
+# it: servers' ids are 8 bytes, clients' 4, and one client connection per
+# endpoint has none (tls.py says why). A short-header datagram goes to the
+# first of them that names a connection (a wrong guess fails to decrypt).
 SERVER_CID_BYTES = tls.SERVER_CID_BYTES
 CLIENT_CID_BYTES = tls.CLIENT_CID_BYTES
+NO_CID = b""
 
 # STUN to the home relay at bind: a request every STUN_RETRY_S, at most
 # STUN_ATTEMPTS of them. A lost UDP packet costs one retry; a relay without
@@ -126,6 +129,7 @@ class Endpoint:
         self._seed = secret_key.seed_bytes()
         self._datagram_size_cap = max_datagram_size
         self._client_config = tls.client_configuration(self._seed, congestion)
+        self._sole_client_config = tls.sole_client_configuration(self._client_config)
         self._server_config = tls.server_configuration(self._seed, congestion)
         self.path_policy = path_policy
         self.magicsock = MagicSock(
@@ -297,7 +301,12 @@ class Endpoint:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         path = self.magicsock.client_path(node_id, candidates, relay)
-        quic = QuicConnection(configuration=self._client_config)
+        is_sole = NO_CID not in self._by_cid and tuning.can_forgo_connection_ids()
+        quic = QuicConnection(
+            configuration=self._sole_client_config if is_sole else self._client_config
+        )
+        if is_sole:
+            tuning.forgo_connection_ids(quic)
         tuning.set_initial_destination_cid(quic, os.urandom(tls.INITIAL_DCID_BYTES))
         connection = Connection(
             self,
@@ -415,7 +424,7 @@ class Endpoint:
                 cid = data[1 : 1 + SERVER_CID_BYTES]
             connection = by_cid.get(cid)
             if connection is None and not data[0] & 0x80:
-                connection = by_cid.get(data[1 : 1 + CLIENT_CID_BYTES])
+                connection = by_cid.get(data[1 : 1 + CLIENT_CID_BYTES]) or by_cid.get(NO_CID)
             if connection is None:
                 connection = self._maybe_accept(data, address, path)
                 if connection is None:

@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ssl
 
@@ -125,11 +126,14 @@ def check_peer_certificate(
 
 
 # The connection ids a client issues, which every packet to it carries: the
-# client is the receiver, so these ride on every data packet, where 4 bytes
-# instead of aioquic's 8 are 0.27% more file per 1472-byte datagram. A
-# receiver's endpoint holds one connection or a few, so 2**32 values keep
-# them apart (the endpoint routes by them). A server keeps 8-byte ids: it
-# may serve many receivers, and only acknowledgements carry its ids.
+# client is the receiver, so these ride on every data packet, where each byte
+# is 0.07% of a 1472-byte datagram. An endpoint routes datagrams by them, so:
+# its one client connection (a receiver's usual case) uses zero-length ids
+# (RFC 9000 5.1; it then issues no more ids: tuning.py), a client connection
+# beside it 4-byte ids (a receiver holds a few at most: 2**32 keep them
+# apart). A server keeps 8-byte ids: it may serve many receivers, and only
+# acknowledgements carry its ids.
+SOLE_CLIENT_CID_BYTES = 0
 CLIENT_CID_BYTES = 4
 SERVER_CID_BYTES = 8
 # RFC 9000 7.2: a client's first Destination Connection ID (random, until
@@ -166,6 +170,11 @@ def client_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> Q
     config.certificate = cert
     config.private_key = key
     return config
+
+
+def sole_client_configuration(config: QuicConfiguration) -> QuicConfiguration:
+    """``config`` for an endpoint's only client connection: zero-length ids."""
+    return dataclasses.replace(config, connection_id_length=SOLE_CLIENT_CID_BYTES)
 
 
 def server_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:

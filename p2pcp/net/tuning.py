@@ -29,6 +29,11 @@ attributes used:
   a client's first Destination Connection ID, which aioquic draws at the
   client's own id length; set to 8 bytes before ``connect`` when our ids are
   shorter (``set_initial_destination_cid``, RFC 9000 7.2).
+- ``QuicConnection._replenish_connection_ids``: replaced by a no-op on a
+  connection with zero-length ids, which must not issue more (RFC 9000 5.1;
+  aioquic would send NEW_CONNECTION_ID frames with empty ids, which its own
+  peers refuse); without it, zero-length ids are not used
+  (``can_forgo_connection_ids``).
 - ``QuicPacketRecovery._pto_count`` and ``reschedule_data``: after a path
   change, retransmit at once (what a probe timeout does) and forget the
   timer's backoff, which grew while the old path was dead.
@@ -332,3 +337,13 @@ def set_initial_destination_cid(quic: QuicConnection, cid: bytes) -> None:
         return
     peer_cid.cid = cid
     quic._original_destination_connection_id = cid
+
+
+def can_forgo_connection_ids() -> bool:
+    """Whether ``forgo_connection_ids`` works with this aioquic."""
+    return callable(getattr(QuicConnection, "_replenish_connection_ids", None))
+
+
+def forgo_connection_ids(quic: QuicConnection) -> None:
+    """A connection with zero-length ids: it never issues another."""
+    quic._replenish_connection_ids = lambda: None  # type: ignore[method-assign]

@@ -420,11 +420,12 @@ def test_udp_send_survives_kernel_pushback_in_order(errno_value: int) -> None:
     run(body)
 
 
-def test_connection_ids_short_for_clients_and_routed_in_an_endpoint_of_both_roles() -> None:
-    """A client's ids are 4 bytes (every data packet to a receiver carries
-    one), its first Destination id 8 (RFC 9000 7.2), a server's ids 8; an
-    endpoint that accepts and connects at once routes both kinds."""
-
+def test_connection_ids_by_role_routed_in_an_endpoint_of_both_roles() -> None:
+    """Every data packet to a receiver (the client) carries the client's id:
+    an endpoint's sole client connection has none, another beside it 4-byte
+    ids, a server 8-byte ids; a client's first Destination id is 8 bytes (RFC
+    9000 7.2). One endpoint accepting and connecting twice at once routes all
+    three kinds."""
     size = 300_000
 
     async def echo(connection: Any) -> None:
@@ -442,27 +443,28 @@ def test_connection_ids_short_for_clients_and_routed_in_an_endpoint_of_both_role
         async with pair() as (server, middle):
             third = await Endpoint.bind(OTHER_KEY, max_datagram_size=None)
             try:
-                # middle serves `third` and is a client of `server`, at once
+                # middle serves `third` and is twice a client of `server`
                 accepted_by_server = asyncio.ensure_future(server.accept())
                 accepted_by_middle = asyncio.ensure_future(middle.accept())
-                outgoing = await middle.connect(server.node_id, [loopback(server)], timeout_s=5)
+                sole = await middle.connect(server.node_id, [loopback(server)], timeout_s=5)
+                at_server = [await asyncio.wait_for(accepted_by_server, 5)]
+                accepted_by_server = asyncio.ensure_future(server.accept())
+                beside = await middle.connect(server.node_id, [loopback(server)], timeout_s=5)
+                at_server.append(await asyncio.wait_for(accepted_by_server, 5))
                 incoming = await third.connect(middle.node_id, [loopback(middle)], timeout_s=5)
-                at_server = await asyncio.wait_for(accepted_by_server, 5)
                 at_middle = await asyncio.wait_for(accepted_by_middle, 5)
-                echoes = [asyncio.ensure_future(echo(c)) for c in (at_server, at_middle)]
-                payloads = [os.urandom(size), os.urandom(size)]
-                echoed = await asyncio.gather(
-                    exchange(outgoing, payloads[0]), exchange(incoming, payloads[1])
-                )
+                echoes = [asyncio.ensure_future(echo(c)) for c in [*at_server, at_middle]]
+                clients = (sole, beside, incoming)
+                payloads = [os.urandom(size) for _ in clients]
+                echoed = await asyncio.gather(*map(exchange, clients, payloads))
                 assert echoed == payloads
                 await asyncio.gather(*echoes)
-                for client_side in (outgoing, incoming):
-                    assert client_side.cids and {len(cid) for cid in client_side.cids} == {4}
-                for server_side in (at_server, at_middle):
-                    assert len(server_side._quic.original_destination_connection_id) == 8
-                    issued = server_side.cids - {
-                        server_side._quic.original_destination_connection_id
-                    }
+                assert sole.cids == {b""} and incoming.cids == {b""}
+                assert beside.cids and {len(cid) for cid in beside.cids} == {4}
+                for server_side in [*at_server, at_middle]:
+                    first_destination = server_side._quic.original_destination_connection_id
+                    assert len(first_destination) == 8
+                    issued = server_side.cids - {first_destination}
                     assert issued and {len(cid) for cid in issued} == {8}
             finally:
                 await third.close()
