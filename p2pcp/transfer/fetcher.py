@@ -4,6 +4,8 @@ Order of work, and why:
 1. Connect to the ticket's node id (QUIC pins the peer's key to it).
 2. Fetch the manifest blob and verify it against the ticket's root hash;
    check every path in it (``blobs.names``) before anything is written.
+   The first file is asked for in the same flight (GET_ITEM, wire.py), its
+   answer checked against the manifest's hash for it once that is in.
 3. Plan against the output folder: identical files count as done, different
    ones stop the receive (exit 5) unless ``force``; check free space.
 4. Fetch the distinct file blobs over parallel streams; each leaf is
@@ -137,11 +139,15 @@ async def _fetch_blob(
     on_leaf: Callable[[LeafVerified], Awaitable[None]],
     what: str,
     progress_timeout_s: float = PROGRESS_TIMEOUT_S,
+    *,
+    has_status: bool = False,
 ) -> None:
-    """Feed a response body into ``decoder``, handing out verified leaves."""
+    """Feed a response body into ``decoder``, handing out verified leaves
+    (``has_status``: the caller read the status byte already)."""
     watchdog = _Watchdog(progress_timeout_s)
     try:
-        await _read_status(stream, what)
+        if not has_status:
+            await _read_status(stream, what)
         while True:
             chunk = await stream.read()
             if not chunk:
@@ -174,7 +180,10 @@ async def _fetch_blob(
 
 async def _fetch_manifest(
     connection: Connection, ticket: Ticket, progress_timeout_s: float
-) -> Manifest:
+) -> tuple[Manifest, Stream]:
+    """The verified manifest, and a stream already asking for its first file
+    (GET_ITEM, sent with the manifest's GET: the file's data is on its way a
+    round trip sooner than a GET sent once the manifest is here)."""
     data = bytearray()
 
     async def on_leaf(leaf: LeafVerified) -> None:
@@ -183,13 +192,37 @@ async def _fetch_manifest(
             raise RemoteProtocolError("the manifest is larger than p2pcp accepts")
 
     stream = await _request(connection, wire.GetRequest(ticket.root_hash, ALL))
+    first = await _request(connection, wire.ItemRequest(ticket.root_hash, 0))
     # max_size: a manifest larger than we accept is refused from its header.
     decoder = RangeDecoder(ticket.root_hash, ALL, max_size=MAX_MANIFEST_BYTES)
     await _fetch_blob(stream, decoder, on_leaf, "the file list", progress_timeout_s)
     manifest = decode_manifest(bytes(data))
     if manifest.total_size != ticket.total_size:
         raise IntegrityError("the ticket's total size does not match the sender's file list")
-    return manifest
+    return manifest, first
+
+
+async def _accept_first(stream: Stream, progress_timeout_s: float) -> bool:
+    """Whether the GET_ITEM ``stream`` is being answered (its status is OK).
+
+    A sender that does not know GET_ITEM resets it; one without the file
+    says NOT_FOUND: the caller asks with a GET instead (which reports the
+    error, if any, as for every file). Anything else fails as a GET would.
+    """
+    try:
+        status = await asyncio.wait_for(stream.read_exactly(1), progress_timeout_s)
+    except StreamResetError as exc:
+        if exc.code != wire.ERROR_BAD_REQUEST:
+            raise
+        return False
+    except asyncio.TimeoutError:
+        stream.reset(wire.ERROR_CANCELLED)
+        return False
+    if status[0] == wire.STATUS_NOT_FOUND:
+        return False
+    if status[0] != wire.STATUS_OK:
+        raise RemoteProtocolError(f"the sender answered with unknown status {status[0]}")
+    return True
 
 
 @dataclass
@@ -204,6 +237,9 @@ class _Progress:
     # Per blob, bytes already counted (fetched or found) in this run.
     accounted: dict[bytes, int] = dataclasses.field(default_factory=dict)
     manifest_connection: Connection | None = None
+    # GET_ITEM for the manifest's first file, sent with the manifest's GET on
+    # manifest_connection; taken by that file's fetch or reset unused.
+    first_stream: Stream | None = None
 
 
 class Fetcher:
@@ -362,11 +398,17 @@ class Fetcher:
 
     async def _start(self, connection: Connection, progress: _Progress) -> None:
         """Fetch and check the manifest, plan against the output folder."""
-        manifest = await _fetch_manifest(connection, self.ticket, self.options.progress_timeout_s)
+        manifest, first = await _fetch_manifest(
+            connection, self.ticket, self.options.progress_timeout_s
+        )
+        progress.first_stream = first
         store = Store(
             self.options.out_dir, manifest, self.ticket.root_hash, force=self.options.force
         )
         plan = await asyncio.to_thread(store.plan)
+        if not manifest.files or manifest.files[0].root not in plan.to_fetch:
+            _drop(progress.first_stream)  # nothing to fetch of the first file
+            progress.first_stream = None
         store.check_free_space(plan)
         self.emit(
             events.ManifestReceived(
@@ -399,6 +441,8 @@ class Fetcher:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            _drop(progress.first_stream)
+            progress.first_stream = None
 
     async def _fetch_file(
         self,
@@ -419,7 +463,12 @@ class Fetcher:
         try:
             if not partial.is_complete:
                 ranges = ((partial.verified_leaves, MAX_LEAF_INDEX),)
-                stream = await _request(connection, wire.GetRequest(root, ranges))
+                stream = await self._first_stream(
+                    connection, root, partial.verified_leaves, progress
+                )
+                has_status = stream is not None
+                if stream is None:
+                    stream = await _request(connection, wire.GetRequest(root, ranges))
                 decoder = RangeDecoder(root, ranges, expected_size=first.size)
 
                 async def on_leaf(leaf: LeafVerified) -> None:
@@ -429,7 +478,12 @@ class Fetcher:
                     self.emit(events.BytesReceived(first.path, len(leaf.data)))
 
                 await _fetch_blob(
-                    stream, decoder, on_leaf, first.path, self.options.progress_timeout_s
+                    stream,
+                    decoder,
+                    on_leaf,
+                    first.path,
+                    self.options.progress_timeout_s,
+                    has_status=has_status,
                 )
             digest = await partial.finish()
             store.place(partial, entries)
@@ -441,6 +495,31 @@ class Fetcher:
         for entry in entries:
             progress.reports[entry.path] = events.FileReport(entry.path, entry.size, digest)
             self.emit(events.FileFinished(entry.path, entry.size, digest))
+
+    async def _first_stream(
+        self, connection: Connection, root: bytes, from_leaf: int, progress: _Progress
+    ) -> Stream | None:
+        """The GET_ITEM stream, if it answers for ``root`` from its start on
+        ``connection`` (whose answer the manifest's hash then verifies)."""
+        stream = progress.first_stream
+        manifest = progress.manifest
+        if stream is None or manifest is None or not manifest.files:
+            return None
+        if manifest.files[0].root != root:
+            return None
+        progress.first_stream = None
+        if progress.manifest_connection is not connection or from_leaf != 0:
+            _drop(stream)  # a resume, or a connection since lost
+            return None
+        if await _accept_first(stream, self.options.progress_timeout_s):
+            return stream
+        return None
+
+
+def _drop(stream: Stream | None) -> None:
+    """Stop a response we will not read (its data would fill the windows)."""
+    if stream is not None and not stream.is_done:
+        stream.reset(wire.ERROR_CANCELLED)
 
 
 async def _close_quietly(connection: Connection, reason: str) -> None:

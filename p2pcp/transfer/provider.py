@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from p2pcp.blobs.encoding import Header, LeafRef, Parents, encode_plan
+from p2pcp.blobs.encoding import ALL, Header, LeafRef, Parents, encode_plan
 from p2pcp.blobs.tree import Outboard, hash_leaf
 from p2pcp.core.defaults import (
     MAX_RECEIVER_CONNECTIONS,
@@ -266,11 +266,21 @@ class _Session:
             if len(data) > wire.MAX_REQUEST_BYTES:
                 raise RemoteProtocolError("request too large")
 
-    async def _answer_get(self, stream: Stream, request: wire.GetRequest) -> None:
+    async def _answer_get(
+        self, stream: Stream, request: wire.GetRequest | wire.ItemRequest
+    ) -> None:
         collection = self.provider.collection
-        if request.blob_hash == collection.root:
+        blob_hash: bytes | None
+        if isinstance(request, wire.ItemRequest):
+            files = collection.manifest.files
+            is_known = request.collection_hash == collection.root and request.index < len(files)
+            blob_hash = files[request.index].root if is_known else None
+            ranges: tuple[tuple[int, int], ...] = ALL
+        else:
+            blob_hash, ranges = request.blob_hash, request.ranges
+        if blob_hash == collection.root:
             reader = _BlobReader(collection.manifest_outboard, None, collection.manifest_bytes)
-        elif (blob := collection.blobs.get(request.blob_hash)) is not None:
+        elif blob_hash is not None and (blob := collection.blobs.get(blob_hash)) is not None:
             reader = _BlobReader(blob.outboard, str(blob.path), None)
         else:
             await stream.write(bytes([wire.STATUS_NOT_FOUND]))
@@ -279,7 +289,7 @@ class _Session:
         self.has_fetched = True
         try:
             pending = bytearray([wire.STATUS_OK])
-            for item in encode_plan(reader.outboard, request.ranges):
+            for item in encode_plan(reader.outboard, ranges):
                 if isinstance(item, (Header, Parents)):
                     pending += item.data
                     if len(pending) < _COALESCE_BYTES:

@@ -6,14 +6,21 @@ and finishes its side; the sender answers with one status byte and, for
 
 Request layout (version 1; integers big-endian)::
 
-    u8      kind: 0x01 GET, 0x02 DONE
+    u8      kind: 0x01 GET, 0x02 DONE, 0x03 GET_ITEM
     GET:    32 bytes blob hash
             u16 range count (1..MAX_RANGES)
             per range: u64 start leaf, u64 end leaf (half-open, sorted,
             non-empty, non-overlapping)
     DONE:   u64 bytes the receiver fetched in this session (informational)
+    GET_ITEM: 32 bytes collection (manifest) hash
+            u32 index of a file in that manifest
+            (the whole blob of that file: a receiver sends it beside the
+            GET of the manifest, before it knows the file's hash, and checks
+            the answer against the hash the manifest then gives it)
 
-Response: u8 status (0x00 OK, 0x01 NOT_FOUND) then, for an OK GET, the body.
+Response: u8 status (0x00 OK, 0x01 NOT_FOUND) then, for an OK GET or
+GET_ITEM, the body. A sender that does not know a request kind resets the
+stream with ERROR_BAD_REQUEST (a receiver falls back to GET).
 A sender that must abort mid-body resets the stream with one of the
 application error codes below.
 """
@@ -28,6 +35,7 @@ from p2pcp.core.errors import RemoteProtocolError
 
 REQUEST_GET = 0x01
 REQUEST_DONE = 0x02
+REQUEST_GET_ITEM = 0x03
 STATUS_OK = 0x00
 STATUS_NOT_FOUND = 0x01
 
@@ -58,12 +66,30 @@ class DoneRequest:
     bytes_fetched: int
 
 
-Request = GetRequest | DoneRequest
+@dataclass(frozen=True)
+class ItemRequest:
+    """The whole blob of file ``index`` of the manifest ``collection_hash``."""
+
+    collection_hash: bytes
+    index: int
+
+
+Request = GetRequest | DoneRequest | ItemRequest
+
+_ITEM_REQUEST_BYTES = 1 + HASH_BYTES + 4
 
 
 def encode_request(request: Request) -> bytes:
     if isinstance(request, DoneRequest):
         return bytes([REQUEST_DONE]) + request.bytes_fetched.to_bytes(8, "big")
+    if isinstance(request, ItemRequest):
+        if len(request.collection_hash) != HASH_BYTES:
+            raise RemoteProtocolError("collection hash must have 32 bytes")
+        if not 0 <= request.index < 2**32:
+            raise RemoteProtocolError(f"item index {request.index} out of range")
+        return (
+            bytes([REQUEST_GET_ITEM]) + request.collection_hash + request.index.to_bytes(4, "big")
+        )
     _check_ranges(request.ranges)
     if len(request.blob_hash) != HASH_BYTES:
         raise RemoteProtocolError("blob hash must have 32 bytes")
@@ -86,6 +112,11 @@ def decode_request(data: bytes) -> Request:
         if len(data) != 9:
             raise RemoteProtocolError("malformed DONE request")
         return DoneRequest(int.from_bytes(data[1:9], "big"))
+    if kind == REQUEST_GET_ITEM:
+        if len(data) != _ITEM_REQUEST_BYTES:
+            raise RemoteProtocolError("malformed GET_ITEM request")
+        index = int.from_bytes(data[1 + HASH_BYTES :], "big")
+        return ItemRequest(bytes(data[1 : 1 + HASH_BYTES]), index)
     if kind != REQUEST_GET:
         raise RemoteProtocolError(f"unknown request kind 0x{kind:02x}")
     if len(data) < 1 + HASH_BYTES + 2:

@@ -252,6 +252,11 @@ class HostileSender:
     answers: dict[bytes, Answer] = field(default_factory=dict)
     requests: list[wire.GetRequest] = field(default_factory=list)
     done_delay_s: float = 0.0  # how long it takes to answer DONE
+    # GET_ITEM (the first file, asked for beside the manifest): by default
+    # answered as a sender without it does (reset, ERROR_BAD_REQUEST); maps
+    # an index to the blob hash whose ``answers`` entry answers it.
+    items: dict[int, bytes] | None = None
+    item_requests: list[wire.ItemRequest] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -291,7 +296,15 @@ class HostileSender:
                 await stream.write(bytes([wire.STATUS_OK]))
                 await stream.finish()
                 return
-            self.requests.append(request)
+            if isinstance(request, wire.ItemRequest):
+                self.item_requests.append(request)
+                if self.items is None:
+                    stream.reset(wire.ERROR_BAD_REQUEST)
+                    return
+                blob_hash = self.items.get(request.index, bytes(32))
+                request = wire.GetRequest(blob_hash, ALL)
+            else:
+                self.requests.append(request)
             answer = self.answers.get(request.blob_hash)
             if answer is None:
                 await stream.write(bytes([wire.STATUS_NOT_FOUND]))

@@ -80,28 +80,70 @@ def _outside(tmp_path: Path) -> dict[str, bytes]:
     return {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("out/")}
 
 
-async def _lying_file(tmp_path: Path, lie: Lie) -> None:
+# How the receiver gets the file's body: the GET_ITEM it sends beside the
+# manifest's GET (a sender that knows it), or a GET once the manifest is in.
+ASKED = ["get-item", "get"]
+
+
+async def _lying_file(tmp_path: Path, lie: Lie, asked: str = "get") -> None:
     async with hostile_sender() as sender:
         manifest, file_blob = single_file(sender, "victim.bin", CONTENT)
         sender.answers[file_blob.root] = body_answer(lie(file_blob.body()))
+        if asked == "get-item":
+            sender.items = {0: file_blob.root}
         await fetch(sender.ticket(manifest.root, len(CONTENT)), tmp_path / "out")
+        # each way is the one that served the file
+        file_gets = [r for r in sender.requests if r.blob_hash == file_blob.root]
+        assert len(sender.item_requests) == 1
+        assert len(file_gets) == (0 if asked == "get-item" else 1)
 
 
+@pytest.mark.parametrize("asked", ASKED)
 @pytest.mark.parametrize("name", list(LIES))
-def test_lying_file_body_is_refused(tmp_path: Path, name: str) -> None:
+def test_lying_file_body_is_refused(tmp_path: Path, name: str, asked: str) -> None:
     lie, error, message = LIES[name]
     before = _outside(tmp_path)
     with pytest.raises(error) as caught:
-        asyncio.run(_lying_file(tmp_path, lie))
+        asyncio.run(_lying_file(tmp_path, lie, asked))
     assert caught.value.exit_code == EXIT_INTEGRITY
     assert message in str(caught.value)
     assert final_files(tmp_path / "out") == {}
     assert _outside(tmp_path) == before
 
 
-def test_harness_is_honest_without_a_lie(tmp_path: Path) -> None:
-    asyncio.run(_lying_file(tmp_path, lambda body: body))
+@pytest.mark.parametrize("asked", ASKED)
+def test_harness_is_honest_without_a_lie(tmp_path: Path, asked: str) -> None:
+    asyncio.run(_lying_file(tmp_path, lambda body: body, asked))
     assert final_files(tmp_path / "out") == {"victim.bin": CONTENT}
+
+
+async def _other_blob_for_the_first_item(tmp_path: Path) -> None:
+    """GET_ITEM 0 is answered with a valid body of another blob the sender
+    serves (the second file): the first file's hash, from the manifest,
+    refuses it."""
+    async with hostile_sender() as sender:
+        first, second = Blob.of(CONTENT), Blob.of(CONTENT[:-1] + b"!")
+        manifest = manifest_blob(
+            Manifest(
+                files=(
+                    Entry("dir/a.bin", len(CONTENT), first.root),
+                    Entry("dir/b.bin", len(CONTENT), second.root),
+                ),
+                empty_dirs=(),
+                name="dir",
+            )
+        )
+        for blob in (manifest, first, second):
+            sender.answers[blob.root] = blob_answer(blob)
+        sender.items = {0: second.root}
+        await fetch(sender.ticket(manifest.root, 2 * len(CONTENT)), tmp_path / "out")
+
+
+def test_another_files_body_for_the_early_request_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IntegrityError, match="header does not match") as caught:
+        asyncio.run(_other_blob_for_the_first_item(tmp_path))
+    assert caught.value.exit_code == EXIT_INTEGRITY
+    assert final_files(tmp_path / "out") == {}
 
 
 async def _lying_manifest(tmp_path: Path, lie: Lie) -> None:

@@ -60,7 +60,12 @@ async def _lying_transfer(out: Path, corrupt_at: int | None) -> None:
         while True:
             stream = await connection.accept_stream()
             request = wire.decode_request(await _read_all(stream))
-            body = bodies[request.blob_hash] if isinstance(request, wire.GetRequest) else b""
+            if isinstance(request, wire.ItemRequest):  # the first file, asked for early
+                body = bodies[manifest.files[request.index].root]
+            elif isinstance(request, wire.GetRequest):
+                body = bodies[request.blob_hash]
+            else:
+                body = b""
             await stream.write(bytes([wire.STATUS_OK]) + body)
             await stream.finish()
 

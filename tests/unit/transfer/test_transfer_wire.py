@@ -59,3 +59,24 @@ def test_truncated_requests() -> None:
             wire.decode_request(encoded[:cut])
     with pytest.raises(RemoteProtocolError):
         wire.decode_request(encoded + b"\x00")
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(0, 2**32 - 1))
+def test_get_item_round_trip(collection_hash: bytes, index: int) -> None:
+    request = wire.ItemRequest(collection_hash, index)
+    encoded = wire.encode_request(request)
+    assert len(encoded) == 1 + 32 + 4
+    assert wire.decode_request(encoded) == request
+
+
+def test_get_item_out_of_range_or_truncated() -> None:
+    with pytest.raises(RemoteProtocolError):
+        wire.encode_request(wire.ItemRequest(bytes(32), 2**32))
+    with pytest.raises(RemoteProtocolError):
+        wire.encode_request(wire.ItemRequest(bytes(31), 0))
+    encoded = wire.encode_request(wire.ItemRequest(bytes(32), 7))
+    for cut in range(len(encoded)):
+        with pytest.raises(RemoteProtocolError):
+            wire.decode_request(encoded[:cut])
+    with pytest.raises(RemoteProtocolError):
+        wire.decode_request(encoded + b"\x00")
