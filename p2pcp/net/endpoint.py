@@ -450,6 +450,8 @@ class Endpoint:
         if (
             header.packet_type != QuicPacketType.INITIAL
             or header.version not in self._server_config.supported_versions
+            # RFC 9000 7.2: a client's first Destination id has >= 8 bytes
+            or len(header.destination_cid) < tls.INITIAL_DCID_BYTES
         ):
             return None
         quic = QuicConnection(

@@ -202,7 +202,7 @@ async def _fetch_manifest(
     return manifest, first
 
 
-async def _accept_first(stream: Stream, progress_timeout_s: float) -> bool:
+async def _accept_first(stream: Stream, what: str, progress_timeout_s: float) -> bool:
     """Whether the GET_ITEM ``stream`` is being answered (its status is OK).
 
     A sender that does not know GET_ITEM resets it; one without the file
@@ -213,11 +213,13 @@ async def _accept_first(stream: Stream, progress_timeout_s: float) -> bool:
         status = await asyncio.wait_for(stream.read_exactly(1), progress_timeout_s)
     except StreamResetError as exc:
         if exc.code != wire.ERROR_BAD_REQUEST:
-            raise
+            raise _explain_reset(exc, what) from None
         return False
     except asyncio.TimeoutError:
         stream.reset(wire.ERROR_CANCELLED)
-        return False
+        raise ConnectionLostError(
+            f"the sender sent no verified data for {what} in {progress_timeout_s:.0f} s"
+        ) from None
     if status[0] == wire.STATUS_NOT_FOUND:
         return False
     if status[0] != wire.STATUS_OK:
@@ -511,7 +513,7 @@ class Fetcher:
         if progress.manifest_connection is not connection or from_leaf != 0:
             _drop(stream)  # a resume, or a connection since lost
             return None
-        if await _accept_first(stream, self.options.progress_timeout_s):
+        if await _accept_first(stream, manifest.files[0].path, self.options.progress_timeout_s):
             return stream
         return None
 

@@ -145,3 +145,22 @@ def test_the_transfer_time_ends_when_the_files_are_in_place(tmp_path: Path) -> N
     assert final_files(tmp_path / "out") == {"victim.bin": CONTENT}
     assert wall_s >= delay_s  # the receiver did wait for the goodbye
     assert seconds <= wall_s - delay_s
+
+
+async def _early_request_stalled(tmp_path: Path) -> None:
+    """GET_ITEM (the first file, asked for beside the manifest) is accepted
+    and then never answered, not even with a status."""
+    async with hostile_sender() as sender:
+        manifest, file_blob = single_file(sender, "victim.bin", CONTENT)
+        sender.answers[file_blob.root] = stall_answer()
+        sender.items = {0: file_blob.root}
+        await fetch(
+            sender.ticket(manifest.root, len(CONTENT)), tmp_path / "out", progress_timeout_s=2.0
+        )
+
+
+def test_stalled_early_request_is_abandoned_like_a_get(tmp_path: Path) -> None:
+    with pytest.raises(ConnectionLostError, match=r"no verified data for victim\.bin") as caught:
+        asyncio.run(_early_request_stalled(tmp_path))
+    assert caught.value.exit_code == EXIT_UNREACHABLE
+    assert final_files(tmp_path / "out") == {}

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aioquic.quic.connection import QuicConnection
 
 from p2pcp.core.errors import (
     ConnectError,
@@ -21,6 +22,7 @@ from p2pcp.core.errors import (
     StreamResetError,
 )
 from p2pcp.core.identity import SecretKey
+from p2pcp.net import tls, tuning
 from p2pcp.net.endpoint import Endpoint
 from p2pcp.net.udp import UdpSocket
 
@@ -468,5 +470,29 @@ def test_connection_ids_by_role_routed_in_an_endpoint_of_both_roles() -> None:
                     assert issued and {len(cid) for cid in issued} == {8}
             finally:
                 await third.close()
+
+    run(body)
+
+
+def test_initial_with_a_short_first_destination_id_is_not_accepted() -> None:
+    """RFC 9000 7.2: a client's first Destination id has at least 8 bytes; an
+    Initial with fewer gets no server connection (an empty one would also
+    shadow the zero-length ids of the endpoint's own client connection)."""
+
+    def first_initial(dcid: bytes) -> bytes:
+        quic = QuicConnection(configuration=tls.client_configuration(bytes(range(3, 35))))
+        tuning.set_initial_destination_cid(quic, dcid)
+        quic.connect(("127.0.0.1", 1), now=0.0)
+        return quic.datagrams_to_send(now=0.0)[0][0]
+
+    async def body() -> None:
+        async with pair() as (server, _client):
+            sender = ("127.0.0.1", 40000)
+            for short in (b"", b"\x01" * 4, b"\x02" * 7):
+                assert server._maybe_accept(first_initial(short), sender, None) is None
+            initial = first_initial(b"\x03" * 8)
+            accepted = server._maybe_accept(initial, sender, None)
+            assert accepted is not None
+            accepted.receive_datagram(initial, sender, asyncio.get_running_loop().time())
 
     run(body)
