@@ -263,12 +263,19 @@ class BbrCongestionControl(QuicCongestionControl):
 
     @property
     def pacing_rate(self) -> float:
-        """Bytes/s the pacer should release; before any sample, IW per RTT."""
-        bw = self._bw.value
-        if bw <= 0.0:
+        """Bytes/s the pacer should release.
+
+        Until the pipe is full, at least STARTUP_GAIN x the initial window
+        per round trip: a connection's first samples (handshake, request,
+        a small answer) are app-limited and tiny, and pacing at a gain over
+        them crawled for a few round trips (BBR's draft likewise never
+        lowers the pacing rate before the pipe is full).
+        """
+        rate = self.pacing_gain * self._bw.value
+        if not self._filled_pipe:
             rtt = self.min_rtt if self.min_rtt else 0.1  # 100 ms: a guess until sampled
-            return STARTUP_GAIN * self.congestion_window / rtt
-        return self.pacing_gain * bw
+            rate = max(rate, STARTUP_GAIN * INITIAL_CWND_PACKETS * self._mds / rtt)
+        return rate
 
     def _bdp(self, gain: float) -> int:
         bw = self._bw.value

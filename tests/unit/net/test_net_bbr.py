@@ -325,3 +325,39 @@ def test_a_longer_route_is_learnt_through_probe_rtt_at_three_quarters_of_a_bdp()
     assert cc.state == PROBE_BW
     assert cc.min_rtt is not None and 0.029 < cc.min_rtt < 0.032
     assert goodput(flow, rate, 4.0, 16.0) >= 0.90
+
+
+def test_a_small_exchange_first_does_not_slow_startup() -> None:
+    """A connection's first packets (the handshake, a request, a small answer)
+    are few and app-limited: their delivery rate is tiny. Startup's pacing
+    must not fall to STARTUP_GAIN x that (it would crawl for round trips
+    before the estimate caught up): before the pipe is full, it never
+    drops below the initial window per round trip."""
+    path = wan()
+    flow = bbr()
+    cc = flow.cc
+    assert isinstance(cc, BbrCongestionControl)
+    t = 0.0
+    for _ in range(3):  # three small round trips, 300 bytes each
+        pkt = QuicSentPacket(
+            epoch=Epoch.ONE_RTT,
+            in_flight=True,
+            is_ack_eliciting=True,
+            is_crypto_packet=False,
+            packet_number=flow.next_pn,
+            packet_type=QuicPacketType.ONE_RTT,
+            sent_time=t,
+            sent_bytes=300,
+        )
+        flow.next_pn += 1
+        cc.on_packet_sent(packet=pkt)
+        t += path.rtt
+        cc.on_packet_acked(now=t, packet=pkt)
+        cc.on_rtt_measurement(now=t, rtt=path.rtt)
+    assert 0.0 < cc.bottleneck_bw < 10_000  # the tiny sample is in the model
+    initial_rate = bbr_module.STARTUP_GAIN * 32 * MSS / path.rtt
+    assert cc.pacing_rate >= initial_rate
+    flow.start = flow.next_send = t
+    sim = Sim(path, [flow])
+    sim.run(t + 7 * path.rtt)
+    assert cc.bottleneck_bw >= 0.95 * path.rate
