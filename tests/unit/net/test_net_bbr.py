@@ -47,6 +47,22 @@ class Flow:
         rtt = self.srtt or 0.1
         return 2.0 * self.cc.congestion_window / rtt  # aioquic-like: cwnd / rtt, some slack
 
+    def send(self, now: float, size: int) -> QuicSentPacket:
+        """The next packet, told to the controller as sent."""
+        pkt = QuicSentPacket(
+            epoch=Epoch.ONE_RTT,
+            in_flight=True,
+            is_ack_eliciting=True,
+            is_crypto_packet=False,
+            packet_number=self.next_pn,
+            packet_type=QuicPacketType.ONE_RTT,
+            sent_time=now,
+            sent_bytes=size,
+        )
+        self.next_pn += 1
+        self.cc.on_packet_sent(packet=pkt)
+        return pkt
+
     def acked_between(self, t0: float, t1: float) -> int:
         return sum(n for t, n in self.acked_log if t0 <= t < t1)
 
@@ -111,18 +127,7 @@ class Sim:
                 f.wake_pending = True
                 self.at(f.next_send, "wake", i)
                 return
-            pkt = QuicSentPacket(
-                epoch=Epoch.ONE_RTT,
-                in_flight=True,
-                is_ack_eliciting=True,
-                is_crypto_packet=False,
-                packet_number=f.next_pn,
-                packet_type=QuicPacketType.ONE_RTT,
-                sent_time=now,
-                sent_bytes=MSS,
-            )
-            f.next_pn += 1
-            cc.on_packet_sent(packet=pkt)
+            pkt = f.send(now, MSS)
             f.next_send = max(f.next_send, now - 0.001) + MSS / f.pacing_rate()
             if self.rng.random() < self.path.loss or self.queue_bytes + MSS > self.path.queue_limit:
                 self.at(now + self.path.rtt, "lost", (i, pkt))
@@ -339,18 +344,7 @@ def test_a_small_exchange_first_does_not_slow_startup() -> None:
     assert isinstance(cc, BbrCongestionControl)
     t = 0.0
     for _ in range(3):  # three small round trips, 300 bytes each
-        pkt = QuicSentPacket(
-            epoch=Epoch.ONE_RTT,
-            in_flight=True,
-            is_ack_eliciting=True,
-            is_crypto_packet=False,
-            packet_number=flow.next_pn,
-            packet_type=QuicPacketType.ONE_RTT,
-            sent_time=t,
-            sent_bytes=300,
-        )
-        flow.next_pn += 1
-        cc.on_packet_sent(packet=pkt)
+        pkt = flow.send(t, 300)
         t += path.rtt
         cc.on_packet_acked(now=t, packet=pkt)
         cc.on_rtt_measurement(now=t, rtt=path.rtt)
