@@ -171,6 +171,8 @@ class Goal:
     met: bool | None  # None: not measured
 
 
+# The goal lines show one digit more than the table: a figure a hair under
+# its target must not read as the target itself.
 def goals(results: list[ProfileResult]) -> list[Goal]:
     found: list[Goal] = []
     for result in results:
@@ -235,8 +237,6 @@ process in % of one core."""
 
 def print_goals(found: list[Goal]) -> None:
     print(LEGEND)
-    # one digit more than the table: a figure a hair under its target
-    # must not read as the target itself
     print("\ngoals of the issue (p2pcp = the default variant, median MB/s)")
     for goal in found:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[goal.met]

@@ -210,7 +210,9 @@ async def _accept_first(stream: Stream, what: str, progress_timeout_s: float) ->
     error, if any, as for every file). Anything else fails as a GET would.
     """
     try:
-        status = await asyncio.wait_for(stream.read_exactly(1), progress_timeout_s)
+        await asyncio.wait_for(_read_status(stream, what), progress_timeout_s)
+    except NotFoundError:
+        return False
     except StreamResetError as exc:
         if exc.code != wire.ERROR_BAD_REQUEST:
             raise _explain_reset(exc, what) from None
@@ -220,10 +222,6 @@ async def _accept_first(stream: Stream, what: str, progress_timeout_s: float) ->
         raise ConnectionLostError(
             f"the sender sent no verified data for {what} in {progress_timeout_s:.0f} s"
         ) from None
-    if status[0] == wire.STATUS_NOT_FOUND:
-        return False
-    if status[0] != wire.STATUS_OK:
-        raise RemoteProtocolError(f"the sender answered with unknown status {status[0]}")
     return True
 
 
