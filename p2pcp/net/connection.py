@@ -60,7 +60,7 @@ from p2pcp.core.errors import (
     P2pcpError,
     PeerIdentityError,
 )
-from p2pcp.net import tuning
+from p2pcp.net import fastpath, tuning
 from p2pcp.net.fragment import FragmentGuard
 from p2pcp.net.magicsock import MagicSock, PeerPath
 from p2pcp.net.pathstate import KIND_DIRECT, KIND_RELAY
@@ -173,6 +173,7 @@ class Connection:
         self._path_listener: PathListener | None = None
         self._reported_path = (path.kind, path.description)
         tuning.install_burst_pacer(quic)
+        self._fast_receive = fastpath.is_supported(quic)
         self._add_cid(quic.host_cid)
         # A server looks for direct paths at once; a client once connect()
         # returns (Endpoint.connect), so its first path is the one reported.
@@ -327,7 +328,10 @@ class Connection:
             self._direct_bytes += len(data)
             if address != path.state.direct_address:
                 path.receive_direct(address, now)
-        self._quic.receive_datagram(data, path.quic_address, now)
+        if self._fast_receive:
+            fastpath.receive(self._quic, data, path.quic_address, now)
+        else:
+            self._quic.receive_datagram(data, path.quic_address, now)
         self._datagrams_since_ack += 1
 
     def path_changed(self, kind: str, old_kind: str) -> None:

@@ -38,6 +38,10 @@ attributes used:
   change, retransmit at once (what a probe timeout does) and forget the
   timer's backoff, which grew while the old path was dead.
 
+fastpath.py, the receive fast path, reads the connection's state for one
+kind of packet the way aioquic's ``receive_datagram`` does; it sits apart
+because it follows that method step by step rather than touching a value.
+
 Invariants: each function degrades to a no-op (or a safe answer) if an
 attribute is missing, so a newer aioquic loses speed, never correctness --
 except ``peer_certificate``, which returns None and thereby fails pinning
