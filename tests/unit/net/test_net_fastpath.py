@@ -272,3 +272,22 @@ def test_a_random_plan_is_exercised() -> None:
     fast = _run(True, plan, key_update_at=3, close=True, sole=True)
     assert fast.history == slow.history  # type: ignore[attr-defined]
     assert _delivered(fast) == CHUNK * 64
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    first=st.integers(min_value=0, max_value=255), tail=st.binary(max_size=80), sole=st.booleans()
+)
+def test_garbage_changes_nothing_either_way(first: int, tail: bytes, sole: bool) -> None:
+    """A datagram of junk addressed to the connection's id: the fast path and
+    aioquic leave the receiver alike, and neither raises; a short header's
+    junk (the fast path's kind) changes nothing at all."""
+    slow, _server, now = _pair(fast=False, sole=sole)
+    fast, _server, _now = _pair(fast=True, sole=sole)
+    before = _observe(slow)
+    for receiver in (slow, fast):
+        receiver.receive(bytes([first]) + receiver.quic.host_cid + tail, SERVER_ADDR, now)
+    assert _observe(fast) == _observe(slow)
+    if not first & 0x80:
+        assert _observe(fast) == before
+    assert _events(fast.quic) == _events(slow.quic) == []
