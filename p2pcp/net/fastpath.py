@@ -17,9 +17,10 @@ datagram to ``quic.receive_datagram`` untouched. It decides before it changes
 anything: a packet it cannot decrypt (the only check after the first state
 change) has changed nothing, and aioquic then drops it its own way.
 
-The private attributes it reads are aioquic 1.7.2's (the version range in
-pyproject.toml); ``is_supported`` checks them on a connection, and a
-connection without them keeps aioquic's own path (slower, never wrong).
+It follows aioquic 1.7 (``FOLLOWS_AIOQUIC``; pyproject.toml admits older
+ones too): ``is_supported`` checks the version and the private attributes
+on a connection, and any other keeps aioquic's own path (slower, never
+wrong).
 tuning.py holds the other touches of aioquic's internals.
 """
 
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import aioquic
 from aioquic._crypto import CryptoError
+from aioquic.quic import recovery
 from aioquic.quic.connection import (
     END_STATES,
     QuicConnection,
@@ -37,8 +40,12 @@ from aioquic.quic.connection import (
 )
 from aioquic.quic.crypto import KeyUnavailableError
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
-from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import Epoch
+
+# The aioquic whose receive_datagram the fast path follows step by step; any
+# other keeps aioquic's own path (its steps may differ).
+FOLLOWS_AIOQUIC = "1.7."
+_MAX_ACK_RANGES: int | None = getattr(recovery, "MAX_ACK_RANGES", None)
 
 _CONNECTED = QuicConnectionState.CONNECTED
 _ONE_RTT = Epoch.ONE_RTT
@@ -57,9 +64,14 @@ _ATTRIBUTES = (
 )  # fmt: skip
 
 
-def is_supported(quic: QuicConnection) -> bool:
+def is_supported(quic: QuicConnection, version: str = aioquic.__version__) -> bool:
     """Whether ``receive`` may take its fast path on this connection."""
-    return isinstance(quic, QuicConnection) and all(hasattr(quic, a) for a in _ATTRIBUTES)
+    return (
+        version.startswith(FOLLOWS_AIOQUIC)
+        and _MAX_ACK_RANGES is not None
+        and isinstance(quic, QuicConnection)
+        and all(hasattr(quic, a) for a in _ATTRIBUTES)
+    )
 
 
 def receive(quic: Any, data: bytes, addr: Any, now: float) -> bool:
@@ -180,7 +192,7 @@ def _receive_fast(quic: Any, data: bytes, addr: Any, now: float) -> bool:
             space.largest_received_time = now
         space.ack_queue.add(packet_number)
         space.received_packets.add(packet_number)
-        if len(space.ack_queue) > MAX_ACK_RANGES:
+        if _MAX_ACK_RANGES is not None and len(space.ack_queue) > _MAX_ACK_RANGES:
             space.ack_queue.shift()
         if is_ack_eliciting and space.ack_at is None:
             space.ack_at = now + quic._ack_delay

@@ -260,6 +260,10 @@ def test_without_aioquic_internals_there_is_no_fast_path() -> None:
     assert not fastpath.is_supported(object())  # type: ignore[arg-type]
     receiver, _server, _now = _pair(fast=True)
     quic: Any = receiver.quic
+    # another aioquic's receive_datagram may take other steps
+    assert fastpath.is_supported(quic, version="1.7.9")
+    assert not fastpath.is_supported(quic, version="1.2.0")
+    assert not fastpath.is_supported(quic, version="1.8.0")
     del quic._spin_bit
     assert not fastpath.is_supported(quic)
 
