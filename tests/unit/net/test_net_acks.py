@@ -3,12 +3,11 @@ QuicConnections in memory on a virtual clock."""
 
 from __future__ import annotations
 
-from aioquic.buffer import Buffer
-from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import pull_quic_header
 
 from p2pcp.net import tls, tuning
+
+from .quicpair import connected_pair, deliver
 
 SEED_CLIENT = bytes(range(32))
 SEED_SERVER = bytes(range(1, 33))
@@ -16,36 +15,16 @@ ADDR = ("198.18.0.1", 4433)
 
 
 def _deliver(sender: QuicConnection, receiver: QuicConnection, now: float) -> int:
-    datagrams = sender.datagrams_to_send(now=now)
-    for data, _addr in datagrams:
-        receiver.receive_datagram(data, ADDR, now=now)
-    return len(datagrams)
+    return deliver(sender, receiver, ADDR, now)
 
 
 def _pair() -> tuple[QuicConnection, QuicConnection, float]:
-    client_config = tls.client_configuration(SEED_CLIENT)
-    client = QuicConnection(configuration=client_config)
-    now = 0.0
-    client.connect(ADDR, now=now)
-    initial = client.datagrams_to_send(now=now)
-    header = pull_quic_header(
-        Buffer(data=initial[0][0]), host_cid_length=client_config.connection_id_length
+    client, server, now = connected_pair(
+        tls.client_configuration(SEED_CLIENT),
+        tls.server_configuration(SEED_SERVER),
+        server_addr=ADDR,
+        client_addr=ADDR,
     )
-    server = QuicConnection(
-        configuration=tls.server_configuration(SEED_SERVER),
-        original_destination_connection_id=header.destination_cid,
-    )
-    for data, _addr in initial:
-        server.receive_datagram(data, ADDR, now=now)
-    for _ in range(10):  # handshake round trips (and their acks)
-        now += 0.01
-        _deliver(server, client, now)
-        _deliver(client, server, now)
-    assert isinstance(client.next_event(), events.ProtocolNegotiated)
-    while client.next_event() is not None:
-        pass
-    while server.next_event() is not None:
-        pass
     now += 0.1  # every pending ack went out above
     return client, server, now
 

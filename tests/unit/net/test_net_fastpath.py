@@ -12,15 +12,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
-from aioquic.quic.packet import pull_quic_header
 from aioquic.tls import Epoch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pcp.net import fastpath, tls, tuning
+
+from .quicpair import connected_pair
 
 SEED_CLIENT = bytes(range(32))
 SEED_SERVER = bytes(range(1, 33))
@@ -54,30 +54,19 @@ def _pair(*, fast: bool, sole: bool = False) -> tuple[Receiver, QuicConnection, 
     client_config = tls.client_configuration(SEED_CLIENT, congestion="reno")
     if sole:
         client_config = tls.sole_client_configuration(client_config)
-    client = QuicConnection(configuration=client_config)
-    if sole:
-        tuning.forgo_connection_ids(client)
-    tuning.set_initial_destination_cid(client, bytes(range(tls.INITIAL_DCID_BYTES)))
-    now = 0.0
-    client.connect(SERVER_ADDR, now=now)
-    initial = client.datagrams_to_send(now=now)
-    header = pull_quic_header(Buffer(data=initial[0][0]), host_cid_length=tls.SERVER_CID_BYTES)
-    server = QuicConnection(
-        configuration=tls.server_configuration(SEED_SERVER, congestion="reno"),
-        original_destination_connection_id=header.destination_cid,
+
+    def prepare(client: QuicConnection) -> None:
+        if sole:
+            tuning.forgo_connection_ids(client)
+        tuning.set_initial_destination_cid(client, bytes(range(tls.INITIAL_DCID_BYTES)))
+
+    client, server, now = connected_pair(
+        client_config,
+        tls.server_configuration(SEED_SERVER, congestion="reno"),
+        server_addr=SERVER_ADDR,
+        client_addr=CLIENT_ADDR,
+        prepare=prepare,
     )
-    for data, _addr in initial:
-        server.receive_datagram(data, CLIENT_ADDR, now=now)
-    for _ in range(10):  # handshake round trips (and their acks)
-        now += 0.01
-        for data, _addr in server.datagrams_to_send(now=now):
-            client.receive_datagram(data, SERVER_ADDR, now=now)
-        for data, _addr in client.datagrams_to_send(now=now):
-            server.receive_datagram(data, CLIENT_ADDR, now=now)
-    while client.next_event() is not None:
-        pass
-    while server.next_event() is not None:
-        pass
     assert fastpath.is_supported(client)
     return Receiver(client, fast), server, now
 

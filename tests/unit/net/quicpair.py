@@ -1,0 +1,61 @@
+"""Two QuicConnections through their handshake in memory, on a virtual clock:
+the set-up the sans-IO tests of aioquic's internals share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aioquic.buffer import Buffer
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_header
+
+from p2pcp.net import tls
+
+Address = tuple[str, int]
+HANDSHAKE_ROUNDS = 10
+ROUND_S = 0.01
+
+
+def deliver(sender: QuicConnection, receiver: QuicConnection, addr: Address, now: float) -> int:
+    """Hand everything ``sender`` has to send to ``receiver``, as from ``addr``."""
+    datagrams = sender.datagrams_to_send(now=now)
+    for data, _addr in datagrams:
+        receiver.receive_datagram(data, addr, now=now)
+    return len(datagrams)
+
+
+def connected_pair(
+    client_config: QuicConfiguration,
+    server_config: QuicConfiguration,
+    *,
+    server_addr: Address,
+    client_addr: Address,
+    prepare: Callable[[QuicConnection], None] | None = None,
+) -> tuple[QuicConnection, QuicConnection, float]:
+    """(client, server, now) once the handshake and its acks are through and
+    both ends' events are drained; ``prepare`` sees the client before it
+    connects."""
+    client = QuicConnection(configuration=client_config)
+    if prepare is not None:
+        prepare(client)
+    now = 0.0
+    client.connect(server_addr, now=now)
+    initial = client.datagrams_to_send(now=now)
+    header = pull_quic_header(Buffer(data=initial[0][0]), host_cid_length=tls.SERVER_CID_BYTES)
+    server = QuicConnection(
+        configuration=server_config, original_destination_connection_id=header.destination_cid
+    )
+    for data, _addr in initial:
+        server.receive_datagram(data, client_addr, now=now)
+    for _ in range(HANDSHAKE_ROUNDS):  # handshake round trips (and their acks)
+        now += ROUND_S
+        deliver(server, client, server_addr, now)
+        deliver(client, server, client_addr, now)
+    assert isinstance(client.next_event(), events.ProtocolNegotiated)
+    while client.next_event() is not None:
+        pass
+    while server.next_event() is not None:
+        pass
+    return client, server, now
