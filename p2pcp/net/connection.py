@@ -60,7 +60,7 @@ from p2pcp.core.errors import (
     P2pcpError,
     PeerIdentityError,
 )
-from p2pcp.net import fastpath, tuning
+from p2pcp.net import fastpath, fastsend, tuning
 from p2pcp.net.fragment import FragmentGuard
 from p2pcp.net.magicsock import MagicSock, PeerPath
 from p2pcp.net.pathstate import KIND_DIRECT, KIND_RELAY
@@ -174,6 +174,7 @@ class Connection:
         self._reported_path = (path.kind, path.description)
         tuning.install_burst_pacer(quic)
         self._fast_receive = fastpath.is_supported(quic)
+        self._fast_send = fastsend.is_supported(quic)
         self._add_cid(quic.host_cid)
         # A server looks for direct paths at once; a client once connect()
         # returns (Endpoint.connect), so its first path is the one reported.
@@ -457,7 +458,7 @@ class Connection:
         guard = self._guard
         may_fragment = False
         if guard is None:
-            datagrams = self._quic.datagrams_to_send(now=now)
+            datagrams = self._datagrams_to_send(now)
         else:
             size = guard.next_size(now)
             fragmenting = guard.is_fragmenting
@@ -468,7 +469,7 @@ class Connection:
             if size != settled:
                 tuning.set_packet_size(self._quic, size)
             in_flight = tuning.bytes_in_flight(self._quic) if fragmenting else 0
-            datagrams = self._quic.datagrams_to_send(now=now)
+            datagrams = self._datagrams_to_send(now)
             if size != settled:
                 tuning.set_packet_size(self._quic, settled)
             if fragmenting and datagrams:
@@ -485,6 +486,11 @@ class Connection:
         if self._datagrams_since_ack and not tuning.is_ack_pending(self._quic):
             self._datagrams_since_ack = 0
         self._arm_timer()
+
+    def _datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        if self._fast_send:
+            return fastsend.datagrams_to_send(self._quic, now)
+        return self._quic.datagrams_to_send(now=now)
 
     def _arm_timer(self) -> None:
         at = self._quic.get_timer()

@@ -39,8 +39,10 @@ attributes used:
   timer's backoff, which grew while the old path was dead.
 
 fastpath.py, the receive fast path, reads the connection's state for one
-kind of packet the way aioquic's ``receive_datagram`` does; it sits apart
-because it follows that method step by step rather than touching a value.
+kind of packet the way aioquic's ``receive_datagram`` does, and fastsend.py
+builds the packets of a call that has nothing but stream data to send the
+way ``datagrams_to_send`` does; they sit apart because they follow those
+methods step by step rather than touching a value.
 
 Invariants: each function degrades to a no-op (or a safe answer) if an
 attribute is missing, so a newer aioquic loses speed, never correctness --

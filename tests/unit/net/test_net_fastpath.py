@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.tls import Epoch
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from p2pcp.net import fastpath, tls, tuning
 
-from .quicpair import connected_pair
+from .quicpair import connected_pair, fix_certificate_serials
 
 SEED_CLIENT = bytes(range(32))
 SEED_SERVER = bytes(range(1, 33))
@@ -30,6 +31,11 @@ OTHER_ADDR = ("198.18.0.9", 6000)
 STREAM = 0
 CHUNK = bytes(range(256)) * 64  # 16 KiB
 DELIVER, DROP, DUPLICATE, HOLD, CORRUPT = range(5)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    fix_certificate_serials(monkeypatch)
 
 
 class Receiver:

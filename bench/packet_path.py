@@ -1,15 +1,18 @@
-"""A receiver's CPU per packet: aioquic's receive_datagram against fastpath.py.
+"""CPU per packet at both ends: aioquic's own paths against p2pcp's fast paths.
 
 Two QuicConnections with p2pcp's settings, in memory on a virtual clock (no
-sockets, no event loop): the server streams --mib MiB to the client, which
-takes every datagram either through aioquic's ``receive_datagram`` (the
-baseline) or through ``p2pcp.net.fastpath.receive``, then acknowledges.
-Prints the receiver's CPU time per packet (receiving, events, building its
-acks) and per MB for each path and datagram size, and the ratio against the
-baseline, all measured in the same run (best of --repeats, alternating the
-two paths so that neither gets a warmer machine).
+sockets, no event loop): the server streams --mib MiB to the client. Either
+both ends use aioquic's ``datagrams_to_send`` and ``receive_datagram`` (the
+baseline), or the sender builds its packets through
+``p2pcp.net.fastsend.datagrams_to_send`` and the receiver takes them through
+``p2pcp.net.fastpath.receive``, as a p2pcp connection does.
+Prints, per path and datagram size, the sender's CPU per packet (building
+and sending its packets, taking the acks) and the receiver's (receiving,
+events, building its acks), in us and in MB of datagrams per second of that end's CPU, with the
+ratios against the baseline, all measured in the same run (best of
+--repeats, alternating the paths so that neither gets a warmer machine).
 
-    python bench/receive_path.py [--mib 64] [--repeats 3] [--sizes 1452,16000]
+    python bench/packet_path.py [--mib 64] [--repeats 3] [--sizes 1452,16000]
 
 A benchmark, not a test: it never fails on a figure.
 """
@@ -31,7 +34,7 @@ from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
 
-from p2pcp.net import fastpath, tls, tuning
+from p2pcp.net import fastpath, fastsend, tls, tuning
 
 SERVER_ADDR = ("198.18.0.1", 4433)
 CLIENT_ADDR = ("198.18.0.2", 5000)
@@ -40,10 +43,15 @@ SEND_WINDOW_BYTES = 8 * 1024 * 1024
 STEP_S = 0.0005
 
 Receive = Callable[[QuicConnection, bytes, Any, float], object]
+Send = Callable[[QuicConnection, float], list[tuple[bytes, Any]]]
 
 
 def aioquic_receive(quic: QuicConnection, data: bytes, addr: Any, now: float) -> None:
     quic.receive_datagram(data, addr, now)
+
+
+def aioquic_send(quic: QuicConnection, now: float) -> list[tuple[bytes, Any]]:
+    return quic.datagrams_to_send(now=now)
 
 
 def connected_pair(size: int) -> tuple[QuicConnection, QuicConnection, float]:
@@ -76,8 +84,9 @@ def connected_pair(size: int) -> tuple[QuicConnection, QuicConnection, float]:
     return client, server, now
 
 
-def run(receive: Receive, size: int, total: int) -> tuple[float, int]:
-    """(receiver CPU seconds, packets) for ``total`` bytes at ``size``."""
+def run(send: Send, receive: Receive, size: int, total: int) -> tuple[float, float, int]:
+    """(sender CPU seconds, receiver CPU seconds, packets) for ``total`` bytes
+    at ``size``."""
     client, server, now = connected_pair(size)
     stream_id = client.get_next_available_stream_id()
     client.send_stream_data(stream_id, b"GET", end_stream=True)
@@ -86,7 +95,7 @@ def run(receive: Receive, size: int, total: int) -> tuple[float, int]:
     while server.next_event() is not None:
         pass
     queued = received = packets = 0
-    cpu = 0.0
+    send_cpu = receive_cpu = 0.0
     clock = time.process_time
     while received < total:
         while (
@@ -95,7 +104,9 @@ def run(receive: Receive, size: int, total: int) -> tuple[float, int]:
             queued += len(CHUNK)
             server.send_stream_data(stream_id, CHUNK, end_stream=queued >= total)
         now += STEP_S
-        datagrams = server.datagrams_to_send(now=now)
+        started = clock()
+        datagrams = send(server, now)
+        send_cpu += clock() - started
         packets += len(datagrams)
         started = clock()
         for data, _addr in datagrams:
@@ -104,12 +115,14 @@ def run(receive: Receive, size: int, total: int) -> tuple[float, int]:
             if isinstance(event, events.StreamDataReceived):
                 received += len(event.data)
         acks = client.datagrams_to_send(now=now)
-        cpu += clock() - started
+        receive_cpu += clock() - started
+        started = clock()
         for data, _addr in acks:
             server.receive_datagram(data, CLIENT_ADDR, now=now)
         while server.next_event() is not None:
             pass
-    return cpu, packets
+        send_cpu += clock() - started
+    return send_cpu, receive_cpu, packets
 
 
 def main() -> None:
@@ -119,30 +132,31 @@ def main() -> None:
     parser.add_argument("--sizes", default="1452,16000", help="datagram sizes, comma-separated")
     args = parser.parse_args()
     total = args.mib * 1024 * 1024
-    paths: list[tuple[str, Receive]] = [
-        ("aioquic receive_datagram", aioquic_receive),
-        ("p2pcp fastpath.receive", fastpath.receive),
+    paths: list[tuple[str, Send, Receive]] = [
+        ("aioquic", aioquic_send, aioquic_receive),
+        ("p2pcp fast paths", fastsend.datagrams_to_send, fastpath.receive),
     ]
     print(
-        f"receiver CPU per packet, {args.mib} MiB in memory, best of {args.repeats}, "
+        f"CPU per packet at each end, {args.mib} MiB in memory, best of {args.repeats}, "
         f"python {sys.version.split()[0]}"
     )
     for size in (int(s) for s in args.sizes.split(",")):
-        best: dict[str, tuple[float, int]] = {}
+        best: dict[str, list[float]] = {}
         for _ in range(args.repeats):
-            for name, receive in paths:
-                cpu, packets = run(receive, size, total)
-                if name not in best or cpu < best[name][0]:
-                    best[name] = (cpu, packets)
-        base_cpu, base_packets = best[paths[0][0]]
-        base_us = 1e6 * base_cpu / base_packets
-        for name, _receive in paths:
-            cpu, packets = best[name]
-            us = 1e6 * cpu / packets
-            print(
-                f"  {size:>5}-byte datagrams  {name:<26} {us:6.1f} us/packet  "
-                f"{total / 1e6 / cpu:7.1f} MB/s of receiver CPU  {us / base_us:5.2f}x baseline"
-            )
+            for name, send, receive in paths:
+                send_cpu, receive_cpu, packets = run(send, receive, size, total)
+                us = [1e6 * send_cpu / packets, 1e6 * receive_cpu / packets]
+                if name not in best:
+                    best[name] = us
+                else:
+                    best[name] = [min(old, new) for old, new in zip(best[name], us, strict=True)]
+        base = best[paths[0][0]]
+        for name, _send, _receive in paths:
+            cells = []
+            for end, us, base_us in zip(("sender", "receiver"), best[name], base, strict=True):
+                mb_s = size / us  # bytes per us = MB/s of this end's CPU
+                cells.append(f"{end} {us:6.1f} us/packet {mb_s:6.1f} MB/s {us / base_us:5.2f}x")
+            print(f"  {size:>5}-byte datagrams  {name:<17} " + "   ".join(cells))
 
 
 if __name__ == "__main__":
