@@ -83,14 +83,20 @@ def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _pair(
-    *, fast: bool, congestion: str, tight: bool = True
+    *, fast: bool, congestion: str, tight: bool = True, sole: bool = False
 ) -> tuple[QuicConnection, Sender, float]:
+    """``sole``: the receiver uses zero-length ids, as an endpoint's only
+    client connection does (endpoint.py), so the sender's packets carry none."""
     client_config = tls.client_configuration(SEED_CLIENT, congestion=congestion)
+    if sole:
+        client_config = tls.sole_client_configuration(client_config)
     if tight:  # the sender gets blocked, and the receiver raises its windows
         client_config.max_data = 300_000
         client_config.max_stream_data = 60_000  # binds before max_data
 
     def prepare(client: QuicConnection) -> None:
+        if sole:
+            tuning.forgo_connection_ids(client)
         tuning.set_initial_destination_cid(client, bytes(range(tls.INITIAL_DCID_BYTES)))
 
     client, server, now = connected_pair(
@@ -190,10 +196,11 @@ def _run(
     big_at: int = -1,
     close: bool = False,
     tight: bool = True,
+    sole: bool = False,
 ) -> tuple[Sender, list[Any], dict[int, bytes]]:
     """Serve ANSWERS under ``plan`` (the fate of each datagram, both ways);
     return the sender, the history of rounds and what the client received."""
-    client, sender, now = _pair(fast=fast, congestion=congestion, tight=tight)
+    client, sender, now = _pair(fast=fast, congestion=congestion, tight=tight, sole=sole)
     server: Any = sender.quic
     for stream_id in ANSWERS:
         client.send_stream_data(stream_id, b"GET", end_stream=True)
@@ -278,6 +285,7 @@ def _check_delivered(received: dict[int, bytes], reset: bool) -> None:
     reset_at=st.integers(min_value=-1, max_value=40),
     big_at=st.integers(min_value=-1, max_value=20),
     close=st.booleans(),
+    sole=st.booleans(),
 )
 def test_the_fast_path_sends_as_aioquic_does(
     plan: list[int],
@@ -287,6 +295,7 @@ def test_the_fast_path_sends_as_aioquic_does(
     reset_at: int,
     big_at: int,
     close: bool,
+    sole: bool,
 ) -> None:
     options = dict(
         congestion=congestion,
@@ -295,6 +304,7 @@ def test_the_fast_path_sends_as_aioquic_does(
         reset_at=reset_at,
         big_at=big_at,
         close=close,
+        sole=sole,
     )
     slow, slow_history, slow_received = _run(False, plan, **options)  # type: ignore[arg-type]
     fast, fast_history, fast_received = _run(True, plan, **options)  # type: ignore[arg-type]
