@@ -11,12 +11,17 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
+from cryptography import x509
 
-from p2pcp.net import tls
+from p2pcp.net import tls, tuning
 
 Address = tuple[str, int]
 HANDSHAKE_ROUNDS = 10
 ROUND_S = 0.01
+SEED_CLIENT = bytes(range(32))
+SEED_SERVER = bytes(range(1, 33))
+SERVER_ADDR = ("198.18.0.1", 4433)
+CLIENT_ADDR = ("198.18.0.2", 5000)
 
 
 # A certificate's serial number is random, and its DER length with it: one
@@ -27,7 +32,7 @@ FIXED_SERIAL = 1 << 150
 
 def fix_certificate_serials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Give the certificates made from now on one serial number."""
-    monkeypatch.setattr(tls.x509, "random_serial_number", lambda: FIXED_SERIAL)
+    monkeypatch.setattr(x509, "random_serial_number", lambda: FIXED_SERIAL)
 
 
 def deliver(sender: QuicConnection, receiver: QuicConnection, addr: Address, now: float) -> int:
@@ -71,3 +76,33 @@ def connected_pair(
     while server.next_event() is not None:
         pass
     return client, server, now
+
+
+def p2pcp_pair(
+    *,
+    congestion: str,
+    sole: bool = False,
+    adjust_client: Callable[[QuicConfiguration], None] | None = None,
+) -> tuple[QuicConnection, QuicConnection, float]:
+    """(client, server, now) with p2pcp's configurations, connected between
+    CLIENT_ADDR and SERVER_ADDR; ``sole``: the client uses zero-length ids,
+    as an endpoint's only client connection does (endpoint.py);
+    ``adjust_client`` may change the client's configuration first."""
+    client_config = tls.client_configuration(SEED_CLIENT, congestion=congestion)
+    if sole:
+        client_config = tls.sole_client_configuration(client_config)
+    if adjust_client is not None:
+        adjust_client(client_config)
+
+    def prepare(client: QuicConnection) -> None:
+        if sole:
+            tuning.forgo_connection_ids(client)
+        tuning.set_initial_destination_cid(client, bytes(range(tls.INITIAL_DCID_BYTES)))
+
+    return connected_pair(
+        client_config,
+        tls.server_configuration(SEED_SERVER, congestion=congestion),
+        server_addr=SERVER_ADDR,
+        client_addr=CLIENT_ADDR,
+        prepare=prepare,
+    )

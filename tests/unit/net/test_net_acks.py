@@ -7,10 +7,8 @@ from aioquic.quic.connection import QuicConnection
 
 from p2pcp.net import tls, tuning
 
-from .quicpair import connected_pair, deliver
+from .quicpair import SEED_CLIENT, SEED_SERVER, connected_pair, deliver
 
-SEED_CLIENT = bytes(range(32))
-SEED_SERVER = bytes(range(1, 33))
 ADDR = ("198.18.0.1", 4433)
 
 

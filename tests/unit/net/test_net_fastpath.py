@@ -19,14 +19,10 @@ from aioquic.tls import Epoch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pcp.net import fastpath, tls, tuning
+from p2pcp.net import fastpath
 
-from .quicpair import connected_pair, fix_certificate_serials
+from .quicpair import CLIENT_ADDR, SERVER_ADDR, fix_certificate_serials, p2pcp_pair
 
-SEED_CLIENT = bytes(range(32))
-SEED_SERVER = bytes(range(1, 33))
-SERVER_ADDR = ("198.18.0.1", 4433)
-CLIENT_ADDR = ("198.18.0.2", 5000)
 OTHER_ADDR = ("198.18.0.9", 6000)
 STREAM = 0
 CHUNK = bytes(range(256)) * 64  # 16 KiB
@@ -54,25 +50,9 @@ class Receiver:
 
 
 def _pair(*, fast: bool, sole: bool = False) -> tuple[Receiver, QuicConnection, float]:
-    """A connected pair; ``sole``: the client uses zero-length ids, as an
-    endpoint's only client connection does (endpoint.py)."""
-    # Reno: BBR draws its probing phase at random, which would part the runs.
-    client_config = tls.client_configuration(SEED_CLIENT, congestion="reno")
-    if sole:
-        client_config = tls.sole_client_configuration(client_config)
-
-    def prepare(client: QuicConnection) -> None:
-        if sole:
-            tuning.forgo_connection_ids(client)
-        tuning.set_initial_destination_cid(client, bytes(range(tls.INITIAL_DCID_BYTES)))
-
-    client, server, now = connected_pair(
-        client_config,
-        tls.server_configuration(SEED_SERVER, congestion="reno"),
-        server_addr=SERVER_ADDR,
-        client_addr=CLIENT_ADDR,
-        prepare=prepare,
-    )
+    """A connected pair (quicpair.p2pcp_pair); Reno, as BBR draws its probing
+    phase at random, which would part the runs."""
+    client, server, now = p2pcp_pair(congestion="reno", sole=sole)
     assert fastpath.is_supported(client)
     return Receiver(client, fast), server, now
 

@@ -14,24 +14,22 @@ round, and the fast path must have built most packets.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.stream import QuicStream
 from aioquic.tls import Epoch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pcp.net import fastsend, tls, tuning
+from p2pcp.net import fastsend, tuning
 
-from .quicpair import connected_pair, fix_certificate_serials
+from .quicpair import CLIENT_ADDR, SERVER_ADDR, fix_certificate_serials, p2pcp_pair
 
-SEED_CLIENT = bytes(range(32))
-SEED_SERVER = bytes(range(1, 33))
-SERVER_ADDR = ("198.18.0.1", 4433)
-CLIENT_ADDR = ("198.18.0.2", 5000)
 # stream id -> bytes the server answers with (stream 8 may be reset)
 ANSWERS = {
     0: bytes(range(256)) * 3000,
@@ -87,25 +85,13 @@ def _pair(
 ) -> tuple[QuicConnection, Sender, float]:
     """``sole``: the receiver uses zero-length ids, as an endpoint's only
     client connection does (endpoint.py), so the sender's packets carry none."""
-    client_config = tls.client_configuration(SEED_CLIENT, congestion=congestion)
-    if sole:
-        client_config = tls.sole_client_configuration(client_config)
-    if tight:  # the sender gets blocked, and the receiver raises its windows
-        client_config.max_data = 300_000
-        client_config.max_stream_data = 60_000  # binds before max_data
 
-    def prepare(client: QuicConnection) -> None:
-        if sole:
-            tuning.forgo_connection_ids(client)
-        tuning.set_initial_destination_cid(client, bytes(range(tls.INITIAL_DCID_BYTES)))
+    def adjust(config: QuicConfiguration) -> None:
+        if tight:  # the sender gets blocked, and the receiver raises its windows
+            config.max_data = 300_000
+            config.max_stream_data = 60_000  # binds before max_data
 
-    client, server, now = connected_pair(
-        client_config,
-        tls.server_configuration(SEED_SERVER, congestion=congestion),
-        server_addr=SERVER_ADDR,
-        client_addr=CLIENT_ADDR,
-        prepare=prepare,
-    )
+    client, server, now = p2pcp_pair(congestion=congestion, sole=sole, adjust_client=adjust)
     controller: Any = server._loss._cc
     if hasattr(controller, "_rng"):
         controller._rng = random.Random(5)  # BBR's cycle phase, alike in both runs
@@ -185,6 +171,21 @@ def _events(quic: QuicConnection) -> list[tuple[Any, ...]]:
     return seen
 
 
+def _route(
+    datagrams: list[tuple[bytes, Any]], actions: Iterator[int], held: list[bytes]
+) -> tuple[list[bytes], list[bytes]]:
+    """(arriving now, held for the next round): what was held last round
+    arrives first, then each datagram meets its fate from ``actions``."""
+    arriving, holding = held, []
+    for data, _addr in datagrams:
+        action = next(actions, DELIVER)
+        if action == HOLD:
+            holding.append(data)
+        elif action == DELIVER:
+            arriving.append(data)
+    return arriving, holding
+
+
 def _run(
     fast: bool,
     plan: list[int],
@@ -233,13 +234,7 @@ def _run(
             if round_number == big_at + 7:
                 tuning.set_packet_size(server, 9000)
         # server -> client
-        incoming, held_down = held_down, []
-        for data, _addr in sender.datagrams_to_send(now):
-            action = next(actions, DELIVER)
-            if action == HOLD:
-                held_down.append(data)
-            elif action == DELIVER:
-                incoming.append(data)
+        incoming, held_down = _route(sender.datagrams_to_send(now), actions, held_down)
         for data in incoming:
             client.receive_datagram(data, SERVER_ADDR, now)
         client_events = _events(client)
@@ -247,13 +242,7 @@ def _run(
             if event[0] == "data":
                 received[event[1]] += event[2]
         # client -> server
-        incoming, held_up = held_up, []
-        for data, _addr in client.datagrams_to_send(now=now):
-            action = next(actions, DELIVER)
-            if action == HOLD:
-                held_up.append(data)
-            elif action == DELIVER:
-                incoming.append(data)
+        incoming, held_up = _route(client.datagrams_to_send(now=now), actions, held_up)
         for data in incoming:
             server.receive_datagram(data, CLIENT_ADDR, now=now)
         history.append((client_events, _events(server), _observe(sender)))
