@@ -35,6 +35,15 @@ def fix_certificate_serials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(x509, "random_serial_number", lambda: FIXED_SERIAL)
 
 
+def fire_due_timers(now: float, *connections: QuicConnection) -> None:
+    """Run each connection's timer that is due (loss detection, the probe
+    timeout, the idle timeout), as an event loop would."""
+    for quic in connections:
+        timer = quic.get_timer()
+        if timer is not None and timer <= now:
+            quic.handle_timer(now)
+
+
 def deliver(sender: QuicConnection, receiver: QuicConnection, addr: Address, now: float) -> int:
     """Hand everything ``sender`` has to send to ``receiver``, as from ``addr``."""
     datagrams = sender.datagrams_to_send(now=now)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from p2pcp.net import fastpath
 
-from .quicpair import CLIENT_ADDR, SERVER_ADDR, fix_certificate_serials, p2pcp_pair
+from .quicpair import CLIENT_ADDR, SERVER_ADDR, fire_due_timers, fix_certificate_serials, p2pcp_pair
 
 OTHER_ADDR = ("198.18.0.9", 6000)
 STREAM = 0
@@ -105,10 +105,7 @@ def _run(
     actions = iter(plan)
     for round_number in range(2000):
         now += 0.002
-        for quic in (server, client):
-            timer = quic.get_timer()
-            if timer is not None and timer <= now:
-                quic.handle_timer(now)  # loss detection, the probe timeout
+        fire_due_timers(now, server, client)
         if round_number == key_update_at:
             server.request_key_update()
         incoming = held

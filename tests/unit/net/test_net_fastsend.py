@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from p2pcp.net import fastsend, tuning
 
-from .quicpair import CLIENT_ADDR, SERVER_ADDR, fix_certificate_serials, p2pcp_pair
+from .quicpair import CLIENT_ADDR, SERVER_ADDR, fire_due_timers, fix_certificate_serials, p2pcp_pair
 
 # stream id -> bytes the server answers with (stream 8 may be reset)
 ANSWERS = {
@@ -216,10 +216,7 @@ def _run(
     actions = iter(plan)
     for round_number in range(3000):
         now += 0.002
-        for quic in (server, client):
-            timer = quic.get_timer()
-            if timer is not None and timer <= now:
-                quic.handle_timer(now)
+        fire_due_timers(now, server, client)
         if round_number == key_update_at:
             server.request_key_update()
         if round_number == ping_at:
