@@ -24,7 +24,8 @@ Modes (fixed at creation):
 
   1. Data goes over the relay until a direct path is confirmed: a Pong that
      answers one of our Pings arrived over UDP from the address pinged.
-  2. Then data goes there. It is pinged every ``HEARTBEAT_S``; if no Pong
+  2. Then data goes there. It is pinged every ``HEARTBEAT_S``, and every
+     ``HEARTBEAT_LATE_S`` once a Pong is late; if no Pong
      comes back from it for ``DIRECT_QUIET_S`` it is dropped and data goes
      back to the relay (QUIC packets from it do not keep it alive: they only
      prove the peer-to-us direction, and the path carries our data).
@@ -77,6 +78,15 @@ HEARTBEAT_S = 0.5
 # row, which random loss practically never does, while a transfer stalls for
 # little more than this before it continues over the relay.
 DIRECT_QUIET_S = 2.0
+
+# Once a Pong is late (none for HEARTBEAT_LATE_AFTER_S, a heartbeat and a
+# half), ping at HEARTBEAT_LATE_S until one comes. A transfer that fills the
+# bottleneck queue loses packets in bursts (the bench's WAN: 6.7% of frames,
+# bunched where BBR probes); four heartbeats in a row can fall into such
+# bursts while the path works. At this gap about 13 Pings must all be lost
+# before DIRECT_QUIET_S runs out; a dead path is still left at that time.
+HEARTBEAT_LATE_AFTER_S = 0.75
+HEARTBEAT_LATE_S = 0.1
 
 # Pings to a new candidate: at once, then after these gaps. Covers the time
 # the other side needs to start its own pings (hole punching needs both
@@ -293,7 +303,11 @@ class PathState:
             current = None
         if current is not None and self._heartbeat_at is not None and now >= self._heartbeat_at:
             self._send_ping(current, now)
-            self._heartbeat_at = now + HEARTBEAT_S
+            is_late = (
+                current.last_pong_at is not None
+                and now - current.last_pong_at >= HEARTBEAT_LATE_AFTER_S
+            )
+            self._heartbeat_at = now + (HEARTBEAT_LATE_S if is_late else HEARTBEAT_S)
         for candidate in self._candidates.values():
             if candidate is current or candidate.next_ping_at is None:
                 continue

@@ -255,6 +255,23 @@ def test_direct_path_going_quiet_falls_back_and_comes_back() -> None:
     assert kinds(a) == [KIND_DIRECT, KIND_RELAY, KIND_DIRECT]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_heavy_random_loss_keeps_a_working_direct_path(seed: int) -> None:
+    """30% loss each way for 30 s (a full queue under a transfer loses
+    heartbeats too): a Ping round trip fails about half the time, so four
+    heartbeats in a row fail every few seconds (this flapped 4-18 times per
+    run before Pings sped up once a Pong was late); now the path stays."""
+    net, a, b = make_pair(a_nat=True, b_nat=True)
+    net.rng = random.Random(seed)
+    net.run_until(3.0, data_every_s=0.1)
+    assert a.state.kind == KIND_DIRECT and b.state.kind == KIND_DIRECT
+    events = (list(a.events), list(b.events))
+    net.udp_loss = 0.3
+    net.run_until(33.0, data_every_s=0.1)
+    assert (a.events, b.events) == events  # no fallback, no switch
+    assert a.state.kind == KIND_DIRECT and b.state.kind == KIND_DIRECT
+
+
 def test_fallback_time_is_bounded_by_quiet_timeout() -> None:
     net, a, _b = make_pair(a_nat=False, b_nat=False)
     net.run_until(1.0)
