@@ -64,14 +64,19 @@ _ATTRIBUTES = (
 )  # fmt: skip
 
 
-def is_supported(quic: QuicConnection, version: str = aioquic.__version__) -> bool:
-    """Whether ``receive`` may take its fast path on this connection."""
+def follows_aioquic(quic: Any, attributes: tuple[str, ...], version: str) -> bool:
+    """Whether ``quic`` is a connection of the aioquic the fast paths follow
+    (fastsend.py too), with these private attributes."""
     return (
         version.startswith(FOLLOWS_AIOQUIC)
-        and _MAX_ACK_RANGES is not None
         and isinstance(quic, QuicConnection)
-        and all(hasattr(quic, a) for a in _ATTRIBUTES)
+        and all(hasattr(quic, a) for a in attributes)
     )
+
+
+def is_supported(quic: QuicConnection, version: str = aioquic.__version__) -> bool:
+    """Whether ``receive`` may take its fast path on this connection."""
+    return _MAX_ACK_RANGES is not None and follows_aioquic(quic, _ATTRIBUTES, version)
 
 
 def receive(quic: Any, data: bytes, addr: Any, now: float) -> bool:

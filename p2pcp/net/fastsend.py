@@ -37,7 +37,7 @@ from aioquic.quic.packet import PACKET_FIXED_BIT, PACKET_NUMBER_MAX_SIZE, QuicPa
 from aioquic.quic.packet_builder import PACKET_NUMBER_SEND_SIZE, QuicSentPacket
 from aioquic.tls import Epoch
 
-from .fastpath import FOLLOWS_AIOQUIC
+from .fastpath import follows_aioquic
 
 Address = Any
 
@@ -68,12 +68,7 @@ _ATTRIBUTES = (
 
 def is_supported(quic: QuicConnection, version: str = aioquic.__version__) -> bool:
     """Whether ``datagrams_to_send`` may take its fast path on this connection."""
-    return (
-        version.startswith(FOLLOWS_AIOQUIC)
-        and isinstance(quic, QuicConnection)
-        and all(hasattr(quic, a) for a in _ATTRIBUTES)
-        and hasattr(quic._loss, "_pacer")
-    )
+    return follows_aioquic(quic, _ATTRIBUTES, version) and hasattr(quic._loss, "_pacer")
 
 
 def datagrams_to_send(quic: Any, now: float) -> list[tuple[bytes, Address]]:
@@ -235,11 +230,13 @@ def _send_fast(quic: Any, now: float) -> list[tuple[bytes, Address]] | None:
             if used > 0:
                 sent.append(stream)
 
-        # the new service order, served streams at the end (as aioquic's set)
-        served = set(sent)
-        queue = [stream for stream in quic._streams_queue if stream not in served]
-        queue.extend(served)
-        quic._streams_queue = queue
+        # the new service order, served streams at the end (as aioquic's set);
+        # with none served, or a single stream, the order stays as it is
+        if sent and len(quic._streams_queue) > 1:
+            served = set(sent)
+            queue = [stream for stream in quic._streams_queue if stream not in served]
+            queue.extend(served)
+            quic._streams_queue = queue
 
         if position == header_size:
             break  # nothing to send (window, flow control, or no data)
@@ -284,5 +281,5 @@ def _send_fast(quic: Any, now: float) -> list[tuple[bytes, Address]] | None:
             quic._ack_eliciting_sent_since_receipt = True
     network_path = quic._network_paths[0]
     addr = network_path.addr
-    network_path.bytes_sent += sum(map(len, datagrams))
+    network_path.bytes_sent += flight_bytes  # every datagram is one packet in flight
     return [(datagram, addr) for datagram in datagrams]
