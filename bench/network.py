@@ -116,7 +116,9 @@ from netlab.report import (  # noqa: E402
     MIB,
     Profile,
     ProfileResult,
+    cpu_budgets,
     goals,
+    print_cpu_budgets,
     print_goals,
     print_profile,
     to_json,
@@ -377,6 +379,7 @@ def main() -> int:
             if not args.json:
                 print_profile(result, floor_ms)
         found = goals(results)
+        budgets = cpu_budgets(results, os.cpu_count() or 1)
         context = {
             "cpus": os.cpu_count(),
             "kernel": os.uname().release,
@@ -386,9 +389,10 @@ def main() -> int:
             "notes": notes,
         }
         if args.json:
-            print(json.dumps(to_json(results, found, context)))
+            print(json.dumps(to_json(results, found, context, budgets)))
         else:
             print_goals(found)
+            print_cpu_budgets(budgets)
             print(
                 "\nTCP congestion control: "
                 + ", ".join(f"{k} {v}" for k, v in congestion.items())

@@ -224,6 +224,69 @@ def goals(results: list[ProfileResult]) -> list[Goal]:
     return found
 
 
+@dataclass
+class CpuBudget:
+    """What a speed goal p2pcp missed would cost in CPU on this machine.
+
+    The cores p2pcp's two ends and the delay line would use together at the
+    goal's speed, if each kept the CPU per byte it had in this profile's
+    runs (median). More than the machine has: CPU-bound on this machine,
+    the link could not be filled here whatever the protocol did. Fewer:
+    the CPU was not what held it back.
+    """
+
+    profile: str
+    target_mb_per_s: float
+    ends_cores: float
+    line_cores: float
+    cpus: int
+
+    @property
+    def cores(self) -> float:
+        return self.ends_cores + self.line_cores
+
+
+def cpu_budgets(results: list[ProfileResult], cpus: int) -> list[CpuBudget]:
+    """One CpuBudget per profile whose speed goal the default variant missed."""
+    found: list[CpuBudget] = []
+    for result in results:
+        shape = result.profile.shape
+        if result.profile.name == "lan":
+            target = 110.0
+        elif shape.loss_percent > 0:
+            target = 0.9 * result.link_mb_per_s
+        else:
+            continue
+        speed = result.speed(DEFAULT_VARIANT)
+        summary = result.tools.get(DEFAULT_VARIANT)
+        if speed is None or speed >= target or summary is None:
+            continue
+        runs = [r for r in summary.runs if r.ends_cpu_s is not None and r.bytes_moved > 0]
+        if not runs:
+            continue
+        ends = statistics.median((r.ends_cpu_s or 0.0) / r.bytes_moved for r in runs)
+        line = statistics.median(r.line_cpu_s / r.bytes_moved for r in runs)
+        rate = target * 1e6
+        found.append(CpuBudget(result.profile.title, target, ends * rate, line * rate, cpus))
+    return found
+
+
+def print_cpu_budgets(found: list[CpuBudget]) -> None:
+    if not found:
+        return
+    print(
+        "\nCPU at a missed goal's speed (this profile's CPU per byte, median; the ends are "
+        "p2pcp's sender and receiver together)"
+    )
+    for budget in found:
+        verdict = "more than" if budget.cores > budget.cpus else "within"
+        print(
+            f"   {budget.profile}: {budget.target_mb_per_s:.1f} MB/s needs "
+            f"{budget.cores:.2f} cores (ends {budget.ends_cores:.2f} + delay line "
+            f"{budget.line_cores:.2f}), {verdict} the machine's {budget.cpus}"
+        )
+
+
 LEGEND = """
 MB/s: 10**6 bytes/s by the tool's own clock (p2pcp: the receiver's "done"
 seconds, bind to fsynced; tcp: connect to EOF; magic-wormhole: its "rx file"
@@ -244,7 +307,10 @@ def print_goals(found: list[Goal]) -> None:
 
 
 def to_json(
-    results: list[ProfileResult], found: list[Goal], context: dict[str, Any]
+    results: list[ProfileResult],
+    found: list[Goal],
+    context: dict[str, Any],
+    budgets: list[CpuBudget] | None = None,
 ) -> dict[str, Any]:
     profiles = []
     for result in results:
@@ -284,4 +350,9 @@ def to_json(
                 "tools": tools,
             }
         )
-    return {**context, "profiles": profiles, "goals": [asdict(goal) for goal in found]}
+    return {
+        **context,
+        "profiles": profiles,
+        "goals": [asdict(goal) for goal in found],
+        "cpu_budgets": [{**asdict(budget), "cores": budget.cores} for budget in budgets or []],
+    }

@@ -128,6 +128,9 @@ class RunResult:
     # p2pcp only: each end's process, percent of one core over the run
     sender_cpu_percent: float | None = None
     receiver_cpu_percent: float | None = None
+    # CPU seconds over the run: the delay line, and p2pcp's two ends together
+    line_cpu_s: float = 0.0
+    ends_cpu_s: float | None = None
 
     @property
     def mb_per_s(self) -> float | None:
@@ -171,7 +174,8 @@ class Meter:
 
     def fill(self, result: RunResult, receiver_pid: int | None = None) -> RunResult:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        result.line_cpu_percent = 100 * (self.lab.delay_line_cpu_s() - self.line_cpu) / elapsed
+        result.line_cpu_s = self.lab.delay_line_cpu_s() - self.line_cpu
+        result.line_cpu_percent = 100 * result.line_cpu_s / elapsed
         busy, total = netlab.system_cpu()
         result.machine_busy_percent = 100 * (busy - self.busy) / max(total - self.total, 1e-6)
         sender_cpu = _process_cpu_s(self.sender_pid)
@@ -180,6 +184,8 @@ class Meter:
         receiver_cpu = _process_cpu_s(receiver_pid)
         if receiver_cpu is not None:
             result.receiver_cpu_percent = 100 * receiver_cpu / elapsed
+        if sender_cpu is not None and self.sender_cpu is not None and receiver_cpu is not None:
+            result.ends_cpu_s = sender_cpu - self.sender_cpu + receiver_cpu
         return result
 
 
