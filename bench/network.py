@@ -6,7 +6,10 @@ namespace to the receiver namespace with each tool, and prints a table:
 MB/s (10**6 bytes per second, median of --runs), the share of the link rate,
 the ratio against the TCP baseline and against the floor ``aioquic reno
 @1452``, whether every run finished, and the delay line's CPU use. A summary
-of the goals of the issue follows (met / not met). A benchmark never fails:
+of the goals of the issue follows (met / not met), then, for each speed goal
+p2pcp missed, the cores its two ends and the delay line would need at the
+goal's speed at the CPU per byte they had (more than the machine has: the
+shortfall is this machine's CPU). A benchmark never fails:
 it exits 0 unless the lab cannot be built (one line on stderr, exit 1).
 
     sudo python bench/network.py [--profile lan|wan|lfn|wifi ...] [--size 128M]
