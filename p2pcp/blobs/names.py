@@ -35,8 +35,72 @@ from p2pcp.core.errors import UnsafePathError
 MAX_COMPONENT_BYTES = 255
 # Linux PATH_MAX: a longer relative path cannot be opened in one call anyway.
 MAX_PATH_BYTES = 4096
-# How much of a bad path an error message shows.
-_SHOWN_CHARS = 80
+# How much of a path a message shows: a terminal line, with room for the
+# words around it.
+_SHOWN_CHARS = 100
+
+
+# Characters that move the cursor or reorder text without being control
+# characters (Unicode Cc): line and paragraph separators, and the bidi
+# overrides and isolates that make a name read differently than it is.
+_INVISIBLE = frozenset("\u2028\u2029\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e") | {
+    chr(code) for code in range(0x2066, 0x206A)
+}
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def _shown_char(char: str) -> str:
+    """One character as a message shows it: printable characters as they
+    are, a backslash doubled (so an escape is never ambiguous), control
+    characters and the invisible ones above escaped, and a byte that was
+    not UTF-8 (surrogateescape's U+DC80..U+DCFF) as ``\\xNN``."""
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x20 or code == 0x7F:
+        return f"\\x{code:02x}"
+    if unicodedata.category(char) in ("Cc", "Cs") or char in _INVISIBLE:
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return char
+
+
+def display_path(path: str) -> str:
+    """``path`` for a message: one line, escaped as :func:`_shown_char`
+    says, and at most ``_SHOWN_CHARS`` characters (a long path keeps its
+    start and its end, where the file name is, around ``...``)."""
+    pieces = [_shown_char(char) for char in path]
+    if sum(len(piece) for piece in pieces) <= _SHOWN_CHARS:
+        return "".join(pieces)
+    budget = (_SHOWN_CHARS - 3) // 2
+    head: list[str] = []
+    used = 0
+    for piece in pieces:
+        if used + len(piece) > budget:
+            break
+        head.append(piece)
+        used += len(piece)
+    tail: list[str] = []
+    used = 0
+    for piece in reversed(pieces[len(head) :]):
+        if used + len(piece) > budget:
+            break
+        tail.append(piece)
+        used += len(piece)
+    return "".join(head) + "..." + "".join(reversed(tail))
+
+
+def case_fold(path: str) -> str:
+    """``path`` as a case-insensitive file system compares it (Unicode
+    case folding only), for the receiver's collision checks."""
+    return path.casefold()
+
+
+def nfc(path: str) -> str:
+    """``path`` as a normalizing file system compares it (NFC only)."""
+    return unicodedata.normalize("NFC", path)
 
 
 def describe_path(path: str) -> str:

@@ -6,9 +6,12 @@ import pytest
 
 from p2pcp.blobs.names import (
     MAX_COMPONENT_BYTES,
+    case_fold,
     check_manifest_paths,
     check_relative_path,
+    display_path,
     fold_path,
+    nfc,
 )
 from p2pcp.core.errors import UnsafePathError
 
@@ -99,3 +102,45 @@ def test_allowed_sets() -> None:
     check_manifest_paths([])
     check_manifest_paths(["d/a/x", "d/a/y", "d/ab", "d/A/z"])
     assert fold_path("A/\u00c5") == fold_path("a/A\u030a")
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("photos/été 日本.jpg", "photos/été 日本.jpg"),
+        ("a\nb", "a\\nb"),
+        ("a\tb\rc", "a\\tb\\rc"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("del\x7f", "del\\x7f"),
+        ("nel\x85", "nel\\u0085"),
+        ("back\\slash", "back\\\\slash"),
+        ("c:notes.txt", "c:notes.txt"),
+        ("latin1-\udce9t\udce9", "latin1-\\xe9t\\xe9"),
+        ("rtl\u202etxt.exe", "rtl\\u202etxt.exe"),
+        ("line\u2028sep", "line\\u2028sep"),
+    ],
+)
+def test_display_path_escapes_what_a_terminal_would_act_on(path: str, shown: str) -> None:
+    assert display_path(path) == shown
+
+
+def test_display_path_keeps_start_and_end_of_a_long_path() -> None:
+    path = "top/" + "/".join(["deep"] * 900) + "/\x1bfile.txt"
+    shown = display_path(path)
+    assert len(shown) <= 100
+    assert shown.startswith("top/deep/") and shown.endswith("/\\x1bfile.txt")
+    assert "..." in shown and "\x1b" not in shown
+    # An escape is never cut in half.
+    for width in range(1, 60):
+        assert "\x1b" not in display_path("\x1b" * width)
+        shown = display_path("\x1b" * width)
+        assert shown.replace("...", "") == "\\x1b" * shown.count("\\x1b")
+
+
+def test_case_fold_and_nfc_are_separate() -> None:
+    assert case_fold("README") == case_fold("readme")
+    assert case_fold("Stra\u00dfe") == case_fold("STRASSE")
+    assert case_fold("\u00e9") != case_fold("e\u0301")
+    assert nfc("e\u0301") == nfc("\u00e9") == "\u00e9"
+    assert nfc("README") != nfc("readme")
+    assert nfc("bad\udcff") == "bad\udcff"
