@@ -3,24 +3,35 @@
 A send is a manifest (itself a blob, fetched and verified like any other)
 followed by the blobs of its files. The manifest lists, for a single file,
 one entry whose path is the top-level name; for a folder, every file as
-``name/sub/file`` with its size, content hash and executable bit, and every
-empty folder (``name`` itself when the whole folder is empty).
+``name/sub/file`` with its size, content hash, permission bits and
+modification time, and every empty folder (``name`` itself when the whole
+folder is empty).
 
-Wire layout, manifest format version 1 (``docs/PROTOCOL.md``, "Blobs"),
+Paths are ``str`` holding the file system's bytes decoded as UTF-8 with
+``surrogateescape``: a name that is not UTF-8 travels byte for byte, and
+``path.encode("utf-8", "surrogateescape")`` gives the original bytes back.
+Those bytes are what the wire carries and what the order is taken over.
+
+Wire layout, manifest format version 2 (``docs/PROTOCOL.md``, "Blobs"),
 all integers little-endian, nothing in between and nothing after:
 
     magic         8 bytes   b"P2PCPMAN"
-    version       u8        1
+    version       u8        2
     flags         u8        bit 0: several top-level items (see below);
                             other bits must be 0
-    name          u16 length || UTF-8 bytes (one path component)
+    name          u16 length || bytes (one path component)
     file count    u32
     dir count     u32
     files         file count times:
-                    u16 path length || UTF-8 path
-                    u64 size || 32-byte root || u8 flags (bit 0: executable;
-                    other bits must be 0)
-    empty dirs    dir count times: u16 path length || UTF-8 path
+                    u16 path length || path bytes
+                    u64 size || 32-byte root
+                    u16 mode (permission bits; bits above 0o777 must be 0)
+                    i64 mtime_ns (ns since the epoch; -2**63: unknown)
+    empty dirs    dir count times: u16 path length || path bytes
+
+Version 1 (still decoded, never written) differs only in the file tail,
+``u64 size || 32-byte root || u8 flags`` (bit 0: executable, others 0),
+read as mode 0o755 or 0o644 and an unknown mtime; its paths were UTF-8.
 
 With flag bit 0 clear, every path is the name (a single file, or the empty
 top folder) or starts with ``name/``. With it set (``send a.txt photos``),
@@ -29,10 +40,10 @@ item; the name rules below then apply per item.
 
 Invariants checked by :func:`decode_manifest` (and by
 :func:`encode_manifest`, so we never write what a receiver refuses):
-file paths strictly ascending by UTF-8 bytes, dir paths likewise; the
+file paths strictly ascending by their bytes, dir paths likewise; the
 paths placed under the name as above; limits below; then
 :func:`~p2pcp.blobs.names.check_manifest_paths` on all paths together
-(no duplicates, collisions, or file-as-folder).
+(only what is unsafe on any system: see ``names``).
 """
 
 from __future__ import annotations
@@ -46,7 +57,8 @@ from p2pcp.blobs.names import (
     MAX_PATH_BYTES,
     check_manifest_paths,
     check_relative_path,
-    describe_path,
+    display_path,
+    path_bytes,
 )
 from p2pcp.blobs.tree import HASH_BYTES, MAX_SIZE
 from p2pcp.core.errors import (
@@ -57,12 +69,18 @@ from p2pcp.core.errors import (
 )
 
 MANIFEST_MAGIC = b"P2PCPMAN"
-MANIFEST_VERSION = 1
+# The version encode_manifest writes; decode_manifest also reads version 1.
+MANIFEST_VERSION = 2
+MANIFEST_VERSION_1 = 1
+# Permission bits only: setuid, setgid and sticky never travel (a received
+# file must not gain privileges), and file types are implied by the format.
+MODE_BITS = 0o777
+DEFAULT_MODE = 0o644
 # Files plus empty folders. A million covers large source trees and photo
 # libraries, and decoding that many entries takes ~1 s and a few hundred MB
 # of Python objects: the most a receiver should commit before writing a byte.
 MAX_MANIFEST_ENTRIES = 1_000_000
-# 1,000,000 entries of 43 fixed bytes plus a path averaging ~220 bytes. The
+# 1,000,000 entries of 52 fixed bytes plus a path averaging ~215 bytes. The
 # manifest is held in memory once, verified against the ticket's root
 # before it is decoded; a larger one is refused unread.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
@@ -70,22 +88,40 @@ MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 _HEAD = struct.Struct("<8sBB")
 _COUNTS = struct.Struct("<II")
 _U16 = struct.Struct("<H")
-_FILE_TAIL = struct.Struct(f"<Q{HASH_BYTES}sB")
-_EXECUTABLE = 0x01
+_FILE_TAIL = struct.Struct(f"<Q{HASH_BYTES}sHq")
+_FILE_TAIL_V1 = struct.Struct(f"<Q{HASH_BYTES}sB")
+_EXECUTABLE_V1 = 0x01
 _SEVERAL_ITEMS = 0x01
-_MIN_FILE_BYTES = _U16.size + 1 + _FILE_TAIL.size
+# The i64 that stands for "modification time unknown".
+_UNKNOWN_MTIME = -(2**63)
 _MIN_DIR_BYTES = _U16.size + 1
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One file: ``path`` (relative, ``/``-separated, starting with the
-    manifest's name), ``size`` in bytes, content ``root`` hash."""
+    manifest's name), ``size`` in bytes, content ``root`` hash, permission
+    bits ``mode`` (``st_mode & 0o777``) and ``mtime_ns`` (ns since the
+    epoch, None when unknown)."""
 
     path: str
     size: int
     root: bytes
-    is_executable: bool = False
+    mode: int = DEFAULT_MODE
+    mtime_ns: int | None = None
+
+    @property
+    def is_executable(self) -> bool:
+        return bool(self.mode & 0o100)
+
+
+def _sort_key(path: str) -> bytes:
+    """The wire order's key; a path that has no bytes (a lone surrogate
+    that no file system produces) sorts somewhere, and the check refuses it."""
+    try:
+        return path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogatepass")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +135,14 @@ class Manifest:
 
     @classmethod
     def single_file(
-        cls, name: str, size: int, root: bytes, is_executable: bool = False
+        cls,
+        name: str,
+        size: int,
+        root: bytes,
+        mode: int = DEFAULT_MODE,
+        mtime_ns: int | None = None,
     ) -> Manifest:
-        return cls((Entry(name, size, root, is_executable),), (), name)
+        return cls((Entry(name, size, root, mode, mtime_ns),), (), name)
 
     @classmethod
     def folder(
@@ -118,8 +159,8 @@ class Manifest:
         ``name`` is a label, paths start with each item's own name.
         """
         return cls(
-            tuple(sorted(files, key=lambda e: e.path.encode("utf-8", "surrogatepass"))),
-            tuple(sorted(empty_dirs, key=lambda p: p.encode("utf-8", "surrogatepass"))),
+            tuple(sorted(files, key=lambda entry: _sort_key(entry.path))),
+            tuple(sorted(empty_dirs, key=_sort_key)),
             name,
             has_several_items,
         )
@@ -148,7 +189,7 @@ def check_manifest(manifest: Manifest, error: type[ProtocolError] = RemoteProtoc
     name = manifest.name
     check_relative_path(name)
     if "/" in name:
-        raise UnsafePathError(f"manifest name {describe_path(name)} is not a single component")
+        raise UnsafePathError(f"manifest name {display_path(name)} is not a single component")
     files, dirs = manifest.files, manifest.empty_dirs
     if not files and not dirs:
         raise error("manifest lists nothing")
@@ -161,29 +202,36 @@ def check_manifest(manifest: Manifest, error: type[ProtocolError] = RemoteProtoc
     for entry in files:
         path = check_relative_path(entry.path)
         if not (path.startswith(prefix) or (is_single and not dirs)):
-            raise UnsafePathError(f"manifest path {describe_path(path)} is not under {name!r}")
-        encoded = path.encode("utf-8")
+            raise UnsafePathError(f"manifest path {display_path(path)} is not under {name!r}")
+        encoded = path_bytes(path)
         if previous is not None and encoded <= previous:
-            raise error(f"manifest files not sorted or repeated at {describe_path(path)}")
+            raise error(f"manifest files not sorted or repeated at {display_path(path)}")
         previous = encoded
         if not (isinstance(entry.size, int) and 0 <= entry.size <= MAX_SIZE):
-            raise error(f"bad size for {describe_path(path)}")
+            raise error(f"bad size for {display_path(path)}")
         if not (isinstance(entry.root, bytes) and len(entry.root) == HASH_BYTES):
-            raise error(f"bad hash for {describe_path(path)}")
+            raise error(f"bad hash for {display_path(path)}")
+        if not (isinstance(entry.mode, int) and 0 <= entry.mode <= MODE_BITS):
+            raise error(f"bad mode for {display_path(path)}")
+        mtime_ns = entry.mtime_ns
+        if mtime_ns is not None and not (
+            isinstance(mtime_ns, int) and _UNKNOWN_MTIME < mtime_ns < 2**63
+        ):
+            raise error(f"bad modification time for {display_path(path)}")
     previous = None
     for path in dirs:
         check_relative_path(path)
         if not (path.startswith(prefix) or is_empty_top):
-            raise UnsafePathError(f"manifest path {describe_path(path)} is not under {name!r}")
-        encoded = path.encode("utf-8")
+            raise UnsafePathError(f"manifest path {display_path(path)} is not under {name!r}")
+        encoded = path_bytes(path)
         if previous is not None and encoded <= previous:
-            raise error(f"manifest dirs not sorted or repeated at {describe_path(path)}")
+            raise error(f"manifest dirs not sorted or repeated at {display_path(path)}")
         previous = encoded
     check_manifest_paths([entry.path for entry in files] + list(dirs))
 
 
 def _encode_text(text: str) -> bytes:
-    data = text.encode("utf-8")
+    data = path_bytes(text)
     return _U16.pack(len(data)) + data
 
 
@@ -202,8 +250,8 @@ def encode_manifest(manifest: Manifest) -> bytes:
     ]
     for entry in manifest.files:
         parts.append(_encode_text(entry.path))
-        flags = _EXECUTABLE if entry.is_executable else 0
-        parts.append(_FILE_TAIL.pack(entry.size, entry.root, flags))
+        mtime_ns = _UNKNOWN_MTIME if entry.mtime_ns is None else entry.mtime_ns
+        parts.append(_FILE_TAIL.pack(entry.size, entry.root, entry.mode, mtime_ns))
     parts.extend(_encode_text(path) for path in manifest.empty_dirs)
     data = b"".join(parts)
     if len(data) > MAX_MANIFEST_BYTES:
@@ -233,18 +281,14 @@ class _Reader:
         (length,) = _U16.unpack(self.take(_U16.size))
         if length > limit:
             raise RemoteProtocolError(f"manifest path longer than {limit} bytes")
-        raw = self.take(length)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UnsafePathError(
-                f"manifest path {describe_path(raw.decode('utf-8', 'replace'))} is not UTF-8"
-            ) from None
+        # Any bytes decode (surrogateescape); what they name is checked later.
+        return self.take(length).decode("utf-8", "surrogateescape")
 
 
 def decode_manifest(data: bytes) -> Manifest:
-    """Parse and validate a manifest blob; raises RemoteProtocolError
-    (malformed, over a limit, unknown version) or UnsafePathError."""
+    """Parse and validate a manifest blob (version 2, or the older 1);
+    raises RemoteProtocolError (malformed, over a limit, unknown version)
+    or UnsafePathError."""
     data = bytes(data)
     if len(data) > MAX_MANIFEST_BYTES:
         raise RemoteProtocolError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
@@ -252,23 +296,36 @@ def decode_manifest(data: bytes) -> Manifest:
     magic, version, flags = _HEAD.unpack(reader.take(_HEAD.size))
     if magic != MANIFEST_MAGIC:
         raise RemoteProtocolError("not a p2pcp manifest")
-    if version != MANIFEST_VERSION:
-        raise RemoteProtocolError(f"unsupported manifest version {version}")
+    if version not in (MANIFEST_VERSION, MANIFEST_VERSION_1):
+        raise RemoteProtocolError(
+            f"unsupported manifest version {version} (update p2pcp to read it)"
+        )
     if flags & ~_SEVERAL_ITEMS:
         raise RemoteProtocolError(f"unknown manifest flags {flags}")
     name = reader.text(MAX_COMPONENT_BYTES)
     file_count, dir_count = _COUNTS.unpack(reader.take(_COUNTS.size))
     if file_count + dir_count > MAX_MANIFEST_ENTRIES:
         raise RemoteProtocolError(f"manifest has more than {MAX_MANIFEST_ENTRIES} entries")
-    if file_count * _MIN_FILE_BYTES + dir_count * _MIN_DIR_BYTES > reader.remaining:
+    tail = _FILE_TAIL if version == MANIFEST_VERSION else _FILE_TAIL_V1
+    min_file_bytes = _U16.size + 1 + tail.size
+    if file_count * min_file_bytes + dir_count * _MIN_DIR_BYTES > reader.remaining:
         raise RemoteProtocolError("manifest is truncated")
     files = []
     for _ in range(file_count):
         path = reader.text(MAX_PATH_BYTES)
-        size, root, entry_flags = _FILE_TAIL.unpack(reader.take(_FILE_TAIL.size))
-        if entry_flags & ~_EXECUTABLE:
-            raise RemoteProtocolError(f"unknown flags {entry_flags} for {describe_path(path)}")
-        files.append(Entry(path, size, root, bool(entry_flags & _EXECUTABLE)))
+        if version == MANIFEST_VERSION:
+            size, root, mode, mtime_ns = tail.unpack(reader.take(tail.size))
+            if mode & ~MODE_BITS:
+                raise RemoteProtocolError(f"bad mode {mode:#o} for {display_path(path)}")
+            files.append(
+                Entry(path, size, root, mode, None if mtime_ns == _UNKNOWN_MTIME else mtime_ns)
+            )
+        else:
+            size, root, entry_flags = tail.unpack(reader.take(tail.size))
+            if entry_flags & ~_EXECUTABLE_V1:
+                raise RemoteProtocolError(f"unknown flags {entry_flags} for {display_path(path)}")
+            mode = 0o755 if entry_flags & _EXECUTABLE_V1 else DEFAULT_MODE
+            files.append(Entry(path, size, root, mode))
     dirs = tuple(reader.text(MAX_PATH_BYTES) for _ in range(dir_count))
     if reader.remaining:
         raise RemoteProtocolError("manifest has bytes after its last entry")

@@ -111,6 +111,21 @@ def describe_path(path: str) -> str:
     return shown
 
 
+def path_bytes(path: str) -> bytes:
+    """The bytes a path names (UTF-8, with surrogateescape'd bytes put back).
+
+    Raises UnsafePathError for a string no file system name decodes to: a
+    lone surrogate outside U+DC80..U+DCFF, or escaped bytes that form valid
+    UTF-8 (two strings must never stand for the same bytes)."""
+    try:
+        data = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise _refuse(path, "holds a character that is no byte sequence") from None
+    if data.decode("utf-8", "surrogateescape") != path:
+        raise _refuse(path, "escapes bytes that are valid UTF-8")
+    return data
+
+
 def _refuse(path: str, reason: str) -> UnsafePathError:
     return UnsafePathError(f"unsafe path in manifest {describe_path(path)}: {reason}")
 

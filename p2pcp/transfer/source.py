@@ -78,7 +78,8 @@ class _Found:
     rel: str
     path: Path
     size: int
-    is_executable: bool
+    mode: int
+    mtime_ns: int
 
 
 def _walk(top: Path, name: str, files: list[_Found], dirs: list[str], skipped: list[str]) -> None:
@@ -101,7 +102,9 @@ def _walk(top: Path, name: str, files: list[_Found], dirs: list[str], skipped: l
         elif stat.S_ISDIR(st.st_mode):
             _walk(Path(entry.path), rel, files, dirs, skipped)
         elif stat.S_ISREG(st.st_mode):
-            files.append(_Found(rel, Path(entry.path), st.st_size, bool(st.st_mode & 0o111)))
+            files.append(
+                _Found(rel, Path(entry.path), st.st_size, st.st_mode & 0o777, st.st_mtime_ns)
+            )
         else:
             skipped.append(f"{rel} (not a regular file)")
 
@@ -144,7 +147,7 @@ def scan_paths(paths: list[Path]) -> Scan:
         if stat.S_ISDIR(st.st_mode):
             _walk(path, name, scan.files, scan.empty_dirs, scan.skipped)
         elif stat.S_ISREG(st.st_mode):
-            scan.files.append(_Found(name, path, st.st_size, bool(st.st_mode & 0o111)))
+            scan.files.append(_Found(name, path, st.st_size, st.st_mode & 0o777, st.st_mtime_ns))
         else:
             raise UsageError(f"cannot send {str(given)!r}: not a regular file or folder")
     try:
@@ -168,7 +171,7 @@ def import_scan(scan: Scan, on_bytes: ProgressCallback | None = None) -> Collect
             raise StorageError(f"{found.path} changed size while it was being read")
         root = bytes(outboard.root)
         blobs.setdefault(root, SourceBlob(found.path, outboard))
-        entries.append(Entry(found.rel, found.size, root, found.is_executable))
+        entries.append(Entry(found.rel, found.size, root, found.mode, found.mtime_ns))
     manifest = Manifest.folder(
         scan.name, entries, scan.empty_dirs, has_several_items=scan.has_several_items
     )

@@ -134,15 +134,22 @@ def raw_manifest(
     flags: int = 0,
     file_count: int | None = None,
     dir_count: int | None = None,
+    version: int = MANIFEST_VERSION,
+    mode: int = 0o644,
 ) -> bytes:
-    """Manifest version 1 bytes exactly as given: no sorting, no path checks,
-    counts overridable (layout: blobs/collection.py)."""
+    """Manifest bytes exactly as given: no sorting, no path checks, counts
+    overridable (layout: blobs/collection.py). Paths are the strings'
+    bytes with surrogates passed through as UTF-8 would not. Version 2
+    files carry ``mode`` and mtime 0; version 1 files flags 0."""
 
     def text(value: str) -> bytes:
-        data = value.encode("utf-8", "surrogatepass")
+        try:
+            data = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = value.encode("utf-8", "surrogatepass")
         return struct.pack("<H", len(data)) + data
 
-    out = bytearray(struct.pack("<8sBB", MANIFEST_MAGIC, MANIFEST_VERSION, flags))
+    out = bytearray(struct.pack("<8sBB", MANIFEST_MAGIC, version, flags))
     out += text(name)
     out += struct.pack(
         "<II",
@@ -150,7 +157,10 @@ def raw_manifest(
         len(dirs) if dir_count is None else dir_count,
     )
     for path, size, root in files:
-        out += text(path) + struct.pack("<Q32sB", size, root, 0)
+        if version == 1:
+            out += text(path) + struct.pack("<Q32sB", size, root, 0)
+        else:
+            out += text(path) + struct.pack("<Q32sHq", size, root, mode, 0)
     for path in dirs:
         out += text(path)
     return bytes(out)

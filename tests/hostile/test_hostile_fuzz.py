@@ -81,6 +81,8 @@ ENTRY = st.tuples(PATHS, st.integers(0, 2**64 - 1), st.binary(min_size=32, max_s
     dirs=st.lists(PATHS, max_size=3),
     flags=st.integers(0, 3),
     extra=st.binary(max_size=3),
+    version=st.sampled_from([1, 2]),
+    mode=st.sampled_from([0, 0o600, 0o755, 0o777, 0o1000, 0o4755, 0xFFFF]),
 )
 def test_structured_manifests_only_raise_project_errors(
     name: str,
@@ -88,11 +90,15 @@ def test_structured_manifests_only_raise_project_errors(
     dirs: list[str],
     flags: int,
     extra: bytes,
+    version: int,
+    mode: int,
 ) -> None:
+    data = raw_manifest(name, files, dirs, flags=flags, version=version, mode=mode)
     try:
-        manifest = decode_manifest(raw_manifest(name, files, dirs, flags=flags) + extra)
+        manifest = decode_manifest(data + extra)
     except P2pcpError:
         return
+    assert all(0 <= entry.mode <= 0o777 for entry in manifest.files)
     for path in [entry.path for entry in manifest.files] + list(manifest.empty_dirs):
         assert _is_contained(path), path
 

@@ -100,7 +100,7 @@ HOSTILE_NAMES: dict[str, tuple[bytes, type[P2pcpError], str]] = {
     "not-utf8": (
         raw_manifest("d", [("d/\udcff", len(DATA), ROOT)]),
         UnsafePathError,
-        "not UTF-8",
+        "UTF-8",
     ),
     "duplicate-file": (
         raw_manifest("d", [("d/a", len(DATA), ROOT), ("d/a", len(DATA), ROOT)]),
@@ -213,10 +213,10 @@ async def _lazy_manifest(tmp_path: Path, blob: LazyBlob, counter: dict[str, int]
 
 
 def test_ten_million_entries_at_full_size_are_refused_by_the_size_limit(tmp_path: Path) -> None:
-    """10M entries of 46 bytes (460 MB): over the 256 MiB manifest limit, so the
+    """10M entries of 53 bytes (530 MB): over the 256 MiB manifest limit, so the
     receiver stops taking it at that limit, never holding more."""
     head = raw_manifest("d", file_count=10_000_000)
-    size = -(-(len(head) + 10_000_000 * 46) // LEAF_SIZE) * LEAF_SIZE
+    size = -(-(len(head) + 10_000_000 * 53) // LEAF_SIZE) * LEAF_SIZE
     counter: dict[str, int] = {}
     with pytest.raises(RemoteProtocolError, match=TOO_LARGE):
         asyncio.run(_lazy_manifest(tmp_path, LazyBlob(head, size), counter))

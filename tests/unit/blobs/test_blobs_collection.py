@@ -1,4 +1,5 @@
-"""Manifest codec: round trips, strict validation, hostile bytes."""
+"""Manifest codec: round trips (version 2, and version 1 still read),
+strict validation, limits, hostile bytes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from p2pcp.blobs.collection import (
     MANIFEST_MAGIC,
+    MANIFEST_VERSION,
     MAX_MANIFEST_ENTRIES,
     Entry,
     Manifest,
@@ -31,28 +33,38 @@ def folder() -> Manifest:
     return Manifest.folder(
         "photos",
         [
-            Entry("photos/b.jpg", 20, ROOT, False),
-            Entry("photos/a/run.sh", 5, ROOT, True),
+            Entry("photos/b.jpg", 20, ROOT, 0o600, 1_700_000_000_123_456_789),
+            Entry("photos/a/run.sh", 5, ROOT, 0o750, -1),
             Entry("photos/é.txt", 0, bytes(32)),
         ],
         ["photos/empty", "photos/a/empty"],
     )
 
 
+# A file as raw_manifest writes it: path bytes, size, then for version 1
+# the flags byte, for version 2 the mode (mtime_ns is 0).
+RawFile = tuple[bytes, int, int]
+
+
 def raw_manifest(
-    name: bytes, files: list[tuple[bytes, int, int]], dirs: list[bytes], version: int = 1
+    name: bytes, files: list[RawFile], dirs: list[bytes], version: int = MANIFEST_VERSION
 ) -> bytes:
+    """Manifest bytes exactly as given: no sorting, no checks."""
     out = MANIFEST_MAGIC + bytes([version, 0]) + struct.pack("<H", len(name)) + name
     out += struct.pack("<II", len(files), len(dirs))
-    for path, size, flags in files:
-        out += struct.pack("<H", len(path)) + path + struct.pack("<Q32sB", size, ROOT, flags)
+    for path, size, flags_or_mode in files:
+        out += struct.pack("<H", len(path)) + path
+        if version == 1:
+            out += struct.pack("<Q32sB", size, ROOT, flags_or_mode)
+        else:
+            out += struct.pack("<Q32sHq", size, ROOT, flags_or_mode, 0)
     for path in dirs:
         out += struct.pack("<H", len(path)) + path
     return out
 
 
 def test_single_file_round_trip() -> None:
-    manifest = Manifest.single_file("notes.txt", 1234, ROOT, is_executable=True)
+    manifest = Manifest.single_file("notes.txt", 1234, ROOT, 0o755, 5)
     assert manifest.is_single_file and not manifest.is_dir
     assert manifest.total_size == 1234
     assert decode_manifest(encode_manifest(manifest)) == manifest
@@ -69,7 +81,27 @@ def test_folder_round_trip() -> None:
     assert manifest.total_size == 25
     decoded = decode_manifest(encode_manifest(manifest))
     assert decoded == manifest
-    assert decoded.files[0].is_executable
+    run, jpg, txt = decoded.files
+    assert run.is_executable and run.mode == 0o750 and run.mtime_ns == -1
+    assert not jpg.is_executable and jpg.mode == 0o600 and jpg.mtime_ns == 1_700_000_000_123_456_789
+    assert txt.mode == 0o644 and txt.mtime_ns is None
+
+
+def test_encode_writes_version_2_with_mode_and_mtime() -> None:
+    manifest = Manifest.single_file("a", 1, ROOT, 0o640, 7)
+    data = encode_manifest(manifest)
+    assert data[8] == 2
+    assert data.endswith(struct.pack("<Q32sHq", 1, ROOT, 0o640, 7))
+    unknown = encode_manifest(Manifest.single_file("a", 1, ROOT))
+    assert unknown.endswith(struct.pack("<Hq", 0o644, -(2**63)))
+
+
+def test_version_1_still_decodes() -> None:
+    data = raw_manifest(b"d", [(b"d/a", 1, 0), (b"d/run", 2, 1)], [b"d/e"], version=1)
+    manifest = decode_manifest(data)
+    assert manifest.files == (Entry("d/a", 1, ROOT, 0o644, None), Entry("d/run", 2, ROOT, 0o755))
+    assert manifest.empty_dirs == ("d/e",)
+    assert [entry.is_executable for entry in manifest.files] == [False, True]
 
 
 def test_empty_folder_and_one_file_folder() -> None:
@@ -85,11 +117,16 @@ def test_empty_folder_and_one_file_folder() -> None:
     [
         (b"", RemoteProtocolError),
         (b"NOTAMANI\x01\x00", RemoteProtocolError),
-        (raw_manifest(b"d", [(b"d/a", 1, 0)], [], version=2), RemoteProtocolError),
+        (raw_manifest(b"d", [(b"d/a", 1, 0)], [], version=3), RemoteProtocolError),
+        (raw_manifest(b"d", [(b"d/a", 1, 0)], [], version=0), RemoteProtocolError),
         (raw_manifest(b"d", [(b"d/a", 1, 0)], []) + b"\x00", RemoteProtocolError),
         (raw_manifest(b"d", [(b"d/b", 1, 0), (b"d/a", 1, 0)], []), RemoteProtocolError),
         (raw_manifest(b"d", [(b"d/a", 1, 0), (b"d/a", 1, 0)], []), RemoteProtocolError),
-        (raw_manifest(b"d", [(b"d/a", 1, 2)], []), RemoteProtocolError),
+        (raw_manifest(b"d", [(b"d/a", 1, 2)], [], version=1), RemoteProtocolError),
+        (raw_manifest(b"d", [(b"d/a", 1, 0o1000)], []), RemoteProtocolError),
+        (raw_manifest(b"d", [(b"d/a", 1, 0o4755)], []), RemoteProtocolError),
+        (raw_manifest(b"d", [(b"d/a", 1, 0xFFFF)], []), RemoteProtocolError),
+        (raw_manifest(b"d", [(b"d/b", 1, 0), (b"d/a", 1, 0)], [], version=1), RemoteProtocolError),
         (raw_manifest(b"d", [], []), RemoteProtocolError),
         (raw_manifest(b"d", [], [b"d/y", b"d/x"]), RemoteProtocolError),
         (raw_manifest(b"d", [(b"e/a", 1, 0)], []), UnsafePathError),
@@ -110,12 +147,28 @@ def test_decode_refuses(data: bytes, error: type[Exception]) -> None:
         decode_manifest(data)
 
 
-def test_entry_count_limit_is_checked_before_reading() -> None:
-    data = MANIFEST_MAGIC + b"\x01\x00" + b"\x01\x00d" + struct.pack("<II", MAX_MANIFEST_ENTRIES, 1)
+@pytest.mark.parametrize("version", [1, 2])
+def test_entry_count_limit_is_checked_before_reading(version: int) -> None:
+    head = MANIFEST_MAGIC + bytes([version, 0]) + b"\x01\x00d"
     with pytest.raises(RemoteProtocolError, match="entries"):
-        decode_manifest(data)
+        decode_manifest(head + struct.pack("<II", MAX_MANIFEST_ENTRIES, 1))
     with pytest.raises(RemoteProtocolError, match="truncated"):
-        decode_manifest(data[:-8] + struct.pack("<II", 1000, 0))
+        decode_manifest(head + struct.pack("<II", 1000, 0))
+    # One entry's worth of bytes short of a file count: refused before any path is read.
+    one = raw_manifest(b"d", [(b"d/a", 1, 0)], [], version=version)
+    with pytest.raises(RemoteProtocolError, match="truncated"):
+        decode_manifest(one[:-1])
+
+
+def test_path_and_name_length_limits() -> None:
+    long_path = b"d/" + b"/".join([b"x" * 200] * 20) + b"/" + b"y" * 74
+    assert len(long_path) == 4096
+    decode_manifest(raw_manifest(b"d", [(long_path, 1, 0)], []))
+    with pytest.raises(RemoteProtocolError, match="longer than 4096"):
+        decode_manifest(raw_manifest(b"d", [(long_path + b"z", 1, 0)], []))
+    decode_manifest(raw_manifest(b"n" * 255, [(b"n" * 255, 1, 0)], []))
+    with pytest.raises(RemoteProtocolError, match="longer than 255"):
+        decode_manifest(raw_manifest(b"n" * 256, [(b"n" * 256, 1, 0)], []))
 
 
 def test_every_truncation_is_refused() -> None:
@@ -145,9 +198,29 @@ def test_hostile_bytes_raise_only_project_errors(data: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(position=st.integers(0, 10_000), value=st.integers(0, 255), cut=st.integers(0, 3))
-def test_mutated_manifests_raise_only_project_errors(position: int, value: int, cut: int) -> None:
-    data = bytearray(encode_manifest(folder()))
+@given(data=st.binary(max_size=300), version=st.sampled_from([1, 2]))
+def test_hostile_bytes_after_a_valid_head_raise_only_project_errors(
+    data: bytes, version: int
+) -> None:
+    with contextlib.suppress(P2pcpError):
+        decode_manifest(MANIFEST_MAGIC + bytes([version, data[0] % 2 if data else 0]) + data[1:])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    position=st.integers(0, 10_000),
+    value=st.integers(0, 255),
+    cut=st.integers(0, 3),
+    version=st.sampled_from([1, 2]),
+)
+def test_mutated_manifests_raise_only_project_errors(
+    position: int, value: int, cut: int, version: int
+) -> None:
+    files: list[RawFile] = [(b"d/a/run.sh", 5, 1), (b"d/b.jpg", 20, 0), (b"d/\xc3\xa9", 0, 0)]
+    if version == 2:
+        files = [(path, size, 0o755 if flags else 0o600) for path, size, flags in files]
+    data = bytearray(raw_manifest(b"d", files, [b"d/a/empty", b"d/empty"], version=version))
+    assert decode_manifest(bytes(data)).files[0].path == "d/a/run.sh"
     data[position % len(data)] = value
     try:
         manifest = decode_manifest(bytes(data[: len(data) - cut]))

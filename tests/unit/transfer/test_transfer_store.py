@@ -18,7 +18,7 @@ from p2pcp.transfer.store import Store
 def _entry(path: str, data: bytes, is_executable: bool = False) -> Entry:
     builder = TreeBuilder()
     builder.update(data)
-    return Entry(path, len(data), bytes(builder.finalize().root), is_executable)
+    return Entry(path, len(data), bytes(builder.finalize().root), 0o755 if is_executable else 0o644)
 
 
 def _manifest(*files: Entry, dirs: tuple[str, ...] = ()) -> Manifest:
