@@ -183,13 +183,17 @@ class Manifest:
         return not self.is_single_file
 
 
+def _shown(path: str) -> str:
+    return f"'{display_path(path)}'"
+
+
 def check_manifest(manifest: Manifest, error: type[ProtocolError] = RemoteProtocolError) -> None:
     """Raise ``error`` (structure) or UnsafePathError (a path) unless
     ``manifest`` obeys every rule of the module docstring."""
     name = manifest.name
     check_relative_path(name)
     if "/" in name:
-        raise UnsafePathError(f"manifest name {display_path(name)} is not a single component")
+        raise UnsafePathError(f"manifest name {_shown(name)} is not a single component")
     files, dirs = manifest.files, manifest.empty_dirs
     if not files and not dirs:
         raise error("manifest lists nothing")
@@ -202,30 +206,30 @@ def check_manifest(manifest: Manifest, error: type[ProtocolError] = RemoteProtoc
     for entry in files:
         path = check_relative_path(entry.path)
         if not (path.startswith(prefix) or (is_single and not dirs)):
-            raise UnsafePathError(f"manifest path {display_path(path)} is not under {name!r}")
+            raise UnsafePathError(f"manifest path {_shown(path)} is not under {_shown(name)}")
         encoded = path_bytes(path)
         if previous is not None and encoded <= previous:
-            raise error(f"manifest files not sorted or repeated at {display_path(path)}")
+            raise error(f"manifest files not sorted or repeated at {_shown(path)}")
         previous = encoded
         if not (isinstance(entry.size, int) and 0 <= entry.size <= MAX_SIZE):
-            raise error(f"bad size for {display_path(path)}")
+            raise error(f"bad size for {_shown(path)}")
         if not (isinstance(entry.root, bytes) and len(entry.root) == HASH_BYTES):
-            raise error(f"bad hash for {display_path(path)}")
+            raise error(f"bad hash for {_shown(path)}")
         if not (isinstance(entry.mode, int) and 0 <= entry.mode <= MODE_BITS):
-            raise error(f"bad mode for {display_path(path)}")
+            raise error(f"bad mode for {_shown(path)}")
         mtime_ns = entry.mtime_ns
         if mtime_ns is not None and not (
             isinstance(mtime_ns, int) and _UNKNOWN_MTIME < mtime_ns < 2**63
         ):
-            raise error(f"bad modification time for {display_path(path)}")
+            raise error(f"bad modification time for {_shown(path)}")
     previous = None
     for path in dirs:
         check_relative_path(path)
         if not (path.startswith(prefix) or is_empty_top):
-            raise UnsafePathError(f"manifest path {display_path(path)} is not under {name!r}")
+            raise UnsafePathError(f"manifest path {_shown(path)} is not under {_shown(name)}")
         encoded = path_bytes(path)
         if previous is not None and encoded <= previous:
-            raise error(f"manifest dirs not sorted or repeated at {display_path(path)}")
+            raise error(f"manifest dirs not sorted or repeated at {_shown(path)}")
         previous = encoded
     check_manifest_paths([entry.path for entry in files] + list(dirs))
 
@@ -316,14 +320,14 @@ def decode_manifest(data: bytes) -> Manifest:
         if version == MANIFEST_VERSION:
             size, root, mode, mtime_ns = tail.unpack(reader.take(tail.size))
             if mode & ~MODE_BITS:
-                raise RemoteProtocolError(f"bad mode {mode:#o} for {display_path(path)}")
+                raise RemoteProtocolError(f"bad mode {mode:#o} for {_shown(path)}")
             files.append(
                 Entry(path, size, root, mode, None if mtime_ns == _UNKNOWN_MTIME else mtime_ns)
             )
         else:
             size, root, entry_flags = tail.unpack(reader.take(tail.size))
             if entry_flags & ~_EXECUTABLE_V1:
-                raise RemoteProtocolError(f"unknown flags {entry_flags} for {display_path(path)}")
+                raise RemoteProtocolError(f"unknown flags {entry_flags} for {_shown(path)}")
             mode = 0o755 if entry_flags & _EXECUTABLE_V1 else DEFAULT_MODE
             files.append(Entry(path, size, root, mode))
     dirs = tuple(reader.text(MAX_PATH_BYTES) for _ in range(dir_count))

@@ -1,31 +1,34 @@
-"""Checks on untrusted relative paths (from a peer's manifest).
+"""Checks on untrusted relative paths (from a peer's manifest), and how a
+path is shown in a message.
 
-Transfer-agnostic rules; the receiver applies them before it creates
-anything, and the sender should apply them before it offers a folder (so a
-folder the receiver would refuse fails early, with a clear message).
+The manifest rules refuse only what is unsafe on ANY system, so that a
+sender can offer every name its file system holds. The receiver applies
+them before it creates anything; what its own file system cannot hold
+(case or normalization twins on a case-insensitive or normalizing file
+system, bytes that are not UTF-8 where names must be) is a property of
+that file system, not of the manifest, and the receiver's store checks it
+against the output folder.
 
-A path is accepted only if it is a non-empty, ``/``-separated, relative
-path whose components are all:
+A path is a ``str`` whose bytes (:func:`path_bytes`: UTF-8, with
+surrogateescape'd bytes put back) are the name on disk. It is accepted
+only if it is a non-empty, ``/``-separated, relative path (no leading
+``/``) of at most ``MAX_PATH_BYTES`` bytes, free of NUL, whose components
+are all non-empty, not ``.`` or ``..``, and at most ``MAX_COMPONENT_BYTES``
+bytes. Everything else is a legal name: case twins (``README`` beside
+``readme``), NFC/NFD twins, backslashes, ``c:notes.txt``, newlines and
+other control characters, bytes that are not UTF-8.
 
-- non-empty, not ``.`` or ``..``;
-- free of NUL, control characters (Unicode category Cc: C0, DEL, C1),
-  backslashes, and lone surrogates (the path must be valid UTF-8);
-- not starting with a drive letter (``C:``), which Windows reads as a drive;
-- at most ``MAX_COMPONENT_BYTES`` UTF-8 bytes; the whole path at most
-  ``MAX_PATH_BYTES``.
+A set of paths is accepted only if no two are equal and no path is also a
+folder of another (a name cannot be a file and a folder at once).
 
-A set of paths is accepted only if, after Unicode NFC normalization and case
-folding, no two paths are equal and no path is also a directory prefix of
-another (a name cannot be a file and a folder at once). Case-insensitive,
-normalizing file systems (macOS, Windows) would otherwise merge two entries
-into one file. Windows-reserved names (``CON``, ``NUL``...) are not refused:
-they are only a problem on Windows, where the writer must check them.
-
-Every refusal raises :class:`UnsafePathError` with one line naming the path.
+Every refusal raises :class:`UnsafePathError` with one line naming the path
+as :func:`display_path` shows it, so a control character in a name never
+reaches a terminal raw.
 """
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections.abc import Iterable
 
@@ -103,14 +106,6 @@ def nfc(path: str) -> str:
     return unicodedata.normalize("NFC", path)
 
 
-def describe_path(path: str) -> str:
-    """``repr`` of ``path``, truncated for a one-line message."""
-    shown = repr(path)
-    if len(shown) > _SHOWN_CHARS:
-        shown = shown[: _SHOWN_CHARS - 3] + "..."
-    return shown
-
-
 def path_bytes(path: str) -> bytes:
     """The bytes a path names (UTF-8, with surrogateescape'd bytes put back).
 
@@ -127,16 +122,7 @@ def path_bytes(path: str) -> bytes:
 
 
 def _refuse(path: str, reason: str) -> UnsafePathError:
-    return UnsafePathError(f"unsafe path in manifest {describe_path(path)}: {reason}")
-
-
-def _is_drive_letter(component: str) -> bool:
-    return (
-        len(component) >= 2
-        and component[1] == ":"
-        and component[0].isascii()
-        and (component[0].isalpha())
-    )
+    return UnsafePathError(f"unsafe path in manifest '{display_path(path)}': {reason}")
 
 
 def check_relative_path(path: str) -> str:
@@ -145,57 +131,40 @@ def check_relative_path(path: str) -> str:
         raise UnsafePathError(f"path must be a string, not {type(path).__name__}")
     if not path:
         raise _refuse(path, "empty path")
-    try:
-        encoded = path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _refuse(path, "not valid UTF-8") from None
-    if len(encoded) > MAX_PATH_BYTES:
+    if len(path) > MAX_PATH_BYTES:  # each character is at least one byte
         raise _refuse(path, f"longer than {MAX_PATH_BYTES} bytes")
-    if path.startswith("/"):
+    data = path_bytes(path)
+    if len(data) > MAX_PATH_BYTES:
+        raise _refuse(path, f"longer than {MAX_PATH_BYTES} bytes")
+    if data.startswith(b"/"):
         raise _refuse(path, "absolute path")
-    for char in path:
-        if char == "\x00":
-            raise _refuse(path, "contains NUL")
-        if char == "\\":
-            raise _refuse(path, "contains a backslash")
-        if unicodedata.category(char) == "Cc":
-            raise _refuse(path, "contains a control character")
-    for component in path.split("/"):
+    if b"\x00" in data:
+        raise _refuse(path, "contains NUL")
+    for component in data.split(b"/"):
         if not component:
             raise _refuse(path, "empty component")
-        if component in (".", ".."):
-            raise _refuse(path, f"{component!r} component")
-        if _is_drive_letter(component):
-            raise _refuse(path, "starts like a drive letter")
-        if len(component.encode("utf-8")) > MAX_COMPONENT_BYTES:
+        if component in (b".", b".."):
+            raise _refuse(path, f"{component.decode()!r} component")
+        if len(component) > MAX_COMPONENT_BYTES:
             raise _refuse(path, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
     return path
 
 
-def fold_path(path: str) -> str:
-    """The form two paths share if a case-insensitive, normalizing file
-    system would treat them as one: NFC, case-folded, NFC again."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
-
-
 def check_manifest_paths(paths: Iterable[str]) -> None:
-    """Check each path, then the set: no duplicates, no case-fold or
-    normalization collisions, no path that is a folder of another path."""
-    seen: dict[str, str] = {}
-    prefixes: dict[str, str] = {}
+    """Check each path, then the set: no path listed twice, none that is
+    also a folder of another.
+
+    Both set rules are found between neighbours once the paths are sorted
+    by their bytes with ``/`` counted as the smallest byte (NUL, which no
+    path holds): a folder ``a`` then sorts right before ``a/...``, so the
+    work is one sort, whatever the depth of the tree."""
+    keyed = []
     for path in paths:
         check_relative_path(path)
-        folded = fold_path(path)
-        other = seen.get(folded)
-        if other is not None:
-            if other == path:
-                raise _refuse(path, "listed twice")
-            raise _refuse(path, f"collides with {describe_path(other)} (case or normalization)")
-        seen[folded] = path
-        parts = folded.split("/")
-        for end in range(1, len(parts)):
-            prefixes.setdefault("/".join(parts[:end]), path)
-    for folded, path in seen.items():
-        holder = prefixes.get(folded)
-        if holder is not None:
-            raise _refuse(path, f"is also a folder of {describe_path(holder)}")
+        keyed.append((path_bytes(path).replace(b"/", b"\x00"), path))
+    keyed.sort()
+    for (key, path), (next_key, next_path) in itertools.pairwise(keyed):
+        if key == next_key:
+            raise _refuse(path, "listed twice")
+        if next_key.startswith(key + b"\x00"):
+            raise _refuse(path, f"is also a folder of '{display_path(next_path)}'")

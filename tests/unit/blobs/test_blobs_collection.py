@@ -135,8 +135,8 @@ def test_empty_folder_and_one_file_folder() -> None:
         (raw_manifest(b"d", [], [b"e"]), UnsafePathError),
         (raw_manifest(b"d", [(b"d/../x", 1, 0)], []), UnsafePathError),
         (raw_manifest(b"..", [(b"../x", 1, 0)], []), UnsafePathError),
-        (raw_manifest(b"d", [(b"d/\xff", 1, 0)], []), UnsafePathError),
-        (raw_manifest(b"d", [(b"d/A", 1, 0), (b"d/a", 1, 0)], []), UnsafePathError),
+        (raw_manifest(b"d", [(b"d/a\x00", 1, 0)], []), UnsafePathError),
+        (raw_manifest(b"d", [(b"d/\xff", 1, 0), (b"d/\xc3\xa9", 1, 0)], []), RemoteProtocolError),
         (raw_manifest(b"d", [(b"d/a", 1, 0)], [b"d/a"]), UnsafePathError),
         (raw_manifest(b"d", [(b"d/a", 1, 0)], [b"d/a/b"]), UnsafePathError),
         (raw_manifest(b"d/e", [(b"d/e/a", 1, 0)], []), UnsafePathError),
@@ -183,7 +183,15 @@ def test_encode_refuses_what_decode_would() -> None:
     with pytest.raises(LocalProtocolError):
         encode_manifest(unsorted)
     with pytest.raises(UnsafePathError):
-        encode_manifest(Manifest.folder("d", [Entry("d/x\\y", 1, ROOT)], []))
+        encode_manifest(Manifest.folder("d", [Entry("d/x/../y", 1, ROOT)], []))
+    with pytest.raises(UnsafePathError):
+        encode_manifest(Manifest.folder("d", [Entry("d/\ud800", 1, ROOT)], []))
+    with pytest.raises(LocalProtocolError):
+        encode_manifest(Manifest.folder("d", [Entry("d/x", 1, ROOT, 0o4755)], []))
+    with pytest.raises(LocalProtocolError):
+        encode_manifest(Manifest.folder("d", [Entry("d/x", 1, ROOT, 0o644, -(2**63))], []))
+    with pytest.raises(LocalProtocolError):
+        encode_manifest(Manifest.folder("d", [Entry("d/x", 1, ROOT, 0o644, 2**63)], []))
     with pytest.raises(LocalProtocolError):
         encode_manifest(Manifest.folder("d", [Entry("d/x", -1, ROOT)], []))
     with pytest.raises(LocalProtocolError):
@@ -241,13 +249,46 @@ def test_several_items() -> None:
     assert decoded == manifest and decoded.has_several_items
     one = Manifest.folder("x", [Entry("x", 1, ROOT)], [], has_several_items=True)
     assert decode_manifest(encode_manifest(one)).is_dir
-    for paths in (["a", "A"], ["a", "a/b"]):
-        clash = Manifest.folder("2", [Entry(p, 1, ROOT) for p in paths], [], has_several_items=True)
-        with pytest.raises(UnsafePathError):
-            encode_manifest(clash)
+    clash = Manifest.folder(
+        "2", [Entry(p, 1, ROOT) for p in ["a", "a/b"]], [], has_several_items=True
+    )
+    with pytest.raises(UnsafePathError):
+        encode_manifest(clash)
+    twins = Manifest.folder(
+        "2", [Entry(p, 1, ROOT) for p in ["a", "A"]], [], has_several_items=True
+    )
+    assert decode_manifest(encode_manifest(twins)) == twins
 
 
 def test_folder_order_is_utf8_byte_order() -> None:
     manifest = Manifest.folder("d", [Entry("d/a/x", 1, ROOT), Entry("d/a b", 1, ROOT)], [])
     assert [entry.path for entry in manifest.files] == ["d/a b", "d/a/x"]
     assert decode_manifest(encode_manifest(manifest)) == manifest
+
+
+def test_every_linux_name_round_trips_as_its_bytes() -> None:
+    raw_names = [
+        b"README",
+        b"readme",
+        b"c:notes.txt",
+        b"back\\slash",
+        b"new\nline",
+        b"esc\x1b[31m",
+        "r\u00e9sum\u00e9".encode(),
+        "re\u0301sume\u0301".encode(),
+        b"latin1-\xe9t\xe9",
+        b"\xff\xfe",
+    ]
+    names = [name.decode("utf-8", "surrogateescape") for name in raw_names]
+    manifest = Manifest.folder(
+        "d", [Entry(f"d/{name}", 1, ROOT) for name in names], [f"d/{names[-1]}-empty"]
+    )
+    data = encode_manifest(manifest)
+    for raw in raw_names:
+        assert b"d/" + raw in data
+    decoded = decode_manifest(data)
+    assert decoded == manifest
+    # Wire order is the bytes' order (0xff sorts last), not the strings'.
+    assert [entry.path.encode("utf-8", "surrogateescape") for entry in decoded.files] == sorted(
+        b"d/" + raw for raw in raw_names
+    )
