@@ -1,19 +1,27 @@
 """The command line: Typer commands and the one error boundary.
 
-``main()`` is the only place that turns errors into exit codes:
-``P2pcpError`` -> one line on stderr and its exit code; Ctrl-C -> 130;
-a usage error -> 2; anything else -> 1 with a hint to set
-``P2PCP_DEBUG=1`` for the traceback (which never shows local variables:
-they can hold keys).
+``run()`` is the only place that turns errors into exit codes, and every
+error leaves the same way: one line ``p2pcp: error: ...`` on stderr, its exit
+code, and, when ``--json`` is among the arguments, exactly one JSON
+``error`` event (message, exit_code) on stdout.
+
+- ``P2pcpError``: its message and exit code;
+- the option parser's errors (unknown option, missing argument, bad value):
+  exit 2 (Typer runs with ``standalone_mode=False`` so they reach us instead
+  of being printed as a usage block);
+- Ctrl-C: 130;
+- anything else: exit 1 with a hint to set ``P2PCP_DEBUG=1`` for the
+  traceback (which never shows local variables: they can hold keys).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from p2pcp import __version__
 from p2pcp.cli import cmd_id, cmd_receive, cmd_relay, cmd_send, cmd_ticket
@@ -38,6 +46,41 @@ app = typer.Typer(
 )
 
 
+def _argument_name(param: Any) -> str:
+    """An argument as a person reads it: ``PATH...``, ``TICKET``, ``[DIR]``."""
+    name = str(param.metavar or param.name.upper())
+    if param.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return name if param.required else f"[{name}]"
+
+
+class _Command(TyperCommand):
+    """Help in plain words: arguments by their names, without the type
+    annotations some Typer versions print (``{PATH...}...``, ``<list[Path]>``).
+    Options keep Typer's rendering; each states a metavar so it shows no
+    ``<int range>``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(_argument_name(param))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments: list[tuple[str, str]] = []
+        options: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                arguments.append((_argument_name(param), getattr(param, "help", None) or ""))
+            elif param.param_type_name == "option" and (record := param.get_help_record(ctx)):
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
 def _show_version(value: bool) -> None:
     if value:
         sys.stdout.write(f"p2pcp {__version__}\n")
@@ -60,32 +103,70 @@ def _root(
     """Copy files and folders between two machines."""
 
 
-app.command("send", epilog=EXIT_CODES_HELP)(cmd_send.send)
-app.command("receive", epilog=EXIT_CODES_HELP)(cmd_receive.receive)
-app.command("ticket", epilog=EXIT_CODES_HELP)(cmd_ticket.ticket)
-app.command("id", epilog=EXIT_CODES_HELP)(cmd_id.node_id)
-app.command("relay", epilog=EXIT_CODES_HELP)(cmd_relay.relay)
+for _name, _function in (
+    ("send", cmd_send.send),
+    ("receive", cmd_receive.receive),
+    ("ticket", cmd_ticket.ticket),
+    ("id", cmd_id.node_id),
+    ("relay", cmd_relay.relay),
+):
+    app.command(_name, cls=_Command, epilog=EXIT_CODES_HELP)(_function)
 
 
-def _fail(message: str, code: int) -> int:
-    from p2pcp.cli.output import console
+def _parser_errors() -> tuple[type[BaseException], ...]:
+    """The option parser's exception base (``ClickException``), from whichever
+    click this Typer uses (its own copy, or the click package): ``BadParameter``
+    is public in every Typer and derives from it."""
+    return tuple(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException") or (
+        typer.BadParameter,
+    )
 
-    console.print(f"p2pcp: error: {message}", markup=False, highlight=False)
+
+def _wants_json(args: list[str]) -> bool:
+    """``--json`` among the options (before a ``--`` that ends them)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return "--json" in options
+
+
+def _fail(message: str, code: int, *, is_json: bool) -> int:
+    from p2pcp.cli.output import OutputMode, console
+
+    message = " ".join(message.split())  # one line, whatever the message held
+    console.print(f"p2pcp: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    if is_json:
+        OutputMode(is_json=True).json("error", message=message, exit_code=code)
     return code
 
 
+def _parser_message(exc: Any) -> str:
+    """The parser's own words, and where to read more."""
+    # Some Typer versions validate with pydantic, whose messages open with this.
+    message = str(exc.format_message()).replace("Value error, ", "").rstrip(".")
+    context = getattr(exc, "ctx", None)
+    where = f"{context.command_path} --help" if context is not None else "p2pcp --help"
+    return f"{message} (see '{where}')"
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (Typer reports usage errors itself, exit 2)."""
+    """Run the CLI and return its exit code."""
     from p2pcp.core.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, P2pcpError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    is_json = _wants_json(args)
     try:
-        app(args=argv, prog_name="p2pcp")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        result = typer.main.get_command(app).main(
+            args=args, prog_name="p2pcp", standalone_mode=False
+        )
     except P2pcpError as exc:
-        return _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+        return _fail(str(exc), exc.exit_code, is_json=is_json)
+    except (KeyboardInterrupt, typer.Abort):
+        return _fail("interrupted", EXIT_INTERRUPTED, is_json=is_json)
+    except _parser_errors() as exc:
+        code = int(getattr(exc, "exit_code", 2))
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `p2pcp` alone: the help
+            sys.stderr.write(str(getattr(exc, "format_message", str)()) + "\n")
+            return code
+        return _fail(_parser_message(exc), code, is_json=is_json)
     except Exception as exc:
         if os.environ.get("P2PCP_DEBUG"):
             import traceback
@@ -94,8 +175,12 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(
             f"unexpected {type(exc).__name__}: {exc} (set P2PCP_DEBUG=1 for the traceback)",
             EXIT_UNEXPECTED,
+            is_json=is_json,
         )
-    return 0
+    if result == EXIT_INTERRUPTED:
+        # Some Typer versions turn a Ctrl-C that reached them into exit 130, silently.
+        return _fail("interrupted", EXIT_INTERRUPTED, is_json=is_json)
+    return result if isinstance(result, int) else 0
 
 
 def main() -> None:

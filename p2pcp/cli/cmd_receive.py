@@ -21,9 +21,9 @@ from p2pcp.cli.common import (
 def receive(
     ticket: Annotated[str, typer.Argument(metavar="TICKET", help="The ticket the sender printed.")],
     out: Annotated[
-        Path,
+        str,
         typer.Option("--out", "-o", metavar="DIR", help="Folder to receive into."),
-    ] = Path("."),
+    ] = ".",
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
     ] = False,
@@ -55,36 +55,52 @@ def receive(
     under its final name; existing identical files are kept, different ones
     are never replaced without --force.
     """
-    from p2pcp.cli.common import json_errors, max_datagram_size_from_env, run_async
+    from p2pcp.cli.common import max_datagram_size_from_env, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging
     from p2pcp.cli.progress import ReceiveView
     from p2pcp.core.config import normalize_relay_url
-    from p2pcp.core.errors import UsageError
+    from p2pcp.core.errors import Interrupted, UsageError
     from p2pcp.core.identity import load_or_create_secret_key
     from p2pcp.core.ticket import decode_ticket
     from p2pcp.transfer.fetcher import Fetcher, FetchOptions
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
-    with json_errors(mode):
-        decoded = decode_ticket(ticket)
-        if relay_only and (direct_only or no_relay):
-            raise UsageError("--relay-only contradicts --direct-only and --no-relay")
-        if relay and no_relay:
-            raise UsageError("--relay and --no-relay contradict each other")
-        policy = (
-            "relay-only" if relay_only else "direct-only" if direct_only or no_relay else "auto"
-        )
-        options = FetchOptions(
-            out_dir=out,
-            force=force,
-            max_datagram_size=max_datagram_size_from_env(),
-            path_policy=policy,
-            relay_url=normalize_relay_url(relay) if relay else None,
-            retry_for_s=retry_for,
-            congestion=congestion.value,
-        )
-        secret_key = load_or_create_secret_key()
-        with ReceiveView(mode) as view:
+    decoded = decode_ticket(ticket)
+    out_dir = _out_dir(path_argument(out, "--out"))
+    if relay_only and (direct_only or no_relay):
+        raise UsageError("--relay-only contradicts --direct-only and --no-relay")
+    if relay and no_relay:
+        raise UsageError("--relay and --no-relay contradict each other")
+    policy = "relay-only" if relay_only else "direct-only" if direct_only or no_relay else "auto"
+    options = FetchOptions(
+        out_dir=out_dir,
+        force=force,
+        max_datagram_size=max_datagram_size_from_env(),
+        path_policy=policy,
+        relay_url=normalize_relay_url(relay) if relay else None,
+        retry_for_s=retry_for,
+        congestion=congestion.value,
+    )
+    secret_key = load_or_create_secret_key()
+    with ReceiveView(mode) as view:
+        try:
             result = run_async(Fetcher(decoded, options, view.handle).run(secret_key))
-            view.finished(result)
+        except Interrupted:
+            if not view.has_manifest:
+                raise
+            # What verified is kept in the partial folder; the same command
+            # picks it up (the ticket names the same content).
+            raise Interrupted("interrupted: run the same command again to resume") from None
+        view.finished(result)
+
+
+def _out_dir(out: Path) -> Path:
+    """``--out`` must be a folder or not exist yet (it is then created): a
+    file there is a usage error found before any network activity, not after
+    connecting."""
+    from p2pcp.core.errors import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: not a folder (give the folder to receive into)")
+    return out

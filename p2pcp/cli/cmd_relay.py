@@ -23,6 +23,7 @@ def relay(
         int,
         typer.Option(
             "--port",
+            metavar="PORT",
             min=0,
             max=65535,
             help="TCP port for HTTP(S) and WebSocket; the same UDP port answers STUN "
@@ -37,12 +38,14 @@ def relay(
         Path | None, typer.Option("--tls-key", metavar="PEM", help="TLS private key.")
     ] = None,
     max_clients: Annotated[
-        int, typer.Option("--max-clients", min=1, help="Most clients connected at once.")
+        int,
+        typer.Option("--max-clients", metavar="N", min=1, help="Most clients connected at once."),
     ] = 10_000,
     datagrams_per_second: Annotated[
         int,
         typer.Option(
             "--datagrams-per-second",
+            metavar="N",
             min=1,
             help="Datagrams each client may send per second; more are dropped.",
         ),
@@ -51,6 +54,7 @@ def relay(
         int,
         typer.Option(
             "--queue-depth",
+            metavar="N",
             min=1,
             help="Messages queued per client (at most 4 MiB in all) before dropping.",
         ),
@@ -81,6 +85,7 @@ def relay(
         int | None,
         typer.Option(
             "--stun-port",
+            metavar="PORT",
             min=1,
             max=65535,
             help="UDP port for STUN (default: --port); must be the port of the public URL.",

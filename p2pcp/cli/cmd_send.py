@@ -36,7 +36,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def send(
     paths: Annotated[
-        list[Path], typer.Argument(metavar="PATH...", help="Files and folders to send.")
+        list[str], typer.Argument(metavar="PATH...", help="Files and folders to send.")
     ],
     once: Annotated[
         bool, typer.Option("--once", help="Exit after the first receiver has everything.")
@@ -50,8 +50,19 @@ def send(
         ),
     ] = None,
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="UDP port to listen on (0: any).")
+        int,
+        typer.Option(
+            "--port", metavar="PORT", min=0, max=65535, help="UDP port to listen on (0: any)."
+        ),
     ] = 0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at the first file that cannot be read or sent (exit 1, or 2 for a name)"
+            " instead of reporting it as skipped and sending the rest.",
+        ),
+    ] = False,
     congestion: CongestionOption = Congestion.bbr,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
@@ -59,34 +70,49 @@ def send(
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Send files and folders: print a ticket, then serve until Ctrl-C (or --once).
+    """Send files and folders: print a ticket, then serve until stopped (or --once).
 
     When stdout is not a terminal, only the ticket is written there, so
     TICKET=$(p2pcp send file) works; with --json, one JSON object per line.
+    With -q on a terminal, the ticket alone. Ctrl-C or SIGTERM stops the
+    sender with a summary (receivers served, bytes sent) and exit 0; with
+    --once, stopping it while a receiver is still fetching exits 130.
     """
-    from p2pcp.cli.common import json_errors, max_datagram_size_from_env, run_async
+    from p2pcp.cli.common import max_datagram_size_from_env, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
     from p2pcp.core.config import choose_relay
+    from p2pcp.core.errors import Interrupted
     from p2pcp.transfer import events
     from p2pcp.transfer.sender import SendOptions, run_send
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
-    with json_errors(mode):
-        options = SendOptions(
-            paths=tuple(paths),
-            once=once,
-            port=port,
-            max_datagram_size=max_datagram_size_from_env(),
-            relay_url=choose_relay(relay, no_relay),
-            congestion=congestion.value,
-        )
-    with json_errors(mode), SendView(mode, ticket_to_stdout=not stdout_is_terminal()) as view:
+    options = SendOptions(
+        paths=tuple(path_argument(path, "PATH") for path in paths),
+        once=once,
+        port=port,
+        max_datagram_size=max_datagram_size_from_env(),
+        relay_url=choose_relay(relay, no_relay),
+        congestion=congestion.value,
+        strict=strict,
+    )
+    # The ticket is the one thing -q never hides: on a terminal without -q
+    # it is in the "run this" message on stderr, otherwise alone on stdout.
+    ticket_to_stdout = quiet or not stdout_is_terminal()
+    with SendView(mode, ticket_to_stdout=ticket_to_stdout) as view:
 
         def emit(event: object) -> None:
             if ticket_file is not None and isinstance(event, events.SenderReady):
                 _write_atomically(ticket_file, event.ticket + "\n")
             view.handle(event)
 
-        run_async(run_send(options, emit))
+        try:
+            run_async(run_send(options, emit))
+        except Interrupted:
+            # Stopping a sender is how it ends, not a failure; only a --once
+            # sender stopped before its receiver had everything failed its job.
+            is_unfinished = once and view.is_mid_transfer
+            view.stopped()
+            if is_unfinished:
+                raise Interrupted("interrupted while a receiver was still fetching") from None

@@ -7,13 +7,13 @@ import contextlib
 import enum
 import os
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from p2pcp.cli.output import OutputMode
-from p2pcp.core.errors import Interrupted, P2pcpError, UsageError
+from p2pcp.core.errors import Interrupted, UsageError
 
 T = TypeVar("T")
 
@@ -48,8 +48,11 @@ CongestionOption = Annotated[
         "--congestion",
         envvar="P2PCP_CONGESTION",
         case_sensitive=False,
-        help="Congestion controller for the data this side sends: bbr (model-based: random "
-        "loss does not slow it down), or aioquic's loss-based cubic or reno.",
+        metavar="bbr|cubic|reno",
+        help="Congestion controller for the data this side sends. On the sender it paces "
+        "the files, so it sets the transfer's speed; on the receiver it only paces its acks "
+        "and requests. bbr (model-based: random loss does not slow it down), or aioquic's "
+        "loss-based cubic or reno.",
     ),
 ]
 VerboseOption = Annotated[
@@ -74,15 +77,12 @@ def max_datagram_size_from_env() -> int | None:
     return value
 
 
-@contextlib.contextmanager
-def json_errors(mode: OutputMode) -> Iterator[None]:
-    """With --json, report a P2pcpError as an ``error`` line too, then re-raise."""
-    try:
-        yield
-    except P2pcpError as exc:
-        if mode.is_json:
-            mode.json("error", message=str(exc), exit_code=exc.exit_code)
-        raise
+def path_argument(text: str, what: str) -> Path:
+    """``text`` as a path; an empty one is a usage error, as in scp (``Path("")``
+    is the current folder: an unset shell variable must not send or fill it)."""
+    if not text:
+        raise UsageError(f'{what} is empty ("" is not the current folder; write . for that)')
+    return Path(text)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

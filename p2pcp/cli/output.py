@@ -29,10 +29,6 @@ class OutputMode:
     _last_progress: float = field(default=0.0, repr=False)
 
     @property
-    def shows_bars(self) -> bool:
-        return console.is_terminal and not self.is_json and not self.is_quiet
-
-    @property
     def shows_messages(self) -> bool:
         """Plain human lines on stderr (when bars are off but not quiet)."""
         return not self.is_json and not self.is_quiet
@@ -40,6 +36,10 @@ class OutputMode:
     def json(self, event: str, **fields: Any) -> None:
         """Write one JSON object as a line on stdout."""
         line = json.dumps({"event": event, **fields}, ensure_ascii=False, separators=(",", ":"))
+        # A file name that is not UTF-8 holds surrogateescape'd bytes; written
+        # as the JSON escape "\udcNN" the line stays valid UTF-8, and a reader
+        # that decodes it (json.loads, then os.fsencode) gets the bytes back.
+        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
@@ -65,6 +65,11 @@ def setup_logging(verbosity: int) -> None:
     logger = logging.getLogger("p2pcp")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+
+
+def plural(count: int, word: str) -> str:
+    """``1 file``, ``2 files``: every count in a message agrees with its noun."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def human_bytes(count: float) -> str:

@@ -328,7 +328,7 @@ class Endpoint:
                 path.start_discovery(loop.time())
                 await asyncio.wait_for(handshake, timeout_s - grace_s)
         except asyncio.TimeoutError:
-            error = ConnectError(f"{where}: no answer within {timeout_s:g} s")
+            error = ConnectError(f"{where}: no answer within {timeout_s:.1f} s")
             connection.abort(error)
             raise error from None
         except ConnectError as exc:

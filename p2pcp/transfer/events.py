@@ -32,8 +32,14 @@ class SenderReady:
 
 @dataclass(frozen=True)
 class ReceiverConnected:
+    """A receiver connected. ``path`` describes where it is (e.g. "direct
+    198.18.0.5:4433"), ``kind`` is "direct" or "relay"; ``peer`` is the
+    short form of the node id it proved, when it proved one."""
+
     connection_id: int
     path: str
+    kind: str = "direct"
+    peer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,13 @@ class ReceiverFinished:
 
 @dataclass(frozen=True)
 class ReceiverFailed:
+    """A receiver's connection ended before it had everything (``reason``),
+    after ``bytes_sent`` file bytes in ``seconds``."""
+
     connection_id: int
     reason: str
+    bytes_sent: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,10 +104,15 @@ class RetryScheduled:
 
 @dataclass(frozen=True)
 class ManifestReceived:
+    """The file list arrived. ``bytes_present``: identical files already in
+    place; ``bytes_resumable``: partial data an earlier run left for the
+    files still to fetch (checked again before it counts)."""
+
     name: str
     file_count: int
     total_size: int
     bytes_present: int
+    bytes_resumable: int = 0
 
 
 @dataclass(frozen=True)

@@ -412,7 +412,11 @@ class Fetcher:
         store.check_free_space(plan)
         self.emit(
             events.ManifestReceived(
-                manifest.name, len(manifest.files), manifest.total_size, plan.bytes_present
+                manifest.name,
+                len(manifest.files),
+                manifest.total_size,
+                plan.bytes_present,
+                sum(store.partial_bytes(root) for root in plan.to_fetch),
             )
         )
         for entry, digest in plan.present:

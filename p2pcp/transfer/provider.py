@@ -56,6 +56,10 @@ Emit = Callable[[object], None]
 # so a leaf and the proof nodes before it leave in one call.
 _COALESCE_BYTES = 256 * 1024
 
+# A node id in a message: enough characters to tell a few receivers apart
+# (10 base32 characters are 50 bits), short enough for one line.
+SHORT_NODE_ID_CHARS = 10
+
 
 class _ContentChangedError(P2pcpError):
     pass
@@ -168,7 +172,14 @@ class Provider:
 
     async def _serve_connection(self, session: _Session) -> None:
         connection_id, connection = session.connection_id, session.connection
-        self.emit(events.ReceiverConnected(connection_id, connection.path_description))
+        self.emit(
+            events.ReceiverConnected(
+                connection_id,
+                connection.path_description,
+                connection.path_kind,
+                _short_peer_id(connection),
+            )
+        )
         connection.set_path_listener(
             lambda kind, description: self.emit(
                 events.ReceiverPathChanged(connection_id, kind, description)
@@ -185,13 +196,21 @@ class Provider:
                 self._spawn(session.serve_stream(stream))
         except ConnectionLostError as exc:
             if not session.is_done and not session.is_refused:
-                self.emit(events.ReceiverFailed(connection_id, str(exc)))
+                self.emit(session.failed(str(exc)))
         except asyncio.CancelledError:
             with contextlib.suppress(P2pcpError):
                 await connection.close("sender shutting down")
             raise
         finally:
             self._sessions.pop(connection_id, None)
+
+
+def _short_peer_id(connection: Connection) -> str | None:
+    """The first characters of the node id the receiver proved, if it proved
+    one (``peer_node_id``: None without mutual TLS; absent on a Connection
+    that does not offer it yet)."""
+    node_id = getattr(connection, "peer_node_id", None)
+    return None if node_id is None else str(node_id)[:SHORT_NODE_ID_CHARS]
 
 
 class _Session:
@@ -213,10 +232,15 @@ class _Session:
         self.active_requests = 0
         self.last_active = started
 
+    def failed(self, reason: str) -> events.ReceiverFailed:
+        """The event for this receiver stopping early: why, and what it got."""
+        seconds = time.monotonic() - self.started
+        return events.ReceiverFailed(self.connection_id, reason, self.bytes_sent, seconds)
+
     async def refuse(self, reason: str) -> None:
         """Close this connection (over a limit), saying why in the events."""
         self.is_refused = True
-        self.provider.emit(events.ReceiverFailed(self.connection_id, reason))
+        self.provider.emit(self.failed(reason))
         with contextlib.suppress(P2pcpError):
             await self.connection.close(reason)
 
@@ -252,7 +276,7 @@ class _Session:
             stream.reset(wire.ERROR_BAD_REQUEST)
         except _ContentChangedError as exc:
             stream.reset(wire.ERROR_CONTENT_CHANGED)
-            self.provider.emit(events.ReceiverFailed(self.connection_id, str(exc)))
+            self.provider.emit(self.failed(str(exc)))
         except ConnectionLostError:
             pass  # the receiver went away or cancelled this request
 

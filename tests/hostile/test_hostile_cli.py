@@ -142,7 +142,7 @@ def test_cli_sender_survives_a_hostile_receiver(tmp_path: Path) -> None:
     src = tmp_path / "victim.bin"
     src.write_bytes(CONTENT)
 
-    async def scenario() -> tuple[int, int, str]:
+    async def scenario() -> tuple[int, int, str, list[dict[str, object]]]:
         process, text = await _start_cli_sender(tmp_path / "sender-home", src)
         try:
             ticket = decode_ticket(text)
@@ -167,13 +167,23 @@ def test_cli_sender_survives_a_hostile_receiver(tmp_path: Path) -> None:
                 "receive", text, "--out", str(tmp_path / "out"), "--json", home=tmp_path / "rx"
             )
             sender_exit = await asyncio.wait_for(process.wait(), STEP_TIMEOUT_S)
-            return received.returncode, sender_exit, received.stderr
+            assert process.stdout is not None
+            rest = await asyncio.wait_for(process.stdout.read(), STEP_TIMEOUT_S)
+            reports = [json.loads(line) for line in rest.decode().splitlines() if line.strip()]
+            return received.returncode, sender_exit, received.stderr, reports
         finally:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
 
-    receive_exit, sender_exit, stderr = asyncio.run(scenario())
+    receive_exit, sender_exit, stderr, reports = asyncio.run(scenario())
     assert receive_exit == EXIT_OK, stderr
     assert final_files(tmp_path / "out") == {"victim.bin": CONTENT}
     assert sender_exit == EXIT_OK
+    # The stranger's failure is its own event, told apart from the sender's
+    # own `error` (which always carries an exit code): the sender did fine.
+    failures = [event for event in reports if event["event"] == "receiver_error"]
+    assert failures and all(event["receiver"] and event["reason"] for event in failures), reports
+    assert not [event for event in reports if event["event"] == "error"], reports
+    finished = [event for event in reports if event["event"] == "done"]
+    assert [event["receiver"] for event in finished] != [failures[0]["receiver"]]
