@@ -106,18 +106,26 @@ def nfc(path: str) -> str:
     return unicodedata.normalize("NFC", path)
 
 
+def _bytes_of(path: str) -> bytes | str:
+    """The bytes ``path`` names, or why it names none."""
+    try:
+        data = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "holds a character that is no byte sequence"
+    if data.decode("utf-8", "surrogateescape") != path:
+        return "escapes bytes that are valid UTF-8"
+    return data
+
+
 def path_bytes(path: str) -> bytes:
     """The bytes a path names (UTF-8, with surrogateescape'd bytes put back).
 
     Raises UnsafePathError for a string no file system name decodes to: a
     lone surrogate outside U+DC80..U+DCFF, or escaped bytes that form valid
     UTF-8 (two strings must never stand for the same bytes)."""
-    try:
-        data = path.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise _refuse(path, "holds a character that is no byte sequence") from None
-    if data.decode("utf-8", "surrogateescape") != path:
-        raise _refuse(path, "escapes bytes that are valid UTF-8")
+    data = _bytes_of(path)
+    if isinstance(data, str):
+        raise _refuse(path, data)
     return data
 
 
@@ -125,28 +133,40 @@ def _refuse(path: str, reason: str) -> UnsafePathError:
     return UnsafePathError(f"unsafe path in manifest '{display_path(path)}': {reason}")
 
 
-def check_relative_path(path: str) -> str:
-    """Return ``path`` unchanged if it is a safe relative path, else raise."""
+def unsafe_reason(path: str) -> str | None:
+    """Why ``path`` is not a safe relative path (a few words), or None if it is."""
     if not isinstance(path, str):
-        raise UnsafePathError(f"path must be a string, not {type(path).__name__}")
+        return f"a path must be a string, not {type(path).__name__}"
     if not path:
-        raise _refuse(path, "empty path")
+        return "empty path"
     if len(path) > MAX_PATH_BYTES:  # each character is at least one byte
-        raise _refuse(path, f"longer than {MAX_PATH_BYTES} bytes")
-    data = path_bytes(path)
+        return f"longer than {MAX_PATH_BYTES} bytes"
+    data = _bytes_of(path)
+    if isinstance(data, str):
+        return data
     if len(data) > MAX_PATH_BYTES:
-        raise _refuse(path, f"longer than {MAX_PATH_BYTES} bytes")
+        return f"longer than {MAX_PATH_BYTES} bytes"
     if data.startswith(b"/"):
-        raise _refuse(path, "absolute path")
+        return "absolute path"
     if b"\x00" in data:
-        raise _refuse(path, "contains NUL")
+        return "contains NUL"
     for component in data.split(b"/"):
         if not component:
-            raise _refuse(path, "empty component")
+            return "empty component"
         if component in (b".", b".."):
-            raise _refuse(path, f"{component.decode()!r} component")
+            return f"{component.decode()!r} component"
         if len(component) > MAX_COMPONENT_BYTES:
-            raise _refuse(path, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
+            return f"a component is longer than {MAX_COMPONENT_BYTES} bytes"
+    return None
+
+
+def check_relative_path(path: str) -> str:
+    """Return ``path`` unchanged if it is a safe relative path, else raise."""
+    reason = unsafe_reason(path)
+    if reason is not None:
+        if not isinstance(path, str):
+            raise UnsafePathError(reason)
+        raise _refuse(path, reason)
     return path
 
 

@@ -26,11 +26,13 @@ class SendOptions:
     max_datagram_size: int | None = None
     relay_url: str | None = None
     congestion: str = DEFAULT_CONGESTION
+    strict: bool = False
+    """The first file that cannot be read or sent is an error, not a skip."""
 
 
 async def run_send(options: SendOptions, emit: Emit) -> None:
     """Serve ``options.paths`` until cancelled (or one receiver finished, with once)."""
-    scan = await asyncio.to_thread(scan_paths, list(options.paths))
+    scan = await asyncio.to_thread(scan_paths, list(options.paths), strict=options.strict)
     loop = asyncio.get_running_loop()
     total = scan.total_size
     done = 0

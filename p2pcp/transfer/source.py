@@ -7,11 +7,24 @@ into one reused buffer (FACTS.md: never ``f.read()`` a whole file).
 
 Rules:
 - A file is sent under its own name; a folder under its own name with its
-  whole tree (sorted, so the same tree always gives the same ticket).
+  whole tree (sorted, so the same tree always gives the same ticket). The
+  walk keeps its own stack: a tree is as deep as its paths allow, however
+  that compares with Python's recursion limit.
+- Every name the file system holds is sent as its bytes (``os.scandir``
+  with ``str`` paths hands out surrogateescape'd names, kept as they are);
+  each file carries its permission bits (``st_mode & 0o777``) and
+  modification time.
 - Symbolic links to files are sent as the files they point to; links to
   folders are not followed (no loops, no surprises) and are reported as
-  skipped, as are sockets, FIFOs and devices.
+  skipped, as are sockets, FIFOs, devices and broken links.
+- Inside a folder, an item that cannot be read (a file that will not open
+  or read, a folder that will not list) or whose path is unsafe everywhere
+  (over 4096 bytes: see ``blobs.names``) is reported as skipped and the
+  rest is sent. With ``strict``, the first one is an error instead
+  (StorageError for I/O, exit 1; UsageError for a name, exit 2). A PATH
+  given by name that cannot be read is always an error.
 - Two PATHs with the same name are refused: they would collide on arrival.
+- Every skipped item and error names its path with ``display_path``.
 """
 
 from __future__ import annotations
@@ -22,8 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pcp.blobs.collection import Entry, Manifest, encode_manifest
-from p2pcp.blobs.names import check_manifest_paths
+from p2pcp.blobs.collection import MODE_BITS, Entry, Manifest, encode_manifest
+from p2pcp.blobs.names import display_path, unsafe_reason
 from p2pcp.blobs.tree import Outboard, TreeBuilder
 from p2pcp.core.defaults import IMPORT_READ_BYTES
 from p2pcp.core.errors import P2pcpError, StorageError, UsageError
@@ -56,21 +69,32 @@ def hash_file(
     path: Path, on_bytes: ProgressCallback | None = None, *, with_blake3: bool = True
 ) -> Outboard:
     """Hash one file into its outboard tree (and, ``with_blake3``, its standard BLAKE3)."""
+    try:
+        return _hash(path, on_bytes, with_blake3=with_blake3)
+    except OSError as exc:
+        raise StorageError(f"cannot read {display_path(str(path))}: {_why(exc)}") from None
+
+
+def _hash(path: Path, on_bytes: ProgressCallback | None, *, with_blake3: bool) -> Outboard:
+    """``hash_file`` that lets the OSError out."""
     builder = TreeBuilder(with_blake3=with_blake3)
     buffer = bytearray(IMPORT_READ_BYTES)
     view = memoryview(buffer)
-    try:
-        with open(path, "rb", buffering=0) as handle:
-            while True:
-                count = handle.readinto(buffer)
-                if not count:
-                    break
-                builder.update(view[:count])
-                if on_bytes is not None:
-                    on_bytes(count)
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            builder.update(view[:count])
+            if on_bytes is not None:
+                on_bytes(count)
     return builder.finalize()
+
+
+def _why(exc: OSError) -> str:
+    """An OS error's reason in a few lower-case words ("permission denied")."""
+    reason = exc.strerror or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
 
 
 @dataclass
@@ -82,33 +106,6 @@ class _Found:
     mtime_ns: int
 
 
-def _walk(top: Path, name: str, files: list[_Found], dirs: list[str], skipped: list[str]) -> None:
-    try:
-        entries = sorted(os.scandir(top), key=lambda e: e.name)
-    except OSError as exc:
-        raise StorageError(f"cannot list {top}: {exc.strerror}") from None
-    if not entries:
-        dirs.append(name)
-        return
-    for entry in entries:
-        rel = f"{name}/{entry.name}"
-        try:
-            st = os.stat(entry.path)  # follows links to files
-        except OSError:
-            skipped.append(f"{rel} (broken link or unreadable)")
-            continue
-        if entry.is_symlink() and stat.S_ISDIR(st.st_mode):
-            skipped.append(f"{rel} (link to a folder)")
-        elif stat.S_ISDIR(st.st_mode):
-            _walk(Path(entry.path), rel, files, dirs, skipped)
-        elif stat.S_ISREG(st.st_mode):
-            files.append(
-                _Found(rel, Path(entry.path), st.st_size, st.st_mode & 0o777, st.st_mtime_ns)
-            )
-        else:
-            skipped.append(f"{rel} (not a regular file)")
-
-
 @dataclass
 class Scan:
     """What ``scan_paths`` found: the files and empty folders to send."""
@@ -118,60 +115,138 @@ class Scan:
     skipped: list[str]
     name: str
     has_several_items: bool = False
+    is_strict: bool = False
 
     @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
+    def skip(self, rel: str, reason: str, error: type[P2pcpError] = StorageError) -> None:
+        """Report ``rel`` as skipped, or raise ``error`` when strict."""
+        if self.is_strict:
+            raise error(f"cannot send {display_path(rel)}: {reason}")
+        self.skipped.append(f"{display_path(rel)} ({reason})")
 
-def scan_paths(paths: list[Path]) -> Scan:
-    """Find what to send, checking names as a receiver will."""
+
+def _found(rel: str, path: Path, st: os.stat_result) -> _Found:
+    return _Found(rel, path, st.st_size, stat.S_IMODE(st.st_mode) & MODE_BITS, st.st_mtime_ns)
+
+
+def _walk(top: Path, name: str, scan: Scan) -> None:
+    """Add the tree under folder ``top`` (sent as ``name``) to ``scan``.
+
+    Depth-first with an explicit stack, children in name order, so the
+    walk is as deep as the file system's paths and its output is stable."""
+    pending: list[tuple[str, str]] = [(str(top), name)]
+    while pending:
+        folder, folder_rel = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            if folder_rel == name:
+                raise StorageError(f"cannot list {display_path(folder)}: {_why(exc)}") from None
+            scan.skip(folder_rel, _why(exc))
+            continue
+        if not entries:
+            scan.empty_dirs.append(folder_rel)
+            continue
+        subfolders: list[tuple[str, str]] = []
+        for entry in entries:
+            rel = f"{folder_rel}/{entry.name}"
+            reason = unsafe_reason(rel)
+            if reason is not None:
+                scan.skip(rel, reason, UsageError)
+                continue
+            try:
+                st = os.stat(entry.path)  # follows links to files
+            except OSError as exc:
+                if entry.is_symlink() and isinstance(exc, FileNotFoundError):
+                    scan.skipped.append(f"{display_path(rel)} (broken link)")
+                else:
+                    scan.skip(rel, _why(exc))
+                continue
+            if entry.is_symlink() and stat.S_ISDIR(st.st_mode):
+                scan.skipped.append(f"{display_path(rel)} (link to a folder)")
+            elif stat.S_ISDIR(st.st_mode):
+                subfolders.append((entry.path, rel))
+            elif stat.S_ISREG(st.st_mode):
+                scan.files.append(_found(rel, Path(entry.path), st))
+            else:
+                scan.skipped.append(f"{display_path(rel)} (not a regular file)")
+        pending.extend(reversed(subfolders))
+
+
+def scan_paths(paths: list[Path], *, strict: bool = False) -> Scan:
+    """Find what to send (see the module's rules; ``strict``: the first
+    unreadable or unsendable item is an error, not a skip)."""
     if not paths:
         raise UsageError("nothing to send: give at least one PATH")
-    scan = Scan([], [], [], "")
+    scan = Scan([], [], [], "", is_strict=strict)
     names: list[str] = []
     for given in paths:
         path = Path(os.path.abspath(given))
         name = path.name
+        shown = display_path(str(given))
         if not name:
-            raise UsageError(f"cannot send {str(given)!r}: it has no name")
+            raise UsageError(f"cannot send {shown}: it has no name")
         if name in names:
-            raise UsageError(f"two PATHs are both named {name!r}; they would collide")
+            raise UsageError(f"two PATHs are both named {display_path(name)}; they would collide")
         names.append(name)
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise UsageError(f"no such file or folder: {str(given)!r}") from None
+            raise UsageError(f"no such file or folder: {shown}") from None
         except OSError as exc:
-            raise StorageError(f"cannot read {str(given)!r}: {exc.strerror}") from None
+            raise StorageError(f"cannot read {shown}: {_why(exc)}") from None
         if stat.S_ISDIR(st.st_mode):
-            _walk(path, name, scan.files, scan.empty_dirs, scan.skipped)
+            _walk(path, name, scan)
         elif stat.S_ISREG(st.st_mode):
-            scan.files.append(_Found(name, path, st.st_size, st.st_mode & 0o777, st.st_mtime_ns))
+            scan.files.append(_found(name, path, st))
         else:
-            raise UsageError(f"cannot send {str(given)!r}: not a regular file or folder")
-    try:
-        check_manifest_paths([f.rel for f in scan.files] + scan.empty_dirs)
-    except P2pcpError as exc:
-        raise UsageError(f"cannot send these names: {exc}") from None
+            raise UsageError(f"cannot send {shown}: not a regular file or folder")
     scan.name = names[0] if len(names) == 1 else f"{len(names)} items"
     scan.has_several_items = len(names) > 1
     return scan
 
 
 def import_scan(scan: Scan, on_bytes: ProgressCallback | None = None) -> Collection:
-    """Hash what a scan found into a collection. Blocking: run it in a thread."""
+    """Hash what a scan found into a collection. Blocking: run it in a thread.
+
+    A file inside a folder that cannot be read is skipped (``scan.skip``);
+    its bytes still count towards ``on_bytes``, so progress ends at the
+    total the scan announced."""
     entries: list[Entry] = []
     blobs: dict[bytes, SourceBlob] = {}
     for found in scan.files:
+        read = 0
+
+        def count(chunk: int) -> None:
+            nonlocal read
+            read += chunk
+            if on_bytes is not None:
+                on_bytes(chunk)
+
         # The sender needs only the tree; the receiver computes and reports
         # the standard BLAKE3 of what it verified.
-        outboard = hash_file(found.path, on_bytes, with_blake3=False)
+        try:
+            outboard = _hash(found.path, count, with_blake3=False)
+        except OSError as exc:
+            if "/" not in found.rel:  # a PATH given by name
+                raise StorageError(f"cannot read {display_path(found.rel)}: {_why(exc)}") from None
+            scan.skip(found.rel, _why(exc))
+            if on_bytes is not None and found.size > read:
+                on_bytes(found.size - read)
+            continue
         if outboard.size != found.size:
-            raise StorageError(f"{found.path} changed size while it was being read")
+            raise StorageError(
+                f"{display_path(str(found.path))} changed size while it was being read"
+            )
         root = bytes(outboard.root)
         blobs.setdefault(root, SourceBlob(found.path, outboard))
         entries.append(Entry(found.rel, found.size, root, found.mode, found.mtime_ns))
+    if not entries and not scan.empty_dirs:
+        raise UsageError(f"nothing to send: every item in {display_path(scan.name)} was skipped")
     manifest = Manifest.folder(
         scan.name, entries, scan.empty_dirs, has_several_items=scan.has_several_items
     )
