@@ -46,6 +46,7 @@ from p2pcp.core.errors import (
     NotFoundError,
     P2pcpError,
     RemoteProtocolError,
+    StorageError,
     StreamResetError,
     UsageError,
 )
@@ -323,6 +324,11 @@ class Fetcher:
         except (IntegrityError, RemoteProtocolError):
             keep_partial = False  # nothing from this ticket can be completed
             raise
+        except StorageError as exc:
+            # Every file has stopped by now: say what a rerun can resume.
+            if progress.store is None:
+                raise
+            raise StorageError(f"{exc}; {progress.store.resume_note()}") from None
         finally:
             await _close_quietly(connection, "stopped")
             if progress.store is not None:

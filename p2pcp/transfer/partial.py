@@ -12,12 +12,21 @@ record; ``suspend`` does the same when a run stops early (Ctrl-C, a lost
 connection, a full disk), so the next run re-fetches only what is missing.
 ``open_or_resume`` re-hashes what a previous run left against its record
 and keeps only the leaves that still match.
+
+A write that fails (a full disk) must not cost what was already verified:
+``suspend`` cuts the file back to its last whole leaf (which also frees the
+space the failed write took), fsyncs it and writes the record; when even
+the small record does not fit, it gives up the last leaves, whose space the
+record then takes. A temporary ``.resume-new`` never outlives a failed
+write. The record is removed only once the file is in place
+(``Store.place``), so a failure between ``finish`` and the rename keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,14 +44,18 @@ from p2pcp.transfer.resume import decode_record, encode_record
 # ~40 ms here (FACTS.md: 1.5 GB/s), a small price for a bounded loss.
 CHECKPOINT_BYTES = 64 * 1024 * 1024
 CHECKPOINT_S = 2.0
+# When a full disk has no room for the resume record, the last leaves are
+# given up to make room, at most this many times (another writer may keep
+# taking the space freed); each time frees the record's size plus 64 KiB.
+MAX_RECORD_ROOM_ATTEMPTS = 3
+_RECORD_ROOM_SLACK_BYTES = 64 * 1024
 
 
 def _disk_error(path: Path, exc: OSError) -> StorageError:
-    reason = "the disk is full" if exc.errno == 28 else exc.strerror
-    return StorageError(
-        f"cannot write {path.name} in {path.parent}: {reason}; the verified data is kept, "
-        "run the same command again to resume"
-    )
+    """The error of a failed write. It promises no resume: what is kept is
+    known only once every file stopped (``Store.resume_note``)."""
+    reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
+    return StorageError(f"cannot write {path.name} in {path.parent}: {reason}")
 
 
 class PartialFile:
@@ -57,6 +70,7 @@ class PartialFile:
         self._writer = writer
         self._pending: asyncio.Future[None] | None = None
         self._leaf_hashes = bytearray()  # written (not necessarily durable)
+        self._written_bytes = 0  # of the leaves in _leaf_hashes, from offset 0
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._fd: int | None = None
@@ -88,7 +102,7 @@ class PartialFile:
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
         os.lseek(self._fd, kept, os.SEEK_SET)
-        self.size = self.resumed_bytes = kept
+        self.size = self.resumed_bytes = self._written_bytes = kept
 
     def _verify_existing(self, fd: int, hashes: bytes) -> int:
         """Re-hash the data left on disk against the record; return the bytes kept."""
@@ -124,6 +138,7 @@ class PartialFile:
             raise _disk_error(self.path, exc) from None
         self.hasher.update(data)
         self._leaf_hashes += leaf_hash
+        self._written_bytes += len(data)
         self._since_checkpoint += len(data)
         now = time.monotonic()
         is_due = now - self._last_checkpoint >= CHECKPOINT_S
@@ -143,15 +158,26 @@ class PartialFile:
     def _write_record(self) -> None:
         """Replace the record (the data it lists must already be durable)."""
         try:
-            record = encode_record(self.root, self.blob_size, LEAF_SIZE, bytes(self._leaf_hashes))
-            tmp = self.record_path.with_suffix(".resume-new")
+            self._replace_record()
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+
+    def _replace_record(self) -> None:
+        """Write the record to a temporary file, fsync it, rename it over the
+        old one. On failure the temporary file is removed: the old record
+        still describes durable data."""
+        record = encode_record(self.root, self.blob_size, LEAF_SIZE, bytes(self._leaf_hashes))
+        tmp = self.record_path.with_suffix(".resume-new")
+        try:
             with open(tmp, "wb") as handle:
                 handle.write(record)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.record_path)
-        except OSError as exc:
-            raise _disk_error(self.path, exc) from None
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     async def _wait_pending(self) -> None:
         # Shielded: a cancelled caller must not cancel a queued write of a
@@ -171,6 +197,8 @@ class PartialFile:
     async def finish(self) -> str:
         """Write what is pending, fsync, close; return the content's standard BLAKE3 hex.
 
+        The record stays until the file is in place (``forget_record``).
+
         fsync and close are one writer job queued behind the last write: if
         this task is cancelled meanwhile the job still completes, and
         ``suspend`` then records the (durable, complete) leaves.
@@ -183,8 +211,6 @@ class PartialFile:
         if pending is not None:
             await asyncio.shield(pending)  # a write error surfaces here
         await asyncio.shield(asyncio.wrap_future(self._finishing))
-        with contextlib.suppress(FileNotFoundError):
-            self.record_path.unlink()
         return str(self.hasher.hexdigest())
 
     def _finish_in_writer(self, fd: int) -> None:
@@ -223,12 +249,51 @@ class PartialFile:
 
     def _suspend_in_writer(self, fd: int) -> None:
         try:
-            if self._leaf_hashes:
-                self._checkpoint(fd)
-        except StorageError:
-            pass  # the previous record still describes durable data
+            self._keep_durable(fd)
         finally:
             os.close(fd)
+
+    def _keep_durable(self, fd: int) -> None:
+        """Make every whole leaf written durable and record it; on a full
+        disk, give up the last leaves to make room for the record.
+
+        Best effort: when nothing can be recorded, the previous record (if
+        any) still describes durable data, and resuming re-checks it.
+        """
+        try:
+            # A write that failed half-way left part of a leaf: cut it (this
+            # also returns its space to a full disk).
+            os.ftruncate(fd, self._written_bytes)
+            if not self._leaf_hashes:
+                return  # nothing to record
+            os.fsync(fd)
+        except OSError:
+            return
+        for _attempt in range(MAX_RECORD_ROOM_ATTEMPTS + 1):
+            try:
+                self._replace_record()
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self._leaf_hashes:
+                    return
+                record_bytes = len(self._leaf_hashes) + 2 * HASH_BYTES + 64
+                drop = -(-(record_bytes + _RECORD_ROOM_SLACK_BYTES) // LEAF_SIZE)
+                leaves = max(0, self.verified_leaves - drop)
+                del self._leaf_hashes[leaves * HASH_BYTES :]
+                self._written_bytes = min(leaves * LEAF_SIZE, self.blob_size)
+                try:
+                    os.ftruncate(fd, self._written_bytes)
+                    os.fsync(fd)
+                except OSError:
+                    return
+            else:
+                self._since_checkpoint = 0
+                self._last_checkpoint = time.monotonic()
+                return
+
+    def forget_record(self) -> None:
+        """Remove the record once the complete file is in place."""
+        with contextlib.suppress(FileNotFoundError):
+            self.record_path.unlink()
 
     def _forget_pending(self) -> None:
         """Let the write in flight finish on its own; its error is not ours to raise now."""

@@ -60,3 +60,17 @@ def decode_record(data: bytes, *, root: bytes, size: int, leaf_size: int) -> byt
     if len(hashes) != count * HASH_BYTES or count > leaf_count(size, leaf_size):
         return None
     return bytes(hashes)
+
+
+def recorded_bytes(data: bytes) -> int:
+    """How many bytes of its blob an intact record lists (0 if torn), for
+    telling a user what a failed run kept; resuming re-checks them anyway."""
+    head_end = len(RECORD_MAGIC) + _HEAD.size
+    if len(data) < head_end + HASH_BYTES or not data.startswith(RECORD_MAGIC):
+        return 0
+    if blake3.blake3(data[:-HASH_BYTES]).digest() != data[-HASH_BYTES:]:
+        return 0
+    _root, size, leaf_size, count = _HEAD.unpack_from(data, len(RECORD_MAGIC))
+    if len(data) != head_end + (count + 1) * HASH_BYTES:
+        return 0
+    return int(min(size, count * leaf_size))

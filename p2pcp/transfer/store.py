@@ -3,36 +3,70 @@
 Invariants (the promise to backup scripts):
 - Nothing unverified ever appears under a final name. Data is written to a
   hidden partial folder inside the output folder (same file system, so the
-  final step is an atomic ``rename``); a file is fsynced and renamed into
-  place only after every one of its leaves verified.
+  final step is an atomic ``rename``); a file is fsynced, given its mode and
+  modification time, and only then renamed into place after every one of
+  its leaves verified: a file under its final name has its final metadata.
+- Permissions: a file gets the sender's permission bits (``entry.mode``,
+  never setuid/setgid/sticky) masked by the receiver's umask, as ``scp``
+  does; each path a blob goes to gets its own entry's mode and time.
+- Before anything is written, the output folder's file system is probed
+  (``fsprobe``) and every name it cannot hold is refused: two paths that
+  would become one file there (case or Unicode normalization twins), names
+  it refuses. That refusal is a :class:`StorageError` (exit 1): the data is
+  fine and nothing exists that would be overwritten (so neither 4 nor 5),
+  but it cannot be written here; the one-line message lists the problems
+  (the first few, and how many more) and suggests another ``--out``.
 - Before anything is written, every destination is checked: an existing
   file with identical content is left alone and counts as done; a different
   one stops the receive with exit code 5 (nothing changed) unless ``force``;
   a folder where a file should go (or the reverse) always stops it.
-- Paths come from a manifest that was already checked by ``blobs.names``;
-  here we also refuse to write through a symbolic link that already exists
-  in the output folder (it could point anywhere).
+- Symbolic links are local state, not the peer's doing: a link in place of
+  a folder of the manifest is never written through (exit 5, even with
+  ``force``); a link under a file's final name is replaced, as any other
+  file, only with ``force`` (the rename replaces the link, not its target).
+  The output folder itself may be a link: the user named it.
+- One receive at a time per partial folder: ``prepare`` takes an exclusive
+  ``flock`` on the partial folder itself before writing anything in it and
+  holds it until ``close``, which removes the folder while still holding
+  it. A second receive of the same ticket into the same folder stops at
+  once with exit 5 and a one-line message, changing nothing.
+- Paths come from a manifest that was already checked by ``blobs.names``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import shutil
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pcp.blobs.collection import Entry, Manifest
+from p2pcp.blobs.names import display_path
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
-from p2pcp.core.errors import StorageError, UnsafePathError, WouldOverwriteError
+from p2pcp.core.errors import StorageError, WouldOverwriteError
+from p2pcp.transfer.fsprobe import FileSystemTraits, find_unfit_names, probe_folder
 from p2pcp.transfer.partial import PartialFile
+from p2pcp.transfer.resume import recorded_bytes
 from p2pcp.transfer.source import hash_file
 
 # Room kept free on the disk beyond the data itself (file system metadata,
 # other writers). Refusing early beats failing at 99 %.
 DISK_HEADROOM_BYTES = 16 * 1024 * 1024
+# How many of the names a file system cannot hold one message lists; the
+# rest are counted. A line stays readable, and the first fix is the same.
+SHOWN_PROBLEMS = 3
+# The receive that held a partial folder's lock may remove the folder just
+# as we lock it; then we lock the new one. Twice more is plenty.
+LOCK_ATTEMPTS = 3
+# flock errors that mean "this file system has no locks" (some network file
+# systems): receiving there must still work, so the folder goes unlocked.
+_NO_LOCKS_HERE = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 @dataclass
@@ -58,7 +92,29 @@ def _lstat(path: Path) -> os.stat_result | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StorageError(f"cannot inspect {path}: {exc.strerror}") from None
+        raise StorageError(f"cannot inspect {_shown(path)}: {exc.strerror}") from None
+
+
+def _shown(path: Path) -> str:
+    return display_path(str(path))
+
+
+def check_names_fit(manifest: Manifest, traits: FileSystemTraits) -> None:
+    """Raise StorageError naming every path (the first few) that a file
+    system with ``traits`` cannot hold."""
+    problems = find_unfit_names(
+        (entry.path for entry in manifest.files), manifest.empty_dirs, traits
+    )
+    if not problems:
+        return
+    shown = "; ".join(problems[:SHOWN_PROBLEMS])
+    more = len(problems) - SHOWN_PROBLEMS
+    if more > 0:
+        shown += f"; and {more} more"
+    raise StorageError(
+        f"the output folder's file system cannot hold these names: {shown} "
+        "(nothing was written; choose an --out on another file system)"
+    )
 
 
 class Store:
@@ -72,6 +128,8 @@ class Store:
         # One writer thread: the disk is one queue anyway, and it keeps each
         # file's writes in order.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pcp-writer")
+        # The partial folder's lock, held from prepare() to close().
+        self._lock_fd: int | None = None
 
     # -- checks before anything is written ---------------------------------
 
@@ -84,15 +142,38 @@ class Store:
             if st is None:
                 return
             if stat.S_ISLNK(st.st_mode):
-                raise UnsafePathError(f"refusing to write through the symbolic link {current}")
+                raise WouldOverwriteError(
+                    f"{_shown(current)} is a symbolic link where the sender has a folder; "
+                    "p2pcp never writes through one (remove it or choose another --out)"
+                )
             if not stat.S_ISDIR(st.st_mode):
-                raise WouldOverwriteError(f"{current} exists and is not a folder")
+                raise WouldOverwriteError(f"{_shown(current)} exists and is not a folder")
+
+    def _probe_folder(self) -> Path:
+        """The folder whose file system the output will be on: the output
+        folder, or the nearest existing folder above it."""
+        folder = self.out_dir
+        while not folder.is_dir() and folder != folder.parent:
+            folder = folder.parent
+        return folder
 
     def plan(self) -> Plan:
-        """Check every destination; return what must be fetched. Writes nothing."""
-        st = _lstat(self.out_dir)
+        """Check every destination; return what must be fetched.
+
+        Leaves nothing behind: the file system probe's temporary folder is
+        removed before this returns.
+        """
+        try:
+            st: os.stat_result | None = self.out_dir.stat()  # a link the user named is fine
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise StorageError(f"cannot inspect {_shown(self.out_dir)}: {exc.strerror}") from None
         if st is not None and not stat.S_ISDIR(st.st_mode):
-            raise WouldOverwriteError(f"the output {self.out_dir} exists and is not a folder")
+            raise WouldOverwriteError(
+                f"the output {_shown(self.out_dir)} exists and is not a folder"
+            )
+        check_names_fit(self.manifest, probe_folder(self._probe_folder()))
         plan = Plan()
         for entry in self.manifest.files:
             self._check_parents(entry.path)
@@ -103,23 +184,30 @@ class Store:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 raise WouldOverwriteError(
-                    f"{dest} is a folder; a file of that name would replace it"
+                    f"{_shown(dest)} is a folder; a file of that name would replace it"
                 )
             if stat.S_ISREG(st.st_mode) and st.st_size == entry.size:
                 existing = hash_file(dest)
                 if bytes(existing.root) == entry.root:
                     plan.present.append((entry, existing.blake3_hex or ""))
                     continue
+            if not self.force and stat.S_ISLNK(st.st_mode):
+                raise WouldOverwriteError(
+                    f"{_shown(dest)} is a symbolic link (use --force to replace the link "
+                    "itself with the file; its target is never written)"
+                )
             if not self.force:
                 raise WouldOverwriteError(
-                    f"{dest} exists with different content (use --force to replace it)"
+                    f"{_shown(dest)} exists with different content (use --force to replace it)"
                 )
             plan.to_fetch.setdefault(entry.root, []).append(entry)
         for rel in self.manifest.empty_dirs:
             self._check_parents(rel + "/x")
             st = _lstat(self.out_dir / rel)
             if st is not None and not stat.S_ISDIR(st.st_mode):
-                raise WouldOverwriteError(f"{self.out_dir / rel} exists and is not a folder")
+                raise WouldOverwriteError(
+                    f"{_shown(self.out_dir / rel)} exists and is not a folder"
+                )
         return plan
 
     def check_free_space(self, plan: Plan) -> None:
@@ -136,17 +224,66 @@ class Store:
         needed = max(0, plan.bytes_to_fetch - already) + copies + DISK_HEADROOM_BYTES
         if free < needed:
             raise StorageError(
-                f"not enough free space in {probe}: need {needed:,} bytes, {free:,} are free"
+                f"not enough free space in {_shown(probe)}: "
+                f"need {needed:,} bytes, {free:,} are free"
             )
 
     # -- writing --------------------------------------------------------------
 
     def prepare(self) -> None:
+        """Create the output and partial folders and lock the partial folder."""
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.partial_dir.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create {self.partial_dir}: {exc.strerror}") from None
+            raise StorageError(f"cannot create {_shown(self.out_dir)}: {exc.strerror}") from None
+        self._lock_fd = self._lock_partial_dir()
+
+    def _lock_partial_dir(self) -> int:
+        """An fd of the partial folder holding its exclusive lock.
+
+        The lock is on the folder itself (a folder is a file to ``flock``),
+        so there is no lock file to outlive it. A receive that held the lock
+        removes the folder before releasing it; when that happens between
+        our open and our lock, the fd we locked is a removed folder's and
+        we lock the new one.
+        """
+        for _attempt in range(LOCK_ATTEMPTS):
+            try:
+                self.partial_dir.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(self.partial_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create {_shown(self.partial_dir)}: {exc.strerror}"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = os.fstat(fd)
+                current = os.lstat(self.partial_dir)
+            except BlockingIOError:
+                os.close(fd)
+                raise WouldOverwriteError(
+                    f"another p2pcp receive of this ticket is writing into "
+                    f"{_shown(self.out_dir)}; nothing was changed (wait for it to finish, "
+                    "or choose another --out)"
+                ) from None
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            except OSError as exc:
+                if exc.errno in _NO_LOCKS_HERE:
+                    return fd  # a file system without locks: write unlocked, as before
+                os.close(fd)
+                raise StorageError(
+                    f"cannot lock {_shown(self.partial_dir)}: {exc.strerror}"
+                ) from None
+            if (locked.st_dev, locked.st_ino) == (current.st_dev, current.st_ino):
+                return fd
+            os.close(fd)
+        raise StorageError(
+            f"cannot lock {_shown(self.partial_dir)}: other receives keep replacing it"
+        )
 
     async def open_partial(self, root: bytes, size: int) -> PartialFile:
         """The partial file of a blob, resuming what an earlier run verified."""
@@ -167,28 +304,34 @@ class Store:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create {parent}: {exc.strerror}") from None
+            raise StorageError(f"cannot create {_shown(parent)}: {exc.strerror}") from None
 
     def place(self, partial: PartialFile, entries: list[Entry]) -> None:
-        """Move a verified, fsynced partial file to every path that holds it."""
+        """Move a verified, fsynced partial file to every path that holds it,
+        each with its own entry's mode and modification time."""
         for entry in entries[1:]:
             self._make_parents(entry.path)
             copy = self.partial_dir / f"{entry.root.hex()}.copy"
             try:
                 shutil.copyfile(partial.path, copy)
                 _fsync_path(copy)
-                _set_mode(copy, entry.is_executable)
+                _set_metadata(copy, entry)
                 os.replace(copy, self.out_dir / entry.path)
             except OSError as exc:
-                raise StorageError(f"cannot write {entry.path}: {exc.strerror}") from None
+                with contextlib.suppress(OSError):
+                    copy.unlink()
+                raise StorageError(
+                    f"cannot write {display_path(entry.path)}: {exc.strerror}"
+                ) from None
         first = entries[0]
         self._make_parents(first.path)
         try:
-            _set_mode(partial.path, first.is_executable)
+            _set_metadata(partial.path, first)
             os.replace(partial.path, self.out_dir / first.path)
             _fsync_dir(self.out_dir / first.path)
         except OSError as exc:
-            raise StorageError(f"cannot write {first.path}: {exc.strerror}") from None
+            raise StorageError(f"cannot write {display_path(first.path)}: {exc.strerror}") from None
+        partial.forget_record()
 
     def make_empty_dirs(self) -> None:
         for rel in self.manifest.empty_dirs:
@@ -196,16 +339,46 @@ class Store:
             try:
                 (self.out_dir / rel).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StorageError(f"cannot create {rel}: {exc.strerror}") from None
+                raise StorageError(f"cannot create {display_path(rel)}: {exc.strerror}") from None
 
     def close(self, *, keep_partial: bool) -> None:
-        """Stop the writer; remove the partial folder unless it holds data to resume."""
+        """Stop the writer; remove the partial folder unless it holds data to
+        resume; release its lock. A store that never took the lock leaves
+        the folder alone: it may be another receive's."""
         self._writer.shutdown(wait=True)
-        if not keep_partial:
-            shutil.rmtree(self.partial_dir, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                self.partial_dir.rmdir()  # only if empty
+        if self._lock_fd is None:
+            return
+        try:
+            if not keep_partial:
+                shutil.rmtree(self.partial_dir, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    self.partial_dir.rmdir()  # only if empty
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def kept_bytes(self) -> int:
+        """Verified bytes the partial folder's resume records list (what a
+        rerun may keep; it checks them again)."""
+        kept = 0
+        with contextlib.suppress(OSError):
+            for record in self.partial_dir.glob("*.resume"):
+                with contextlib.suppress(OSError):
+                    on_disk = record.with_suffix(".part").stat().st_size
+                    kept += min(on_disk, recorded_bytes(record.read_bytes()))
+        return kept
+
+    def resume_note(self) -> str:
+        """What a failed receive kept, for its error message: a resume is
+        promised only when verified data really is recorded on disk."""
+        kept = self.kept_bytes()
+        if kept:
+            return (
+                f"{kept:,} bytes of verified data are kept: run the same command again "
+                "to resume (only the rest is fetched)"
+            )
+        return "no verified data could be kept for a resume"
 
 
 def _current_umask() -> int:
@@ -218,8 +391,12 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def _set_mode(path: Path, is_executable: bool) -> None:
-    os.chmod(path, (0o777 if is_executable else 0o666) & ~_UMASK)
+def _set_metadata(path: Path, entry: Entry) -> None:
+    """The sender's permission bits masked by our umask (as scp), and its
+    modification time when known (the access time is now: we just wrote it)."""
+    os.chmod(path, entry.mode & 0o777 & ~_UMASK)
+    if entry.mtime_ns is not None:
+        os.utime(path, ns=(time.time_ns(), entry.mtime_ns))
 
 
 def _fsync_path(path: Path) -> None:

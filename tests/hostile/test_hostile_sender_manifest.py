@@ -27,6 +27,7 @@ from p2pcp.core.errors import (
     RemoteProtocolError,
     StorageError,
     UnsafePathError,
+    WouldOverwriteError,
 )
 
 from .harness import (
@@ -185,7 +186,8 @@ def test_existing_symlink_in_the_output_is_not_written_through(tmp_path: Path) -
     out = tmp_path / "out"
     out.mkdir()
     os.symlink(elsewhere, out / "d")
-    with pytest.raises(UnsafePathError, match="symbolic link"):
+    # The link is the receiver's own state, not the sender's doing: exit 5.
+    with pytest.raises(WouldOverwriteError, match="symbolic link"):
         asyncio.run(
             _offer_manifest(tmp_path, raw_manifest("d", [("d/x", len(DATA), ROOT)]), len(DATA))
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pcp.blobs.tree import LEAF_SIZE, Outboard
+from p2pcp.core.errors import StorageError
 from p2pcp.transfer.partial import PartialFile
-from p2pcp.transfer.resume import decode_record, encode_record
+from p2pcp.transfer.resume import decode_record, encode_record, recorded_bytes
 
 ROOT = bytes(range(32))
 
@@ -144,3 +147,101 @@ def test_data_lost_after_the_record_is_detected(
     _write_some(path, data, outboard, 4)
     os.truncate(path, 2 * LEAF_SIZE + 10)
     assert _reopen(path, data, outboard)[:2] == (2, 2 * LEAF_SIZE)
+
+
+def test_recorded_bytes_counts_an_intact_record_only() -> None:
+    record = encode_record(ROOT, 3 * LEAF_SIZE - 5, LEAF_SIZE, os.urandom(32 * 3))
+    assert recorded_bytes(record) == 3 * LEAF_SIZE - 5
+    assert recorded_bytes(encode_record(ROOT, 9 * LEAF_SIZE, LEAF_SIZE, os.urandom(64))) == (
+        2 * LEAF_SIZE
+    )
+    assert recorded_bytes(record[:-1]) == 0
+    assert recorded_bytes(b"") == 0
+
+
+# -- a disk that fills up: a real 2 MiB tmpfs ----------------------------------------
+
+TINY_DISK_BYTES = 2 * 1024 * 1024
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TINY_DISK_BYTES}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _write_until_full(path: Path, data: bytes, outboard: Outboard) -> StorageError:
+    """Write leaves until the disk is full, then suspend; the write's error."""
+
+    async def write() -> StorageError:
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            partial = await PartialFile.open_or_resume(
+                path, writer, root=outboard.root, size=len(data)
+            )
+            try:
+                for index in range(len(data) // LEAF_SIZE):
+                    chunk = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
+                    await partial.write_verified(
+                        index * LEAF_SIZE, chunk, outboard.leaf_hash(index)
+                    )
+                await partial.finish()
+            except StorageError as exc:
+                await partial.suspend()
+                return exc
+            raise AssertionError("the disk never filled up")
+
+    return asyncio.run(write())
+
+
+@pytest.mark.parametrize(
+    ("room_leaves", "kept_leaves"),
+    [
+        # The failing write stopped half-way into a leaf: that half is cut,
+        # which leaves room for the record of every whole leaf.
+        (3.5, 3),
+        # The disk filled exactly at a leaf's end: no room even for the
+        # record, so the last leaf is given up to make room for it.
+        (3, 2),
+    ],
+)
+def test_full_disk_keeps_the_whole_leaves_it_can_record(
+    room_leaves: float, kept_leaves: int, tiny_disk: Path
+) -> None:
+    data = os.urandom(8 * LEAF_SIZE)
+    outboard = Outboard.from_bytes(data)
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"\0" * (TINY_DISK_BYTES - int(room_leaves * LEAF_SIZE)))
+    path = tiny_disk / "x.part"
+    error = _write_until_full(path, data, outboard)
+    assert "the disk is full" in str(error)
+    assert "resume" not in str(error)  # only the store knows what was kept
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "x.part", "x.resume"]
+    assert path.stat().st_size == kept_leaves * LEAF_SIZE
+    assert recorded_bytes(path.with_suffix(".resume").read_bytes()) == kept_leaves * LEAF_SIZE
+    # Space comes back; a new run keeps exactly those leaves.
+    filler.unlink()
+    assert _reopen(path, data, outboard)[:2] == (kept_leaves, kept_leaves * LEAF_SIZE)
+
+
+def test_full_disk_before_a_whole_leaf_leaves_nothing_behind(tiny_disk: Path) -> None:
+    data = os.urandom(8 * LEAF_SIZE)
+    outboard = Outboard.from_bytes(data)
+    (tiny_disk / "filler").write_bytes(b"\0" * (TINY_DISK_BYTES - LEAF_SIZE // 2))
+    path = tiny_disk / "x.part"
+    _write_until_full(path, data, outboard)
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "x.part"]
+    assert path.stat().st_size == 0

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from p2pcp.blobs.collection import Entry, Manifest
 from p2pcp.blobs.tree import TreeBuilder, hash_leaf
-from p2pcp.core.errors import StorageError, UnsafePathError, WouldOverwriteError
+from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
+from p2pcp.core.errors import StorageError, WouldOverwriteError
 from p2pcp.transfer.partial import PartialFile
 from p2pcp.transfer.store import Store
 
 
-def _entry(path: str, data: bytes, is_executable: bool = False) -> Entry:
+def _entry(path: str, data: bytes, mode: int = 0o644, mtime_ns: int | None = None) -> Entry:
     builder = TreeBuilder()
     builder.update(data)
-    return Entry(path, len(data), bytes(builder.finalize().root), 0o755 if is_executable else 0o644)
+    return Entry(path, len(data), bytes(builder.finalize().root), mode, mtime_ns)
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def _manifest(*files: Entry, dirs: tuple[str, ...] = ()) -> Manifest:
@@ -82,15 +90,43 @@ def test_symlinked_parent_is_never_written_through(tmp_path: Path) -> None:
     out.mkdir()
     (out / "top").symlink_to(elsewhere)
     a = _entry("top/a", b"alpha")
-    with pytest.raises(UnsafePathError, match="symbolic link"):
+    # Local state, not the peer's doing: exit 5, even with --force.
+    with pytest.raises(WouldOverwriteError, match="symbolic link"):
         _store(out, _manifest(a), force=True).plan()
     assert list(elsewhere.iterdir()) == []
+
+
+def test_symlink_under_a_final_name_is_replaced_only_with_force(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"keep me")
+    out = tmp_path / "out"
+    (out / "top").mkdir(parents=True)
+    (out / "top" / "a").symlink_to(target)
+    a = _entry("top/a", b"alpha")
+    with pytest.raises(WouldOverwriteError, match=r"symbolic link.*--force"):
+        _store(out, _manifest(a)).plan()
+    store = _store(out, _manifest(a), force=True)
+    assert list(store.plan().to_fetch) == [a.root]
+    store.prepare()
+    _deliver(store, [a], b"alpha")
+    store.close(keep_partial=False)
+    assert not (out / "top" / "a").is_symlink()
+    assert (out / "top" / "a").read_bytes() == b"alpha"
+    assert target.read_bytes() == b"keep me"
+
+
+def test_output_folder_that_is_a_link_to_a_folder_is_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    a = _entry("top/a", b"alpha")
+    assert list(_store(tmp_path / "link", _manifest(a)).plan().to_fetch) == [a.root]
 
 
 def test_place_puts_verified_data_under_every_name_with_modes(tmp_path: Path) -> None:
     data = b"same bytes"
     a = _entry("top/a", data)
-    b = _entry("top/deep/b", data, is_executable=True)
+    b = _entry("top/deep/b", data, mode=0o755)
     store = _store(tmp_path, _manifest(a, b, dirs=("top/empty",)))
     plan = store.plan()
     assert list(plan.to_fetch.values()) == [[a, b]]
@@ -132,7 +168,83 @@ def test_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_not_enough_space_is_a_clear_error(tmp_path: Path) -> None:
-    huge = Entry("top/huge", 2**60, b"\x03" * 32, False)
+    huge = Entry("top/huge", 2**60, b"\x03" * 32)
     store = _store(tmp_path, _manifest(huge))
     with pytest.raises(StorageError, match="not enough free space"):
         store.check_free_space(store.plan())
+
+
+def test_each_path_gets_its_own_mode_and_mtime_masked_by_the_umask(tmp_path: Path) -> None:
+    data = b"one blob, three names"
+    entries = [
+        _entry("top/private", data, mode=0o600, mtime_ns=1_000_000_000_123_456_789),
+        _entry("top/group", data, mode=0o640, mtime_ns=1_200_000_000_000_000_001),
+        _entry("top/tool", data, mode=0o4755, mtime_ns=None),
+    ]
+    store = _store(tmp_path, _manifest(*entries))
+    plan = store.plan()
+    store.prepare()
+    _deliver(store, plan.to_fetch[entries[0].root], data)
+    store.close(keep_partial=False)
+    for entry in entries:
+        got = (tmp_path / entry.path).stat()
+        # setuid never travels; the rest is the sender's, masked by our umask.
+        assert stat.S_IMODE(got.st_mode) == entry.mode & 0o777 & ~_umask(), entry.path
+        if entry.mtime_ns is not None:
+            assert got.st_mtime_ns == entry.mtime_ns, entry.path
+    # Unknown mtime (a v1 manifest): the time it arrived.
+    assert (tmp_path / "top/tool").stat().st_mtime_ns > entries[1].mtime_ns
+
+
+def test_a_second_store_of_the_same_ticket_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    a = _entry("top/a", b"alpha")
+    first = _store(tmp_path, _manifest(a))
+    first.plan()
+    first.prepare()
+    second = _store(tmp_path, _manifest(a))
+    second.plan()
+    with pytest.raises(WouldOverwriteError, match="another p2pcp receive"):
+        second.prepare()
+    # The refused store never touches the folder it does not hold.
+    second.close(keep_partial=False)
+    assert first.partial_dir.is_dir()
+    _deliver(first, [a], b"alpha")
+    first.close(keep_partial=False)
+    assert not first.partial_dir.exists()
+    third = _store(tmp_path, _manifest(a))
+    third.prepare()
+    assert third.partial_dir.is_dir()
+    third.close(keep_partial=False)
+    assert [p.name for p in (tmp_path / "top").iterdir()] == ["a"]
+    assert not list(tmp_path.glob(f"{PARTIAL_DIR_PREFIX}*"))
+
+
+def test_plan_writes_nothing_and_leaves_no_probe_behind(tmp_path: Path) -> None:
+    _store(tmp_path / "new" / "out", _manifest(_entry("top/a", b"x"))).plan()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_note_promises_only_what_is_recorded(tmp_path: Path) -> None:
+    from p2pcp.blobs.tree import LEAF_SIZE, Outboard
+
+    data = os.urandom(3 * LEAF_SIZE)
+    outboard = Outboard.from_bytes(data)
+    entry = Entry("top/a", len(data), bytes(outboard.root))
+    store = _store(tmp_path, _manifest(entry))
+    store.prepare()
+    assert "no verified data" in store.resume_note()
+
+    async def write_two_leaves() -> None:
+        partial = await store.open_partial(entry.root, len(data))
+        for index in range(2):
+            chunk = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
+            await partial.write_verified(index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
+        await partial.suspend()
+
+    asyncio.run(write_two_leaves())
+    assert store.kept_bytes() == 2 * LEAF_SIZE
+    assert f"{2 * LEAF_SIZE:,} bytes" in store.resume_note()
+    assert "run the same command again" in store.resume_note()
+    store.close(keep_partial=True)
