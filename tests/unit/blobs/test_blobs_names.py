@@ -12,6 +12,7 @@ from p2pcp.blobs.names import (
     display_path,
     nfc,
     path_bytes,
+    unsafe_reason,
 )
 from p2pcp.core.errors import UnsafePathError
 
@@ -78,6 +79,13 @@ def test_forbidden_paths(path: str, reason: str) -> None:
 def test_allowed_paths(path: str) -> None:
     assert check_relative_path(path) == path
     check_manifest_paths([path])
+
+
+def test_unsafe_reason_says_why_without_raising() -> None:
+    assert unsafe_reason("a/b\\c\n") is None
+    assert unsafe_reason("a/../b") == "'..' component"
+    assert unsafe_reason("d/" + "x" * 4095) == "longer than 4096 bytes"
+    assert unsafe_reason(b"a") == "a path must be a string, not bytes"  # type: ignore[arg-type]
 
 
 def test_path_bytes_are_the_names_on_disk() -> None:
