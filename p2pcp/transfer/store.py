@@ -300,11 +300,21 @@ class Store:
 
     def _make_parents(self, rel: str) -> None:
         self._check_parents(rel)
-        parent = (self.out_dir / rel).parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {_shown(parent)}: {exc.strerror}") from None
+        self._make_folders(rel.split("/")[:-1])
+
+    def _make_folders(self, parts: list[str]) -> None:
+        """Create ``out_dir/part/part/...`` level by level: a tree may be
+        thousands of levels deep, and ``mkdir(parents=True)`` recurses per
+        level. The caller checked that no level is a link."""
+        current = self.out_dir
+        for part in parts:
+            current = current / part
+            try:
+                current.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise StorageError(f"cannot create {_shown(current)}: {exc.strerror}") from None
 
     def place(self, partial: PartialFile, entries: list[Entry]) -> None:
         """Move a verified, fsynced partial file to every path that holds it,
@@ -336,10 +346,7 @@ class Store:
     def make_empty_dirs(self) -> None:
         for rel in self.manifest.empty_dirs:
             self._check_parents(rel + "/x")
-            try:
-                (self.out_dir / rel).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorageError(f"cannot create {display_path(rel)}: {exc.strerror}") from None
+            self._make_folders(rel.split("/"))
 
     def close(self, *, keep_partial: bool) -> None:
         """Stop the writer; remove the partial folder unless it holds data to

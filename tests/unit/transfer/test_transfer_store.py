@@ -248,3 +248,35 @@ def test_resume_note_promises_only_what_is_recorded(tmp_path: Path) -> None:
     assert f"{2 * LEAF_SIZE:,} bytes" in store.resume_note()
     assert "run the same command again" in store.resume_note()
     store.close(keep_partial=True)
+
+
+def _remove_tree(top: Path) -> None:
+    """Remove a tree level by level (shutil.rmtree recurses per level)."""
+    stack = [str(top)]
+    while stack:
+        with os.scandir(stack[-1]) as scan:
+            children = list(scan)
+        folders = [child.path for child in children if child.is_dir(follow_symlinks=False)]
+        for child in children:
+            if not child.is_dir(follow_symlinks=False):
+                os.unlink(child.path)
+        if folders:
+            stack.extend(folders)
+        else:
+            os.rmdir(stack.pop())
+
+
+def test_a_tree_1000_levels_deep_is_placed(tmp_path: Path) -> None:
+    deep = "top/" + "d/" * 1000
+    a = _entry(deep + "bottom.txt", b"the bottom")
+    store = _store(tmp_path / "out", _manifest(a, dirs=(deep + "empty",)))
+    try:
+        plan = store.plan()
+        store.prepare()
+        _deliver(store, plan.to_fetch[a.root], b"the bottom")
+        store.make_empty_dirs()
+        store.close(keep_partial=False)
+        assert (tmp_path / "out" / a.path).read_bytes() == b"the bottom"
+        assert (tmp_path / "out" / deep / "empty").is_dir()
+    finally:
+        _remove_tree(tmp_path / "out")
