@@ -130,6 +130,8 @@ class Store:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pcp-writer")
         # The partial folder's lock, held from prepare() to close().
         self._lock_fd: int | None = None
+        # Folders (relative paths) this store made or found in place.
+        self._made_folders: set[str] = set()
 
     # -- checks before anything is written ---------------------------------
 
@@ -307,14 +309,18 @@ class Store:
         thousands of levels deep, and ``mkdir(parents=True)`` recurses per
         level. The caller checked that no level is a link."""
         current = self.out_dir
-        for part in parts:
+        for end, part in enumerate(parts, 1):
             current = current / part
+            rel = "/".join(parts[:end])
+            if rel in self._made_folders:
+                continue  # many files share a folder: one mkdir each, not one per file
             try:
                 current.mkdir()
             except FileExistsError:
-                continue
+                pass
             except OSError as exc:
                 raise StorageError(f"cannot create {_shown(current)}: {exc.strerror}") from None
+            self._made_folders.add(rel)
 
     def place(self, partial: PartialFile, entries: list[Entry]) -> None:
         """Move a verified, fsynced partial file to every path that holds it,
