@@ -259,7 +259,7 @@ class ReceiveView(_View):
         kept = f", {human_bytes(result.bytes_present)} already here" if result.bytes_present else ""
         self._say(
             f"Done: {result.out_path} ({plural(len(result.files), 'file')}, "
-            f"{human_bytes(result.bytes_received)} received{kept} in {result.seconds:.1f} s, "
+            f"{human_bytes(result.bytes_received)} received{kept}; {result.seconds:.1f} s at "
             f"{_speed(result.bytes_received, result.seconds)}, mostly {result.main_path})"
         )
         if self.mode.is_json:
