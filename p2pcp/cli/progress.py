@@ -146,6 +146,20 @@ class ReceiveView(_View):
         # on can be resumed by running the same command again.
         self.has_manifest = False
 
+    def _on_Connecting(self, event: events.Connecting) -> None:
+        count = event.address_count
+        tried = [f"{count} address" if count == 1 else f"{count} addresses"] if count else []
+        if event.relay_url is not None:
+            tried.append(f"relay {event.relay_url}")
+        self._say(f"Connecting to {event.node} (trying {', '.join(tried)})")
+        if self.mode.is_json:
+            self.mode.json(
+                "connecting",
+                node=event.node,
+                address_count=event.address_count,
+                relay_url=event.relay_url,
+            )
+
     def _on_PeerConnected(self, event: events.PeerConnected) -> None:
         self._say(f"Connected to the sender: {event.description}")
         if self.mode.is_json:

@@ -40,6 +40,13 @@ Invariants:
   probes) sent and received, by the kind of path that carried them.
 - Once terminated, every pending and later operation raises the
   connection's error (ConnectionLostError unless closed cleanly).
+- A peer that is gone is noticed in seconds, not at QUIC's idle timeout:
+  the path says when nothing can reach the peer any more (refused, relay
+  gone: ``path_failed``), and while streams are open and nothing arrives
+  for ``SILENCE_PING_S`` the connection sends a QUIC PING (any live peer
+  acknowledges it at once, however busy its application is); after
+  ``SILENCE_LIMIT_S`` of silence with no relay to fall back on, the
+  connection is given up (the receiver's retry loop takes over).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from p2pcp.core.errors import (
     P2pcpError,
     PeerIdentityError,
 )
+from p2pcp.core.identity import NodeId
 from p2pcp.net import fastpath, fastsend, tuning
 from p2pcp.net.fragment import FragmentGuard
 from p2pcp.net.magicsock import MagicSock, PeerPath
@@ -106,6 +114,14 @@ MAX_SEND_BUDGET_BYTES = 64 * 1024 * 1024
 # advertises, so the peer's loss timers already allow for it.
 ACK_EVERY_DATAGRAMS = 10
 ACK_DELAY_S = 0.003
+
+# Silence (module doc): PING after this long without a packet while streams
+# are open, check that often, and give up after SILENCE_LIMIT_S: ten PINGs
+# and their acknowledgements all lost means the path or the peer is gone,
+# while a live peer's QUIC stack answers each within its ack delay.
+SILENCE_PING_S = 1.0
+SILENCE_CHECK_S = 0.5
+SILENCE_LIMIT_S = 5.0
 
 PathListener = Callable[[str, str], None]
 
@@ -170,6 +186,10 @@ class Connection:
         self._direct_bytes = 0
         self._relay_bytes = 0
         self._datagrams_since_ack = 0
+        self._last_receive_at = self.loop.time()
+        self._silence_timer: asyncio.TimerHandle | None = None
+        self._ping_uid = 0
+        self._peer_node_id: NodeId | None = None
         self._path_listener: PathListener | None = None
         self._reported_path = (path.kind, path.description)
         tuning.install_burst_pacer(quic)
@@ -188,6 +208,19 @@ class Connection:
         if self._path.chosen is not None:
             return self._path.chosen
         return self._path.candidates[0] if self._path.candidates else ("", 0)
+
+    @property
+    def peer_node_id(self) -> NodeId | None:
+        """The key the peer proved in the handshake: on a client, the node id
+        it dialled (checked against the server's certificate); on a server,
+        the receiver's key from its client certificate. None before the
+        handshake, and on a server whose peer presented no certificate."""
+        return self._peer_node_id
+
+    @property
+    def peer_path(self) -> PeerPath:
+        """The path this connection's datagrams take (MagicSock's object)."""
+        return self._path
 
     @property
     def path_kind(self) -> str:
@@ -354,7 +387,17 @@ class Connection:
             if self._path_listener is not None:
                 self._path_listener(*reported)
 
+    def path_failed(self, reason: str) -> None:
+        """Nothing can reach the peer any more (PathUser): fail now, with why."""
+        if self._is_terminated or self._is_closing_locally:
+            return
+        if self._handshake_pending:
+            self.abort(ConnectError(reason))
+        else:
+            self.abort(ConnectionLostError(f"connection to {self.peer_name} lost: {reason}"))
+
     def after_receive(self, now: float) -> None:
+        self._last_receive_at = now
         if self._datagrams_since_ack >= ACK_EVERY_DATAGRAMS:
             tuning.ack_soon(self._quic, now)  # the count restarts once it went
         self._process_events()
@@ -548,6 +591,26 @@ class Connection:
                 guard.whole,
             )
 
+    def _check_silence(self) -> None:
+        """Module doc: PING a silent peer while streams are open; give up on it."""
+        self._silence_timer = None
+        if self._is_terminated or self._is_closing_locally:
+            return
+        now = self.loop.time()
+        silent_s = now - self._last_receive_at
+        if silent_s >= SILENCE_PING_S and self._streams:
+            if silent_s >= SILENCE_LIMIT_S and not self._path.is_relay_carrying:
+                self.abort(
+                    ConnectionLostError(
+                        f"{self.peer_name} went silent: nothing came back for {silent_s:.0f} s"
+                    )
+                )
+                return
+            self._ping_uid += 1
+            self._quic.send_ping(self._ping_uid)
+            self._transmit(now)
+        self._silence_timer = self.loop.call_later(SILENCE_CHECK_S, self._check_silence)
+
     def _process_events(self) -> None:
         quic = self._quic
         while not self._is_terminated:
@@ -601,6 +664,7 @@ class Connection:
                     self._expected_node_id,
                     peer_name=self.peer_name,
                 )
+                self._peer_node_id = NodeId(self._expected_node_id)
             except PeerIdentityError as exc:
                 self._handshake_error = exc
                 self._quic.close(error_code=_BAD_CERTIFICATE_ERROR, reason_phrase="wrong peer key")
@@ -610,6 +674,8 @@ class Connection:
         if not self._handshake_done.done():
             self._handshake_done.set_result(None)
         tuning.set_ack_delay(self._quic, ACK_DELAY_S)
+        self._last_receive_at = self.loop.time()
+        self._silence_timer = self.loop.call_later(SILENCE_CHECK_S, self._check_silence)
         self._fit_datagram_size_to_path(self.loop.time())
         if not self._is_client:
             self._owner.connection_ready(self)
@@ -645,6 +711,9 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._silence_timer is not None:
+            self._silence_timer.cancel()
+            self._silence_timer = None
         self._terminated.set()
         self._path.detach(self, self.loop.time())
         self._owner.connection_terminated(self)

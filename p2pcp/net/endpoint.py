@@ -8,12 +8,15 @@ own addresses (interfaces plus the one STUN observed), and ``connect`` /
 ``accept``.
 
 Relays: with ``relay_url`` the endpoint logs in to that home relay at bind
-(waiting up to ``relay_timeout_s``; a relay that is down is not fatal: the
-client keeps reconnecting in the background) and asks the relay's STUN
-port, from the endpoint's own UDP socket, which public address that socket
-has. ``connect(..., relay_url=...)`` joins another relay if the peer's home
-relay is not ours (started in the background; the path uses it once it is
-up).
+and, at the same time, asks the relay's STUN port, from the endpoint's own
+UDP socket, which public address that socket has. Bind waits for that at
+most ``relay_timeout_s`` (``RELAY_JOIN_WAIT_S``: a relay that answers is
+logged in and its STUN answer is in the ticket within a few round trips),
+and not at all once the relay refused: a relay that is down or never
+answers costs bind at most that short wait, never the connect timeout, and
+the client keeps joining in the background. ``connect(..., relay_url=...)``
+joins another relay if the peer's home relay is not ours (started in the
+background; the path uses it once it is up).
 
 Receive path (the hot loop; FACTS.md explains why it is shaped so): the
 socket is drained until EAGAIN; every QUIC datagram of the batch is fed to
@@ -39,6 +42,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -104,6 +108,12 @@ STUN_ATTEMPTS = 4
 # (the peer's relay connection is down) while a direct address would.
 DIRECT_DISCOVERY_GRACE_S = 1.0
 
+# Bind waits at most this long for the home relay's login and STUN answer
+# (module doc). A relay across the world answers both in a few round trips
+# (~0.5 s with TLS at 150 ms); a relay that is black-holed costs no more,
+# so a direct transfer never waits noticeably for a relay that is not there.
+RELAY_JOIN_WAIT_S = 1.0
+
 
 def _normalize(address: tuple[str, int]) -> Address:
     host, port = address
@@ -140,6 +150,7 @@ class Endpoint:
             on_probe_ack=self._receive_probe_ack,
             on_too_big=self._too_big,
             own_addresses=self.direct_addresses,
+            on_refused=self._receive_refused,
         )
         self.magicsock.on_stun = self._receive_stun
         self._home_relay: RelayClient | None = None
@@ -165,7 +176,7 @@ class Endpoint:
         relay_url: str | None = None,
         path_policy: str = "auto",
         congestion: str = tls.DEFAULT_CONGESTION,
-        relay_timeout_s: float = 10.0,
+        relay_timeout_s: float = RELAY_JOIN_WAIT_S,
     ) -> Endpoint:
         """Bind one dual-stack UDP socket (IPv4 if IPv6 is unavailable).
 
@@ -197,16 +208,31 @@ class Endpoint:
         return endpoint
 
     async def _start_home_relay(self, url: str, timeout_s: float) -> None:
+        """Join the home relay and ask its STUN port, both at once, for at
+        most ``timeout_s``; a refusal ends the wait at once (module doc)."""
         relay, _is_new = self.magicsock.relay_client(url)
         self._home_relay = relay
-        if not await relay.start(timeout_s=timeout_s):
-            reason = f": {relay.last_error}" if relay.last_error is not None else ""
-            logger.warning(
-                "relay %s not reachable within %g s%s; still trying", relay.url, timeout_s, reason
-            )
-            return  # its STUN port is most likely down too: do not wait for it
-        if self.path_policy != POLICY_RELAY_ONLY and relay.stun_address is not None:
-            self.observed_address = await self._stun(relay.stun_address)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        wants_stun = self.path_policy != POLICY_RELAY_ONLY
+        stun: asyncio.Task[Address | None] | None = None
+        if wants_stun and relay.stun_address is not None:
+            stun = loop.create_task(self._stun(relay.stun_address))
+        try:
+            if not await relay.start(timeout_s=timeout_s):
+                reason = f": {relay.last_error}" if relay.last_error is not None else ""
+                logger.info("relay %s not joined yet%s; still trying", relay.url, reason)
+                return  # its STUN port is most likely down too: do not wait for it
+            if wants_stun and stun is None and relay.stun_address is not None:
+                stun = loop.create_task(self._stun(relay.stun_address))
+            if stun is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    self.observed_address = await asyncio.wait_for(
+                        asyncio.shield(stun), max(0.0, deadline - loop.time())
+                    )
+        finally:
+            if stun is not None and not stun.done():
+                stun.cancel()
 
     async def _stun(self, server: Address) -> Address | None:
         """Our socket's public address as the STUN server sees it, or None."""
@@ -294,7 +320,14 @@ class Endpoint:
         relay: RelayClient | None = None
         if relay_url is not None:
             relay, is_new = self.magicsock.relay_client(relay_url)
-            if is_new:
+            if not candidates and not relay.is_connected:
+                # The relay is the only way: learn now whether it is there,
+                # rather than wait out the timeout for a refusal.
+                attempt = relay.start if is_new else relay.try_now
+                if not await attempt(timeout_s=timeout_s):
+                    reason = relay.last_error or f"the relay {relay.url} did not answer"
+                    raise ConnectError(f"{where}: {reason}")
+            elif is_new:
                 # The peer's home relay is not ours: join it. The path uses it
                 # as soon as it is up; meanwhile the addresses are tried.
                 task = asyncio.get_running_loop().create_task(relay.start(timeout_s=timeout_s))
@@ -490,6 +523,13 @@ class Endpoint:
         if connection in self._pending_server:
             connection.abort(ConnectError("handshake did not complete in time"))
             self._pending_server.pop(connection, None)
+
+    def _receive_refused(self, address: Address) -> None:
+        """A datagram to ``address`` was refused: tell each path that sends there."""
+        paths = {id(c.peer_path): c.peer_path for c in self._connections}
+        for path in paths.values():
+            if address == path.chosen or address in path.candidates:
+                path.receive_refused(address)
 
     def _receive_probe_ack(self, nonce: int, size: int, address: Address | None) -> None:
         connection = self._probes.pop(nonce, None)

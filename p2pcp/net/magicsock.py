@@ -24,6 +24,13 @@ Policies: ``auto`` (relay until a direct path is confirmed), ``relay-only``
 (no direct traffic at all: every datagram received on the socket is
 dropped but STUN answers), ``direct-only`` (no relays; PLAIN paths only).
 
+A path with no way left to its peer tells its connections at once
+(``PathUser.path_failed``), so they fail with the reason instead of
+waiting for a timeout: every address it sends to refused (ICMP port
+unreachable, udp.py) and no relay carries it; or it needs the relay
+(``relay-only``, or no direct address at all) and the relay connection
+ended and did not come back within ``RELAY_GONE_GRACE_S``.
+
 Invariants: ``quic_address`` never changes for a path's life; a Ping over
 UDP is answered only if its box opens; disco from a relay is accepted only
 when its sender equals the relay frame's source; node paths without a
@@ -72,6 +79,12 @@ POLICIES = (POLICY_AUTO, POLICY_RELAY_ONLY, POLICY_DIRECT_ONLY)
 # path), then forgotten. QUIC's idle timeout, so it outlives a lost connection.
 PEER_IDLE_S = 30.0
 
+# A path that needs the relay waits this long for the relay connection to
+# come back before its connections are failed: the relay client's first
+# reconnection (0.25-0.5 s after a drop) fits, a relay that is gone does not
+# keep a transfer silent (the receiver reconnects and resumes).
+RELAY_GONE_GRACE_S = 1.0
+
 # Node paths at once. A sender serves a few receivers; relay logins make
 # node ids cheap to mint, so this bounds what a crowd of them can cost.
 MAX_PEERS = 1024
@@ -91,6 +104,7 @@ class PathUser(Protocol):
     """What a path tells its connections."""
 
     def path_changed(self, kind: str, old_kind: str) -> None: ...
+    def path_failed(self, reason: str) -> None: ...
 
 
 def format_address(address: Address) -> str:
@@ -121,6 +135,11 @@ class PeerPath:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self.kind = self.reported_kind
+        # Direct addresses that refused a datagram since the last connection
+        # attached (module doc); an address we hear from leaves the set.
+        self.refused: set[Address] = set()
+        self._relay_gone_reason = ""
+        self._relay_gone_timer: asyncio.TimerHandle | None = None
 
     @property
     def reported_kind(self) -> str:
@@ -149,13 +168,72 @@ class PeerPath:
         state = self.state
         if address == state.direct_address:
             return
+        self.refused.discard(address)
         state.receive_direct_data(address, now)
         self.service(now)
+
+    @property
+    def is_relay_carrying(self) -> bool:
+        """Whether a relay connection is up for this path to fall back on."""
+        return self.relay is not None and self.relay.is_connected and self.state.mode != MODE_PLAIN
+
+    def receive_refused(self, address: Address) -> None:
+        """A datagram to ``address`` was refused (ICMP port unreachable)."""
+        self.refused.add(address)
+        self._fail_if_stranded()
+
+    def relay_changed(self, is_up: bool) -> None:
+        """The relay went up or down (after the state heard of it)."""
+        if self._relay_gone_timer is not None:
+            self._relay_gone_timer.cancel()
+            self._relay_gone_timer = None
+        if is_up or self.relay is None:
+            return
+        error = self.relay.last_error
+        self._relay_gone_reason = (
+            str(error) if error is not None else f"the relay {self.relay.url} went away"
+        )
+        self._relay_gone_timer = asyncio.get_running_loop().call_later(
+            RELAY_GONE_GRACE_S, self._relay_gone
+        )
+
+    def stranded_reason(self) -> str | None:
+        """Why nothing can reach the peer now, or None while some way may."""
+        if self.is_relay_carrying:
+            return None
+        state = self.state
+        if state.kind == KIND_RELAY:
+            if self.relay is None:
+                return "no relay to reach the peer through"
+            error = self._relay_gone_reason or str(self.relay.last_error or "")
+            return error or f"the relay {self.relay.url} is not connected"
+        targets = (
+            (state.direct_address,) if state.direct_address is not None else state.spray_addresses
+        )
+        if not targets or not all(address in self.refused for address in targets):
+            return None
+        where = format_address(targets[0]) if len(targets) == 1 else "every address"
+        reason = f"connection refused at {where} (nothing listens there: stopped?)"
+        if self.relay is not None and self.relay.last_error is not None:
+            reason += f"; {self.relay.last_error}"
+        return reason
+
+    def _relay_gone(self) -> None:
+        self._relay_gone_timer = None
+        self._fail_if_stranded()
+
+    def _fail_if_stranded(self) -> None:
+        reason = self.stranded_reason()
+        if reason is None:
+            return
+        for user in list(self.users):
+            user.path_failed(reason)
 
     def attach(self, user: PathUser, now: float, *, is_discovering: bool) -> None:
         """A connection uses this path from now on (and direct discovery starts)."""
         self.users.add(user)
         self.idle_since = None
+        self.refused.clear()  # a new attempt: old refusals may be stale
         if is_discovering:
             self.start_discovery(now)
 
@@ -194,6 +272,9 @@ class PeerPath:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._relay_gone_timer is not None:
+            self._relay_gone_timer.cancel()
+            self._relay_gone_timer = None
 
     def _arm_timer(self, now: float) -> None:
         at = self.state.get_timer()
@@ -234,6 +315,7 @@ class MagicSock:
         on_probe_ack: ProbeAckCallback,
         on_too_big: TooBigCallback,
         own_addresses: Callable[[], list[Address]],
+        on_refused: Callable[[Address], None] | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown path policy {policy!r}")
@@ -244,6 +326,7 @@ class MagicSock:
         self._on_relay_batch = on_relay_batch
         self._on_probe_ack = on_probe_ack
         self._on_too_big = on_too_big
+        self._on_refused = on_refused
         self._own_addresses = own_addresses
         self._udp: UdpSocket | None = None
         self.peers: dict[NodeId, PeerPath] = {}
@@ -254,7 +337,7 @@ class MagicSock:
     # -- socket ------------------------------------------------------------------
 
     def bind(self, port: int) -> None:
-        self._udp = UdpSocket.bind(port, self._receive_batch, self._on_too_big)
+        self._udp = UdpSocket.bind(port, self._receive_batch, self._on_too_big, self._on_refused)
 
     @property
     def udp(self) -> UdpSocket:
@@ -305,6 +388,7 @@ class MagicSock:
             if path.relay is relay:
                 path.state.set_relay_available(is_up, now)
                 path.service(now)
+                path.relay_changed(is_up)
 
     # -- paths ---------------------------------------------------------------------
 
@@ -466,6 +550,7 @@ class MagicSock:
                 pong = self.disco.seal(sender, Pong(message.tx_id, address))
                 self.udp.send([pong], address)
             return
+        path.refused.discard(address)
         if isinstance(message, Ping):
             path.state.receive_ping(message.tx_id, address, now)
         elif isinstance(message, Pong):

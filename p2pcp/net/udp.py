@@ -35,6 +35,14 @@ Invariants:
   once; the rest wait at most ~1.5 ms in the kernel's buffer.
 - ``UDP_SEGMENT``/``UDP_GRO`` are switched off for the socket's life at the
   first sign the kernel or device refuses them.
+- Refusals: an unconnected UDP socket hears of an ICMP "port unreachable"
+  only with IP_RECVERR/IPV6_RECVERR set (Linux), and then through its error
+  queue, which names the destination the refused datagram went to. The
+  queue is drained whenever a read or a send meets an error or a wake-up
+  finds nothing to read (a non-empty queue keeps the socket "readable", so
+  leaving it would spin); each refusal is reported to ``on_refused(address)``
+  so that a peer that is gone is noticed at once instead of after a timeout.
+  A send that fails only because it picked up an earlier refusal is retried.
 """
 
 from __future__ import annotations
@@ -63,6 +71,15 @@ _IP_PMTUDISC_DONT = 0
 _IPV6_MTU_DISCOVER = 23
 _IPV6_PMTUDISC_DO = 2
 _IPV6_PMTUDISC_DONT = 0
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE = 0x2000
+# struct sock_extended_err starts with ee_errno (u32); the cmsg is this long.
+_EXTENDED_ERR_BYTES = 16
+# Error-queue entries read per drain (each is one refused datagram).
+MAX_ERRORS_PER_DRAIN = 64
+# Errors a send can pick up from the socket that belong to an earlier datagram.
+_PENDING_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 # A UDP datagram (and a GRO-coalesced buffer) is at most 64 KiB.
 RECEIVE_BUFFER_BYTES = 65535
@@ -109,6 +126,7 @@ WireAddress = tuple[object, ...]
 Address = tuple[str, int]
 ReceiveCallback = Callable[[list[tuple[bytes, Address]]], None]
 TooBigCallback = Callable[[bytes, Address], None]
+RefusedCallback = Callable[[Address], None]
 
 
 def public_address(wire: WireAddress) -> Address:
@@ -142,11 +160,14 @@ class UdpSocket:
         sock: socket.socket,
         on_receive: ReceiveCallback,
         on_too_big: TooBigCallback,
+        on_refused: RefusedCallback | None = None,
     ) -> None:
         self._sock = sock
         self._loop = asyncio.get_running_loop()
         self._on_receive = on_receive
         self._on_too_big = on_too_big
+        self._on_refused = on_refused
+        self.has_error_queue = _IS_LINUX and _enable_error_queue(sock)
         self.is_dual_stack = sock.family == socket.AF_INET6
         self.has_gso = _IS_LINUX
         self.has_gro = _IS_LINUX and _enable_gro(sock)
@@ -158,7 +179,13 @@ class UdpSocket:
         self._loop.add_reader(sock.fileno(), self._read_ready)
 
     @classmethod
-    def bind(cls, port: int, on_receive: ReceiveCallback, on_too_big: TooBigCallback) -> UdpSocket:
+    def bind(
+        cls,
+        port: int,
+        on_receive: ReceiveCallback,
+        on_too_big: TooBigCallback,
+        on_refused: RefusedCallback | None = None,
+    ) -> UdpSocket:
         """Bind a dual-stack socket on ``port`` (0: any), else an IPv4 one."""
         sock: socket.socket | None = None
         if socket.has_ipv6:
@@ -187,7 +214,7 @@ class UdpSocket:
             if sock.family == socket.AF_INET6:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
-        return cls(sock, on_receive, on_too_big)
+        return cls(sock, on_receive, on_too_big, on_refused)
 
     @property
     def local_port(self) -> int:
@@ -237,15 +264,40 @@ class UdpSocket:
                     data, wire = sock.recvfrom(RECEIVE_BUFFER_BYTES)
                     batch.append((data, public_address(wire)))
         except (BlockingIOError, InterruptedError):
-            pass
+            if not batch:
+                self._drain_errors()  # woken by the error queue alone
         except OSError as exc:
-            # ICMP errors surface here on some systems; the next read goes on.
+            # An ICMP error (IP_RECVERR): read which datagram it was about.
             logger.debug("udp receive error: %s", exc)
+            self._drain_errors()
         if batch:
             if len(batch) < COALESCE_BELOW and not self._is_closed:
                 self._loop.remove_reader(sock.fileno())
                 self._loop.call_later(COALESCE_S, self._resume_reading)
             self._on_receive(batch)
+
+    def _drain_errors(self) -> None:
+        """Read the error queue; report each refused destination (module doc)."""
+        if not self.has_error_queue or self._is_closed:
+            return
+        refused: list[Address] = []
+        for _ in range(MAX_ERRORS_PER_DRAIN):
+            try:
+                _data, ancdata, _flags, wire = self._sock.recvmsg(1, 512, _MSG_ERRQUEUE)
+            except OSError:
+                break  # EAGAIN: empty
+            for level, kind, value in ancdata:
+                is_error = (level, kind) in (
+                    (socket.IPPROTO_IP, _IP_RECVERR),
+                    (socket.IPPROTO_IPV6, _IPV6_RECVERR),
+                )
+                if not is_error or len(value) < _EXTENDED_ERR_BYTES:
+                    continue
+                if _INT.unpack_from(value)[0] == errno.ECONNREFUSED and wire:
+                    refused.append(public_address(wire))
+        if self._on_refused is not None:
+            for address in dict.fromkeys(refused):
+                self._on_refused(address)
 
     def _resume_reading(self) -> None:
         if self._is_closed:
@@ -307,6 +359,7 @@ class UdpSocket:
         sock = self._sock
         index = 0
         count = len(datagrams)
+        retried = False
         while index < count:
             first = datagrams[index]
             size = len(first)
@@ -339,6 +392,12 @@ class UdpSocket:
                 if exc.errno == errno.ENOBUFS:
                     self._arm_retry()
                     return list(datagrams[index:])
+                if exc.errno in _PENDING_ERRORS and self.has_error_queue and not retried:
+                    # Most likely an earlier datagram's refusal, reported on
+                    # this send: learn where from, then send this one again.
+                    retried = True
+                    self._drain_errors()
+                    continue
                 if exc.errno == errno.EMSGSIZE:
                     for datagram in datagrams[index:end]:
                         self._on_too_big(datagram, address)
@@ -384,6 +443,18 @@ class UdpSocket:
                 self._queue.appendleft((rest, address, may_fragment))
                 self._queued_datagrams += len(rest)
                 return
+
+
+def _enable_error_queue(sock: socket.socket) -> bool:
+    """Ask for ICMP errors on the error queue (IPv4 and, on a dual-stack
+    socket, IPv6: IPv4-mapped peers report through the IPv4 option)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+    except OSError:
+        return False
+    return True
 
 
 def _enable_gro(sock: socket.socket) -> bool:

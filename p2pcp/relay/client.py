@@ -4,6 +4,7 @@ API (used by ``net/magicsock.py``; keep it stable)::
 
     client = RelayClient(url, secret_key, on_packets=..., on_peer_gone=..., on_connected=...)
     await client.start(timeout_s=5.0)   # True once logged in; reconnects in the background
+    await client.try_now(timeout_s=5.0) # not connected: attempt at once, True once logged in
     client.send(destination, [datagram, ...])   # never blocks; False = dropped
     client.is_connected, client.url, client.stun_address, client.last_error
     client.bytes_sent, client.bytes_received    # datagram payload bytes
@@ -32,8 +33,16 @@ API (used by ``net/magicsock.py``; keep it stable)::
   like UDP, loss is the back-pressure, and QUIC's congestion control reacts.
 - After ``start()`` the client reconnects whenever the connection ends, with
   exponential backoff and jitter between ``BACKOFF_MIN_S`` and
-  ``BACKOFF_MAX_S``. ``last_error`` holds why the last attempt failed, as a
-  ``ConnectError``; ``start`` itself raises nothing for an unreachable relay.
+  ``BACKOFF_MAX_S``. ``last_error`` holds why the last attempt failed, or
+  why the last connection ended (the relay's own reason when it said
+  goodbye), as a ``ConnectError``; ``start`` itself raises nothing for an
+  unreachable relay, and returns as soon as the first attempt fails (a
+  refused connection costs no wait; a relay that never answers costs at most
+  ``timeout_s``). ``try_now`` cuts the backoff short: a caller that needs the
+  relay now learns within one attempt whether it is there.
+- Nothing here lets a library's traceback reach a user: a connection that
+  ends in any way is an ordinary event (``last_error`` says how), and
+  unexpected failures are logged at debug level only (``-vv`` shows them).
 """
 
 from __future__ import annotations
@@ -61,6 +70,11 @@ if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
 logger = logging.getLogger(__name__)
+# websockets logs through this logger; without a handler of its own, Python's
+# last-resort handler would print its warnings and tracebacks to stderr
+# whenever the CLI runs without -v. The NullHandler keeps them for -v only.
+_ws_logger = logging.getLogger("p2pcp.relay.websockets")
+_ws_logger.addHandler(logging.NullHandler())
 
 # WebSocket opening handshake plus login: a relay across the world answers
 # in well under a second; ten leaves room for a slow TLS handshake.
@@ -136,6 +150,10 @@ class RelayClient:
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
+        # Set to cut the backoff sleep short (try_now).
+        self._retry_now = asyncio.Event()
+        # Resolved with the outcome (True: logged in) of the attempt under way.
+        self._attempt_waiters: list[asyncio.Future[bool]] = []
         self._run_task: asyncio.Task[None] | None = None
         self._connection: ClientConnection | None = None
         self._last_receive = 0.0
@@ -157,9 +175,38 @@ class RelayClient:
             self._run_task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"relay client {self.url}"
             )
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        return await self._next_outcome(timeout_s)
+
+    async def try_now(self, *, timeout_s: float) -> bool:
+        """Connected, or attempt at once (no backoff wait): True once logged in
+        within ``timeout_s``; False when that attempt failed (``last_error``
+        says why) or took longer."""
+        if self.is_connected:
+            return True
+        if self._run_task is None or self._is_closing:
+            return False
+        self._retry_now.set()
+        return await self._next_outcome(timeout_s)
+
+    async def _next_outcome(self, timeout_s: float) -> bool:
+        if self.is_connected:
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._attempt_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            if waiter in self._attempt_waiters:
+                self._attempt_waiters.remove(waiter)
         return self.is_connected
+
+    def _attempt_finished(self, is_connected: bool) -> None:
+        waiters, self._attempt_waiters = self._attempt_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(is_connected)
 
     def send(self, destination: NodeId, datagrams: Sequence[bytes]) -> bool:
         """Queue datagrams for ``destination``; False (dropped) if not connected or full.
@@ -213,11 +260,13 @@ class RelayClient:
         backoff_s = BACKOFF_MIN_S
         loop = asyncio.get_running_loop()
         while True:
+            self._retry_now.clear()
             try:
                 connection = await self._connect()
             except ConnectError as exc:
                 self.last_error = exc
                 logger.info("%s", exc)
+                self._attempt_finished(False)
             else:
                 started = loop.time()
                 error_code = await self._serve(connection)
@@ -228,7 +277,8 @@ class RelayClient:
                     backoff_s = BACKOFF_MAX_S
             delay_s = random.uniform(backoff_s / 2, backoff_s)
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
-            await asyncio.sleep(delay_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), delay_s)
 
     async def _connect(self) -> ClientConnection:
         """Open the WebSocket and log in; ConnectError for every failure."""
@@ -297,6 +347,7 @@ class RelayClient:
         self.is_connected = True
         self.last_error = None
         self._connected.set()
+        self._attempt_finished(True)
         logger.info("connected to the relay %s", self.url)
         error_code: list[int] = []
         tasks = [
@@ -308,17 +359,24 @@ class RelayClient:
             self._tell_connected(True)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
+                exc = None if task.cancelled() else task.exception()
+                if exc is not None:
                     if isinstance(exc, P2pcpError):
                         self.last_error = ConnectError(f"relay {self.url}: {exc}")
                         logger.info("relay %s: %s", self.url, exc)
                     else:
-                        logger.error("relay client %s failed", self.url, exc_info=exc)
+                        # Not a user's error to read: say it in one line and
+                        # keep the traceback for -vv.
+                        self.last_error = ConnectError(
+                            f"the connection to the relay {self.url} failed: {_describe(exc)}"
+                        )
+                        logger.debug("relay client %s failed", self.url, exc_info=exc)
         finally:
             self.is_connected = False
             self._connection = None
             self._connected.clear()
+            if self.last_error is None:
+                self.last_error = ConnectError(f"the connection to the relay {self.url} ended")
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -360,18 +418,35 @@ class RelayClient:
                     raise frames.RelayProtocolError(
                         f"unexpected {type(frame).__name__} frame after login"
                     )
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
+            if not error_code:
+                self.last_error = self._closed_error(exc)
             return
 
     async def _write_loop(self, connection: ClientConnection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         queue = self._queue
-        while True:
-            while queue:
-                message = queue.popleft()
-                self._queued_bytes -= len(message)
-                await connection.send(message)
-            self._wake.clear()
-            await self._wake.wait()
+        try:
+            while True:
+                while queue:
+                    message = queue.popleft()
+                    self._queued_bytes -= len(message)
+                    await connection.send(message)
+                self._wake.clear()
+                await self._wake.wait()
+        except ConnectionClosed as exc:
+            # The relay went away while we were sending: an ordinary end.
+            if self.last_error is None:
+                self.last_error = self._closed_error(exc)
+
+    def _closed_error(self, exc: Exception) -> ConnectError:
+        """Why the relay connection ended, in the relay's words when it gave any."""
+        received = getattr(exc, "rcvd", None)
+        reason = getattr(received, "reason", "") if received is not None else ""
+        if reason:
+            return ConnectError(f"the relay {self.url} closed: {reason}")
+        return ConnectError(f"the connection to the relay {self.url} was lost")
 
     async def _keepalive(self, connection: ClientConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -379,7 +454,10 @@ class RelayClient:
             await asyncio.sleep(KEEPALIVE_INTERVAL_S)
             silent_s = loop.time() - self._last_receive
             if silent_s > KEEPALIVE_TIMEOUT_S:
-                logger.info("the relay %s was silent for %.0f s", self.url, silent_s)
+                self.last_error = ConnectError(
+                    f"the relay {self.url} was silent for {silent_s:.0f} s"
+                )
+                logger.info("%s", self.last_error)
                 return
             self._queue_control(frames.encode_ping(os.urandom(frames.PING_BYTES)))
 
@@ -396,7 +474,7 @@ class RelayClient:
             self._on_connected(is_connected)
         except Exception:
             # A bug in the caller's callback must not stop the reconnect loop.
-            logger.exception("on_connected callback of the relay client failed")
+            logger.debug("on_connected callback of the relay client failed", exc_info=True)
 
     def _node(self, raw: bytes) -> NodeId:
         node = self._node_ids.get(raw)
@@ -413,6 +491,9 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, OSError) and exc.errno:
+        # asyncio's "Connect call failed (...)" hides the reason in errno.
+        return os.strerror(exc.errno).lower()
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     text = str(exc)

@@ -160,3 +160,13 @@ class TransferFinished:
         if not self.bytes_by_path:
             return "direct"
         return max(self.bytes_by_path.items(), key=lambda item: item[1])[0]
+
+
+@dataclass(frozen=True)
+class Connecting:
+    """The receiver is about to dial the sender ``node`` (its short id) at
+    ``address_count`` direct addresses and, if not None, over ``relay_url``."""
+
+    node: str
+    address_count: int
+    relay_url: str | None

@@ -180,14 +180,19 @@ async def _fetch_blob(
 
 
 async def _fetch_manifest(
-    connection: Connection, ticket: Ticket, progress_timeout_s: float
+    connection: Connection,
+    ticket: Ticket,
+    progress_timeout_s: float,
+    on_data: Callable[[], None] = lambda: None,
 ) -> tuple[Manifest, Stream]:
     """The verified manifest, and a stream already asking for its first file
     (GET_ITEM, sent with the manifest's GET: the file's data is on its way a
-    round trip sooner than a GET sent once the manifest is here)."""
+    round trip sooner than a GET sent once the manifest is here). ``on_data``
+    is called with each verified piece of it."""
     data = bytearray()
 
     async def on_leaf(leaf: LeafVerified) -> None:
+        on_data()
         data.extend(leaf.data)
         if len(data) > MAX_MANIFEST_BYTES:
             raise RemoteProtocolError("the manifest is larger than p2pcp accepts")
@@ -250,6 +255,10 @@ class Fetcher:
         self.emit = emit
         self.bytes_received = 0
         self.bytes_resumed = 0
+        # When the sender's first verified byte arrived: the transfer's time
+        # (``seconds``, hence the speed) runs from it, so the time spent
+        # binding, joining a relay or dialling never counts as transfer.
+        self.first_byte_at: float | None = None
 
     async def run(self, secret_key: SecretKey) -> events.TransferFinished:
         started = time.monotonic()
@@ -280,11 +289,11 @@ class Fetcher:
     async def _connect(
         self, endpoint: Endpoint, relay_url: str | None, timeout_s: float
     ) -> Connection:
+        node = NodeId(self.ticket.node_id)
+        addresses = [] if self.options.path_policy == "relay-only" else list(self.ticket.addresses)
+        self.emit(events.Connecting(node.short(), len(addresses), relay_url))
         connection = await endpoint.connect(
-            NodeId(self.ticket.node_id),
-            [] if self.options.path_policy == "relay-only" else list(self.ticket.addresses),
-            timeout_s=timeout_s,
-            relay_url=relay_url,
+            node, addresses, timeout_s=timeout_s, relay_url=relay_url
         )
         self.emit(events.PeerConnected(connection.path_kind, connection.path_description))
         connection.set_path_listener(
@@ -375,7 +384,7 @@ class Fetcher:
         # The transfer's time ends here, with every file verified and in
         # place, as a TCP copy's ends at the last byte: the notice below is
         # the protocol's goodbye (a round trip, more when it is lost).
-        seconds = time.monotonic() - started
+        seconds = time.monotonic() - (self.first_byte_at or started)
         # Tell the sender we have everything; it may exit (--once). Every
         # file is verified and in place by now, so a sender that is gone
         # cannot make this receive fail: the notice is best effort.
@@ -391,6 +400,10 @@ class Fetcher:
             files=files,
         )
 
+    def _mark_first_byte(self) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.monotonic()
+
     async def _fetch_header(self, connection: Connection) -> None:
         """A header-only GET of the root: proves to the sender we know the ticket."""
         ranges = ((MAX_LEAF_INDEX - 1, MAX_LEAF_INDEX),)
@@ -405,7 +418,7 @@ class Fetcher:
     async def _start(self, connection: Connection, progress: _Progress) -> None:
         """Fetch and check the manifest, plan against the output folder."""
         manifest, first = await _fetch_manifest(
-            connection, self.ticket, self.options.progress_timeout_s
+            connection, self.ticket, self.options.progress_timeout_s, self._mark_first_byte
         )
         progress.first_stream = first
         store = Store(

@@ -4,6 +4,7 @@ direct, and the relay-related command-line rules."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -17,8 +18,13 @@ from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import decode_ticket
 
 from .conftest import assert_one_line_error, json_lines, p2pcp_command, stop, tree_of
+from .netkit import Watched, big_file, bytes_at_least, relay_process
 
 pytestmark = pytest.mark.e2e
+
+MIB = 1024 * 1024
+# Small datagrams keep loopback slow enough to act mid-transfer.
+SLOW_RELAY = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
 
 
 def _free_port() -> int:
@@ -149,3 +155,57 @@ def test_relay_flag_rules(tmp_path: Path, make_node: Any, start_sender: Any) -> 
     assert bad_env.returncode == 2
     assert_one_line_error(bad_env.stderr)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("policy", ["--relay-only", "auto"])
+def test_relay_stopped_mid_transfer(
+    tmp_path: Path, make_node: Any, how: signal.Signals, policy: str
+) -> None:
+    """Defects 4 and 9: the relay is stopped (SIGTERM: it says goodbye) or
+    killed (SIGKILL) while a transfer runs. No traceback ever reaches either
+    side's stderr (websockets' used to). In "auto" the transfer goes on
+    direct and completes; with --relay-only the receiver says at once what
+    happened (the relay closed, then the connection was refused) and stops
+    with one line and exit 3, instead of 30 s of silence and a wrong reason."""
+    src = big_file(tmp_path / "big.bin", 96 * MIB)
+    with relay_process(tmp_path / "relay-home") as (relay, url):
+        sender = Watched(make_node(), "send", "--json", "--relay", url, str(src), env=SLOW_RELAY)
+        receiver: Watched | None = None
+        try:
+            _at, ready = sender.wait_event("ticket", timeout=30)
+            args = ("--retry-for", "2") + ((policy,) if policy != "auto" else ())
+            receiver = Watched(
+                make_node(),
+                "receive",
+                ready["ticket"],
+                "--out",
+                str(tmp_path / "out"),
+                "--json",
+                *args,
+                env=SLOW_RELAY,
+            )
+            receiver.wait_event("progress", where=bytes_at_least(8 * MIB), timeout=60)
+            relay.send_signal(how)
+            stopped = time.monotonic()
+            code = receiver.finish(timeout=90)
+            took = time.monotonic() - stopped
+            if policy == "auto":
+                assert code == 0, receiver.stderr
+                assert (tmp_path / "out" / "big.bin").read_bytes() == src.read_bytes()
+            else:
+                assert code == 3, receiver.stderr
+                assert_one_line_error(receiver.stderr)
+                assert took < 20.0, (took, receiver.stderr)
+                reasons = [event["reason"] for event in receiver.named("retry")]
+                assert reasons, receiver.stderr
+                if how == signal.SIGTERM:
+                    assert "stopping" in reasons[0], reasons
+                assert "refused" in receiver.stderr.splitlines()[-1], receiver.stderr
+            assert sender.process.poll() is None, sender.stderr
+        finally:
+            sender.close()
+            if receiver is not None:
+                receiver.close()
+        assert "Traceback" not in sender.stderr, sender.stderr
+        assert receiver is not None and "Traceback" not in receiver.stderr, receiver.stderr

@@ -134,14 +134,40 @@ def test_wrong_node_id_is_refused() -> None:
     run(body)
 
 
-def test_unreachable_address_times_out_with_connect_error() -> None:
+def test_refused_address_fails_at_once_with_connect_error() -> None:
+    """A closed port answers with ICMP port unreachable: connect says so at
+    once (the error queue, udp.py) instead of waiting out its timeout."""
+
     async def body() -> None:
         async with pair() as (_server, client):
             port = closed_udp_port()
             started = time.monotonic()
             with pytest.raises(ConnectError) as info:
-                await client.connect(SERVER_KEY.public, [("127.0.0.1", port)], timeout_s=1.0)
+                await client.connect(SERVER_KEY.public, [("127.0.0.1", port)], timeout_s=5.0)
             elapsed = time.monotonic() - started
+            assert elapsed < 2.0
+            message = str(info.value)
+            assert "refused" in message
+            assert "\n" not in message
+            assert SERVER_KEY.public.short() in message
+            assert f"127.0.0.1:{port}" in message
+            assert info.value.exit_code == 3
+            assert type(info.value) is ConnectError
+
+    run(body)
+
+
+def test_unreachable_address_times_out_with_connect_error() -> None:
+    async def body() -> None:
+        async with pair() as (_server, client):
+            # Bound and never read: datagrams vanish, nothing is refused.
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+                hole.bind(("127.0.0.1", 0))
+                port = int(hole.getsockname()[1])
+                started = time.monotonic()
+                with pytest.raises(ConnectError) as info:
+                    await client.connect(SERVER_KEY.public, [("127.0.0.1", port)], timeout_s=1.0)
+                elapsed = time.monotonic() - started
             assert 0.9 <= elapsed < 3.0
             message = str(info.value)
             assert "\n" not in message

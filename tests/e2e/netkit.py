@@ -1,0 +1,183 @@
+"""Helpers for the network end-to-end tests: a CLI process watched as it runs,
+and things on loopback that a relay URL can point at (a real relay, a closed
+port, a black hole)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .conftest import PROCESS_TIMEOUT_S, Node, p2pcp_command, stop
+
+Event = dict[str, Any]
+
+
+class Watched:
+    """A running ``p2pcp`` whose JSON stdout lines (with their arrival time)
+    and stderr are collected by threads as they come."""
+
+    def __init__(self, node: Node, *args: str, env: dict[str, str] | None = None) -> None:
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [*p2pcp_command(), *args],
+            env={**node.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self.events: list[tuple[float, Event]] = []
+        self._lines: queue.Queue[tuple[float, Event]] = queue.Queue()
+        self._stderr: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump_stdout, daemon=True),
+            threading.Thread(target=self._pump_stderr, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            if raw.strip():
+                item = (time.monotonic(), json.loads(raw))
+                self.events.append(item)
+                self._lines.put(item)
+        self._lines.put((time.monotonic(), {"event": "<eof>"}))
+
+    def _pump_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            self._stderr.append(raw)
+
+    def wait_event(
+        self,
+        name: str,
+        where: Callable[[Event], bool] = lambda _event: True,
+        timeout: float = PROCESS_TIMEOUT_S,
+    ) -> tuple[float, Event]:
+        """(arrival time, event) of the next ``name`` event that matches ``where``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                arrival, event = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {name!r} event in {timeout} s\n{self.stderr}") from None
+            if event["event"] == name and where(event):
+                return arrival, event
+            if event["event"] == "<eof>":
+                raise AssertionError(f"ended before a {name!r} event\n{self.stderr}")
+
+    def finish(self, timeout: float = PROCESS_TIMEOUT_S) -> int:
+        """Wait for the exit (killing on timeout) and for the output threads."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            stop(self.process)
+            for thread in self._threads:
+                thread.join(timeout=10)
+        return code
+
+    def close(self) -> None:
+        """End the process if it still runs (never raises): for ``finally``."""
+        stop(self.process)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def signal(self, number: signal.Signals) -> None:
+        self.process.send_signal(number)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def named(self, name: str) -> list[Event]:
+        return [event for _at, event in self.events if event["event"] == name]
+
+
+def bytes_at_least(count: int) -> Callable[[Event], bool]:
+    return lambda event: int(event.get("bytes_done", 0)) >= count
+
+
+def big_file(path: Path, size: int) -> Path:
+    chunk = os.urandom(1024 * 1024)
+    with path.open("wb") as handle:
+        for _ in range(size // len(chunk)):
+            handle.write(chunk)
+    return path
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for both TCP and UDP (nothing listens on it)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A loopback port where a relay never answers: TCP connections are taken
+    by the kernel (a listener that never accepts) and hang; UDP (STUN) is
+    bound and never read, so no ICMP refusal comes back either."""
+    while True:
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.bind(("127.0.0.1", 0))
+        port = int(tcp.getsockname()[1])
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        break
+    tcp.listen(64)
+    try:
+        yield port
+    finally:
+        tcp.close()
+        udp.close()
+
+
+@contextlib.contextmanager
+def relay_process(home: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A real ``p2pcp relay`` on loopback: (process, URL). The caller may kill it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "P2PCP_HOME": str(home)},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise AssertionError("the relay did not start") from None
+                time.sleep(0.1)
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
