@@ -131,7 +131,7 @@ def _wants_json(args: list[str]) -> bool:
 def _fail(message: str, code: int, *, is_json: bool) -> int:
     from p2pcp.cli.output import OutputMode, console
 
-    message = " ".join(message.split())  # one line, whatever the message held
+    message = " ".join(message.splitlines())  # one line (spaces in names kept as they are)
     console.print(f"p2pcp: error: {message}", markup=False, highlight=False, soft_wrap=True)
     if is_json:
         OutputMode(is_json=True).json("error", message=message, exit_code=code)
