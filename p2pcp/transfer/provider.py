@@ -206,10 +206,9 @@ class Provider:
 
 
 def _short_peer_id(connection: Connection) -> str | None:
-    """The first characters of the node id the receiver proved, if it proved
-    one (``peer_node_id``: None without mutual TLS; absent on a Connection
-    that does not offer it yet)."""
-    node_id = getattr(connection, "peer_node_id", None)
+    """The first characters of the node id the receiver proved, if it
+    proved one (a receiver without a client certificate proves none)."""
+    node_id = connection.peer_node_id
     return None if node_id is None else str(node_id)[:SHORT_NODE_ID_CHARS]
 
 

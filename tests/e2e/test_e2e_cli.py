@@ -213,7 +213,9 @@ def test_a_single_file_receive_and_its_sender_speak_plainly(tmp_path: Path, make
     try:
         assert sender.stdout is not None
         ticket = json.loads(sender.stdout.readline())["ticket"]
-        result = make_node().run("receive", ticket, "--out", str(tmp_path / "out"))
+        receiver = make_node()
+        receiver_id = receiver.run("id").stdout.strip()
+        result = receiver.run("receive", ticket, "--out", str(tmp_path / "out"))
         assert result.returncode == 0, result.stderr
         assert sender.wait(timeout=PROCESS_TIMEOUT_S) == 0
         sent = json_lines(sender.stdout.read())
@@ -225,6 +227,9 @@ def test_a_single_file_receive_and_its_sender_speak_plainly(tmp_path: Path, make
     assert connected["path"] in ("direct", "relay"), connected
     assert connected["description"].startswith(connected["path"])
     assert "address" in connected or "url" in connected
+    # The key the receiver proved, shortened.
+    assert 8 <= len(connected["node_id"]) < len(receiver_id)
+    assert receiver_id.startswith(connected["node_id"])
     done = next(event for event in sent if event["event"] == "done")
     assert done["receiver"] == connected["receiver"]
     assert done["bytes_sent"] == src.stat().st_size
