@@ -74,7 +74,7 @@ from p2pcp.net.magicsock import MagicSock, PeerPath
 from p2pcp.net.pathstate import KIND_DIRECT, KIND_RELAY
 from p2pcp.net.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES, DatagramSizeProber, encode_probe
 from p2pcp.net.stream import HIGH_WATER_BYTES, Stream
-from p2pcp.net.tls import check_peer_certificate
+from p2pcp.net.tls import certificate_node_key, check_peer_certificate
 from p2pcp.net.udp import Address
 
 logger = logging.getLogger(__name__)
@@ -671,6 +671,9 @@ class Connection:
                 self._transmit()
                 self._terminate(exc)
                 return
+        if not self._is_client:
+            key = certificate_node_key(tuning.peer_certificate(self._quic))
+            self._peer_node_id = NodeId(key) if key is not None else None
         if not self._handshake_done.done():
             self._handshake_done.set_result(None)
         tuning.set_ack_delay(self._quic, ACK_DELAY_S)

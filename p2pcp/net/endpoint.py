@@ -491,6 +491,8 @@ class Endpoint:
             configuration=self._server_config,
             original_destination_connection_id=header.destination_cid,
         )
+        # Mutual TLS: the receiver proves its node key (Connection.peer_node_id).
+        tuning.request_client_certificate(quic)
         if path is None:
             if address is None:
                 return None

@@ -163,7 +163,8 @@ def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguratio
 
 
 def client_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:
-    """Client settings. It carries our certificate too, for mutual auth later."""
+    """Client settings. They carry our certificate too: the server asks for it
+    (mutual TLS) to learn which node it serves."""
     config = _base_configuration(is_client=True, congestion=congestion)
     config.connection_id_length = CLIENT_CID_BYTES
     cert, key = make_certificate(seed)
@@ -178,7 +179,9 @@ def sole_client_configuration(config: QuicConfiguration) -> QuicConfiguration:
 
 
 def server_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:
-    """Server settings: our certificate; no client certificate is required yet."""
+    """Server settings: our certificate. Each server connection asks the client
+    for its certificate (``tuning.request_client_certificate``) but does not
+    require one: a client without it is served, its key just stays unknown."""
     config = _base_configuration(is_client=False, congestion=congestion)
     cert, key = make_certificate(seed)
     config.certificate = cert

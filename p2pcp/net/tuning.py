@@ -21,8 +21,15 @@ attributes used:
 - ``QuicConnection._ack_delay`` and ``QuicConnection._spaces[ONE_RTT]
   .ack_at``: how long aioquic waits before acknowledging, and when the
   pending acknowledgement is due (``set_ack_delay``, ``ack_soon``).
-- ``QuicConnection.tls._peer_certificate``: the server's certificate, for
-  identity pinning.
+- ``QuicConnection.tls._peer_certificate``: the peer's certificate, for
+  identity pinning (the server's) and for naming the receiver (the
+  client's).
+- ``QuicConnection._initialize`` and ``tls.Context._request_client_certificate``:
+  a server connection's TLS context is created on the first Initial, so
+  ``request_client_certificate`` wraps ``_initialize`` on the instance to
+  set the flag, which makes the server send a CertificateRequest (mutual
+  TLS: aioquic checks the client's CertificateVerify signature, so its key
+  is proven). Without them the server just does not learn the client's key.
 - ``QuicStreamSender._buffer_start`` / ``_buffer_stop``: bytes a stream still
   holds (unsent plus unacknowledged), for write backpressure.
 - ``QuicConnection._peer_cid`` and ``_original_destination_connection_id``:
@@ -313,6 +320,21 @@ def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
     tls_context = getattr(quic, "tls", None)
     cert = getattr(tls_context, "_peer_certificate", None)
     return cert if isinstance(cert, x509.Certificate) else None
+
+
+def request_client_certificate(quic: QuicConnection) -> None:
+    """Make a server connection ask the client for its certificate (module doc)."""
+    initialize = getattr(quic, "_initialize", None)
+    if not callable(initialize):
+        return
+
+    def initialize_and_request(peer_cid: bytes) -> None:
+        initialize(peer_cid)
+        tls_context = getattr(quic, "tls", None)
+        if hasattr(tls_context, "_request_client_certificate"):
+            tls_context._request_client_certificate = True  # type: ignore[union-attr]
+
+    quic._initialize = initialize_and_request  # type: ignore[method-assign]
 
 
 def stream_buffered_bytes(quic: QuicConnection, stream_id: int) -> int:

@@ -106,6 +106,23 @@ def test_connect_and_accept() -> None:
     run(body)
 
 
+def test_each_side_knows_the_peer_node_id() -> None:
+    """Interface point 4: the client knows the node it dialled (pinned by the
+    server's certificate); the server learns the client's key from its
+    client certificate (mutual TLS), proven by its CertificateVerify."""
+
+    async def body() -> None:
+        async with pair() as (server, client):
+            accepted = asyncio.ensure_future(server.accept())
+            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            incoming = await asyncio.wait_for(accepted, 5)
+            assert connection.peer_node_id == server.node_id
+            assert incoming.peer_node_id == client.node_id
+            await connection.close()
+
+    run(body)
+
+
 def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
