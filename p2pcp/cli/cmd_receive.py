@@ -99,8 +99,10 @@ def _out_dir(out: Path) -> Path:
     """``--out`` must be a folder or not exist yet (it is then created): a
     file there is a usage error found before any network activity, not after
     connecting."""
+    from p2pcp.blobs.names import display_path
     from p2pcp.core.errors import UsageError
 
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: not a folder (give the folder to receive into)")
+        shown = display_path(str(out))
+        raise UsageError(f"--out {shown}: not a folder (give the folder to receive into)")
     return out

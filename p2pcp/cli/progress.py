@@ -31,6 +31,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from p2pcp.blobs.names import display_path
 from p2pcp.cli.output import OutputMode, console, human_bytes, plural
 from p2pcp.core.defaults import JSON_PROGRESS_INTERVAL_S
 from p2pcp.transfer import events
@@ -48,7 +49,8 @@ BAR_UPDATE_INTERVAL_S = 0.1
 
 def _bars(out: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}", justify="left"),
+        # Descriptions hold file names: never markup ("[/x]" in a name is text).
+        TextColumn("{task.description}", justify="left", markup=False),
         BarColumn(bar_width=None),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -66,7 +68,9 @@ def _where(path: str, description: str) -> dict[str, str]:
 
 
 def _shorten(path: str, width: int = 32) -> str:
-    return path if len(path) <= width else "…" + path[-(width - 1) :]
+    """A file name for a bar: escaped, and its end kept if it is long."""
+    shown = display_path(path)
+    return shown if len(shown) <= width else "…" + shown[-(width - 1) :]
 
 
 def _speed(count: int, seconds: float) -> str:
@@ -198,7 +202,7 @@ class ReceiveView(_View):
         self.total = event.total_size
         self.bytes_done = event.bytes_present
         files = plural(event.file_count, "file")
-        self._say(f"Receiving {event.name}: {files}, {human_bytes(event.total_size)}")
+        self._say(f"Receiving {display_path(event.name)}: {files}, {human_bytes(event.total_size)}")
         if event.bytes_resumable:
             kept = event.bytes_present + event.bytes_resumable
             self._say(f"resuming: {human_bytes(kept)} already here")
@@ -258,7 +262,7 @@ class ReceiveView(_View):
                 self.progress.remove_task(arriving.task)
                 self.file_bars -= 1
         elif self.mode.verbosity and self.mode.shows_messages:
-            self._say(f"  {event.path} {event.blake3}")
+            self._say(f"  {display_path(event.path)} {event.blake3}")
         if self.mode.is_json:
             self.mode.json(
                 "file_done",
@@ -272,7 +276,7 @@ class ReceiveView(_View):
         self.stop_bars()
         kept = f", {human_bytes(result.bytes_present)} already here" if result.bytes_present else ""
         self._say(
-            f"Done: {result.out_path} ({plural(len(result.files), 'file')}, "
+            f"Done: {display_path(result.out_path)} ({plural(len(result.files), 'file')}, "
             f"{human_bytes(result.bytes_received)} received{kept}; {result.seconds:.1f} s at "
             f"{_speed(result.bytes_received, result.seconds)}, mostly {result.main_path})"
         )
@@ -346,7 +350,7 @@ class SendView(_View):
             sys.stdout.write(event.ticket + "\n")
             sys.stdout.flush()
         files = plural(event.file_count, "file")
-        self._say(f"Sending {event.name}: {files}, {human_bytes(event.total_size)}")
+        self._say(f"Sending {display_path(event.name)}: {files}, {human_bytes(event.total_size)}")
         if event.relay_url:
             state = "connected" if event.is_relay_connected else "not reachable yet, retrying"
             self._say(f"Relay: {event.relay_url} ({state})")

@@ -61,3 +61,19 @@ def test_a_big_file_gets_its_own_bar() -> None:
             view.handle(events.BytesReceived("big.bin", 256 * 1024))
         view.handle(events.FileFinished("big.bin", size, "00" * 32))
     assert created == ["total", "big.bin"]
+
+
+def test_a_file_name_is_never_read_as_markup() -> None:
+    """A name such as "[/bold]" is text: as rich markup it raised MarkupError
+    (a closing tag with nothing open) the moment its bar was drawn."""
+    out = io.StringIO()
+    view, created = _counting_view(out)
+    size = 16 * 1024 * 1024
+    name = "[/bold]x[red]\x1b.bin"
+    with view:
+        view.handle(events.ManifestReceived(name, 1, size, 0))
+        view.handle(events.FileStarted(name, size))
+        view.handle(events.BytesReceived(name, size))
+        view.handle(events.FileFinished(name, size, "00" * 32))
+    assert created == ["total", "[/bold]x[red]\\x1b.bin"]
+    assert "\x1b.bin" not in out.getvalue()
