@@ -42,11 +42,16 @@ Invariants:
   connection's error (ConnectionLostError unless closed cleanly).
 - A peer that is gone is noticed in seconds, not at QUIC's idle timeout:
   the path says when nothing can reach the peer any more (refused, relay
-  gone: ``path_failed``), and while streams are open and nothing arrives
-  for ``SILENCE_PING_S`` the connection sends a QUIC PING (any live peer
+  gone: ``path_failed``), and on a client (the receiver, which waits for
+  data) while streams are open and nothing arrives for ``SILENCE_PING_S``
+  the connection sends a QUIC PING (any live peer
   acknowledges it at once, however busy its application is); after
-  ``SILENCE_LIMIT_S`` of silence with no relay to fall back on, the
-  connection is given up (the receiver's retry loop takes over).
+  ``SILENCE_LIMIT_S`` of unanswered silence with no relay to fall back on,
+  the connection is given up (the receiver's retry loop takes over). Once
+  a PING is answered the peer is alive and pinging stops until stream data
+  arrives again; a live peer that stalls then meets the idle timeout,
+  counted from the last packet before the PINGs (the PINGs' answers would
+  otherwise keep QUIC from idling), as it did without the probe.
 """
 
 from __future__ import annotations
@@ -189,6 +194,10 @@ class Connection:
         self._last_receive_at = self.loop.time()
         self._silence_timer: asyncio.TimerHandle | None = None
         self._ping_uid = 0
+        # A PING was answered since the last stream data arrived (module doc),
+        # and when the last packet before the PINGs came.
+        self._is_proven_alive = False
+        self._silence_since: float | None = None
         self._peer_node_id: NodeId | None = None
         self._path_listener: PathListener | None = None
         self._reported_path = (path.kind, path.description)
@@ -592,23 +601,37 @@ class Connection:
             )
 
     def _check_silence(self) -> None:
-        """Module doc: PING a silent peer while streams are open; give up on it."""
+        """Module doc: PING a silent peer while requests wait; give up on it."""
         self._silence_timer = None
         if self._is_terminated or self._is_closing_locally:
             return
         now = self.loop.time()
-        silent_s = now - self._last_receive_at
-        if silent_s >= SILENCE_PING_S and self._streams:
-            if silent_s >= SILENCE_LIMIT_S and not self._path.is_relay_carrying:
-                self.abort(
-                    ConnectionLostError(
-                        f"{self.peer_name} went silent: nothing came back for {silent_s:.0f} s"
+        if self._streams:
+            silent_s = now - self._last_receive_at
+            if self._is_proven_alive:
+                # Only our PINGs' answers since the data stopped: measure the
+                # idle time from where it started, as QUIC would have.
+                idle_s = now - (self._silence_since or now)
+                if idle_s >= self._quic.configuration.idle_timeout:
+                    self.abort(
+                        ConnectionLostError(
+                            f"connection to {self.peer_name} lost: no data for {idle_s:.0f} s"
+                        )
                     )
-                )
-                return
-            self._ping_uid += 1
-            self._quic.send_ping(self._ping_uid)
-            self._transmit(now)
+                    return
+            elif silent_s >= SILENCE_PING_S:
+                if silent_s >= SILENCE_LIMIT_S and not self._path.is_relay_carrying:
+                    self.abort(
+                        ConnectionLostError(
+                            f"{self.peer_name} went silent: nothing came back for {silent_s:.0f} s"
+                        )
+                    )
+                    return
+                if self._silence_since is None:
+                    self._silence_since = self._last_receive_at
+                self._ping_uid += 1
+                self._quic.send_ping(self._ping_uid)
+                self._transmit(now)
         self._silence_timer = self.loop.call_later(SILENCE_CHECK_S, self._check_silence)
 
     def _process_events(self) -> None:
@@ -618,6 +641,8 @@ class Connection:
             if event is None:
                 return
             if isinstance(event, events.StreamDataReceived):
+                self._is_proven_alive = False
+                self._silence_since = None
                 stream = self._stream_for_peer_data(event.stream_id)
                 if stream is not None:
                     stream.receive_data(event.data, event.end_stream)
@@ -639,6 +664,8 @@ class Connection:
             elif isinstance(event, events.ConnectionTerminated):
                 self._on_terminated(event)
                 return
+            elif isinstance(event, events.PingAcknowledged):
+                self._is_proven_alive = True
 
     def _stream_for_peer_data(self, stream_id: int) -> Stream | None:
         stream = self._streams.get(stream_id)
@@ -678,7 +705,8 @@ class Connection:
             self._handshake_done.set_result(None)
         tuning.set_ack_delay(self._quic, ACK_DELAY_S)
         self._last_receive_at = self.loop.time()
-        self._silence_timer = self.loop.call_later(SILENCE_CHECK_S, self._check_silence)
+        if self._is_client:  # the receiver: the side that waits for data
+            self._silence_timer = self.loop.call_later(SILENCE_CHECK_S, self._check_silence)
         self._fit_datagram_size_to_path(self.loop.time())
         if not self._is_client:
             self._owner.connection_ready(self)

@@ -187,6 +187,7 @@ class PeerPath:
         if self._relay_gone_timer is not None:
             self._relay_gone_timer.cancel()
             self._relay_gone_timer = None
+        self._relay_gone_reason = ""
         if is_up or self.relay is None:
             return
         error = self.relay.last_error

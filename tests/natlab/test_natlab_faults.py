@@ -473,7 +473,8 @@ def test_twenty_receivers_at_once_all_complete(make_lab: MakeLab, scene: SceneFa
     """One sender on the lab internet (a public address, no relay) serves one
     folder; 20 receivers start at once, 10 behind each NAT. Every one exits 0
     with identical files and a full ``done``; the sender reports 20 finished
-    receivers, still runs, and serves a 21st receiver afterwards."""
+    receivers, still runs, serves a 21st receiver afterwards, and stops with
+    exit 0 on Ctrl-C."""
     lab = make_lab(NatKind.EASY, NatKind.EASY)
     run = scene(
         lab,
@@ -505,7 +506,9 @@ def test_twenty_receivers_at_once_all_complete(make_lab: MakeLab, scene: SceneFa
     late = run.receive(lab.a.host_ns)
     late.finish(run.source, 60)
     run.sender.stop(signal.SIGINT)
-    assert run.sender.process.returncode == 130, run.sender.describe()
+    # Stopping a sender that is not in the middle of a --once transfer is
+    # not an error (issue 16): exit 0.
+    assert run.sender.process.returncode == 0, run.sender.describe()
     print(
         f"{RECEIVER_COUNT} receivers x {CROWD_PAYLOAD_BYTES / MIB:.0f} MiB: "
         f"slowest done after {slowest:.1f} s"
