@@ -345,6 +345,7 @@ class SendView(_View):
                 files=event.file_count,
                 name=event.name,
                 relay_url=event.relay_url,
+                skipped=list(event.skipped),
             )
         elif self.ticket_to_stdout:
             sys.stdout.write(event.ticket + "\n")

@@ -161,7 +161,8 @@ class PeerPath:
             return f"direct {format_address(state.direct_address)}"
         if state.kind == KIND_RELAY:
             return f"relay {self.relay.url}" if self.relay is not None else "relay (none)"
-        return f"direct (trying {len(state.spray_addresses)} addresses)"
+        count = len(state.spray_addresses)
+        return f"direct (trying {count} address{'' if count == 1 else 'es'})"
 
     def receive_direct(self, address: Address, now: float) -> None:
         """A QUIC datagram of this path's peer came over UDP from ``address``."""
