@@ -42,18 +42,18 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
-from p2pcp.core.errors import ConnectError, ConnectionLostError, UsageError
+from p2pcp.core.errors import ConnectError, ConnectionLostError, LocalProtocolError, UsageError
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.net import tls, tuning
 from p2pcp.net.connection import Connection
@@ -101,6 +101,10 @@ NO_CID = b""
 # STUN costs bind at most ~1 s, and only the public address is missing.
 STUN_RETRY_S = 0.25
 STUN_ATTEMPTS = 4
+# A relay named by host name gives its STUN address only with a login: how
+# long one wait for that lasts before the next (the relay client itself
+# keeps reconnecting with backoff meanwhile).
+STUN_LATE_WAIT_S = 30.0
 
 # A client looks for a direct path once its handshake is done (so connect()
 # returns on the path it started on, and every later move is reported), or
@@ -163,7 +167,7 @@ class Endpoint:
         self._pending_server: dict[Connection, None] = {}
         self._accepted: deque[Connection] = deque()
         self._accept_waiters: list[asyncio.Future[None]] = []
-        self._background: set[asyncio.Task[bool]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._is_closed = False
 
     @classmethod
@@ -208,31 +212,40 @@ class Endpoint:
         return endpoint
 
     async def _start_home_relay(self, url: str, timeout_s: float) -> None:
-        """Join the home relay and ask its STUN port, both at once, for at
-        most ``timeout_s``; a refusal ends the wait at once (module doc)."""
+        """Join the home relay and learn our public address from its STUN
+        port, both at once; wait for that at most ``timeout_s``, and not at
+        all once the relay refused (module doc). The address is kept when it
+        comes later: CallMeMaybe hands our addresses to peers as they are
+        when it is sent, so hole punching still finds it."""
         relay, _is_new = self.magicsock.relay_client(url)
         self._home_relay = relay
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        wants_stun = self.path_policy != POLICY_RELAY_ONLY
-        stun: asyncio.Task[Address | None] | None = None
-        if wants_stun and relay.stun_address is not None:
-            stun = loop.create_task(self._stun(relay.stun_address))
-        try:
-            if not await relay.start(timeout_s=timeout_s):
-                reason = f": {relay.last_error}" if relay.last_error is not None else ""
-                logger.info("relay %s not joined yet%s; still trying", relay.url, reason)
-                return  # its STUN port is most likely down too: do not wait for it
-            if wants_stun and stun is None and relay.stun_address is not None:
-                stun = loop.create_task(self._stun(relay.stun_address))
-            if stun is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    self.observed_address = await asyncio.wait_for(
-                        asyncio.shield(stun), max(0.0, deadline - loop.time())
-                    )
-        finally:
-            if stun is not None and not stun.done():
-                stun.cancel()
+        learning: asyncio.Task[None] | None = None
+        if self.path_policy != POLICY_RELAY_ONLY:
+            learning = loop.create_task(self._learn_public_address(relay))
+            self._background.add(learning)
+            learning.add_done_callback(self._background.discard)
+        if not await relay.start(timeout_s=timeout_s):
+            reason = f": {relay.last_error}" if relay.last_error is not None else ""
+            logger.info("relay %s not joined yet%s; still trying", relay.url, reason)
+            return
+        if learning is not None:
+            await asyncio.wait({learning}, timeout=max(0.0, deadline - loop.time()))
+
+    async def _learn_public_address(self, relay: RelayClient) -> None:
+        """Ask the relay's STUN port which public address our socket has: at
+        once for a relay URL with an IP address, else once a login told us
+        the relay's address. Runs until it has an answer or STUN gave up."""
+        while relay.stun_address is None:
+            # Returns when logged in (the address is then known) or after the wait.
+            try:
+                await relay.start(timeout_s=STUN_LATE_WAIT_S)
+            except LocalProtocolError:
+                return  # the relay client was closed
+        address = await self._stun(relay.stun_address)
+        if address is not None:
+            self.observed_address = address
 
     async def _stun(self, server: Address) -> Address | None:
         """Our socket's public address as the STUN server sees it, or None."""
