@@ -47,8 +47,8 @@ Rules, and why:
   every child they reaped), minus, for a sender, what it had used by the
   time it was ready; the sshd side's from the sshd listener's own and reaped
   children's times in /proc (it reaps each connection's processes).
-- Peak RSS of each side: the largest peak RSS (VmHWM, sampled every 20 ms)
-  of any single process of the side's tree. MB = 10**6 bytes. The peak is the
+- Peak RSS of each side: the largest peak RSS (VmHWM, sampled every
+  20-100 ms) of any single process of the side's tree. MB = 10**6 bytes. The peak is the
   largest over the runs; wall time and CPU are medians with min-max.
 - Runs alternate tools within a case (A B C A B C ...) so drift hits all
   alike; received data is deleted and ``sync()`` is called after every run,
@@ -395,10 +395,12 @@ class Proc:
 
 
 class PeakSampler:
-    """Largest VmHWM among a process tree's processes, sampled every 20 ms.
+    """Largest VmHWM among a process tree's processes, sampled every 20-100 ms.
 
     VmHWM is each process's own high-water mark since its exec, so a sample
-    misses only growth in a process's last 20 ms. (``ru_maxrss`` from wait4
+    misses only growth in a process's last moments; the interval starts at
+    20 ms and grows to 100 ms over the first 4 s, so that sampling a long
+    transfer costs the measured tools little CPU. (``ru_maxrss`` from wait4
     cannot serve: it carries the launching process's peak across fork and
     exec, here this bench's own.) Sampling starts when Popen has returned,
     i.e. after the root's exec, so the root's mark is its program's own.
@@ -413,13 +415,14 @@ class PeakSampler:
         self._thread.start()
 
     def _run(self) -> None:
+        started = time.monotonic()
         while True:
             pids = _descendants(self.root)
             if self.include_root:
                 pids.append(self.root)
             for pid in pids:
                 self.peak = max(self.peak, _hwm(pid))
-            if self._stop.wait(0.02):
+            if self._stop.wait(min(0.1, 0.02 + (time.monotonic() - started) / 50)):
                 return
 
     def stop(self) -> int:
