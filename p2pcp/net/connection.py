@@ -74,6 +74,7 @@ from p2pcp.core.errors import (
 )
 from p2pcp.core.identity import NodeId
 from p2pcp.net import fastpath, fastsend, tuning
+from p2pcp.net.credit import ReceiveCredit
 from p2pcp.net.fragment import FragmentGuard
 from p2pcp.net.magicsock import MagicSock, PeerPath
 from p2pcp.net.pathstate import KIND_DIRECT, KIND_RELAY
@@ -202,6 +203,11 @@ class Connection:
         self._path_listener: PathListener | None = None
         self._reported_path = (path.kind, path.description)
         tuning.install_burst_pacer(quic)
+        self._credit = ReceiveCredit(quic)
+        # While aioquic's events are drained, the bytes it counted as received
+        # are not all queued yet: the connection's credit is checked after.
+        self._is_draining_events = False
+        self._is_credit_check_due = False
         self._fast_receive = fastpath.is_supported(quic)
         self._fast_send = fastsend.is_supported(quic)
         self._add_cid(quic.host_cid)
@@ -327,6 +333,27 @@ class Connection:
             with contextlib.suppress(ValueError):
                 self._quic.stop_stream(stream_id, code)
         self._schedule_transmit()
+
+    def receive_queued(self, nbytes: int) -> None:
+        """A stream queued ``nbytes`` for its reader (credit.py)."""
+        self._credit.queued(nbytes)
+
+    def receive_consumed(self, stream_id: int, nbytes: int, read_offset: int | None) -> None:
+        """A stream's reader took (or the stream dropped) ``nbytes`` of its
+        queue; ``read_offset``: where its reader is, None once it wants no
+        more. Raises the receive windows when due (credit.py)."""
+        is_draining = self._is_draining_events
+        if is_draining:
+            self._is_credit_check_due = True
+        if self._credit.consumed(stream_id, nbytes, read_offset, check_connection=not is_draining):
+            self._schedule_transmit()
+
+    def receive_dropped(self) -> None:
+        """Data or a reset arrived that no reader will take: it may free credit."""
+        if self._is_draining_events:
+            self._is_credit_check_due = True
+        elif self._credit.check_connection():
+            self._schedule_transmit()
 
     def stream_buffered_bytes(self, stream_id: int) -> int:
         return tuning.stream_buffered_bytes(self._quic, stream_id)
@@ -541,7 +568,9 @@ class Connection:
 
     def _datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         if self._fast_send:
-            return fastsend.datagrams_to_send(self._quic, now)
+            return fastsend.datagrams_to_send(
+                self._quic, now, has_reader_credit=self._credit.is_active
+            )
         return self._quic.datagrams_to_send(now=now)
 
     def _arm_timer(self) -> None:
@@ -635,6 +664,17 @@ class Connection:
         self._silence_timer = self.loop.call_later(SILENCE_CHECK_S, self._check_silence)
 
     def _process_events(self) -> None:
+        self._is_draining_events = True
+        try:
+            self._drain_events()
+        finally:
+            self._is_draining_events = False
+        if self._is_credit_check_due:
+            self._is_credit_check_due = False
+            if self._credit.check_connection():
+                self._schedule_transmit()
+
+    def _drain_events(self) -> None:
         quic = self._quic
         while not self._is_terminated:
             event = quic.next_event()
@@ -646,10 +686,14 @@ class Connection:
                 stream = self._stream_for_peer_data(event.stream_id)
                 if stream is not None:
                     stream.receive_data(event.data, event.end_stream)
+                else:
+                    self.receive_dropped()
             elif isinstance(event, events.StreamReset):
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream.receive_reset(event.error_code)
+                else:
+                    self.receive_dropped()
             elif isinstance(event, events.StopSendingReceived):
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:

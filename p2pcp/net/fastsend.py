@@ -71,9 +71,15 @@ def is_supported(quic: QuicConnection, version: str = aioquic.__version__) -> bo
     return follows_aioquic(quic, _ATTRIBUTES, version) and hasattr(quic._loss, "_pacer")
 
 
-def datagrams_to_send(quic: Any, now: float) -> list[tuple[bytes, Address]]:
-    """``quic.datagrams_to_send(now)``, through the fast path when it applies."""
-    datagrams = _send_fast(quic, now)
+def datagrams_to_send(
+    quic: Any, now: float, *, has_reader_credit: bool = False
+) -> list[tuple[bytes, Address]]:
+    """``quic.datagrams_to_send(now)``, through the fast path when it applies.
+
+    ``has_reader_credit``: the connection's receive windows follow its reader
+    (``tuning.install_reader_credit``), so aioquic raises no limit by itself.
+    """
+    datagrams = _send_fast(quic, now, has_reader_credit)
     if datagrams is None:
         datagrams = quic.datagrams_to_send(now=now)
     return datagrams
@@ -99,7 +105,7 @@ def _varint_size(value: int) -> int:
     return 8
 
 
-def _only_stream_data(quic: Any, now: float) -> bool:
+def _only_stream_data(quic: Any, now: float, has_reader_credit: bool) -> bool:
     """Whether this call of aioquic's ``datagrams_to_send`` could write
     nothing but STREAM frames in 1-RTT packets on one validated path.
 
@@ -134,18 +140,22 @@ def _only_stream_data(quic: Any, now: float) -> bool:
         if not connection_id.was_sent:
             return False
     # MAX_DATA and MAX_STREAMS, as _write_connection_limits decides them
+    # (with reader credit it never doubles a limit: only one raised by
+    # credit.py and not yet sent makes a frame)
     max_data = quic._local_max_data
-    if max_data.used * 2 > max_data.value or max_data.value != max_data.sent:
+    if max_data.value != max_data.sent:
+        return False
+    if not has_reader_credit and max_data.used * 2 > max_data.value:
         return False
     for limit in (quic._local_max_streams_bidi, quic._local_max_streams_uni):
         if limit.sent - limit.used < limit.value - limit.sent and limit.value != limit.sent:
             return False
-    # MAX_STREAM_DATA, as _write_stream_limits decides it
+    # MAX_STREAM_DATA, as _write_stream_limits decides it (the same way)
     for stream in quic._streams.values():
         local = stream.max_stream_data_local
-        if local and stream.receiver.highest_offset * 2 > local:
-            return False
         if stream.max_stream_data_local_sent != local:
+            return False
+        if not has_reader_credit and local and stream.receiver.highest_offset * 2 > local:
             return False
     # no stream to discard, no STOP_SENDING or RESET_STREAM
     for stream in quic._streams_queue:
@@ -154,8 +164,10 @@ def _only_stream_data(quic: Any, now: float) -> bool:
     return True
 
 
-def _send_fast(quic: Any, now: float) -> list[tuple[bytes, Address]] | None:
-    if not _only_stream_data(quic, now):
+def _send_fast(
+    quic: Any, now: float, has_reader_credit: bool = False
+) -> list[tuple[bytes, Address]] | None:
+    if not _only_stream_data(quic, now, has_reader_credit):
         return None
 
     # -- datagrams_to_send, then _write_application's loop ------------------

@@ -21,9 +21,14 @@ Invariants:
   ``read``/``write`` raises the same error; the first error wins.
 - One task reads and one task writes a stream at a time (the waiters are
   single futures); several tasks may use several streams freely.
-- Receiving is not flow-controlled by the reader: aioquic raises the
-  window as data arrives, so a reader slower than the network lets
-  received chunks pile up here (fine for a disk writer at GB/s).
+- Receiving is flow-controlled by the reader (credit.py): the stream's
+  window moves with ``read_offset``, the bytes the reader has taken, so a
+  reader slower than the network holds at most a stream window here
+  (``tls.MAX_STREAM_DATA_BYTES``) and slows the sender. Every byte leaves
+  the queue through ``_take`` or a reset, which report it to the connection;
+  while the stream still receives, its queued bytes count against the
+  connection's window, and once its end has arrived they no longer do (no
+  more can come, and a reader may drop such a stream unread).
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class Stream:
         self._connection = connection
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()
+        # bytes the reader has taken (the stream's window follows it)
+        self.read_offset = 0
+        self._queued_bytes = 0
         self._is_eof = False
         self._read_error: P2pcpError | None = None
         self._write_error: P2pcpError | None = None
@@ -78,19 +86,12 @@ class Stream:
 
     async def read(self) -> bytes:
         """The next chunk of data; ``b""`` at the end of the stream."""
-        while not self._chunks:
-            if self._read_error is not None:
-                raise self._read_error
-            if self._is_eof:
-                return b""
-            self._read_waiter = self._connection.loop.create_future()
-            try:
-                await self._read_waiter
-            finally:
-                self._read_waiter = None
+        if not await self._wait_readable():
+            return b""
         chunks = self._chunks
         first = chunks.popleft()
         if not chunks or len(first) >= READ_JOIN_BYTES:
+            self._take(len(first))
             return first
         parts = [first]
         total = len(first)
@@ -98,6 +99,7 @@ class Stream:
             chunk = chunks.popleft()
             parts.append(chunk)
             total += len(chunk)
+        self._take(total)
         return b"".join(parts)
 
     async def read_exactly(self, n: int) -> bytes:
@@ -105,20 +107,37 @@ class Stream:
         parts: list[bytes] = []
         need = n
         while need > 0:
-            if not self._chunks:
-                chunk = await self.read()
-                if not chunk:
-                    raise RemoteProtocolError(
-                        f"stream ended after {n - need} of {n} expected bytes"
-                    )
-                self._chunks.appendleft(chunk)
+            if not await self._wait_readable():
+                raise RemoteProtocolError(f"stream ended after {n - need} of {n} expected bytes")
             chunk = self._chunks.popleft()
             if len(chunk) > need:
                 self._chunks.appendleft(chunk[need:])
                 chunk = chunk[:need]
             parts.append(chunk)
             need -= len(chunk)
+        self._take(n)
         return b"".join(parts)
+
+    async def _wait_readable(self) -> bool:
+        """Wait for queued data: True when there is some, False at the end."""
+        while not self._chunks:
+            if self._read_error is not None:
+                raise self._read_error
+            if self._is_eof:
+                return False
+            self._read_waiter = self._connection.loop.create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        return True
+
+    def _take(self, nbytes: int) -> None:
+        """The reader took ``nbytes`` from the queue: credit for the peer."""
+        self.read_offset += nbytes
+        self._queued_bytes -= nbytes
+        if not self._is_eof and self._read_error is None:
+            self._connection.receive_consumed(self.stream_id, nbytes, self.read_offset)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data``; wait while the stream holds more than HIGH_WATER_BYTES."""
@@ -145,6 +164,7 @@ class Stream:
         """Abort both directions: RESET_STREAM and STOP_SENDING with ``code``."""
         error = StreamResetError(f"stream reset locally (code {code:#x})", code)
         self._connection.reset_stream(self.stream_id, code)
+        self._drop_queue()  # nobody will read it
         self.fail(error)
 
     # -- driver side -------------------------------------------------------
@@ -157,6 +177,11 @@ class Stream:
         return is_read_done and is_write_done
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes received and not yet read (at most a stream window)."""
+        return self._queued_bytes
+
+    @property
     def is_connection_lost(self) -> bool:
         """The connection under this stream has ended (for telling a peer that
         went away from one that ended a response early on purpose)."""
@@ -164,11 +189,19 @@ class Stream:
 
     def receive_data(self, data: bytes, end_stream: bool) -> None:
         if self._read_error is not None:
+            self._connection.receive_dropped()  # nobody will read it
             return
         if data:
             self._chunks.append(data)
+            self._queued_bytes += len(data)
+            if not end_stream:
+                self._connection.receive_queued(len(data))
         if end_stream:
+            # The end is here: what the queue holds leaves the connection's
+            # count (module doc); the reader drains it without more credit.
             self._is_eof = True
+            queued_before = self._queued_bytes - len(data)
+            self._connection.receive_consumed(self.stream_id, queued_before, None)
             self._connection.stream_state_changed(self)
         self._wake_reader()
 
@@ -176,8 +209,10 @@ class Stream:
         """The peer aborted its sending side: reads fail with StreamResetError."""
         if self._read_error is None:
             self._read_error = StreamResetError(f"peer reset the stream (code {code:#x})", code)
-            self._chunks.clear()
+            self._drop_queue()
             self._connection.stream_state_changed(self)
+        else:
+            self._connection.receive_dropped()  # its final size may free credit
         self._wake_reader()
 
     def receive_stop_sending(self, code: int) -> None:
@@ -198,6 +233,15 @@ class Stream:
         self._connection.stream_state_changed(self)
         self._wake_reader()
         self._wake_writer_now()
+
+    def _drop_queue(self) -> None:
+        """Discard what the reader will never take, and give its credit back."""
+        dropped = self._queued_bytes
+        self._chunks.clear()
+        self._queued_bytes = 0
+        if self._is_eof:
+            return  # no longer counted (module doc)
+        self._connection.receive_consumed(self.stream_id, dropped, None)
 
     def wake_writer(self) -> None:
         """Called by the driver after ACKs once the stream may write again."""

@@ -45,13 +45,23 @@ from p2pcp.net.bbr import REGISTRY_NAME as BBR_REGISTRY_NAME
 # another version fails the handshake instead of misreading our frames.
 ALPN = "p2pcp/1"
 
-# Connection-level receive window. aioquic doubles windows as data arrives, so
-# this only sets the starting point; FACTS.md found larger ones add nothing
-# once the driver batches, but a small start costs round trips on long paths.
-MAX_DATA_BYTES = 64 * 1024 * 1024
-
-# Per-stream receive window (see MAX_DATA_BYTES).
+# Receive windows. They follow the reader (credit.py): a stream may hold at
+# most MAX_STREAM_DATA_BYTES the reader has not taken, all streams together
+# MAX_DATA_BYTES; that is all the memory received data can take, at any
+# transfer size. They must cover the bandwidth-delay product of the paths
+# p2pcp targets, or the window, not the path, sets the speed: loopback is
+# ~400 MB/s x 1 ms = 0.4 MB, a 1 Gbit/s path with a 100 ms RTT (a long fat
+# pipe) ~12.5 MB in flight, and one stream must fill it alone (one big
+# file). Updates go every 1/8 window (credit.UPDATE_DIVISOR), so the peer
+# always has >= 14 MiB of a 16 MiB stream window to send into: enough for
+# that pipe. The connection window is twice that: the fetcher reads up to
+# 8 streams at once, and a stream it reads later (the first file's,
+# requested with the file list) may hold a full stream window while
+# another must still get credit; 32 MiB keeps the receiver's peak within
+# issue 17's 150 MB with room for the interpreter (~50-60 MB) and the
+# writer's buffers.
 MAX_STREAM_DATA_BYTES = 16 * 1024 * 1024
+MAX_DATA_BYTES = 2 * MAX_STREAM_DATA_BYTES
 
 # A connection with no packet for this long is dead. Long enough to ride out
 # a brief outage or a slow disk on the other side, short enough that a user

@@ -32,6 +32,11 @@ attributes used:
   is proven). Without them the server just does not learn the client's key.
 - ``QuicStreamSender._buffer_start`` / ``_buffer_stop``: bytes a stream still
   holds (unsent plus unacknowledged), for write backpressure.
+- ``QuicConnection._write_stream_limits`` / ``_write_connection_limits``,
+  ``QuicStream.max_stream_data_local``, ``QuicStream.receiver`` and
+  ``QuicConnection._local_max_data`` (its ``value`` and ``used``): the
+  receive windows, which credit.py makes follow the reader
+  (``install_reader_credit`` and the functions after it).
 - ``QuicConnection._peer_cid`` and ``_original_destination_connection_id``:
   a client's first Destination Connection ID, which aioquic draws at the
   client's own id length; set to 8 bytes before ``connect`` when our ids are
@@ -62,10 +67,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import aioquic
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
 from aioquic.tls import Epoch
 from cryptography import x509
+
+from p2pcp.net.fastpath import follows_aioquic
 
 # Packets the pacer may release at once. aioquic allows 16; FACTS.md measured
 # 64 as the sweet spot: packets per wake-up rise from ~9 to 64 (+0-30%),
@@ -375,3 +383,97 @@ def can_forgo_connection_ids() -> bool:
 def forgo_connection_ids(quic: QuicConnection) -> None:
     """A connection with zero-length ids: it never issues another."""
     quic._replenish_connection_ids = lambda: None  # type: ignore[method-assign]
+
+
+# What install_reader_credit and the receive-limit functions read or wrap.
+_CREDIT_ATTRIBUTES = (
+    "_write_stream_limits",
+    "_write_connection_limits",
+    "_local_max_data",
+    "_streams",
+)
+
+
+def install_reader_credit(quic: QuicConnection, version: str = aioquic.__version__) -> bool:
+    """Stop aioquic from raising the receive windows by itself; True if done.
+
+    aioquic 1.7's ``_write_stream_limits`` doubles a stream's
+    ``max_stream_data_local`` once ``receiver.highest_offset * 2`` exceeds
+    it, and ``_write_connection_limits`` doubles ``_local_max_data.value``
+    once ``used * 2`` exceeds it; each then writes a frame whenever the
+    value differs from what was sent. Those two amounts are read nowhere
+    else in them, so each wrapper hides its amount (as zero) for the call:
+    aioquic still writes (and, when lost, rewrites) the frame for every
+    limit credit.py raises, in its own way, and never doubles one. Only on
+    the aioquic the fast paths follow (``fastpath.follows_aioquic``): where
+    the methods may differ, False, and the windows stay aioquic's.
+    """
+    if not follows_aioquic(quic, _CREDIT_ATTRIBUTES, version):
+        return False
+    write_stream_limits = quic._write_stream_limits
+    write_connection_limits = quic._write_connection_limits
+
+    def write_stream_limits_as_set(builder: Any, space: Any, stream: Any) -> None:
+        receiver = stream.receiver
+        highest = receiver.highest_offset
+        receiver.highest_offset = 0
+        try:
+            write_stream_limits(builder=builder, space=space, stream=stream)
+        finally:
+            receiver.highest_offset = highest
+
+    def write_connection_limits_as_set(builder: Any, space: Any) -> None:
+        max_data = quic._local_max_data
+        used = max_data.used
+        max_data.used = 0
+        try:
+            write_connection_limits(builder=builder, space=space)
+        finally:
+            max_data.used = used
+
+    quic._write_stream_limits = write_stream_limits_as_set  # type: ignore[method-assign]
+    quic._write_connection_limits = write_connection_limits_as_set  # type: ignore[method-assign]
+    return True
+
+
+def stream_receive_limit(quic: QuicConnection, stream_id: int) -> int | None:
+    """The receive limit (MAX_STREAM_DATA) of a stream; None once aioquic
+    dropped the stream (or never had it)."""
+    stream = quic._streams.get(stream_id)
+    return None if stream is None else int(stream.max_stream_data_local)
+
+
+def raise_stream_receive_limit(quic: QuicConnection, stream_id: int, limit: int) -> None:
+    """Let the peer send on the stream up to ``limit`` (never lowers it); the
+    next packet that has room carries the MAX_STREAM_DATA frame."""
+    stream = quic._streams.get(stream_id)
+    if stream is not None and limit > stream.max_stream_data_local:
+        stream.max_stream_data_local = limit
+
+
+def connection_receive_limit(quic: QuicConnection) -> int:
+    """The connection's receive limit (MAX_DATA)."""
+    return int(quic._local_max_data.value)
+
+
+def connection_received_bytes(quic: QuicConnection) -> int:
+    """Bytes the connection's limit counts as received: on each stream up to
+    the highest offset seen (a reset stream: its final size)."""
+    return int(quic._local_max_data.used)
+
+
+def raise_connection_receive_limit(quic: QuicConnection, limit: int) -> None:
+    """Let the peer send up to ``limit`` in all (never lowers it)."""
+    max_data = quic._local_max_data
+    max_data.value = max(max_data.value, limit)
+
+
+def out_of_order_bytes(quic: QuicConnection) -> int:
+    """Bytes counted as received that aioquic holds behind a gap (not yet
+    delivered), on streams still receiving."""
+    held = 0
+    for stream in quic._streams.values():
+        receiver = stream.receiver
+        if not receiver.is_finished:
+            held += receiver.highest_offset - receiver.starting_offset()
+    return held

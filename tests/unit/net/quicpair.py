@@ -92,16 +92,20 @@ def p2pcp_pair(
     congestion: str,
     sole: bool = False,
     adjust_client: Callable[[QuicConfiguration], None] | None = None,
+    adjust_server: Callable[[QuicConfiguration], None] | None = None,
 ) -> tuple[QuicConnection, QuicConnection, float]:
     """(client, server, now) with p2pcp's configurations, connected between
     CLIENT_ADDR and SERVER_ADDR; ``sole``: the client uses zero-length ids,
     as an endpoint's only client connection does (endpoint.py);
-    ``adjust_client`` may change the client's configuration first."""
+    ``adjust_client`` / ``adjust_server`` may change a configuration first."""
     client_config = tls.client_configuration(SEED_CLIENT, congestion=congestion)
     if sole:
         client_config = tls.sole_client_configuration(client_config)
     if adjust_client is not None:
         adjust_client(client_config)
+    server_config = tls.server_configuration(SEED_SERVER, congestion=congestion)
+    if adjust_server is not None:
+        adjust_server(server_config)
 
     def prepare(client: QuicConnection) -> None:
         if sole:
@@ -110,7 +114,7 @@ def p2pcp_pair(
 
     return connected_pair(
         client_config,
-        tls.server_configuration(SEED_SERVER, congestion=congestion),
+        server_config,
         server_addr=SERVER_ADDR,
         client_addr=CLIENT_ADDR,
         prepare=prepare,
