@@ -962,8 +962,11 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
         p2 = case["rows"]["p2pcp"]
         done = f"{p2['ok']}/{p2['runs']} p2pcp runs completed"
         r = case["ratios"].get(peer)
+        if not p2["ok"]:
+            add(text, key, done, False)
+            return
         if r is None:
-            add(text, key, done + f"; no {TOOL_LABEL[peer]} figure", None if p2["ok"] else False)
+            add(text, key, f"no {TOOL_LABEL[peer]} figure", None)
             return
         figure = f"{r:.2f}x" + (f" ({done})" if need_all else "")
         complete = p2["ok"] == p2["runs"] if need_all else True
@@ -1003,7 +1006,7 @@ def print_table(report: dict[str, Any]) -> None:
         " vs = p2pcp's speed against this peer\n(peer wall / p2pcp wall: > 1 means p2pcp faster)"
     )
     head = (
-        f"{'case':<28} {'tool':<22} {'wall s':>20} {'MB/s':>7} {'CPU rx':>7} {'CPU tx':>7} "
+        f"{'case':<31} {'tool':<22} {'wall s':>24} {'MB/s':>7} {'CPU rx':>7} {'CPU tx':>7} "
         f"{'RSS rx':>7} {'RSS tx':>7} {'ready':>6} {'vs':>6}  path"
     )
     print(head)
@@ -1014,7 +1017,7 @@ def print_table(report: dict[str, Any]) -> None:
             label = case["label"] if first else ""
             first = False
             if not row["ok"]:
-                print(f"{label:<28} {TOOL_LABEL[tool]:<22} FAILED: {row['errors'][-1]}")
+                print(f"{label:<31} {TOOL_LABEL[tool]:<22} FAILED: {row['errors'][-1]}")
                 continue
             wall = f"{row['wall']:.2f} ({row['wall_min']:.2f}-{row['wall_max']:.2f})"
             vs = case["ratios"].get(tool)
@@ -1022,14 +1025,14 @@ def print_table(report: dict[str, Any]) -> None:
                 f"  [{row['runs'] - row['ok']} run(s) failed]" if row["ok"] < row["runs"] else ""
             )
             print(
-                f"{label:<28} {TOOL_LABEL[tool]:<22} {wall:>20} {row['mb_per_s']:7.1f} "
+                f"{label:<31} {TOOL_LABEL[tool]:<22} {wall:>24} {row['mb_per_s']:7.1f} "
                 f"{row['recv_cpu']:7.2f} {row['send_cpu']:7.2f} "
                 f"{_cell(row, 'recv_rss', '.0f', MB):>7} {_cell(row, 'send_rss', '.0f', MB):>7} "
                 f"{_cell(row, 'ready', '.2f'):>6} {'-' if vs is None else f'{vs:.2f}x':>6}  "
                 f"{row['path']}{failed}"
             )
             for error in row["errors"]:
-                print(f"{'':<28} {'':<22} failed run: {error}")
+                print(f"{'':<31} {'':<22} failed run: {error}")
     print()
     print("goals")
     for goal in report["goals"]:
