@@ -10,7 +10,10 @@ Order of work, and why:
    ones stop the receive (exit 5) unless ``force``; check free space.
 4. Fetch the distinct file blobs over parallel streams; each leaf is
    verified before it is written to the hidden partial folder; a complete
-   file is fsynced and renamed into place.
+   file is fsynced and renamed into place. Files of one leaf are asked for
+   up to MAX_MANY_BLOBS at a time (GET_MANY: one request, the answers back
+   to back, each verified as a GET's) and placed as a group (``batch.py``);
+   a sender that does not know GET_MANY gets a GET per file.
 5. Tell the sender we are done (so ``send --once`` can exit), close.
 
 On any failure the partial folder is removed (resume arrives with a resume
@@ -28,8 +31,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
+
 from p2pcp.blobs.collection import MAX_MANIFEST_BYTES, Entry, Manifest, decode_manifest
-from p2pcp.blobs.encoding import ALL, MAX_LEAF_INDEX, DecodeFinished, LeafVerified, RangeDecoder
+from p2pcp.blobs.encoding import (
+    ALL,
+    MAX_LEAF_INDEX,
+    DecodeFinished,
+    LeafVerified,
+    RangeDecoder,
+    encoded_size,
+)
+from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.defaults import (
     CONNECT_TIMEOUT_S,
     FETCH_CONCURRENCY,
@@ -55,9 +68,19 @@ from p2pcp.core.ticket import Ticket
 from p2pcp.net.endpoint import Connection, Endpoint, Stream
 from p2pcp.net.tls import DEFAULT_CONGESTION
 from p2pcp.transfer import events, wire
+from p2pcp.transfer.batch import SmallFile
 from p2pcp.transfer.store import Plan, Store
 
 Emit = Callable[[object], None]
+
+# A GET_MANY asks for at most this many bytes of files (and at most
+# wire.MAX_MANY_BLOBS files): small enough that a batch's files are
+# reported finished often and that the 8 streams share the work, large
+# enough that a request's round trip is small next to its data.
+MANY_BATCH_BYTES = 8 * 1024 * 1024
+
+# A job of the fetch queue: one blob (GET), or several small ones (GET_MANY).
+_Item = tuple[bytes, list[Entry]]
 
 
 @dataclass(frozen=True)
@@ -246,6 +269,8 @@ class _Progress:
     # GET_ITEM for the manifest's first file, sent with the manifest's GET on
     # manifest_connection; taken by that file's fetch or reset unused.
     first_stream: Stream | None = None
+    # False once the sender refused a GET_MANY: it is asked per file then.
+    has_get_many: bool = True
 
 
 class Fetcher:
@@ -448,14 +473,22 @@ class Fetcher:
     async def _fetch_all(
         self, connection: Connection, store: Store, plan: Plan, progress: _Progress
     ) -> None:
-        queue = list(plan.to_fetch.items())
+        await self._place_leftovers(store, plan, progress)
+        queue = _plan_jobs(plan, progress)
         queue.reverse()
 
         async def worker() -> None:
             while queue:
-                root, entries = queue.pop()
-                await self._fetch_file(connection, store, root, entries, progress)
-                del plan.to_fetch[root]
+                is_many, job = queue.pop()
+                if not is_many or not progress.has_get_many:
+                    for root, entries in job:
+                        await self._fetch_file(connection, store, root, entries, progress)
+                        del plan.to_fetch[root]
+                    continue
+                refused = await self._fetch_many(connection, store, job, plan, progress)
+                # A sender without GET_MANY: the same files, one GET each,
+                # shared out among the workers.
+                queue.extend((False, [item]) for item in reversed(refused))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(FETCH_CONCURRENCY)]
         try:
@@ -466,6 +499,105 @@ class Fetcher:
             await asyncio.gather(*workers, return_exceptions=True)
             _drop(progress.first_stream)
             progress.first_stream = None
+
+    async def _place_leftovers(self, store: Store, plan: Plan, progress: _Progress) -> None:
+        """Place the small files an earlier run verified and wrote but did
+        not place (it was killed): checked again, they need no fetching."""
+        wanted = {
+            root: entries for root, entries in plan.to_fetch.items() if entries[0].size <= LEAF_SIZE
+        }
+        if not wanted:
+            return
+        found = await store.find_leftovers(wanted)
+        if not found:
+            return
+        batch = store.small_batch()
+        for small in found:
+            batch.add(small)
+        try:
+            await batch.commit()
+        finally:
+            for small in batch.placed:
+                size = small.entries[0].size
+                found_bytes = size - progress.accounted.get(small.root, 0)
+                if found_bytes > 0:
+                    self.bytes_resumed += found_bytes
+                    progress.accounted[small.root] = size
+                    self.emit(events.BytesReceived(small.entries[0].path, found_bytes))
+                self._finish_small(small, plan, progress)
+
+    def _finish_small(self, small: SmallFile, plan: Plan, progress: _Progress) -> None:
+        """A placed small file: report it, and do not fetch it again."""
+        plan.to_fetch.pop(small.root, None)
+        for entry in small.entries:
+            progress.reports[entry.path] = events.FileReport(
+                entry.path, entry.size, small.blake3_hex
+            )
+            self.emit(events.FileFinished(entry.path, entry.size, small.blake3_hex))
+
+    async def _fetch_many(
+        self,
+        connection: Connection,
+        store: Store,
+        items: list[_Item],
+        plan: Plan,
+        progress: _Progress,
+    ) -> list[_Item]:
+        """Fetch small blobs with one GET_MANY and place them as a group.
+        Returns the items to fetch one by one instead (all of them, when the
+        sender does not know GET_MANY; none otherwise)."""
+        request = wire.ManyRequest(tuple(root for root, _entries in items))
+        stream = await _request(connection, request)
+        body = _BodyReader(stream)
+        batch = store.small_batch()
+        watchdog = _Watchdog(self.options.progress_timeout_s)
+        what = items[0][1][0].path
+        try:
+            for number, (root, entries) in enumerate(items):
+                first = entries[0]
+                what = first.path
+                try:
+                    status = await body.take(1)
+                except StreamResetError as exc:
+                    if number == 0 and exc.code == wire.ERROR_BAD_REQUEST:
+                        progress.has_get_many = False
+                        return items
+                    raise
+                if status[0] == wire.STATUS_NOT_FOUND:
+                    raise NotFoundError(f"the sender does not have {first.path} any more")
+                if status[0] != wire.STATUS_OK:
+                    raise RemoteProtocolError(
+                        f"the sender answered with unknown status {status[0]}"
+                    )
+                answer = await body.take(encoded_size(first.size, ALL))
+                data = _verify_small(root, first.size, answer)
+                watchdog.feed()
+                self._mark_first_byte()
+                batch.add(SmallFile(root, entries, _blake3_hex(data), data))
+                self.bytes_received += first.size
+                progress.accounted[root] = first.size
+                self.emit(events.BytesReceived(first.path, first.size))
+            await body.expect_end()
+        except StreamResetError as exc:
+            raise _explain_reset(exc, what) from None
+        except asyncio.CancelledError:
+            if not watchdog.has_fired:
+                raise
+            stream.reset(wire.ERROR_CANCELLED)
+            raise ConnectionLostError(
+                f"the sender sent no verified data for {what} in "
+                f"{self.options.progress_timeout_s:.0f} s"
+            ) from None
+        finally:
+            watchdog.close()
+            # Whatever verified is placed, even when the answer failed half-way:
+            # a retry then asks only for the rest.
+            try:
+                await batch.commit()
+            finally:
+                for small in batch.placed:
+                    self._finish_small(small, plan, progress)
+        return []
 
     async def _fetch_file(
         self,
@@ -537,6 +669,75 @@ class Fetcher:
         if await _accept_first(stream, manifest.files[0].path, self.options.progress_timeout_s):
             return stream
         return None
+
+
+def _plan_jobs(plan: Plan, progress: _Progress) -> list[tuple[bool, list[_Item]]]:
+    """The fetch queue, in manifest order: each blob larger than one leaf
+    alone (as is the first file when its GET_ITEM is on its way), the small
+    ones in groups of at most MAX_MANY_BLOBS files and MANY_BATCH_BYTES."""
+    jobs: list[tuple[bool, list[_Item]]] = []
+    group: list[_Item] = []
+    group_bytes = 0
+    first_root = None
+    if progress.first_stream is not None and progress.manifest is not None:
+        first_root = progress.manifest.files[0].root
+    for root, entries in plan.to_fetch.items():
+        size = entries[0].size
+        if size > LEAF_SIZE or root == first_root:
+            jobs.append((False, [(root, entries)]))
+            continue
+        if len(group) >= wire.MAX_MANY_BLOBS or group_bytes + size > MANY_BATCH_BYTES:
+            jobs.append((True, group))
+            group, group_bytes = [], 0
+        group.append((root, entries))
+        group_bytes += size
+    if group:
+        jobs.append((True, group))
+    return jobs
+
+
+def _verify_small(root: bytes, size: int, body: bytes) -> bytes:
+    """The one leaf of a whole-blob body, verified as a GET's (header
+    against the root and the manifest's size, leaf against the header)."""
+    decoder = RangeDecoder(root, ALL, expected_size=size)
+    decoder.receive_data(body)
+    data: bytes | None = None
+    while (event := decoder.next_event()) is not None:
+        if isinstance(event, LeafVerified):
+            data = event.data
+    if data is None or not decoder.is_finished:
+        raise IntegrityError("the sender's answer for a file ended early")
+    return data
+
+
+def _blake3_hex(data: bytes) -> str:
+    return str(blake3.blake3(data).hexdigest())
+
+
+class _BodyReader:
+    """Reads a response stream in pieces of exact lengths (GET_MANY bodies
+    follow each other without framing: each length is known in advance)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    async def take(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            chunk = await self.stream.read()
+            if not chunk:
+                if self.stream.is_connection_lost:
+                    raise ConnectionLostError("the connection closed during a transfer")
+                raise IntegrityError("the sender's answer ended early")
+            self.buffer += chunk
+        piece = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        return piece
+
+    async def expect_end(self) -> None:
+        """The answer must end here: more bytes than asked for are a lie."""
+        if self.buffer or await self.stream.read():
+            raise RemoteProtocolError("the sender answered with more than was asked for")
 
 
 def _drop(stream: Stream | None) -> None:

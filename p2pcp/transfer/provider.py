@@ -5,7 +5,9 @@ after another or at once, until cancelled, or (``once``) until the first
 receiver reports that it has everything verified.
 
 Per request stream: read the request (bounded), look the hash up, answer
-with the verified-stream body of ``blobs.encoding``. Leaves are read from
+with the verified-stream body of ``blobs.encoding``; a GET_MANY is answered
+blob after blob on its one stream (status, body), each file opened only
+while its body is written, so a request of 256 blobs holds one file open. Leaves are read from
 disk at serve time and re-hashed: a file that changed after the ticket was
 made is never sent as if it were the original; the stream is reset with
 ``ERROR_CONTENT_CHANGED`` and the receiver stops with a clear reason.
@@ -16,6 +18,9 @@ of the ticket's hashes get data) are bounded by ``ProviderLimits``:
 - a request must arrive whole within ``request_timeout_s``, else the stream
   is reset with ``ERROR_BAD_REQUEST``; a malformed or oversized request is
   reset the same way; an unknown hash is answered NOT_FOUND;
+- a GET_MANY names at most ``wire.MAX_MANY_BLOBS`` blobs, each of at most
+  one leaf (a larger known blob is refused, ERROR_BAD_REQUEST), so one
+  request answers at most 64 MiB;
 - a connection has at most ``max_requests_per_connection`` requests in
   progress; a stream beyond that is reset before it is read (QUIC's own
   stream limit, 128 open streams, bounds what queues below us);
@@ -39,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pcp.blobs.encoding import ALL, Header, LeafRef, Parents, encode_plan
-from p2pcp.blobs.tree import Outboard, hash_leaf
+from p2pcp.blobs.tree import LEAF_SIZE, Outboard, hash_leaf, hash_root
 from p2pcp.core.defaults import (
     MAX_RECEIVER_CONNECTIONS,
     MAX_REQUESTS_PER_CONNECTION,
@@ -66,12 +71,18 @@ class _ContentChangedError(P2pcpError):
 
 
 class _BlobReader:
-    """Reads leaves of one blob from disk or memory and checks them."""
+    """Reads leaves of one blob from disk or memory and checks them.
 
-    def __init__(self, outboard: Outboard, path: str | None, data: bytes | None) -> None:
+    ``is_file``: the blob is a file's (its bytes count as sent), not the
+    manifest's."""
+
+    def __init__(
+        self, outboard: Outboard, path: str | None, data: bytes | None, *, is_file: bool = True
+    ) -> None:
         self.outboard = outboard
         self.path = path
         self.data = data
+        self.is_file = is_file
         self.fd: int | None = None
         if path is not None:
             try:
@@ -96,6 +107,25 @@ class _BlobReader:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    @classmethod
+    def small(cls, root: bytes, path: str) -> _BlobReader:
+        """A blob of one leaf, read now: its outboard is its leaf's hash,
+        and ``hash_root(leaf hash, size) == root`` checks bytes and size."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise _ContentChangedError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            data = os.read(fd, LEAF_SIZE + 1)
+        except OSError as exc:
+            raise _ContentChangedError(f"cannot read {path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        top = hash_leaf(data)
+        if len(data) > LEAF_SIZE or hash_root(top, len(data)) != root:
+            raise _ContentChangedError(f"{path} changed since the ticket was made")
+        return cls(Outboard(len(data), (top,), None), path, data)
 
 
 @dataclass(frozen=True)
@@ -270,7 +300,10 @@ class _Session:
                 )
                 self.provider._finished.set()
                 return
-            await self._answer_get(stream, request)
+            if isinstance(request, wire.ManyRequest):
+                await self._answer_many(stream, request)
+            else:
+                await self._answer_get(stream, request)
         except RemoteProtocolError:
             stream.reset(wire.ERROR_BAD_REQUEST)
         except _ContentChangedError as exc:
@@ -289,6 +322,35 @@ class _Session:
             if len(data) > wire.MAX_REQUEST_BYTES:
                 raise RemoteProtocolError("request too large")
 
+    def _reader(self, blob_hash: bytes | None) -> _BlobReader | None:
+        """A reader of a blob we serve, or None if we do not have it."""
+        collection = self.provider.collection
+        if blob_hash is None:
+            return None
+        if blob_hash == collection.root:
+            return _BlobReader(
+                collection.manifest_outboard, None, collection.manifest_bytes, is_file=False
+            )
+        path = collection.blobs.small_path(blob_hash)
+        if path is not None:
+            return _BlobReader.small(blob_hash, path)
+        blob = collection.blobs.get(blob_hash)
+        if blob is None:
+            return None
+        return _BlobReader(blob.outboard, blob.path, None)
+
+    def _size_of(self, blob_hash: bytes) -> int | None:
+        """A blob's size when it is larger than one leaf, 0 if it fits one
+        (small files are not stat'ed: one leaf is all GET_MANY needs to
+        know), None if we do not have it."""
+        collection = self.provider.collection
+        if blob_hash == collection.root:
+            return len(collection.manifest_bytes)
+        blob = collection.blobs.get(blob_hash)
+        if blob is not None:
+            return blob.outboard.size
+        return 0 if blob_hash in collection.blobs else None
+
     async def _answer_get(
         self, stream: Stream, request: wire.GetRequest | wire.ItemRequest
     ) -> None:
@@ -301,34 +363,67 @@ class _Session:
             ranges: tuple[tuple[int, int], ...] = ALL
         else:
             blob_hash, ranges = request.blob_hash, request.ranges
-        if blob_hash == collection.root:
-            reader = _BlobReader(collection.manifest_outboard, None, collection.manifest_bytes)
-        elif blob_hash is not None and (blob := collection.blobs.get(blob_hash)) is not None:
-            reader = _BlobReader(blob.outboard, str(blob.path), None)
-        else:
+        reader = self._reader(blob_hash)
+        if reader is None:
             await stream.write(bytes([wire.STATUS_NOT_FOUND]))
             await stream.finish()
             return
         self.has_fetched = True
+        pending = bytearray()
         try:
-            pending = bytearray([wire.STATUS_OK])
-            for item in encode_plan(reader.outboard, ranges):
-                if isinstance(item, (Header, Parents)):
-                    pending += item.data
-                    if len(pending) < _COALESCE_BYTES:
-                        continue
-                else:
-                    pending += reader.read_leaf(item)
-                    if reader.data is None:  # file bytes, not the manifest
-                        self.bytes_sent += item.length
-                await stream.write(bytes(pending))
-                pending.clear()
-                if isinstance(item, LeafRef):
-                    self.provider.emit(
-                        events.ReceiverProgressed(self.connection_id, self.bytes_sent)
-                    )
-            if pending:
-                await stream.write(bytes(pending))
-            await stream.finish()
+            await self._write_body(stream, reader, ranges, pending)
         finally:
             reader.close()
+        await self._flush(stream, pending)
+        await stream.finish()
+
+    async def _answer_many(self, stream: Stream, request: wire.ManyRequest) -> None:
+        """Each blob in turn: status, then its whole body. Small bodies are
+        gathered into writes of up to _COALESCE_BYTES, as proof nodes are."""
+        sizes = [self._size_of(blob_hash) for blob_hash in request.blob_hashes]
+        if any(size is not None and size > LEAF_SIZE for size in sizes):
+            raise RemoteProtocolError("GET_MANY asks for a blob larger than one leaf")
+        if any(size is not None for size in sizes):
+            self.has_fetched = True
+        pending = bytearray()
+        for blob_hash in request.blob_hashes:
+            reader = self._reader(blob_hash)
+            if reader is None:
+                pending.append(wire.STATUS_NOT_FOUND)
+                continue
+            try:
+                await self._write_body(stream, reader, ALL, pending)
+            finally:
+                reader.close()
+        await self._flush(stream, pending)
+        await stream.finish()
+
+    async def _write_body(
+        self,
+        stream: Stream,
+        reader: _BlobReader,
+        ranges: tuple[tuple[int, int], ...],
+        pending: bytearray,
+    ) -> None:
+        """Append status OK and the body of ``reader``'s blob to ``pending``,
+        writing it out whenever it holds _COALESCE_BYTES; the caller writes
+        what is left. One leaf's bytes are read at a time."""
+        pending.append(wire.STATUS_OK)
+        for item in encode_plan(reader.outboard, ranges):
+            if isinstance(item, (Header, Parents)):
+                pending += item.data
+            else:
+                pending += reader.read_leaf(item)
+                if reader.is_file:
+                    self.bytes_sent += item.length
+            if len(pending) >= _COALESCE_BYTES:
+                await self._flush(stream, pending)
+
+    async def _flush(self, stream: Stream, pending: bytearray) -> None:
+        """Write ``pending`` out and say how far this receiver got (once per
+        write, not per small file: a view redrawn per file costs more than
+        sending it)."""
+        if pending:
+            await stream.write(bytes(pending))
+            pending.clear()
+            self.provider.emit(events.ReceiverProgressed(self.connection_id, self.bytes_sent))

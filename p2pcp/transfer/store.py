@@ -30,11 +30,15 @@ Invariants (the promise to backup scripts):
   holds it until ``close``, which removes the folder while still holding
   it. A second receive of the same ticket into the same folder stops at
   once with exit 5 and a one-line message, changing nothing.
+- Small files (one leaf) are written and made durable a batch at a time
+  (``small_batch``; the order that keeps the promise above is in
+  ``batch.py``): one file-system barrier, the renames, one fsync per folder.
 - Paths come from a manifest that was already checked by ``blobs.names``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -50,6 +54,7 @@ from p2pcp.blobs.collection import Entry, Manifest
 from p2pcp.blobs.names import display_path
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
 from p2pcp.core.errors import StorageError, WouldOverwriteError
+from p2pcp.transfer.batch import SmallBatch, SmallFile, find_leftovers
 from p2pcp.transfer.fsprobe import FileSystemTraits, find_unfit_names, probe_folder
 from p2pcp.transfer.partial import PartialFile
 from p2pcp.transfer.resume import recorded_bytes
@@ -301,8 +306,29 @@ class Store:
             return 0
 
     def _make_parents(self, rel: str) -> None:
+        parent = rel.rpartition("/")[0]
+        if not parent or parent in self._made_folders:
+            return  # checked and made (or found) for an earlier file of that folder
         self._check_parents(rel)
         self._make_folders(rel.split("/")[:-1])
+
+    def small_batch(self) -> SmallBatch:
+        """A group of small files to place together (``batch.py``)."""
+        return SmallBatch(
+            self._writer,
+            self.partial_dir,
+            self.out_dir,
+            umask=_UMASK,
+            fs_fd=self._lock_fd,
+            make_parents=self._make_parents,
+        )
+
+    async def find_leftovers(self, wanted: dict[bytes, list[Entry]]) -> list[SmallFile]:
+        """Small files of ``wanted`` an earlier run verified and wrote to the
+        partial folder but did not place (checked again, on the writer thread)."""
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._writer, find_leftovers, self.partial_dir, wanted)
+        return await asyncio.shield(job)
 
     def _make_folders(self, parts: list[str]) -> None:
         """Create ``out_dir/part/part/...`` level by level: a tree may be

@@ -267,6 +267,11 @@ class HostileSender:
     # an index to the blob hash whose ``answers`` entry answers it.
     items: dict[int, bytes] | None = None
     item_requests: list[wire.ItemRequest] = field(default_factory=list)
+    # GET_MANY (small files): answered as a sender without it does (reset,
+    # ERROR_BAD_REQUEST) unless ``many`` is set, which then answers the
+    # whole request from its hash list (a hostile answer of any shape).
+    many: Callable[[Stream, wire.ManyRequest], Awaitable[None]] | None = None
+    many_requests: list[wire.ManyRequest] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -305,6 +310,13 @@ class HostileSender:
                 await asyncio.sleep(self.done_delay_s)
                 await stream.write(bytes([wire.STATUS_OK]))
                 await stream.finish()
+                return
+            if isinstance(request, wire.ManyRequest):
+                self.many_requests.append(request)
+                if self.many is None:
+                    stream.reset(wire.ERROR_BAD_REQUEST)
+                else:
+                    await self.many(stream, request)
                 return
             if isinstance(request, wire.ItemRequest):
                 self.item_requests.append(request)
