@@ -55,7 +55,7 @@ import blake3
 from p2pcp.blobs.collection import Entry
 from p2pcp.blobs.names import display_path
 from p2pcp.blobs.tree import LEAF_SIZE, hash_leaf, hash_root
-from p2pcp.core.errors import StorageError
+from p2pcp.core.errors import P2pcpError, StorageError
 
 # The writer thread gets the verified files of a batch in groups of about
 # this size (or this many files), so that writing overlaps receiving while a
@@ -178,7 +178,7 @@ def rename_into_place(
     a failed rename is raised after the folders of the files already placed
     were made durable."""
     folders: set[str] = set()
-    error: StorageError | None = None
+    error: P2pcpError | None = None
     for small in files:
         try:
             for entry, path in zip(small.entries, _temp_paths(partial_dir, small), strict=True):
@@ -188,7 +188,7 @@ def rename_into_place(
         except OSError as exc:
             error = StorageError(f"cannot write {display_path(entry.path)}: {exc.strerror}")
             break
-        except StorageError as exc:
+        except P2pcpError as exc:  # a folder in the way (StorageError, WouldOverwriteError)
             error = exc
             break
         placed.append(small)

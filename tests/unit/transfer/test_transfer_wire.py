@@ -80,3 +80,56 @@ def test_get_item_out_of_range_or_truncated() -> None:
             wire.decode_request(encoded[:cut])
     with pytest.raises(RemoteProtocolError):
         wire.decode_request(encoded + b"\x00")
+
+
+# -- GET_MANY ---------------------------------------------------------------------
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=300, unique=True))
+def test_get_many_round_trip(hashes: list[bytes]) -> None:
+    request = wire.ManyRequest(tuple(hashes))
+    if len(hashes) > wire.MAX_MANY_BLOBS:
+        with pytest.raises(RemoteProtocolError):
+            wire.encode_request(request)
+        return
+    encoded = wire.encode_request(request)
+    assert len(encoded) == 3 + 32 * len(hashes) <= wire.MAX_REQUEST_BYTES
+    assert wire.decode_request(encoded) == request
+
+
+def test_get_many_refuses_empty_duplicate_and_too_many() -> None:
+    for hashes in [(), (bytes(32), bytes(32)), (bytes(31),)]:
+        with pytest.raises(RemoteProtocolError):
+            wire.encode_request(wire.ManyRequest(hashes))
+    # The same, written by hand (a receiver that does not use our encoder).
+    for count, body in [(0, b""), (2, bytes(64)), (1, bytes(31)), (1, bytes(33))]:
+        with pytest.raises(RemoteProtocolError):
+            wire.decode_request(bytes([wire.REQUEST_GET_MANY]) + count.to_bytes(2, "big") + body)
+    too_many = wire.MAX_MANY_BLOBS + 1
+    payload = bytes([wire.REQUEST_GET_MANY]) + too_many.to_bytes(2, "big")
+    payload += b"".join(i.to_bytes(32, "big") for i in range(too_many))
+    with pytest.raises(RemoteProtocolError):
+        wire.decode_request(payload)
+
+
+def test_get_many_truncated_or_extended() -> None:
+    encoded = wire.encode_request(wire.ManyRequest((bytes(32), b"\x01" * 32)))
+    for cut in range(len(encoded)):
+        with pytest.raises(RemoteProtocolError):
+            wire.decode_request(encoded[:cut])
+    with pytest.raises(RemoteProtocolError):
+        wire.decode_request(encoded + b"\x00")
+
+
+@given(st.integers(0, 2**16 - 1), st.binary(max_size=2000))
+def test_get_many_hostile_bytes(count: int, body: bytes) -> None:
+    """Any count with any body: our error, or a request within the bounds."""
+    payload = bytes([wire.REQUEST_GET_MANY]) + count.to_bytes(2, "big") + body
+    try:
+        request = wire.decode_request(payload)
+    except RemoteProtocolError:
+        return
+    assert isinstance(request, wire.ManyRequest)
+    assert 1 <= len(request.blob_hashes) <= wire.MAX_MANY_BLOBS
+    assert len(set(request.blob_hashes)) == len(request.blob_hashes)
+    assert all(len(blob_hash) == 32 for blob_hash in request.blob_hashes)
