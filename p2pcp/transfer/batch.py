@@ -69,7 +69,7 @@ class SmallFile:
     """A verified file of at most one leaf and every path it goes to."""
 
     root: bytes
-    entries: list[Entry]
+    entries: tuple[Entry, ...]
     blake3_hex: str
     # The bytes, until every temporary file of it is written.
     data: bytes
@@ -203,7 +203,7 @@ def rename_into_place(
         raise error
 
 
-def find_leftovers(partial_dir: Path, wanted: dict[bytes, list[Entry]]) -> list[SmallFile]:
+def find_leftovers(partial_dir: Path, wanted: dict[bytes, tuple[Entry, ...]]) -> list[SmallFile]:
     """Small files an earlier run wrote to the partial folder but did not
     place (it stopped between steps 1 and 3). Each ``.part`` of a wanted
     root is read back: bytes that hash to the root are verified data and

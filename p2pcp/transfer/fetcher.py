@@ -80,7 +80,7 @@ Emit = Callable[[object], None]
 MANY_BATCH_BYTES = 8 * 1024 * 1024
 
 # A job of the fetch queue: one blob (GET), or several small ones (GET_MANY).
-_Item = tuple[bytes, list[Entry]]
+_Item = tuple[bytes, tuple[Entry, ...]]
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,8 @@ class _Progress:
     plan: Plan | None = None
     reports: dict[str, events.FileReport] = dataclasses.field(default_factory=dict)
     bytes_by_path: Counter[str] = dataclasses.field(default_factory=Counter)
-    # Per blob, bytes already counted (fetched or found) in this run.
+    # Per blob not yet in place, bytes already counted (fetched or found) in
+    # this run, so that a retry does not count them twice.
     accounted: dict[bytes, int] = dataclasses.field(default_factory=dict)
     manifest_connection: Connection | None = None
     # GET_ITEM for the manifest's first file, sent with the manifest's GET on
@@ -460,7 +461,7 @@ class Fetcher:
                 len(manifest.files),
                 manifest.total_size,
                 plan.bytes_present,
-                sum(store.partial_bytes(root) for root in plan.to_fetch),
+                store.resumable_bytes(plan),
             )
         )
         for entry, digest in plan.present:
@@ -479,16 +480,18 @@ class Fetcher:
 
         async def worker() -> None:
             while queue:
-                is_many, job = queue.pop()
+                is_many, roots = queue.pop()
                 if not is_many or not progress.has_get_many:
-                    for root, entries in job:
+                    for root in roots:
+                        entries = plan.to_fetch[root]
                         await self._fetch_file(connection, store, root, entries, progress)
                         del plan.to_fetch[root]
                     continue
+                job = [(root, plan.to_fetch[root]) for root in roots]
                 refused = await self._fetch_many(connection, store, job, plan, progress)
                 # A sender without GET_MANY: the same files, one GET each,
                 # shared out among the workers.
-                queue.extend((False, [item]) for item in reversed(refused))
+                queue.extend((False, [root]) for root, _entries in reversed(refused))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(FETCH_CONCURRENCY)]
         try:
@@ -529,6 +532,7 @@ class Fetcher:
     def _finish_small(self, small: SmallFile, plan: Plan, progress: _Progress) -> None:
         """A placed small file: report it, and do not fetch it again."""
         plan.to_fetch.pop(small.root, None)
+        progress.accounted.pop(small.root, None)  # counted for good: never fetched again
         for entry in small.entries:
             progress.reports[entry.path] = events.FileReport(
                 entry.path, entry.size, small.blake3_hex
@@ -604,7 +608,7 @@ class Fetcher:
         connection: Connection,
         store: Store,
         root: bytes,
-        entries: list[Entry],
+        entries: tuple[Entry, ...],
         progress: _Progress,
     ) -> None:
         first = entries[0]
@@ -647,6 +651,7 @@ class Fetcher:
             # (the session removes the partial folder if none can follow).
             await partial.suspend()
             raise
+        progress.accounted.pop(root, None)  # counted for good: never fetched again
         for entry in entries:
             progress.reports[entry.path] = events.FileReport(entry.path, entry.size, digest)
             self.emit(events.FileFinished(entry.path, entry.size, digest))
@@ -671,12 +676,13 @@ class Fetcher:
         return None
 
 
-def _plan_jobs(plan: Plan, progress: _Progress) -> list[tuple[bool, list[_Item]]]:
-    """The fetch queue, in manifest order: each blob larger than one leaf
-    alone (as is the first file when its GET_ITEM is on its way), the small
-    ones in groups of at most MAX_MANY_BLOBS files and MANY_BATCH_BYTES."""
-    jobs: list[tuple[bool, list[_Item]]] = []
-    group: list[_Item] = []
+def _plan_jobs(plan: Plan, progress: _Progress) -> list[tuple[bool, list[bytes]]]:
+    """The fetch queue, in manifest order, as blob roots: each blob larger
+    than one leaf alone (as is the first file when its GET_ITEM is on its
+    way), the small ones in groups (True) of at most MAX_MANY_BLOBS files
+    and MANY_BATCH_BYTES. Roots only: the plan holds their entries."""
+    jobs: list[tuple[bool, list[bytes]]] = []
+    group: list[bytes] = []
     group_bytes = 0
     first_root = None
     if progress.first_stream is not None and progress.manifest is not None:
@@ -684,12 +690,12 @@ def _plan_jobs(plan: Plan, progress: _Progress) -> list[tuple[bool, list[_Item]]
     for root, entries in plan.to_fetch.items():
         size = entries[0].size
         if size > LEAF_SIZE or root == first_root:
-            jobs.append((False, [(root, entries)]))
+            jobs.append((False, [root]))
             continue
         if len(group) >= wire.MAX_MANY_BLOBS or group_bytes + size > MANY_BATCH_BYTES:
             jobs.append((True, group))
             group, group_bytes = [], 0
-        group.append((root, entries))
+        group.append(root)
         group_bytes += size
     if group:
         jobs.append((True, group))

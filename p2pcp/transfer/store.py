@@ -78,7 +78,7 @@ _NO_LOCKS_HERE = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP})
 class Plan:
     """What to fetch: each distinct blob once, with every path it goes to."""
 
-    to_fetch: dict[bytes, list[Entry]] = field(default_factory=dict)
+    to_fetch: dict[bytes, tuple[Entry, ...]] = field(default_factory=dict)
     # Entries whose destination already holds identical content, with its BLAKE3.
     present: list[tuple[Entry, str]] = field(default_factory=list)
 
@@ -89,6 +89,13 @@ class Plan:
     @property
     def bytes_present(self) -> int:
         return sum(entry.size for entry, _digest in self.present)
+
+
+def _add(to_fetch: dict[bytes, tuple[Entry, ...]], entry: Entry) -> None:
+    """One more path for a blob. Tuples, not lists: a plan of 100,000 files
+    holds one per blob, and a one-item tuple is half a list's size."""
+    known = to_fetch.get(entry.root)
+    to_fetch[entry.root] = (entry,) if known is None else (*known, entry)
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -187,7 +194,7 @@ class Store:
             dest = self.out_dir / entry.path
             st = _lstat(dest)
             if st is None:
-                plan.to_fetch.setdefault(entry.root, []).append(entry)
+                _add(plan.to_fetch, entry)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 raise WouldOverwriteError(
@@ -207,7 +214,7 @@ class Store:
                 raise WouldOverwriteError(
                     f"{_shown(dest)} exists with different content (use --force to replace it)"
                 )
-            plan.to_fetch.setdefault(entry.root, []).append(entry)
+            _add(plan.to_fetch, entry)
         for rel in self.manifest.empty_dirs:
             self._check_parents(rel + "/x")
             st = _lstat(self.out_dir / rel)
@@ -225,7 +232,7 @@ class Store:
             free = shutil.disk_usage(probe).free
         except OSError:
             return
-        already = sum(self.partial_bytes(root) for root in plan.to_fetch)
+        already = self.resumable_bytes(plan)
         # place() copies a blob to every further path that holds it.
         copies = sum(entry.size for entries in plan.to_fetch.values() for entry in entries[1:])
         needed = max(0, plan.bytes_to_fetch - already) + copies + DISK_HEADROOM_BYTES
@@ -298,6 +305,20 @@ class Store:
             self.partial_dir / f"{root.hex()}.part", self._writer, root=root, size=size
         )
 
+    def resumable_bytes(self, plan: Plan) -> int:
+        """Bytes earlier runs left in the partial folder for blobs still to
+        fetch (not yet re-verified). One listing of the folder, not a stat
+        per blob: a plan may hold 100,000 blobs, the folder a few."""
+        sizes: dict[str, int] = {}
+        with contextlib.suppress(OSError), os.scandir(self.partial_dir) as listing:
+            for item in listing:
+                if item.name.endswith(".part"):
+                    with contextlib.suppress(OSError):
+                        sizes[item.name] = item.stat(follow_symlinks=False).st_size
+        if not sizes:
+            return 0
+        return sum(sizes.get(f"{root.hex()}.part", 0) for root in plan.to_fetch)
+
     def partial_bytes(self, root: bytes) -> int:
         """Bytes an earlier run left for this blob (not yet re-verified)."""
         try:
@@ -323,7 +344,7 @@ class Store:
             make_parents=self._make_parents,
         )
 
-    async def find_leftovers(self, wanted: dict[bytes, list[Entry]]) -> list[SmallFile]:
+    async def find_leftovers(self, wanted: dict[bytes, tuple[Entry, ...]]) -> list[SmallFile]:
         """Small files of ``wanted`` an earlier run verified and wrote to the
         partial folder but did not place (checked again, on the writer thread)."""
         loop = asyncio.get_running_loop()
@@ -348,7 +369,7 @@ class Store:
                 raise StorageError(f"cannot create {_shown(current)}: {exc.strerror}") from None
             self._made_folders.add(rel)
 
-    def place(self, partial: PartialFile, entries: list[Entry]) -> None:
+    def place(self, partial: PartialFile, entries: tuple[Entry, ...]) -> None:
         """Move a verified, fsynced partial file to every path that holds it,
         each with its own entry's mode and modification time."""
         for entry in entries[1:]:

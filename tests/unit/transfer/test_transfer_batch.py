@@ -25,7 +25,7 @@ def _entry(path: str, data: bytes, mode: int = 0o640, mtime_ns: int | None = Non
 
 def _small(data: bytes, *paths: str, mode: int = 0o640, mtime_ns: int | None = None) -> SmallFile:
     entries = [_entry(path, data, mode, mtime_ns) for path in paths]
-    return SmallFile(entries[0].root, entries, blake3.blake3(data).hexdigest(), data)
+    return SmallFile(entries[0].root, tuple(entries), blake3.blake3(data).hexdigest(), data)
 
 
 def _umask() -> int:

@@ -37,7 +37,7 @@ def _store(out: Path, manifest: Manifest, force: bool = False) -> Store:
     return Store(out, manifest, b"\x01" * 32, force=force)
 
 
-def _deliver(store: Store, entries: list[Entry], data: bytes) -> str:
+def _deliver(store: Store, entries: tuple[Entry, ...], data: bytes) -> str:
     async def deliver() -> tuple[PartialFile, str]:
         partial = await store.open_partial(entries[0].root, len(data))
         await partial.write_verified(0, data, hash_leaf(data))
@@ -129,7 +129,7 @@ def test_place_puts_verified_data_under_every_name_with_modes(tmp_path: Path) ->
     b = _entry("top/deep/b", data, mode=0o755)
     store = _store(tmp_path, _manifest(a, b, dirs=("top/empty",)))
     plan = store.plan()
-    assert list(plan.to_fetch.values()) == [[a, b]]
+    assert list(plan.to_fetch.values()) == [(a, b)]
     store.prepare()
     digest = _deliver(store, [a, b], data)
     store.make_empty_dirs()
