@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import time
@@ -78,10 +77,11 @@ class SmallFile:
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs`` (Linux), or None where there is none."""
-    name = ctypes.util.find_library("c")
+    """libc's ``syncfs`` (Linux), or None where there is none. The running
+    program's own symbols include libc's (no library search: that would
+    start a subprocess on every receive)."""
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         function = libc.syncfs
     except (OSError, AttributeError):
         return None
