@@ -416,7 +416,7 @@ def test_a_long_seeded_plan_with_reader_credit() -> None:
     rng = random.Random(12)
     plan = [rng.choice([DELIVER] * 12 + [DROP, HOLD]) for _ in range(3000)]
     options: dict[str, Any] = dict(key_update_at=12, ping_at=20, credit=True)
-    slow, slow_history, _ = _run(False, plan, **options)
+    _slow, slow_history, _ = _run(False, plan, **options)
     fast, fast_history, fast_received = _run(True, plan, **options)
     assert fast_history == slow_history
     _check_delivered(fast_received, reset=False)
