@@ -12,7 +12,7 @@ Order of work, and why:
    verified before it is written to the hidden partial folder; a complete
    file is fsynced and renamed into place. Files of one leaf are asked for
    up to MAX_MANY_BLOBS at a time (GET_MANY: one request, the answers back
-   to back, each verified as a GET's) and placed as a group (``batch.py``);
+   to back, each verified as the answer to a GET is) and placed as a group (``batch.py``);
    a sender that does not know GET_MANY gets a GET per file.
 5. Tell the sender we are done (so ``send --once`` can exit), close.
 
@@ -703,7 +703,7 @@ def _plan_jobs(plan: Plan, progress: _Progress) -> list[tuple[bool, list[bytes]]
 
 
 def _verify_small(root: bytes, size: int, body: bytes) -> bytes:
-    """The one leaf of a whole-blob body, verified as a GET's (header
+    """The one leaf of a whole-blob body, verified as the answer to a GET is (header
     against the root and the manifest's size, leaf against the header)."""
     decoder = RangeDecoder(root, ALL, expected_size=size)
     decoder.receive_data(body)
