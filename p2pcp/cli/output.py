@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +36,21 @@ class OutputMode:
 
     def json(self, event: str, **fields: Any) -> None:
         """Write one JSON object as a line on stdout."""
-        line = json.dumps({"event": event, **fields}, ensure_ascii=False, separators=(",", ":"))
-        # A file name that is not UTF-8 holds surrogateescape'd bytes; written
-        # as the JSON escape "\udcNN" the line stays valid UTF-8, and a reader
-        # that decodes it (json.loads, then os.fsencode) gets the bytes back.
-        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(_encode({"event": event, **fields}) + "\n")
+        sys.stdout.flush()
+
+    def json_with_list(
+        self, event: str, list_name: str, items: Iterable[dict[str, Any]], **fields: Any
+    ) -> None:
+        """Like ``json``, with one more field, the list ``list_name``, written
+        item by item: a receive of 100,000 files must not hold them all as
+        dicts and then as one string (tens of MB) just to say it is done."""
+        write = sys.stdout.write
+        head = _encode({"event": event, **fields})
+        write(f"{head[:-1]},{_encode(list_name)}:[")
+        for index, item in enumerate(items):
+            write(f",{_encode(item)}" if index else _encode(item))
+        write("]}\n")
         sys.stdout.flush()
 
     def json_progress_due(self, interval_s: float) -> bool:
@@ -49,6 +59,15 @@ class OutputMode:
             return False
         self._last_progress = now
         return True
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON that is always valid UTF-8. A file name that is not UTF-8
+    holds surrogateescape'd bytes; written as the JSON escape "\\udcNN" the
+    line stays valid UTF-8, and a reader that decodes it (json.loads, then
+    os.fsencode) gets the bytes back."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def stdout_is_terminal() -> bool:

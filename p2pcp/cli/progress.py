@@ -281,13 +281,14 @@ class ReceiveView(_View):
             f"{_speed(result.bytes_received, result.seconds)}, mostly {result.main_path})"
         )
         if self.mode.is_json:
-            self.mode.json(
+            self.mode.json_with_list(
                 "done",
+                "files",
+                ({"path": f.path, "size": f.size, "blake3": f.blake3} for f in result.files),
                 path=result.out_path,
                 bytes_received=result.bytes_received,
                 bytes_present=result.bytes_present,
                 seconds=round(result.seconds, 3),
-                files=[{"path": f.path, "size": f.size, "blake3": f.blake3} for f in result.files],
                 paths=result.bytes_by_path,
                 main_path=result.main_path,
             )
