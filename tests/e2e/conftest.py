@@ -161,3 +161,31 @@ def assert_one_line_error(stderr: str) -> None:
     assert lines, "expected an error message on stderr"
     assert "Traceback" not in stderr
     assert lines[-1].startswith("p2pcp: error: "), stderr
+
+
+# QUIC's smallest datagrams (1200 bytes) keep a loopback transfer slow
+# enough to be interrupted in the middle.
+SLOW_LINK = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
+
+
+def start_receive(node: Node, ticket: str, out: Path, *extra: str) -> subprocess.Popen[str]:
+    """``p2pcp receive --json`` running on a slow link, its output piped."""
+    return subprocess.Popen(
+        [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json", *extra],
+        env={**node.env, **SLOW_LINK},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def wait_for_bytes(process: subprocess.Popen[str], at_least: int) -> None:
+    """Read a --json process's events until its progress reaches ``at_least``."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["bytes_done"] >= at_least:
+            return
+        assert event["event"] != "done", "the transfer finished before it could be interrupted"
+    raise AssertionError("the process stopped before reaching the byte count")

@@ -23,12 +23,19 @@ import pytest
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import Ticket, decode_ticket, encode_ticket
 
-from .conftest import PROCESS_TIMEOUT_S, assert_one_line_error, json_lines, p2pcp_command, stop
+from .conftest import (
+    PROCESS_TIMEOUT_S,
+    SLOW_LINK,
+    assert_one_line_error,
+    json_lines,
+    p2pcp_command,
+    stop,
+    wait_for_bytes,
+)
 
 pytestmark = pytest.mark.e2e
 
 # Small datagrams keep loopback slow enough (~30-60 MB/s) to act mid-transfer.
-SLOW = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
 BIG_SIZE = 160 * 1024 * 1024
 
 
@@ -258,16 +265,6 @@ def test_stopping_a_sender_is_not_an_error(how: int, tmp_path: Path, make_node: 
     assert last.startswith("stopped:") and "1 receiver served" in last and "5 B sent" in last
 
 
-def _wait_for_progress(process: Any, at_least: int) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["bytes_done"] >= at_least:
-            return
-        assert event["event"] != "done", "the transfer finished before it could be interrupted"
-    raise AssertionError("the process stopped before reaching the byte count")
-
-
 def test_interrupted_transfer_says_how_to_resume_and_the_rerun_says_what_was_kept(
     tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
@@ -281,13 +278,13 @@ def test_interrupted_transfer_says_how_to_resume_and_the_rerun_says_what_was_kep
         for _ in range(BIG_SIZE // len(chunk)):
             handle.write(chunk)
     sender_node, receiver = make_node(), make_node()
-    first = _popen_sender(sender_node, "--once", "--json", str(src), env=SLOW)
+    first = _popen_sender(sender_node, "--once", "--json", str(src), env=SLOW_LINK)
     out = tmp_path / "out"
     assert first.stdout is not None and first.stderr is not None
     ticket = json.loads(first.stdout.readline())["ticket"]
     process = subprocess.Popen(
         [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json"],
-        env={**receiver.env, **SLOW},
+        env={**receiver.env, **SLOW_LINK},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -295,7 +292,7 @@ def test_interrupted_transfer_says_how_to_resume_and_the_rerun_says_what_was_kep
     )
     try:
         # Past one checkpoint (64 MiB, or 2 s).
-        _wait_for_progress(process, 80 * 1024 * 1024)
+        wait_for_bytes(process, 80 * 1024 * 1024)
         first.send_signal(signal.SIGINT)
         assert first.wait(timeout=PROCESS_TIMEOUT_S) == 130
         sender_stderr = first.stderr.read()
@@ -327,7 +324,7 @@ def test_a_sender_gone_for_good_is_reported_without_unrounded_floats(
     (a reconnection's time left gave "no answer within 7.46194 s")."""
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(64 * 1024 * 1024))
-    sender = _popen_sender(make_node(), "--json", str(src), env=SLOW)
+    sender = _popen_sender(make_node(), "--json", str(src), env=SLOW_LINK)
     out = tmp_path / "out"
     process = None
     try:
@@ -335,7 +332,7 @@ def test_a_sender_gone_for_good_is_reported_without_unrounded_floats(
         ticket = json.loads(sender.stdout.readline())["ticket"]
         process = subprocess.Popen(
             [*p2pcp_command(), "receive", ticket, "--retry-for", "3.3", "--out", str(out)],
-            env={**make_node().env, **SLOW},
+            env={**make_node().env, **SLOW_LINK},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

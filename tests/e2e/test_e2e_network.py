@@ -18,13 +18,12 @@ import pytest
 from p2pcp.core.identity import NodeId
 from p2pcp.core.ticket import decode_ticket
 
-from .conftest import assert_one_line_error, json_lines
+from .conftest import SLOW_LINK, assert_one_line_error, json_lines
 from .netkit import Watched, big_file, black_hole, bytes_at_least, free_port
 
 pytestmark = pytest.mark.e2e
 
 # Small datagrams keep loopback slow enough (~30-60 MB/s) to act mid-transfer.
-SLOW = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
 MIB = 1024 * 1024
 
 
@@ -118,7 +117,7 @@ def test_a_refused_connection_fails_at_once(tmp_path: Path, make_node: Any) -> N
 
 def _start_transfer(tmp_path: Path, make_node: Any, *receive_args: str) -> tuple[Watched, Watched]:
     src = big_file(tmp_path / "big.bin", 160 * MIB)
-    sender = Watched(make_node(), "send", "--json", "--no-relay", str(src), env=SLOW)
+    sender = Watched(make_node(), "send", "--json", "--no-relay", str(src), env=SLOW_LINK)
     _at, ready = sender.wait_event("ticket", timeout=30)
     receiver = Watched(
         make_node(),
@@ -128,7 +127,7 @@ def _start_transfer(tmp_path: Path, make_node: Any, *receive_args: str) -> tuple
         str(tmp_path / "out"),
         "--json",
         *receive_args,
-        env=SLOW,
+        env=SLOW_LINK,
     )
     receiver.wait_event("progress", where=bytes_at_least(16 * MIB), timeout=60)
     return sender, receiver

@@ -3,7 +3,6 @@ retried in the same run; a restarted sender gives an equivalent ticket."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,14 +13,20 @@ import pytest
 
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
 
-from .conftest import assert_one_line_error, json_lines, p2pcp_command, stop
+from .conftest import (
+    SLOW_LINK,
+    assert_one_line_error,
+    json_lines,
+    start_receive,
+    stop,
+    wait_for_bytes,
+)
 
 pytestmark = pytest.mark.e2e
 
 SIZE = 160 * 1024 * 1024
 PART_SIZE = 64 * 1024 * 1024
 # Small datagrams keep loopback slow enough (~30-60 MB/s) to act mid-transfer.
-SLOW = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
 
 
 def _big_file(path: Path, size: int = SIZE) -> Path:
@@ -30,26 +35,6 @@ def _big_file(path: Path, size: int = SIZE) -> Path:
         for _ in range(size // len(chunk)):
             handle.write(chunk)
     return path
-
-
-def _start_receive(node: Any, ticket: str, out: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json", *extra],
-        env={**node.env, **SLOW},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for_bytes(process: subprocess.Popen[str], at_least: int) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["bytes_done"] >= at_least:
-            return
-        assert event["event"] != "done", "the transfer finished before it could be interrupted"
-    raise AssertionError("the receiver stopped before reaching the byte count")
 
 
 def _partial_files(out: Path) -> list[Path]:
@@ -61,13 +46,13 @@ def test_interrupted_receive_resumes_without_starting_over(
     how: str, tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
     src = _big_file(tmp_path / "big.bin")
-    sender = start_sender(make_node(), src, env=SLOW)
+    sender = start_sender(make_node(), src, env=SLOW_LINK)
     receiver = make_node()
     out = tmp_path / "out"
-    process = _start_receive(receiver, sender.ticket, out)
+    process = start_receive(receiver, sender.ticket, out)
     try:
         # Past one checkpoint (64 MiB), so even kill -9 leaves a record.
-        _wait_for_bytes(process, 80 * 1024 * 1024)
+        wait_for_bytes(process, 80 * 1024 * 1024)
         if how == "ctrl-c":
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=30) == 130
@@ -108,13 +93,13 @@ def test_sender_restarted_mid_transfer_is_retried_in_the_same_run(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    first = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW)
+    first = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW_LINK)
     out = tmp_path / "out"
-    process = _start_receive(make_node(), first.ticket, out, "--retry-for", "60")
+    process = start_receive(make_node(), first.ticket, out, "--retry-for", "60")
     try:
-        _wait_for_bytes(process, 40 * 1024 * 1024)
+        wait_for_bytes(process, 40 * 1024 * 1024)
         stop(first.process)
-        second = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW)
+        second = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW_LINK)
         # Same content, same identity, same port: the very same ticket.
         assert second.ticket == first.ticket
         assert process.wait(timeout=120) == 0
@@ -134,11 +119,11 @@ def test_retry_for_zero_gives_up_at_once_and_keeps_the_data(
     tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
     src = _big_file(tmp_path / "big.bin")
-    sender = start_sender(make_node(), src, env=SLOW)
+    sender = start_sender(make_node(), src, env=SLOW_LINK)
     out = tmp_path / "out"
-    process = _start_receive(make_node(), sender.ticket, out, "--retry-for", "0")
+    process = start_receive(make_node(), sender.ticket, out, "--retry-for", "0")
     try:
-        _wait_for_bytes(process, 20 * 1024 * 1024)
+        wait_for_bytes(process, 20 * 1024 * 1024)
         stop(sender.process)
         assert process.wait(timeout=60) == 3
         assert process.stderr is not None
@@ -175,15 +160,15 @@ def test_disk_full_mid_transfer_is_exit_1_and_resumable(
 ) -> None:
     src = tmp_path / "data.bin"
     src.write_bytes(os.urandom(60 * 1024 * 1024))
-    sender = start_sender(make_node(), src, env=SLOW)
+    sender = start_sender(make_node(), src, env=SLOW_LINK)
     receiver = make_node()
     out = small_disk / "out"
-    process = _start_receive(receiver, sender.ticket, out)
+    process = start_receive(receiver, sender.ticket, out)
     filler = small_disk / "filler"
     try:
         # The free-space check passed (60 MiB + headroom < 96 MiB); now
         # someone else fills the disk while we write.
-        _wait_for_bytes(process, 8 * 1024 * 1024)
+        wait_for_bytes(process, 8 * 1024 * 1024)
         with open(filler, "wb") as handle:
             chunk = b"\0" * (1024 * 1024)
             try:
@@ -221,14 +206,14 @@ def test_sender_killed_hard_then_a_rerun_resumes(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    first = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW)
+    first = start_sender(sender_node, src, extra=("--port", port, "--no-relay"), env=SLOW_LINK)
     receiver = make_node()
     out = tmp_path / "out"
-    process = _start_receive(receiver, first.ticket, out, "--retry-for", "0")
+    process = start_receive(receiver, first.ticket, out, "--retry-for", "0")
     try:
         # Early (a quarter), so a busy machine cannot finish the file first;
         # the receiver checkpoints what it has when it gives up.
-        _wait_for_bytes(process, 40 * 1024 * 1024)
+        wait_for_bytes(process, 40 * 1024 * 1024)
         first.process.kill()
         assert process.wait(timeout=90) == 3
         assert process.stderr is not None

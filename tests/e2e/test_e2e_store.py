@@ -4,7 +4,6 @@ into one folder, symbolic links in the way, and a disk that fills up."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -17,12 +16,20 @@ import pytest
 
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
 
-from .conftest import PROCESS_TIMEOUT_S, assert_one_line_error, json_lines, p2pcp_command, stop
+from .conftest import (
+    PROCESS_TIMEOUT_S,
+    SLOW_LINK,
+    assert_one_line_error,
+    json_lines,
+    p2pcp_command,
+    start_receive,
+    stop,
+    wait_for_bytes,
+)
 
 pytestmark = pytest.mark.e2e
 
 # Small datagrams keep loopback slow enough (~30-60 MB/s) to act mid-transfer.
-SLOW = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
 # 2001-02-03 04:05:06.123456789 UTC: nanoseconds that a copy would lose.
 MTIME_NS = 981_173_106_123_456_789
 
@@ -40,27 +47,6 @@ def _receive(
         umask=umask,
         check=False,
     )
-
-
-def _start_receive(node: Any, ticket: str, out: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*p2pcp_command(), "receive", ticket, "--out", str(out), "--json", *extra],
-        env={**node.env, **SLOW},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def _wait_for_bytes(process: subprocess.Popen[str], at_least: int) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["bytes_done"] >= at_least:
-            return
-        assert event["event"] != "done", "the transfer finished before it could be interrupted"
-    raise AssertionError("the receiver stopped before reaching the byte count")
 
 
 def _done(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -206,11 +192,11 @@ def test_second_receiver_into_the_same_folder_says_so_and_changes_nothing(
     tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
     src = _big_file(tmp_path / "big.bin", 96 * 1024 * 1024)
-    sender = start_sender(make_node(), src, env=SLOW)
+    sender = start_sender(make_node(), src, env=SLOW_LINK)
     out = tmp_path / "out"
-    first = _start_receive(make_node(), sender.ticket, out)
+    first = start_receive(make_node(), sender.ticket, out)
     try:
-        _wait_for_bytes(first, 8 * 1024 * 1024)
+        wait_for_bytes(first, 8 * 1024 * 1024)
         second = _receive(make_node(), sender.ticket, out)
         assert second.returncode == 5, second.stderr
         assert_one_line_error(second.stderr)
@@ -231,7 +217,7 @@ def test_two_receivers_started_together_never_fail_obscurely(
         _big_file(src / name, 8 * 1024 * 1024)
     sender = start_sender(make_node(), src)
     out = tmp_path / "out"
-    processes = [_start_receive(make_node(), sender.ticket, out) for _ in range(2)]
+    processes = [start_receive(make_node(), sender.ticket, out) for _ in range(2)]
     try:
         codes = [process.wait(timeout=PROCESS_TIMEOUT_S) for process in processes]
         errors = [process.stderr.read() if process.stderr else "" for process in processes]
@@ -338,15 +324,15 @@ def test_disk_full_keeps_what_verified_and_the_rerun_fetches_only_the_rest(
 ) -> None:
     size = 80 * 1024 * 1024
     src = _big_file(tmp_path / "data.bin", size)
-    sender = start_sender(make_node(), src, env=SLOW)
+    sender = start_sender(make_node(), src, env=SLOW_LINK)
     receiver = make_node()
     out = small_disk / "out"
     filler = small_disk / "filler"
     # The free-space check passes (80 MiB + headroom < 112 MiB); once data
     # flows, another writer takes the rest of the disk.
-    process = _start_receive(receiver, sender.ticket, out)
+    process = start_receive(receiver, sender.ticket, out)
     try:
-        _wait_for_bytes(process, 8 * 1024 * 1024)
+        wait_for_bytes(process, 8 * 1024 * 1024)
         _fill(filler)
         assert process.wait(timeout=PROCESS_TIMEOUT_S) == 1
         assert process.stderr is not None

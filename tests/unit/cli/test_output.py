@@ -10,7 +10,7 @@ import pytest
 from p2pcp.cli.output import OutputMode
 
 # A name whose bytes are not UTF-8, as os.scandir hands it over.
-ODD_NAME = os.fsdecode(b"caf\xe9\nx")
+ODD_NAME = os.fsdecode(b"menu\xe9\nx")
 
 
 def test_a_list_written_item_by_item_is_the_same_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +24,7 @@ def test_a_list_written_item_by_item_is_the_same_json(capsys: pytest.CaptureFixt
     first = json.loads(lines[0])
     assert first == {"event": "done", "path": "out", "seconds": 1.5, "files": files}
     # The name's bytes come back from the line, and the line is UTF-8.
-    assert os.fsencode(first["files"][-1]["path"]) == b"caf\xe9\nx"
+    assert os.fsencode(first["files"][-1]["path"]) == b"menu\xe9\nx"
     lines[0].encode("utf-8")
     assert json.loads(lines[1]) == {"event": "done", "path": "empty", "files": []}
 
