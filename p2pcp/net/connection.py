@@ -5,7 +5,9 @@ receive batch, then ``after_receive`` once); the Connection turns aioquic's
 events into Stream calls and sends what aioquic wants to send through the
 MagicSock. The driver shape is aioquic's own: feed, drain events, transmit,
 re-arm one timer -- but batched: ``datagrams_to_send`` runs once per batch of
-received datagrams, not once per datagram (FACTS.md: the biggest win).
+received datagrams, not once per datagram (aioquic's own asyncio protocol
+transmits after every datagram, and that glue was a third of a receiver's
+CPU when measured: batching it is the biggest single win).
 
 Invariants:
 

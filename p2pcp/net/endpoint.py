@@ -18,7 +18,8 @@ the client keeps joining in the background. ``connect(..., relay_url=...)``
 joins another relay if the peer's home relay is not ours (started in the
 background; the path uses it once it is up).
 
-Receive path (the hot loop; FACTS.md explains why it is shaped so): the
+Receive path (the hot loop; its cost is per-packet Python, so it is shaped
+to pay the event-loop glue once per batch, not once per datagram): the
 socket is drained until EAGAIN; every QUIC datagram of the batch is fed to
 its connection; then each touched connection processes its events and calls
 ``datagrams_to_send`` once. Server-side demux needs the Initial's original

@@ -9,8 +9,8 @@ default route, and p2pcp must work on machines with only a LAN or only lo.
 Invariants: link-local IPv6 (fe80::/10) is skipped (it needs a scope id,
 which tickets do not carry), as are IPv4 link-local 169.254/16, unspecified
 and multicast addresses. Loopback is kept and flagged, so the caller can
-order it (FACTS.md: a tool tested on loopback or in namespaces that have only
-lo must offer loopback candidates).
+order it (a host whose only interface is lo, as in a test namespace, must
+still offer a loopback candidate, or nothing could dial it).
 """
 
 from __future__ import annotations

@@ -75,8 +75,8 @@ from cryptography import x509
 
 from p2pcp.net.fastpath import follows_aioquic
 
-# Packets the pacer may release at once. aioquic allows 16; FACTS.md measured
-# 64 as the sweet spot: packets per wake-up rise from ~9 to 64 (+0-30%),
+# Packets the pacer may release at once. aioquic allows 16; 64 measured as
+# the sweet spot on loopback: packets per wake-up rise from ~9 to 64 (+0-30%),
 # while "send at once" bursts of ~1000 overflow receive buffers and hurt.
 PACER_BURST_PACKETS = 64
 # With a modelled pacing rate (bbr.py), the bucket holds this long at that

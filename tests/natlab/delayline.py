@@ -1,6 +1,7 @@
 """A userspace delay line: an Ethernet link that holds, reorders and drops frames.
 
-This kernel has no ``tc netem`` (FACTS.md), so delay, jitter and reordering
+The test kernels have no ``tc netem`` ("Specified qdisc kind is unknown",
+and modules cannot be loaded), so delay, jitter and reordering
 come from this small process. It opens two TAP devices (``/dev/net/tun``,
 ``IFF_TAP | IFF_NO_PI``) in the namespace it runs in and moves every frame
 that arrives on one to the other, each held for ``delay ± jitter`` (drawn

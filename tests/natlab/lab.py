@@ -27,11 +27,11 @@ Router kinds (``NatKind``), nftables in the router's namespace:
 Every router also drops unsolicited inbound traffic, as home routers do, in a
 prerouting filter chain at priority -150 (after conntrack, before NAT):
 ``iifname "wan" ct state new drop``. Without it two plain masquerades cannot
-punch at once (FACTS.md: the first punch creates a conntrack entry "to the
+punch at once (the first punch creates a conntrack entry "to the
 router itself" and the host's own flow then gets another port); with it the
 dropped packet's entry is never confirmed.
 
-Faults (issue 4; FACTS.md: this kernel has no ``tc netem``): ``limit_rate``
+Faults (issue 4; the test kernels have no ``tc netem``, only tbf and nftables): ``limit_rate``
 (tc tbf on a router's LAN leg), ``add_random_loss`` (nftables ``numgen
 random`` on a router's netdev ingress hooks, both directions),
 ``start_blackout``/``end_blackout`` (a netdev drop-everything table on a
@@ -558,7 +558,7 @@ class Lab:
         """Drop percent % of the frames entering router site, both directions.
 
         nftables ``numgen random`` on the netdev ingress hook of both router
-        legs (FACTS.md: there is no netem here): ``wan`` ingress is the
+        legs (there is no netem in the test kernels): ``wan`` ingress is the
         traffic towards the host, ``lan`` ingress the traffic from it. Every
         path through the router (direct, relay, STUN) loses alike.
         """

@@ -5,8 +5,8 @@ the lab internet), damages the network in one way, and proves the promise of
 issue 4: the receive completes, every file on disk is byte-for-byte the
 source, the exit codes are 0, and the receiver reports it (the ``done`` JSON
 event with the byte counts and each file's standard BLAKE3, or the ``Done:``
-line for people). The faults, emulated as FACTS.md says works in this kernel
-(no ``tc netem``):
+line for people). The faults, emulated with what the test kernels have
+(tbf and nftables; no ``tc netem``):
 
 - 5% random loss each way (nftables ``numgen random`` on a router's netdev
   ingress hooks);

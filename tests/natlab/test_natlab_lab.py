@@ -98,8 +98,8 @@ def _punch(lab: Lab) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
 def test_udp_hole_punch_succeeds_between_two_easy_nats(make_lab: MakeLab) -> None:
     """Simultaneous punching works through two endpoint-independent NATs.
 
-    This proves the inbound-drop rule does its job (FACTS.md: without it two
-    plain masquerades fail), so p2pcp is expected to go direct here.
+    This proves the inbound-drop rule does its job (without it two plain
+    masquerades fail: see lab.py's module docstring), so p2pcp is expected to go direct here.
     """
     lab = make_lab(NatKind.EASY, NatKind.EASY)
     lab.start_address_server()

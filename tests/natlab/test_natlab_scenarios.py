@@ -10,8 +10,8 @@ that arrived, both exit codes, and the path facts the receiver reports:
 - ``path``: {kind, description} on every switch;
 - ``done``: ``paths`` {"direct": bytes, "relay": bytes} and ``main_path``.
 
-A rate cap on router B's LAN leg (tc tbf: FACTS.md, netem does not exist
-here) slows both paths alike, so a test can act while bytes still flow.
+A rate cap on router B's LAN leg (tc tbf; netem does not exist in the
+test kernels) slows both paths alike, so a test can act while bytes still flow.
 """
 
 from __future__ import annotations
