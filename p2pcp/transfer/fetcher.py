@@ -125,6 +125,13 @@ def _explain_reset(exc: StreamResetError, what: str) -> P2pcpError:
     return exc
 
 
+def _stalled(stream: Stream, what: str, timeout_s: float) -> ConnectionLostError:
+    """Give up on a response that brought no verified data for ``timeout_s``:
+    stop the stream and say so (the session's retry loop takes it from here)."""
+    stream.reset(wire.ERROR_CANCELLED)
+    return ConnectionLostError(f"the sender sent no verified data for {what} in {timeout_s:.0f} s")
+
+
 class _Watchdog:
     """Cancels the current task when ``feed`` was not called for ``timeout_s``.
 
@@ -186,10 +193,7 @@ async def _fetch_blob(
     except asyncio.CancelledError:
         if not watchdog.has_fired:
             raise
-        stream.reset(wire.ERROR_CANCELLED)
-        raise ConnectionLostError(
-            f"the sender sent no verified data for {what} in {progress_timeout_s:.0f} s"
-        ) from None
+        raise _stalled(stream, what, progress_timeout_s) from None
     finally:
         watchdog.close()
     if not decoder.is_finished:
@@ -247,10 +251,7 @@ async def _accept_first(stream: Stream, what: str, progress_timeout_s: float) ->
             raise _explain_reset(exc, what) from None
         return False
     except asyncio.TimeoutError:
-        stream.reset(wire.ERROR_CANCELLED)
-        raise ConnectionLostError(
-            f"the sender sent no verified data for {what} in {progress_timeout_s:.0f} s"
-        ) from None
+        raise _stalled(stream, what, progress_timeout_s) from None
     return True
 
 
@@ -587,11 +588,7 @@ class Fetcher:
         except asyncio.CancelledError:
             if not watchdog.has_fired:
                 raise
-            stream.reset(wire.ERROR_CANCELLED)
-            raise ConnectionLostError(
-                f"the sender sent no verified data for {what} in "
-                f"{self.options.progress_timeout_s:.0f} s"
-            ) from None
+            raise _stalled(stream, what, self.options.progress_timeout_s) from None
         finally:
             watchdog.close()
             # Whatever verified is placed, even when the answer failed half-way:

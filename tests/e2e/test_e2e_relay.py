@@ -17,32 +17,17 @@ import pytest
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import decode_ticket
 
-from .conftest import assert_one_line_error, json_lines, p2pcp_command, stop, tree_of
-from .netkit import Watched, big_file, bytes_at_least, relay_process
+from .conftest import SLOW_LINK, assert_one_line_error, json_lines, p2pcp_command, stop, tree_of
+from .netkit import Watched, big_file, bytes_at_least, free_port, relay_process
 
 pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
-# Small datagrams keep loopback slow enough to act mid-transfer.
-SLOW_RELAY = {"P2PCP_MAX_DATAGRAM_SIZE": "1200"}
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
 
 
 @pytest.fixture
 def relay_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -170,7 +155,7 @@ def test_relay_stopped_mid_transfer(
     with one line and exit 3, instead of 30 s of silence and a wrong reason."""
     src = big_file(tmp_path / "big.bin", 96 * MIB)
     with relay_process(tmp_path / "relay-home") as (relay, url):
-        sender = Watched(make_node(), "send", "--json", "--relay", url, str(src), env=SLOW_RELAY)
+        sender = Watched(make_node(), "send", "--json", "--relay", url, str(src), env=SLOW_LINK)
         receiver: Watched | None = None
         try:
             _at, ready = sender.wait_event("ticket", timeout=30)
@@ -183,7 +168,7 @@ def test_relay_stopped_mid_transfer(
                 str(tmp_path / "out"),
                 "--json",
                 *args,
-                env=SLOW_RELAY,
+                env=SLOW_LINK,
             )
             receiver.wait_event("progress", where=bytes_at_least(8 * MIB), timeout=60)
             relay.send_signal(how)

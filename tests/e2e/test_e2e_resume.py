@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from .conftest import (
     SLOW_LINK,
     assert_one_line_error,
     json_lines,
+    small_tmpfs,
     start_receive,
     stop,
     wait_for_bytes,
@@ -137,22 +137,8 @@ def test_retry_for_zero_gives_up_at_once_and_keeps_the_data(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Any:
     """A 96 MiB tmpfs: a real file system that really fills up (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, 96) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_mid_transfer_is_exit_1_and_resumable(

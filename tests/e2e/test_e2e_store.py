@@ -22,6 +22,7 @@ from .conftest import (
     assert_one_line_error,
     json_lines,
     p2pcp_command,
+    small_tmpfs,
     start_receive,
     stop,
     wait_for_bytes,
@@ -289,22 +290,8 @@ def test_symlink_under_the_final_name_is_replaced_only_with_force(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 112 MiB tmpfs: a real file system that really fills up (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=112m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, 112) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _fill(path: Path) -> None:
