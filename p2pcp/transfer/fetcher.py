@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import blake3
 
@@ -38,6 +39,7 @@ from p2pcp.blobs.encoding import (
     ALL,
     MAX_LEAF_INDEX,
     DecodeFinished,
+    LeafReceived,
     LeafVerified,
     RangeDecoder,
     encoded_size,
@@ -164,17 +166,22 @@ class _Watchdog:
             self.task.uncancel()
 
 
+_Leaf = TypeVar("_Leaf", LeafVerified, LeafReceived)
+
+
 async def _fetch_blob(
     stream: Stream,
     decoder: RangeDecoder,
-    on_leaf: Callable[[LeafVerified], Awaitable[None]],
+    on_leaf: Callable[[_Leaf], Awaitable[None]],
     what: str,
     progress_timeout_s: float = PROGRESS_TIMEOUT_S,
     *,
     has_status: bool = False,
+    leaf_type: type[_Leaf],
 ) -> None:
-    """Feed a response body into ``decoder``, handing out verified leaves
-    (``has_status``: the caller read the status byte already)."""
+    """Feed a response body into ``decoder``, handing out its leaves: verified
+    ones, or ``leaf_type=LeafReceived`` from a decoder that leaves the check
+    to ``on_leaf`` (``has_status``: the caller read the status byte already)."""
     watchdog = _Watchdog(progress_timeout_s)
     try:
         if not has_status:
@@ -185,7 +192,7 @@ async def _fetch_blob(
                 break
             decoder.receive_data(chunk)
             while (event := decoder.next_event()) is not None:
-                if isinstance(event, LeafVerified):
+                if isinstance(event, leaf_type):
                     watchdog.feed()
                     await on_leaf(event)
     except StreamResetError as exc:
@@ -228,7 +235,9 @@ async def _fetch_manifest(
     first = await _request(connection, wire.ItemRequest(ticket.root_hash, 0))
     # max_size: a manifest larger than we accept is refused from its header.
     decoder = RangeDecoder(ticket.root_hash, ALL, max_size=MAX_MANIFEST_BYTES)
-    await _fetch_blob(stream, decoder, on_leaf, "the file list", progress_timeout_s)
+    await _fetch_blob(
+        stream, decoder, on_leaf, "the file list", progress_timeout_s, leaf_type=LeafVerified
+    )
     manifest = decode_manifest(bytes(data))
     if manifest.total_size != ticket.total_size:
         raise IntegrityError("the ticket's total size does not match the sender's file list")
@@ -440,7 +449,14 @@ class Fetcher:
         async def ignore(leaf: LeafVerified) -> None:
             pass
 
-        await _fetch_blob(stream, decoder, ignore, "the file list", self.options.progress_timeout_s)
+        await _fetch_blob(
+            stream,
+            decoder,
+            ignore,
+            "the file list",
+            self.options.progress_timeout_s,
+            leaf_type=LeafVerified,
+        )
 
     async def _start(self, connection: Connection, progress: _Progress) -> None:
         """Fetch and check the manifest, plan against the output folder."""
@@ -625,10 +641,12 @@ class Fetcher:
                 has_status = stream is not None
                 if stream is None:
                     stream = await _request(connection, wire.GetRequest(root, ranges))
-                decoder = RangeDecoder(root, ranges, expected_size=first.size)
+                # Leaves are checked on the writer thread, before they are
+                # written (partial.py says why).
+                decoder = RangeDecoder(root, ranges, expected_size=first.size, check_leaves=False)
 
-                async def on_leaf(leaf: LeafVerified) -> None:
-                    await partial.write_verified(leaf.offset, leaf.data, leaf.hash)
+                async def on_leaf(leaf: LeafReceived) -> None:
+                    await partial.write_leaf(leaf)
                     self.bytes_received += len(leaf.data)
                     progress.accounted[root] = leaf.offset + len(leaf.data)
                     self.emit(events.BytesReceived(first.path, len(leaf.data)))
@@ -640,6 +658,7 @@ class Fetcher:
                     first.path,
                     self.options.progress_timeout_s,
                     has_status=has_status,
+                    leaf_type=LeafReceived,
                 )
             digest = await partial.finish()
             store.place(partial, entries)

@@ -1,10 +1,15 @@
 """A blob being received: verified leaves appended to ``<root>.part``.
 
-Writing (and the standard BLAKE3 of what is written) happens on the store's
-writer thread, so a disk that throttles dirty pages never stalls the event
-loop that receives the next leaves. One write per file is in flight at a
-time; ``write_verified`` waits for the previous one, which also bounds the
-memory held to one leaf per file.
+Checking each leaf against its proven hash, writing it and the standard
+BLAKE3 of what is written all happen on the store's writer thread, so
+neither hashing nor a disk that throttles dirty pages stalls the event loop
+that receives the next leaves (blake3 and os.write release the GIL). A leaf
+is written only after its check passed; one that fails stops the file with
+IntegrityError and nothing of it reaches the disk. ``write_leaf`` gathers
+leaves into jobs of WRITE_BATCH_BYTES (one job per leaf cost the event loop
+more in hand-offs to the thread than the hashing it saved); one job per
+file is in flight at a time and ``write_leaf`` waits for the previous one,
+which bounds the memory held to two batches per file.
 
 Durability and resume (see ``resume.py``): every CHECKPOINT_BYTES or
 CHECKPOINT_S the writer thread fsyncs the data, then replaces the resume
@@ -34,8 +39,9 @@ from pathlib import Path
 
 import blake3
 
+from p2pcp.blobs.encoding import LeafReceived, check_leaf
 from p2pcp.blobs.tree import HASH_BYTES, LEAF_SIZE, hash_leaf, leaf_count
-from p2pcp.core.errors import StorageError
+from p2pcp.core.errors import P2pcpError, StorageError
 from p2pcp.transfer.resume import decode_record, encode_record
 
 # How much verified data may be lost to a crash (kill -9, power loss): a
@@ -49,6 +55,8 @@ CHECKPOINT_S = 2.0
 # given up to make room, at most this many times (another writer may keep
 # taking the space freed); each time frees the record's size plus 64 KiB.
 MAX_RECORD_ROOM_ATTEMPTS = 3
+# Leaves handed to the writer thread per job: 4 leaves of 256 KiB.
+WRITE_BATCH_BYTES = 1024 * 1024
 _RECORD_ROOM_SLACK_BYTES = 64 * 1024
 
 
@@ -66,10 +74,12 @@ class PartialFile:
         self.root = root
         self.blob_size = size
         self.hasher = blake3.blake3()
-        self.size = 0  # bytes verified and queued for writing, from offset 0
+        self.size = 0  # bytes received and queued for checking and writing, from offset 0
         self.resumed_bytes = 0  # of which found already on disk when opened
         self._writer = writer
         self._pending: asyncio.Future[None] | None = None
+        self._batch: list[LeafReceived] = []  # not yet handed to the writer
+        self._batch_bytes = 0
         self._leaf_hashes = bytearray()  # written (not necessarily durable)
         self._written_bytes = 0  # of the leaves in _leaf_hashes, from offset 0
         self._since_checkpoint = 0
@@ -129,18 +139,25 @@ class PartialFile:
 
     # -- writing (the writer thread does the I/O) -----------------------------------
 
-    def _write(self, fd: int, data: bytes, leaf_hash: bytes) -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        except OSError as exc:
-            raise _disk_error(self.path, exc) from None
-        self.hasher.update(data)
-        self._leaf_hashes += leaf_hash
-        self._written_bytes += len(data)
-        self._since_checkpoint += len(data)
+    def _write(self, fd: int, leaves: list[LeafReceived]) -> None:
+        """Check each leaf, then write it: a leaf that fails its check stops
+        here (IntegrityError), after the leaves before it were written."""
+        for leaf in leaves:
+            if leaf.offset != self._written_bytes:
+                # an earlier job stopped part-way: what follows it cannot be appended
+                raise StorageError(f"internal error: out-of-order write to {self.path}")
+            check_leaf(leaf)
+            try:
+                view = memoryview(leaf.data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            except OSError as exc:
+                raise _disk_error(self.path, exc) from None
+            self.hasher.update(leaf.data)
+            self._leaf_hashes += leaf.hash
+            self._written_bytes += len(leaf.data)
+            self._since_checkpoint += len(leaf.data)
         now = time.monotonic()
         is_due = now - self._last_checkpoint >= CHECKPOINT_S
         if is_due or self._since_checkpoint >= CHECKPOINT_BYTES:
@@ -187,13 +204,25 @@ class PartialFile:
             pending, self._pending = self._pending, None
             await asyncio.shield(pending)
 
-    async def write_verified(self, offset: int, data: bytes, leaf_hash: bytes) -> None:
-        if offset != self.size or self._fd is None:
+    async def write_leaf(self, leaf: LeafReceived) -> None:
+        """Queue ``leaf`` (the next one, in order): it is checked against its
+        hash and written on the writer thread. A failed check or write of an
+        earlier leaf is raised here or by ``finish``."""
+        if leaf.offset != self.size or self._fd is None:
             raise StorageError(f"internal error: out-of-order write to {self.path}")
+        self.size += len(leaf.data)
+        self._batch.append(leaf)
+        self._batch_bytes += len(leaf.data)
+        if self._batch_bytes >= WRITE_BATCH_BYTES:
+            await self._submit_batch()
+
+    async def _submit_batch(self) -> None:
         await self._wait_pending()
-        self.size += len(data)
+        if not self._batch or self._fd is None:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         loop = asyncio.get_running_loop()
-        self._pending = loop.run_in_executor(self._writer, self._write, self._fd, data, leaf_hash)
+        self._pending = loop.run_in_executor(self._writer, self._write, self._fd, batch)
 
     async def finish(self) -> str:
         """Write what is pending, fsync, close; return the content's standard BLAKE3 hex.
@@ -206,6 +235,7 @@ class PartialFile:
         """
         if self._fd is None:
             raise StorageError(f"internal error: {self.path} finished twice")
+        await self._submit_batch()
         fd, self._fd = self._fd, None
         pending, self._pending = self._pending, None
         self._finishing = self._writer.submit(self._finish_in_writer, fd)
@@ -223,7 +253,8 @@ class PartialFile:
             os.close(fd)
 
     async def suspend(self) -> None:
-        """Stop early but keep what verified: checkpoint, close. Best effort.
+        """Stop early but keep what verified: check and write the leaves not
+        handed over yet, checkpoint, close. Best effort.
 
         The work is one job on the writer thread, queued behind the write in
         flight, so it completes even when the calling task is being cancelled
@@ -238,8 +269,9 @@ class PartialFile:
                     await asyncio.shield(asyncio.wrap_future(job))
             return
         fd, self._fd = self._fd, None
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         self._forget_pending()
-        job = self._writer.submit(self._suspend_in_writer, fd)
+        job = self._writer.submit(self._suspend_in_writer, fd, batch)
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.wrap_future(job))
 
@@ -248,8 +280,13 @@ class PartialFile:
             with contextlib.suppress(StorageError):
                 self._write_record()
 
-    def _suspend_in_writer(self, fd: int) -> None:
+    def _suspend_in_writer(self, fd: int, batch: list[LeafReceived]) -> None:
         try:
+            # Leaves that arrived but were not handed over yet: checked and
+            # written like any others, as far as they go (a leaf that fails
+            # its check, a full disk or a job that stopped early ends it).
+            with contextlib.suppress(P2pcpError):
+                self._write(fd, batch)
             self._keep_durable(fd)
         finally:
             os.close(fd)
@@ -305,6 +342,7 @@ class PartialFile:
     async def discard(self) -> None:
         """Throw the data away (it cannot be completed)."""
         fd, self._fd = self._fd, None
+        self._batch, self._batch_bytes = [], 0
         self._forget_pending()
         job = self._writer.submit(self._discard_in_writer, fd)
         with contextlib.suppress(Exception):

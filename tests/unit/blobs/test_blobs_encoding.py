@@ -14,12 +14,14 @@ from p2pcp.blobs.encoding import (
     HEADER_BYTES,
     DecodeFinished,
     Header,
+    LeafReceived,
     LeafRef,
     LeafVerified,
     Parents,
     RangeDecoder,
     Ranges,
     SizeKnown,
+    check_leaf,
     clip_ranges,
     encode_bytes,
     encode_plan,
@@ -298,3 +300,37 @@ def test_valid_header_then_garbage(suffix: bytes, chunk: int) -> None:
     for event in events:
         if isinstance(event, LeafVerified):
             assert event.data == data[event.offset : event.offset + TINY_LEAF]
+
+
+def test_unchecked_leaves_carry_their_proven_hash_and_a_flipped_leaf_fails_its_check() -> None:
+    """check_leaves=False: the decoder still proves every leaf's expected hash
+    (proof nodes and header), hands out the bytes unchecked, and check_leaf
+    catches a leaf whose bytes were changed in flight."""
+    data = os.urandom(5 * LEAF + 7)
+    outboard = Outboard.from_bytes(data, LEAF)
+    body = bytearray(encode_bytes(outboard, data, ALL))
+    decoder = RangeDecoder(outboard.root, ALL, len(data), leaf_size=LEAF, check_leaves=False)
+    decoder.receive_data(bytes(body))
+    leaves = []
+    while (event := decoder.next_event()) is not None:
+        if isinstance(event, LeafReceived):
+            check_leaf(event)  # every honest leaf passes
+            leaves.append(event)
+        assert not isinstance(event, LeafVerified)
+    assert [leaf.index for leaf in leaves] == list(range(6))
+    assert b"".join(leaf.data for leaf in leaves) == data
+    assert [leaf.hash for leaf in leaves] == [outboard.leaf_hash(i) for i in range(6)]
+
+    body[-3] ^= 0x01  # inside the last leaf
+    decoder = RangeDecoder(outboard.root, ALL, len(data), leaf_size=LEAF, check_leaves=False)
+    decoder.receive_data(bytes(body))
+    last = [e for e in iter(decoder.next_event, None) if isinstance(e, LeafReceived)][-1]
+    with pytest.raises(IntegrityError, match="leaf 5 does not match"):
+        check_leaf(last)
+
+    body[-3] ^= 0x01
+    body[HEADER_BYTES + 1] ^= 0x01  # inside the first proof node: still the decoder's job
+    decoder = RangeDecoder(outboard.root, ALL, len(data), leaf_size=LEAF, check_leaves=False)
+    decoder.receive_data(bytes(body))
+    with pytest.raises(IntegrityError):
+        list(iter(decoder.next_event, None))

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pcp.blobs.encoding import LeafReceived
 from p2pcp.blobs.tree import LEAF_SIZE, Outboard
 from p2pcp.core.errors import StorageError
 from p2pcp.transfer.partial import PartialFile
@@ -63,7 +64,9 @@ def _write_some(path: Path, data: bytes, outboard: Outboard, leaves: int) -> Non
             )
             for index in range(leaves):
                 chunk = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
-                await partial.write_verified(index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
+                await partial.write_leaf(
+                    LeafReceived(index, index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
+                )
             await partial.suspend()
 
     asyncio.run(write())
@@ -195,8 +198,8 @@ def _write_until_full(path: Path, data: bytes, outboard: Outboard) -> StorageErr
             try:
                 for index in range(len(data) // LEAF_SIZE):
                     chunk = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
-                    await partial.write_verified(
-                        index * LEAF_SIZE, chunk, outboard.leaf_hash(index)
+                    await partial.write_leaf(
+                        LeafReceived(index, index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
                     )
                 await partial.finish()
             except StorageError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from p2pcp.blobs.collection import Entry, Manifest
+from p2pcp.blobs.encoding import LeafReceived
 from p2pcp.blobs.tree import TreeBuilder, hash_leaf
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
 from p2pcp.core.errors import StorageError, WouldOverwriteError
@@ -40,7 +41,7 @@ def _store(out: Path, manifest: Manifest, force: bool = False) -> Store:
 def _deliver(store: Store, entries: tuple[Entry, ...], data: bytes) -> str:
     async def deliver() -> tuple[PartialFile, str]:
         partial = await store.open_partial(entries[0].root, len(data))
-        await partial.write_verified(0, data, hash_leaf(data))
+        await partial.write_leaf(LeafReceived(0, 0, data, hash_leaf(data)))
         return partial, await partial.finish()
 
     partial, digest = asyncio.run(deliver())
@@ -151,9 +152,9 @@ def test_partial_file_refuses_out_of_order_writes(tmp_path: Path) -> None:
 
     async def misuse() -> None:
         partial = await store.open_partial(b"\x02" * 32, 6)
-        await partial.write_verified(0, b"abc", hash_leaf(b"abc"))
+        await partial.write_leaf(LeafReceived(0, 0, b"abc", hash_leaf(b"abc")))
         with pytest.raises(StorageError):
-            await partial.write_verified(10, b"def", hash_leaf(b"def"))
+            await partial.write_leaf(LeafReceived(1, 10, b"def", hash_leaf(b"def")))
         await partial.discard()
 
     asyncio.run(misuse())
@@ -240,7 +241,9 @@ def test_resume_note_promises_only_what_is_recorded(tmp_path: Path) -> None:
         partial = await store.open_partial(entry.root, len(data))
         for index in range(2):
             chunk = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
-            await partial.write_verified(index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
+            await partial.write_leaf(
+                LeafReceived(index, index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
+            )
         await partial.suspend()
 
     asyncio.run(write_two_leaves())
@@ -280,3 +283,44 @@ def test_a_tree_1000_levels_deep_is_placed(tmp_path: Path) -> None:
         assert (tmp_path / "out" / deep / "empty").is_dir()
     finally:
         _remove_tree(tmp_path / "out")
+
+
+def test_partial_file_checks_each_leaf_before_it_writes_it(tmp_path: Path) -> None:
+    """Leaves reach the partial file unchecked (the writer thread checks
+    them): a leaf whose bytes do not have its proven hash fails the file
+    with IntegrityError, and nothing of it, nor anything after it, is on
+    disk; the leaves before it are kept for a resume."""
+    from p2pcp.blobs.tree import LEAF_SIZE, Outboard
+    from p2pcp.core.errors import IntegrityError
+
+    data = os.urandom(6 * LEAF_SIZE)
+    outboard = Outboard.from_bytes(data)
+    entry = Entry("top/a", len(data), bytes(outboard.root))
+    store = _store(tmp_path, _manifest(entry))
+    store.prepare()
+    bad = 2
+    path: Path | None = None
+
+    async def deliver() -> None:
+        nonlocal path
+        partial = await store.open_partial(entry.root, len(data))
+        path = partial.path
+        try:
+            for index in range(6):
+                chunk = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
+                if index == bad:
+                    chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+                leaf = LeafReceived(index, index * LEAF_SIZE, chunk, outboard.leaf_hash(index))
+                await partial.write_leaf(leaf)
+            await partial.finish()
+        except BaseException:
+            await partial.suspend()
+            raise
+
+    with pytest.raises(IntegrityError, match=f"leaf {bad} does not match"):
+        asyncio.run(deliver())
+    assert path is not None
+    assert path.read_bytes() == data[: bad * LEAF_SIZE]
+    assert store.kept_bytes() == bad * LEAF_SIZE
+    assert not (tmp_path / "top").exists()
+    store.close(keep_partial=True)
