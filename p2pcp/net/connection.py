@@ -324,6 +324,7 @@ class Connection:
     def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
         self._raise_if_closed()
         self._quic.send_stream_data(stream_id, data, end_stream=end_stream)
+        tuning.use_send_buffer(self._quic, stream_id)  # once per stream; then a type check
         self._schedule_transmit()
 
     def reset_stream(self, stream_id: int, code: int) -> None:

@@ -32,6 +32,8 @@ attributes used:
   is proven). Without them the server just does not learn the client's key.
 - ``QuicStreamSender._buffer_start`` / ``_buffer_stop``: bytes a stream still
   holds (unsent plus unacknowledged), for write backpressure.
+- ``QuicStreamSender._buffer``: replaced by a SendBuffer (sendbuffer.py
+  says why) on each stream that sends (``use_send_buffer``).
 - ``QuicConnection._write_stream_limits`` / ``_write_connection_limits``,
   ``QuicStream.max_stream_data_local``, ``QuicStream.receiver`` and
   ``QuicConnection._local_max_data`` (its ``value`` and ``used``): the
@@ -73,7 +75,8 @@ from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
 from aioquic.tls import Epoch
 from cryptography import x509
 
-from p2pcp.net.fastpath import follows_aioquic
+from p2pcp.net.fastpath import FOLLOWS_AIOQUIC, follows_aioquic
+from p2pcp.net.sendbuffer import SendBuffer
 
 # Packets the pacer may release at once. aioquic allows 16; 64 measured as
 # the sweet spot on loopback: packets per wake-up rise from ~9 to 64 (+0-30%),
@@ -352,6 +355,22 @@ def stream_buffered_bytes(quic: QuicConnection, stream_id: int) -> int:
         return 0
     sender = stream.sender
     return int(sender._buffer_stop - sender._buffer_start)
+
+
+def use_send_buffer(
+    quic: QuicConnection, stream_id: int, version: str = aioquic.__version__
+) -> None:
+    """Give a stream's sender a SendBuffer (sendbuffer.py) instead of its
+    bytearray, keeping what it holds. Only on the aioquic the fast paths
+    follow, whose QuicStreamSender uses its buffer only by ``+=``, slices and
+    ``del buffer[:n]``; elsewhere the bytearray stays (slower, same bytes)."""
+    if not version.startswith(FOLLOWS_AIOQUIC):
+        return
+    stream = getattr(quic, "_streams", {}).get(stream_id)
+    sender = getattr(stream, "sender", None)
+    buffer = getattr(sender, "_buffer", None)
+    if type(buffer) is bytearray:
+        sender._buffer = SendBuffer(buffer)  # type: ignore[union-attr]
 
 
 def connection_buffered_bytes(quic: QuicConnection) -> int:

@@ -14,6 +14,7 @@ round, and the fast path must have built most packets.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from hypothesis import strategies as st
 
 from p2pcp.net import fastsend, tuning
 from p2pcp.net.credit import ReceiveCredit
+from p2pcp.net.sendbuffer import SendBuffer
 
 from .quicpair import CLIENT_ADDR, SERVER_ADDR, fire_due_timers, fix_certificate_serials, p2pcp_pair
 
@@ -215,10 +217,12 @@ def _run(
     tight: bool = True,
     sole: bool = False,
     credit: bool = False,
+    send_buffer: bool = False,
 ) -> tuple[Sender, list[Any], dict[int, bytes]]:
     """Serve ANSWERS under ``plan`` (the fate of each datagram, both ways);
     return the sender, the history of rounds and what the client received.
-    ``credit``: the client reads what arrived one round later."""
+    ``credit``: the client reads what arrived one round later.
+    ``send_buffer``: the server's streams hold their data in a SendBuffer."""
     client, sender, now = _pair(
         fast=fast, congestion=congestion, tight=tight, sole=sole, credit=credit
     )
@@ -232,7 +236,12 @@ def _run(
         server.receive_datagram(data, CLIENT_ADDR, now=now)
     history: list[Any] = [_events(server, server_credit)]
     for stream_id, answer in ANSWERS.items():
-        server.send_stream_data(stream_id, answer, end_stream=True)
+        # In uneven writes, so that frames and retransmissions span them.
+        cuts = [0, 1000, 70_001, 70_002, len(answer)]
+        for start, stop in itertools.pairwise(cuts):
+            server.send_stream_data(stream_id, answer[start:stop], end_stream=stop == len(answer))
+            if send_buffer:
+                tuning.use_send_buffer(server, stream_id)
     received: dict[int, bytes] = {stream_id: b"" for stream_id in ANSWERS}
     held_down: list[bytes] = []
     held_up: list[bytes] = []
@@ -421,3 +430,63 @@ def test_a_long_seeded_plan_with_reader_credit() -> None:
     assert fast_history == slow_history
     _check_delivered(fast_received, reset=False)
     assert fast.fast_packets > 0
+
+
+def test_a_send_buffer_sends_what_a_bytearray_sends() -> None:
+    """aioquic's streams with a SendBuffer in place of their bytearray: the
+    same packets, round by round, under loss and reordering both ways (so
+    retransmissions slice old data, across the writes' boundaries), on both
+    send paths; the buffers are emptied as the data is acknowledged."""
+    rng = random.Random(13)
+    plan = [rng.choice([DELIVER] * 10 + [DROP, HOLD]) for _ in range(3000)]
+    options: dict[str, Any] = dict(key_update_at=12, ping_at=20, reset_at=30, tight=False)
+    for fast in (False, True):
+        _plain_sender, plain_history, _ = _run(fast, plan, **options)
+        sender, history, received = _run(fast, plan, send_buffer=True, **options)
+        assert history == plain_history
+        _check_delivered(received, reset=True)
+    server: Any = sender.quic
+    server.send_stream_data(1, b"x" * 5000)  # a new stream of the server's
+    tuning.use_send_buffer(server, 1)
+    assert type(server._streams[1].sender._buffer) is SendBuffer
+    assert len(server._streams[1].sender._buffer) == 5000
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["add", "del", "get"]), st.integers(0, 3000), st.integers(0, 3000)
+        ),
+        max_size=60,
+    )
+)
+def test_send_buffer_behaves_as_a_bytearray(steps: list[tuple[str, int, int]]) -> None:
+    buffer = SendBuffer()
+    model = bytearray()
+    counter = 0
+    for action, a, b in steps:
+        if action == "add":
+            data = bytes((counter + i) % 251 for i in range(a))
+            counter += a
+            buffer += data
+            model += data
+        elif action == "del":
+            del buffer[:a]
+            del model[:a]
+        else:
+            assert buffer[a : a + b] == bytes(model[a : a + b])
+        assert len(buffer) == len(model)
+        assert bool(buffer) == bool(model)
+        assert buffer[0 : len(model)] == bytes(model)
+
+
+def test_send_buffer_lets_go_of_what_was_deleted() -> None:
+    """Deleted chunks are released (a long transfer must not keep them)."""
+    buffer = SendBuffer()
+    for _ in range(1000):
+        buffer += bytes(1000)
+        del buffer[:1000]
+    assert len(buffer) == 0
+    assert len(buffer._chunks) < 2 * 64  # compacted
+    assert all(not chunk for chunk in buffer._chunks)
