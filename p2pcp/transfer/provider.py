@@ -452,8 +452,10 @@ class _Session:
         pending: bytearray,
     ) -> None:
         """``_write_body`` for a blob read from disk: its leaves are read and
-        checked on a thread, _READ_GROUP_LEAVES at a time, while the event
-        loop goes on sending what is already written to the stream."""
+        checked on a thread, _READ_GROUP_ITEMS plan items at a time, while
+        the event loop goes on sending what is already written to the
+        stream. Each leaf is written as it was read (the stream keeps it
+        without a copy); the proof nodes before it go out in one write."""
         items = encode_plan(reader.outboard, ranges)
         while True:
             group = list(itertools.islice(items, _READ_GROUP_ITEMS))
@@ -464,12 +466,20 @@ class _Session:
             for item in group:
                 if isinstance(item, (Header, Parents)):
                     pending += item.data
-                else:
-                    pending += next(leaves)
-                    if reader.is_file:
-                        self.bytes_sent += item.length
-                if len(pending) >= _COALESCE_BYTES:
-                    await self._flush(stream, pending)
+                    continue
+                leaf = next(leaves)
+                if reader.is_file:
+                    self.bytes_sent += item.length
+                if len(leaf) < _COALESCE_BYTES // 4:  # a short last leaf: with the rest
+                    pending += leaf
+                    if len(pending) >= _COALESCE_BYTES:
+                        await self._flush(stream, pending)
+                    continue
+                if pending:  # the proof nodes before the leaf
+                    await stream.write(bytes(pending))
+                    pending.clear()
+                await stream.write(leaf)
+                self.provider.emit(events.ReceiverProgressed(self.connection_id, self.bytes_sent))
 
     async def _flush(self, stream: Stream, pending: bytearray) -> None:
         """Write ``pending`` out and say how far this receiver got (once per
