@@ -221,6 +221,34 @@ def encoded_size(size: int, ranges: Ranges, leaf_size: int = LEAF_SIZE) -> int:
     return HEADER_BYTES + subtree(0, count)
 
 
+def one_leaf_size(size: int) -> int:
+    """Length of the whole body of a blob of at most one leaf: header and leaf."""
+    return HEADER_BYTES + size
+
+
+def verify_one_leaf(root: bytes, size: int, body: Buffer) -> bytes:
+    """The bytes of a blob of at most one leaf, from its whole body, checked
+    exactly as :class:`RangeDecoder` checks it (header against ``root``,
+    the size against ``size`` from a manifest, the leaf against the header)
+    without a decoder's per-blob set-up: a receive of 100,000 small files
+    verifies 100,000 of them. Raises IntegrityError for anything else."""
+    if not 0 <= size <= LEAF_SIZE:
+        raise LocalProtocolError(f"a blob of {size} bytes has more than one leaf")
+    if len(body) != HEADER_BYTES + size:
+        raise IntegrityError("the answer for a blob has the wrong length")
+    header = bytes(body[:HEADER_BYTES])
+    claimed = int.from_bytes(header[:8], "little")
+    if claimed != size:
+        raise IntegrityError(f"blob has {claimed} bytes where the manifest says {size}")
+    top = header[8:]
+    if hash_root(top, size) != root:
+        raise IntegrityError("blob header does not match the content hash")
+    data = bytes(body[HEADER_BYTES:])
+    if hash_leaf(data) != top:
+        raise IntegrityError("leaf 0 does not match the content hash")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class SizeKnown:
     """The header verified against the root: the blob has ``size`` bytes."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -42,7 +43,8 @@ from p2pcp.blobs.encoding import (
     LeafReceived,
     LeafVerified,
     RangeDecoder,
-    encoded_size,
+    one_leaf_size,
+    verify_one_leaf,
 )
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.defaults import (
@@ -70,7 +72,7 @@ from p2pcp.core.ticket import Ticket
 from p2pcp.net.endpoint import Connection, Endpoint, Stream
 from p2pcp.net.tls import DEFAULT_CONGESTION
 from p2pcp.transfer import events, wire
-from p2pcp.transfer.batch import SmallFile
+from p2pcp.transfer.batch import SmallBatch, SmallFile
 from p2pcp.transfer.store import Plan, Store
 
 Emit = Callable[[object], None]
@@ -80,6 +82,12 @@ Emit = Callable[[object], None]
 # reported finished often and that the 8 streams share the work, large
 # enough that a request's round trip is small next to its data.
 MANY_BATCH_BYTES = 8 * 1024 * 1024
+
+# Small files verified but not yet in place, at most (more wait): a few
+# GET_MANY answers' worth, so that writing and the group commits keep up
+# while memory stays bounded (a file's bytes are held until written).
+MAX_UNPLACED_FILES = 4 * 1024
+MAX_UNPLACED_BYTES = 32 * 1024 * 1024
 
 # A job of the fetch queue: one blob (GET), or several small ones (GET_MANY).
 _Item = tuple[bytes, tuple[Entry, ...]]
@@ -487,6 +495,10 @@ class Fetcher:
         store.prepare()
         progress.manifest, progress.store, progress.plan = manifest, store, plan
         progress.manifest_connection = connection
+        # The manifest and the plan live until the end (an object or more per
+        # file): out of the collector's sight, a full collection no longer
+        # walks 100,000 files' objects again and again while they arrive.
+        gc.freeze()
 
     async def _fetch_all(
         self, connection: Connection, store: Store, plan: Plan, progress: _Progress
@@ -494,6 +506,9 @@ class Fetcher:
         await self._place_leftovers(store, plan, progress)
         queue = _plan_jobs(plan, progress)
         queue.reverse()
+        # One group-committing batch for every small file of this attempt.
+        batch = store.small_batch()
+        batch.on_placed = lambda placed: self._finish_small_files(placed, plan, progress)
 
         async def worker() -> None:
             while queue:
@@ -505,7 +520,7 @@ class Fetcher:
                         del plan.to_fetch[root]
                     continue
                 job = [(root, plan.to_fetch[root]) for root in roots]
-                refused = await self._fetch_many(connection, store, job, plan, progress)
+                refused = await self._fetch_many(connection, batch, job, progress)
                 # A sender without GET_MANY: the same files, one GET each,
                 # shared out among the workers.
                 queue.extend((False, [root]) for root, _entries in reversed(refused))
@@ -519,6 +534,9 @@ class Fetcher:
             await asyncio.gather(*workers, return_exceptions=True)
             _drop(progress.first_stream)
             progress.first_stream = None
+            # Whatever verified is placed, even when the fetch failed half-way:
+            # a retry then asks only for the rest.
+            await batch.commit()
 
     async def _place_leftovers(self, store: Store, plan: Plan, progress: _Progress) -> None:
         """Place the small files an earlier run verified and wrote but did
@@ -546,6 +564,10 @@ class Fetcher:
                     self.emit(events.BytesReceived(small.entries[0].path, found_bytes))
                 self._finish_small(small, plan, progress)
 
+    def _finish_small_files(self, placed: list[SmallFile], plan: Plan, progress: _Progress) -> None:
+        for small in placed:
+            self._finish_small(small, plan, progress)
+
     def _finish_small(self, small: SmallFile, plan: Plan, progress: _Progress) -> None:
         """A placed small file: report it, and do not fetch it again."""
         plan.to_fetch.pop(small.root, None)
@@ -559,18 +581,17 @@ class Fetcher:
     async def _fetch_many(
         self,
         connection: Connection,
-        store: Store,
+        batch: SmallBatch,
         items: list[_Item],
-        plan: Plan,
         progress: _Progress,
     ) -> list[_Item]:
-        """Fetch small blobs with one GET_MANY and place them as a group.
+        """Fetch small blobs with one GET_MANY and hand each verified one to
+        ``batch`` (which places them, group by group, and reports them).
         Returns the items to fetch one by one instead (all of them, when the
         sender does not know GET_MANY; none otherwise)."""
         request = wire.ManyRequest(tuple(root for root, _entries in items))
         stream = await _request(connection, request)
         body = _BodyReader(stream)
-        batch = store.small_batch()
         watchdog = _Watchdog(self.options.progress_timeout_s)
         what = items[0][1][0].path
         try:
@@ -578,7 +599,7 @@ class Fetcher:
                 first = entries[0]
                 what = first.path
                 try:
-                    status = await body.take(1)
+                    status = body.take_now(1) or await body.take(1)
                 except StreamResetError as exc:
                     if number == 0 and exc.code == wire.ERROR_BAD_REQUEST:
                         progress.has_get_many = False
@@ -590,14 +611,17 @@ class Fetcher:
                     raise RemoteProtocolError(
                         f"the sender answered with unknown status {status[0]}"
                     )
-                answer = await body.take(encoded_size(first.size, ALL))
-                data = _verify_small(root, first.size, answer)
+                size = first.size
+                answer = body.take_now(one_leaf_size(size))
+                if answer is None:
+                    answer = await body.take(one_leaf_size(size))
+                data = verify_one_leaf(root, size, answer)
                 watchdog.feed()
                 self._mark_first_byte()
                 batch.add(SmallFile(root, entries, _blake3_hex(data), data))
-                self.bytes_received += first.size
-                progress.accounted[root] = first.size
-                self.emit(events.BytesReceived(first.path, first.size))
+                self.bytes_received += size
+                progress.accounted[root] = size
+                self.emit(events.BytesReceived(first.path, size))
             await body.expect_end()
         except StreamResetError as exc:
             raise _explain_reset(exc, what) from None
@@ -607,13 +631,9 @@ class Fetcher:
             raise _stalled(stream, what, self.options.progress_timeout_s) from None
         finally:
             watchdog.close()
-            # Whatever verified is placed, even when the answer failed half-way:
-            # a retry then asks only for the rest.
-            try:
-                await batch.commit()
-            finally:
-                for small in batch.placed:
-                    self._finish_small(small, plan, progress)
+        # Ask for more only while the files not yet placed are few: memory
+        # holds their bytes until written, and their reports until placed.
+        await batch.wait_room(MAX_UNPLACED_FILES, MAX_UNPLACED_BYTES)
         return []
 
     async def _fetch_file(
@@ -718,20 +738,6 @@ def _plan_jobs(plan: Plan, progress: _Progress) -> list[tuple[bool, list[bytes]]
     return jobs
 
 
-def _verify_small(root: bytes, size: int, body: bytes) -> bytes:
-    """The one leaf of a whole-blob body, verified as the answer to a GET is (header
-    against the root and the manifest's size, leaf against the header)."""
-    decoder = RangeDecoder(root, ALL, expected_size=size)
-    decoder.receive_data(body)
-    data: bytes | None = None
-    while (event := decoder.next_event()) is not None:
-        if isinstance(event, LeafVerified):
-            data = event.data
-    if data is None or not decoder.is_finished:
-        raise IntegrityError("the sender's answer for a file ended early")
-    return data
-
-
 def _blake3_hex(data: bytes) -> str:
     return str(blake3.blake3(data).hexdigest())
 
@@ -743,6 +749,15 @@ class _BodyReader:
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
         self.buffer = bytearray()
+
+    def take_now(self, count: int) -> bytes | None:
+        """``count`` bytes if they are here already, else None (no await:
+        most pieces of an answer are in the buffer when asked for)."""
+        if len(self.buffer) < count:
+            return None
+        piece = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        return piece
 
     async def take(self, count: int) -> bytes:
         while len(self.buffer) < count:

@@ -26,7 +26,9 @@ from p2pcp.blobs.encoding import (
     encode_bytes,
     encode_plan,
     encoded_size,
+    one_leaf_size,
     ranges_are_valid,
+    verify_one_leaf,
 )
 from p2pcp.blobs.tree import LEAF_SIZE, Outboard, leaf_count
 from p2pcp.core.errors import (
@@ -334,3 +336,75 @@ def test_unchecked_leaves_carry_their_proven_hash_and_a_flipped_leaf_fails_its_c
     decoder.receive_data(bytes(body))
     with pytest.raises(IntegrityError):
         list(iter(decoder.next_event, None))
+
+
+# -- verify_one_leaf: the GET_MANY fast path must accept and refuse exactly
+# what a RangeDecoder for the whole blob accepts and refuses.
+
+
+def _decoder_result(root: bytes, size: int, body: bytes) -> bytes | None:
+    """The leaf a RangeDecoder hands out for ``body`` (None: refused)."""
+    decoder = RangeDecoder(root, ALL, expected_size=size)
+    data = None
+    try:
+        decoder.receive_data(body)
+        while (event := decoder.next_event()) is not None:
+            if isinstance(event, LeafVerified):
+                data = event.data
+    except P2pcpError:
+        return None
+    return data if decoder.is_finished else None
+
+
+def _fast_result(root: bytes, size: int, body: bytes) -> bytes | None:
+    try:
+        return verify_one_leaf(root, size, body)
+    except IntegrityError:
+        return None
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, LEAF_SIZE])
+def test_verify_one_leaf_accepts_the_honest_body(size: int) -> None:
+    data = os.urandom(size)
+    outboard = Outboard.from_bytes(data)
+    body = encode_bytes(outboard, data, ALL)
+    assert len(body) == one_leaf_size(size) == encoded_size(size, ALL)
+    assert verify_one_leaf(outboard.root, size, body) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.integers(min_value=0, max_value=64),
+    position=st.integers(min_value=0, max_value=200),
+    cut=st.integers(min_value=-3, max_value=3),
+    flip=st.booleans(),
+)
+def test_verify_one_leaf_refuses_what_the_decoder_refuses(
+    size: int, position: int, cut: int, flip: bool
+) -> None:
+    data = bytes(range(size))
+    outboard = Outboard.from_bytes(data)
+    body = bytearray(encode_bytes(outboard, data, ALL))
+    if flip and body:
+        body[position % len(body)] ^= 0x01
+    if cut < 0:
+        del body[cut:]
+    else:
+        body += b"\x00" * cut
+    lying = bytes(body)
+    fast = _fast_result(outboard.root, size, lying)
+    assert fast == _decoder_result(outboard.root, size, lying)
+    if lying != encode_bytes(outboard, data, ALL):
+        assert fast is None
+
+
+def test_verify_one_leaf_refuses_another_size_or_root() -> None:
+    data = b"hello"
+    outboard = Outboard.from_bytes(data)
+    body = encode_bytes(outboard, data, ALL)
+    with pytest.raises(IntegrityError):
+        verify_one_leaf(outboard.root, 4, body[:-1])  # the manifest says 4 bytes
+    with pytest.raises(IntegrityError):
+        verify_one_leaf(b"\x00" * 32, 5, body)
+    with pytest.raises(LocalProtocolError):
+        verify_one_leaf(outboard.root, LEAF_SIZE + 1, body)

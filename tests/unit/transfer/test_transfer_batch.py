@@ -182,3 +182,34 @@ def test_a_failed_write_places_the_groups_written_before_it(tmp_path: Path) -> N
         assert not (tmp_path / "top/late").exists()
     finally:
         store.close(keep_partial=False)
+
+
+def test_files_are_placed_and_reported_while_the_batch_still_takes_more(tmp_path: Path) -> None:
+    """Group commit: files written are placed (and reported through
+    on_placed) without waiting for commit(); wait_room returns once few
+    enough are left unplaced; commit() then places the rest."""
+    count = batch_module.WRITE_GROUP_FILES * 3
+    files = [_small(f"file {n}".encode(), f"top/d{n % 3}/f{n}") for n in range(count + 5)]
+    expected = {small.entries[0].path: small.data for small in files}
+    store = _store(tmp_path / "out", files)
+    reported: list[SmallFile] = []
+
+    async def run() -> list[SmallFile]:
+        batch = store.small_batch()
+        batch.on_placed = reported.extend
+        for small in files[:count]:
+            batch.add(small)
+        # Three full groups are written and committed without commit().
+        await asyncio.wait_for(batch.wait_room(1, 1 << 30), 30)
+        assert batch.unplaced_files == 0
+        assert {small.root for small in reported} == {small.root for small in files[:count]}
+        for small in files[count:]:
+            batch.add(small)
+        return await asyncio.wait_for(batch.commit(), 30)
+
+    placed = asyncio.run(run())
+    store.close(keep_partial=False)
+    assert placed == []  # reported instead: a batch with a listener keeps none
+    assert len(reported) == len(files)
+    for path, data in expected.items():
+        assert (tmp_path / "out" / path).read_bytes() == data
