@@ -30,6 +30,7 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import collections
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -297,6 +298,54 @@ class DecodeFinished:
 Event = SizeKnown | LeafVerified | LeafReceived | DecodeFinished
 
 
+class _Chunks:
+    """Received bytes waiting to be decoded, kept as the chunks they came in:
+    taking a leaf copies its bytes once (none when a chunk is exactly it),
+    where a bytearray copied each chunk in and the leaf out, and moved what
+    was left."""
+
+    __slots__ = ("_chunks", "_length", "_offset")
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._offset = 0  # bytes of the first chunk already taken
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._length += len(data)
+
+    def take(self, count: int) -> bytes:
+        """The next ``count`` bytes (``count <= len(self)``)."""
+        if count <= 0:
+            return b""
+        chunks = self._chunks
+        first = chunks[0]
+        at = self._offset
+        self._length -= count
+        if len(first) - at > count:
+            self._offset = at + count
+            return first[at : at + count]
+        parts: list[bytes | memoryview] = []
+        while count:
+            chunk = chunks[0]
+            available = len(chunk) - at
+            if available > count:
+                parts.append(memoryview(chunk)[at : at + count])
+                self._offset = at + count
+                break
+            parts.append(memoryview(chunk)[at:] if at else chunk)
+            chunks.popleft()
+            count -= available
+            at = self._offset = 0
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]
+        return b"".join(parts)
+
+
 class RangeDecoder:
     """Incremental verifier of one response body for ``(root, ranges)``.
 
@@ -334,7 +383,7 @@ class RangeDecoder:
         self._expected_size = expected_size
         self._max_size = max_size
         self._leaf_size = check_leaf_size(leaf_size)
-        self._buffer = bytearray()
+        self._buffer = _Chunks()
         self._received = 0
         self._size: int | None = None
         self._total: int | None = None
@@ -366,7 +415,7 @@ class RangeDecoder:
 
     def _fail(self, error: P2pcpError) -> P2pcpError:
         self._error = error
-        self._buffer = bytearray()
+        self._buffer = _Chunks()
         self._stack = []
         return error
 
@@ -382,7 +431,7 @@ class RangeDecoder:
         self._received += length
         if self._is_finished or (self._total is not None and self._received > self._total):
             raise self._fail(RemoteProtocolError("the peer sent bytes after the end of a blob"))
-        self._buffer += data
+        self._buffer.append(data if type(data) is bytes else bytes(data))
 
     def next_event(self) -> Event | None:
         self._raise_if_failed()
@@ -392,10 +441,7 @@ class RangeDecoder:
             raise self._fail(error) from None
 
     def _take(self, count: int) -> bytes:
-        with memoryview(self._buffer) as view:
-            data = bytes(view[:count])
-        del self._buffer[:count]
-        return data
+        return self._buffer.take(count)
 
     def _next_event(self) -> Event | None:
         buffer = self._buffer

@@ -102,6 +102,22 @@ class Stream:
         self._take(total)
         return b"".join(parts)
 
+    async def read_chunks(self) -> list[bytes]:
+        """The queued chunks as they arrived, up to ~READ_JOIN_BYTES (at least
+        one); ``[]`` at the end of the stream. For a reader that keeps chunks
+        (the range decoder) a join would be a copy for nothing."""
+        if not await self._wait_readable():
+            return []
+        chunks = self._chunks
+        parts = [chunks.popleft()]
+        total = len(parts[0])
+        while chunks and total < READ_JOIN_BYTES:
+            chunk = chunks.popleft()
+            parts.append(chunk)
+            total += len(chunk)
+        self._take(total)
+        return parts
+
     async def read_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or RemoteProtocolError if the stream ends first."""
         parts: list[bytes] = []

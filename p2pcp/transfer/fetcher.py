@@ -195,10 +195,11 @@ async def _fetch_blob(
         if not has_status:
             await _read_status(stream, what)
         while True:
-            chunk = await stream.read()
-            if not chunk:
+            chunks = await stream.read_chunks()
+            if not chunks:
                 break
-            decoder.receive_data(chunk)
+            for chunk in chunks:
+                decoder.receive_data(chunk)
             while (event := decoder.next_event()) is not None:
                 if isinstance(event, leaf_type):
                     watchdog.feed()

@@ -262,7 +262,12 @@ def test_parallel_bidirectional_streams_are_byte_exact() -> None:
                 digest = await stream.read_exactly(32)
                 received = bytearray()
                 while True:
-                    chunk = await stream.read()
+                    if index % 2:  # read() on half the streams, read_chunks() on the rest
+                        chunks = await stream.read_chunks()
+                        assert all(chunks)
+                        chunk = b"".join(chunks)
+                    else:
+                        chunk = await stream.read()
                     if not chunk:
                         break
                     received += chunk
