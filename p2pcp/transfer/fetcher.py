@@ -280,7 +280,8 @@ class _Progress:
     manifest: Manifest | None = None
     store: Store | None = None
     plan: Plan | None = None
-    reports: dict[str, events.FileReport] = dataclasses.field(default_factory=dict)
+    # The standard BLAKE3 of each content root in place (the done report).
+    blake3_by_root: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
     bytes_by_path: Counter[str] = dataclasses.field(default_factory=Counter)
     # Per blob not yet in place, bytes already counted (fetched or found) in
     # this run, so that a retry does not count them twice.
@@ -436,7 +437,10 @@ class Fetcher:
         with contextlib.suppress(ConnectionLostError):
             stream = await _request(connection, wire.DoneRequest(self.bytes_received))
             await _read_status(stream, "the end of the transfer")
-        files = tuple(progress.reports[entry.path] for entry in manifest.files)
+        missing = [e.path for e in manifest.files if e.root not in progress.blake3_by_root]
+        if missing:
+            raise LocalProtocolError(f"internal error: {len(missing)} files were never finished")
+        files = events.FileReports(manifest.files, progress.blake3_by_root)
         return events.TransferFinished(
             out_path=str(_arrival_path(self.options.out_dir, manifest)),
             bytes_received=self.bytes_received,
@@ -491,7 +495,7 @@ class Fetcher:
             )
         )
         for entry, digest in plan.present:
-            progress.reports[entry.path] = events.FileReport(entry.path, entry.size, digest)
+            progress.blake3_by_root[entry.root] = bytes.fromhex(digest)
             self.emit(events.FileFinished(entry.path, entry.size, digest, was_present=True))
         store.prepare()
         progress.manifest, progress.store, progress.plan = manifest, store, plan
@@ -573,10 +577,8 @@ class Fetcher:
         """A placed small file: report it, and do not fetch it again."""
         plan.to_fetch.pop(small.root, None)
         progress.accounted.pop(small.root, None)  # counted for good: never fetched again
+        progress.blake3_by_root[small.root] = bytes.fromhex(small.blake3_hex)
         for entry in small.entries:
-            progress.reports[entry.path] = events.FileReport(
-                entry.path, entry.size, small.blake3_hex
-            )
             self.emit(events.FileFinished(entry.path, entry.size, small.blake3_hex))
 
     async def _fetch_many(
@@ -689,8 +691,8 @@ class Fetcher:
             await partial.suspend()
             raise
         progress.accounted.pop(root, None)  # counted for good: never fetched again
+        progress.blake3_by_root[root] = bytes.fromhex(digest)
         for entry in entries:
-            progress.reports[entry.path] = events.FileReport(entry.path, entry.size, digest)
             self.emit(events.FileFinished(entry.path, entry.size, digest))
 
     async def _first_stream(
