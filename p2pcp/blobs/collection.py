@@ -243,24 +243,27 @@ def encode_manifest(manifest: Manifest) -> bytes:
     """The manifest blob. Raises LocalProtocolError or UnsafePathError if the
     manifest breaks a rule (the sender should check its paths first)."""
     check_manifest(manifest, LocalProtocolError)
-    parts = [
+    # Appended to one buffer: a list of two pieces per file, joined at the
+    # end, held ~4x the manifest's size at once (100,000 files: 32 MB over
+    # a 7.7 MB result, the sender's peak).
+    out = bytearray(
         _HEAD.pack(
             MANIFEST_MAGIC,
             MANIFEST_VERSION,
             _SEVERAL_ITEMS if manifest.has_several_items else 0,
-        ),
-        _encode_text(manifest.name),
-        _COUNTS.pack(len(manifest.files), len(manifest.empty_dirs)),
-    ]
+        )
+    )
+    out += _encode_text(manifest.name)
+    out += _COUNTS.pack(len(manifest.files), len(manifest.empty_dirs))
     for entry in manifest.files:
-        parts.append(_encode_text(entry.path))
+        out += _encode_text(entry.path)
         mtime_ns = _UNKNOWN_MTIME if entry.mtime_ns is None else entry.mtime_ns
-        parts.append(_FILE_TAIL.pack(entry.size, entry.root, entry.mode, mtime_ns))
-    parts.extend(_encode_text(path) for path in manifest.empty_dirs)
-    data = b"".join(parts)
-    if len(data) > MAX_MANIFEST_BYTES:
+        out += _FILE_TAIL.pack(entry.size, entry.root, entry.mode, mtime_ns)
+    for path in manifest.empty_dirs:
+        out += _encode_text(path)
+    if len(out) > MAX_MANIFEST_BYTES:
         raise LocalProtocolError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-    return data
+    return bytes(out)
 
 
 class _Reader:

@@ -43,6 +43,7 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
         loop.call_soon_threadsafe(emit, events.ImportProgressed(done, total))
 
     collection = await asyncio.to_thread(import_scan, scan, on_bytes)
+    del scan  # an object per file, not needed while serving
     secret_key = await asyncio.to_thread(load_or_create_secret_key)
     endpoint = await Endpoint.bind(
         secret_key,
