@@ -1,7 +1,8 @@
 """End to end: memory does not grow with the size of what is moved.
 
 The real CLI on loopback sends a 128 MiB and a 1 GiB file, each to a fresh
-receiver from a fresh sender; a thread samples both processes' memory from
+receiver from a fresh sender (and 4,000 and 40,000 small files: what each
+file adds must stay a few hundred bytes); a thread samples both processes' memory from
 ``/proc/PID/status`` while they run. The peak of the 1 GiB run may exceed
 the 128 MiB run's only by a small margin, and every peak stays under the
 ceiling issue 17 sets for any size (150 MB). It catches a receiver that
@@ -110,15 +111,11 @@ def _make_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def _move(tmp_path: Path, make_node: Any, size: int) -> tuple[Peak, Peak]:
-    """Send a file of ``size`` from a fresh sender to a fresh receiver;
-    returns the (sender, receiver) peaks after checking what arrived."""
-    folder = tmp_path / f"size{size}"
-    folder.mkdir()
-    src = folder / "payload.bin"
-    expected = _make_file(src, size)
+def _transfer(src: Path, out: Path, make_node: Any) -> tuple[str, Peak, Peak]:
+    """Send ``src`` from a fresh sender to a fresh receiver into ``out``,
+    sampling both; returns the receiver's stdout and the (sender, receiver)
+    peaks."""
     sender_node, receiver_node = make_node(), make_node()
-    out = folder / "out"
     sampler = Sampler()
     sender = subprocess.Popen(
         [*p2pcp_command(), "send", "--once", "--json", str(src)],
@@ -150,12 +147,24 @@ def _move(tmp_path: Path, make_node: Any, size: int) -> tuple[Peak, Peak]:
         if receiver is not None:
             stop(receiver)
         stop(sender)
+    return stdout, sampler.peaks[sender.pid], sampler.peaks[receiver.pid]
+
+
+def _move(tmp_path: Path, make_node: Any, size: int) -> tuple[Peak, Peak]:
+    """Send a file of ``size`` from a fresh sender to a fresh receiver;
+    returns the (sender, receiver) peaks after checking what arrived."""
+    folder = tmp_path / f"size{size}"
+    folder.mkdir()
+    src = folder / "payload.bin"
+    expected = _make_file(src, size)
+    out = folder / "out"
+    stdout, sender_peak, receiver_peak = _transfer(src, out, make_node)
     done = json_lines(stdout)[-1]
     assert done["event"] == "done", done
     assert done["bytes_received"] == size
     assert done["files"][0]["blake3"] == expected
     assert (out / src.name).stat().st_size == size
-    return sampler.peaks[sender.pid], sampler.peaks[receiver.pid]
+    return sender_peak, receiver_peak
 
 
 def test_memory_does_not_grow_with_file_size(tmp_path: Path, make_node: Any) -> None:
@@ -170,3 +179,55 @@ def test_memory_does_not_grow_with_file_size(tmp_path: Path, make_node: Any) -> 
         assert large.highest <= small.highest + MARGIN_BYTES, figures
         assert small.highest <= CEILING_BYTES, figures
         assert large.highest <= CEILING_BYTES, figures
+
+
+# Many files: what each file may add to a side's peak. The manifest, the
+# plan and the done report need ~620-640 bytes per file on each side (which
+# puts 100,000 files at ~130 MB, under the ceiling); 750 leaves ~4 MB for
+# allocator noise over the 36,000 extra files and catches anything that
+# keeps an object per file on top (the done report held as objects plus a
+# repr of it made the receiver's 874 bytes per file).
+FEW_FILES = 4_000
+MANY_FILES = 40_000
+MAX_BYTES_PER_FILE = 750
+
+
+def _make_tree(root: Path, count: int) -> None:
+    """``count`` files of 1-1,024 bytes in folders of 1,000."""
+    data = os.urandom(1024)
+    for index in range(count):
+        folder = root / f"d{index // 1000:03d}"
+        if index % 1000 == 0:
+            folder.mkdir(parents=True)
+        (folder / f"f{index:06d}").write_bytes(data[: 1 + index % 1024])
+
+
+def _move_tree(tmp_path: Path, make_node: Any, count: int) -> tuple[Peak, Peak]:
+    """Send a tree of ``count`` small files; returns (sender, receiver) peaks."""
+    src = tmp_path / f"tree{count}"
+    _make_tree(src, count)
+    out = tmp_path / f"out{count}"
+    stdout, sender_peak, receiver_peak = _transfer(src, out, make_node)
+    done = json_lines(stdout)[-1]
+    assert done["event"] == "done", done
+    assert len(done["files"]) == count
+    assert sum(1 for _ in (out / src.name).rglob("f*")) == count
+    return sender_peak, receiver_peak
+
+
+def test_memory_per_file_stays_small(tmp_path: Path, make_node: Any) -> None:
+    few_sender, few_receiver = _move_tree(tmp_path, make_node, FEW_FILES)
+    many_sender, many_receiver = _move_tree(tmp_path, make_node, MANY_FILES)
+    extra_files = MANY_FILES - FEW_FILES
+    sides = {"sender": (few_sender, many_sender), "receiver": (few_receiver, many_receiver)}
+    per_file = {
+        side: (many.highest - few.highest) / extra_files for side, (few, many) in sides.items()
+    }
+    figures = "; ".join(
+        f"{side} {few} -> {many}: {per_file[side]:.0f} bytes per file"
+        for side, (few, many) in sides.items()
+    )
+    for few, many in sides.values():
+        assert few.highest > 0 and many.highest > 0, figures  # the sampler saw them
+        assert many.highest <= CEILING_BYTES, figures
+    assert max(per_file.values()) <= MAX_BYTES_PER_FILE, figures
