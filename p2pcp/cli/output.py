@@ -8,6 +8,8 @@ is given.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
 import os
@@ -21,6 +23,9 @@ from rich.console import Console
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# How long a JSON line of a burst may wait for the next ones (OutputMode.json).
+JSON_GROUP_S = 0.05
+
 
 @dataclass
 class OutputMode:
@@ -28,6 +33,7 @@ class OutputMode:
     is_quiet: bool = False
     verbosity: int = 0
     _last_progress: float = field(default=0.0, repr=False)
+    _is_flush_scheduled: bool = field(default=False, repr=False)
 
     @property
     def shows_messages(self) -> bool:
@@ -35,23 +41,49 @@ class OutputMode:
         return not self.is_json and not self.is_quiet
 
     def json(self, event: str, **fields: Any) -> None:
-        """Write one JSON object as a line on stdout."""
+        """Write one JSON object as a line on stdout (with any lines still
+        waiting to be flushed)."""
         sys.stdout.write(_encode({"event": event, **fields}) + "\n")
+        self.flush_json()
+
+    def json_grouped(self, event: str, **fields: Any) -> None:
+        """``json`` for a line of a burst (a file_done per small file): it
+        may wait up to JSON_GROUP_S for the lines after it, so that 100,000
+        of them are not 100,000 writes (a third of a small-file receive's
+        event loop)."""
+        sys.stdout.write(_encode({"event": event, **fields}) + "\n")
+        if self._is_flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush_json()
+        else:
+            self._is_flush_scheduled = True
+            loop.call_later(JSON_GROUP_S, self.flush_json)
+
+    def flush_json(self) -> None:
+        self._is_flush_scheduled = False
         sys.stdout.flush()
 
     def json_with_list(
         self, event: str, list_name: str, items: Iterable[dict[str, Any]], **fields: Any
     ) -> None:
         """Like ``json``, with one more field, the list ``list_name``, written
-        item by item: a receive of 100,000 files must not hold them all as
-        dicts and then as one string (tens of MB) just to say it is done."""
+        a group of items at a time: a receive of 100,000 files must not hold
+        them all as dicts and then as one string (tens of MB) just to say it
+        is done."""
         write = sys.stdout.write
         head = _encode({"event": event, **fields})
         write(f"{head[:-1]},{_encode(list_name)}:[")
-        for index, item in enumerate(items):
-            write(f",{_encode(item)}" if index else _encode(item))
+        encoded = map(_encode, items)
+        first = next(encoded, None)
+        if first is not None:
+            write(first)
+            while group := list(itertools.islice(encoded, 1000)):
+                write("," + ",".join(group))
         write("]}\n")
-        sys.stdout.flush()
+        self.flush_json()
 
     def json_progress_due(self, interval_s: float) -> bool:
         now = time.monotonic()

@@ -264,7 +264,7 @@ class ReceiveView(_View):
         elif self.mode.verbosity and self.mode.shows_messages:
             self._say(f"  {display_path(event.path)} {event.blake3}")
         if self.mode.is_json:
-            self.mode.json(
+            self.mode.json_grouped(
                 "file_done",
                 path=event.path,
                 size=event.size,
