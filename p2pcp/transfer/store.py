@@ -189,8 +189,13 @@ class Store:
             )
         check_names_fit(self.manifest, probe_folder(self._probe_folder()))
         plan = Plan()
+        # Each folder is inspected once, and nothing under a missing folder
+        # at all: a fresh receive of 100,000 files made ~300,000 lstat calls.
+        folders: dict[str, bool] = {"": st is not None}
         for entry in self.manifest.files:
-            self._check_parents(entry.path)
+            if not self._folder_exists(entry.path.rpartition("/")[0], folders):
+                _add(plan.to_fetch, entry)
+                continue
             dest = self.out_dir / entry.path
             st = _lstat(dest)
             if st is None:
@@ -216,13 +221,35 @@ class Store:
                 )
             _add(plan.to_fetch, entry)
         for rel in self.manifest.empty_dirs:
-            self._check_parents(rel + "/x")
-            st = _lstat(self.out_dir / rel)
-            if st is not None and not stat.S_ISDIR(st.st_mode):
-                raise WouldOverwriteError(
-                    f"{_shown(self.out_dir / rel)} exists and is not a folder"
-                )
+            self._folder_exists(rel, folders)  # a link or a file there is refused
         return plan
+
+    def _folder_exists(self, rel: str, known: dict[str, bool]) -> bool:
+        """Whether folder ``rel`` of the output exists, as a real folder;
+        refuses a link or a non-folder at it or above it. ``known`` holds
+        the answers so far (``""``: the output folder itself)."""
+        if rel in known:
+            return known[rel]
+        unknown = [rel]  # rel and its ancestors not yet inspected, deepest first
+        parent = rel.rpartition("/")[0]
+        while parent not in known:
+            unknown.append(parent)
+            parent = parent.rpartition("/")[0]
+        exists = known[parent]
+        for folder in reversed(unknown):
+            if exists:
+                path = self.out_dir / folder
+                st = _lstat(path)
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    raise WouldOverwriteError(
+                        f"{_shown(path)} is a symbolic link where the sender has a folder; "
+                        "p2pcp never writes through one (remove it or choose another --out)"
+                    )
+                if st is not None and not stat.S_ISDIR(st.st_mode):
+                    raise WouldOverwriteError(f"{_shown(path)} exists and is not a folder")
+                exists = st is not None
+            known[folder] = exists
+        return exists
 
     def check_free_space(self, plan: Plan) -> None:
         probe = self.out_dir

@@ -97,6 +97,40 @@ def test_symlinked_parent_is_never_written_through(tmp_path: Path) -> None:
     assert list(elsewhere.iterdir()) == []
 
 
+def test_plan_inspects_each_folder_once_and_still_refuses_what_is_in_the_way(
+    tmp_path: Path,
+) -> None:
+    """The planner remembers each folder it inspected: a file under a
+    missing folder needs no look, one under an existing folder is still
+    compared, and a link or a file where a folder belongs, at any depth,
+    for a file or for an empty folder, is still refused."""
+    out = tmp_path / "out"
+    (out / "top" / "old").mkdir(parents=True)
+    (out / "top" / "old" / "same").write_bytes(b"same")
+    files = [
+        _entry("top/new/deep/a", b"a"),  # under missing folders
+        _entry("top/new/deep/b", b"b"),
+        _entry("top/old/same", b"same"),  # already here
+        _entry("top/old/z", b"z"),
+    ]
+    plan = _store(out, _manifest(*files)).plan()
+    assert sorted(plan.to_fetch) == sorted(entry.root for entry in (files[0], files[1], files[3]))
+    assert [entry.path for entry, _digest in plan.present] == ["top/old/same"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "top" / "old" / "sub").symlink_to(elsewhere)
+    with pytest.raises(WouldOverwriteError, match="symbolic link where the sender has a folder"):
+        _store(out, _manifest(_entry("top/old/sub/deeper/f", b"f"))).plan()
+    with pytest.raises(WouldOverwriteError, match="is not a folder"):
+        _store(out, _manifest(_entry("top/old/same/f", b"f"))).plan()
+    with pytest.raises(WouldOverwriteError, match="is not a folder"):
+        _store(out, _manifest(dirs=("top/old/same",))).plan()
+    with pytest.raises(WouldOverwriteError, match="symbolic link"):
+        _store(out, _manifest(dirs=("top/old/sub",))).plan()
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_symlink_under_a_final_name_is_replaced_only_with_force(tmp_path: Path) -> None:
     target = tmp_path / "target"
     target.write_bytes(b"keep me")
