@@ -51,8 +51,14 @@ Rules, and why:
   20-100 ms) of any single process of the side's tree. MB = 10**6 bytes. The peak is the
   largest over the runs; wall time and CPU are medians with min-max.
 - Runs alternate tools within a case (A B C A B C ...) so drift hits all
-  alike; received data is deleted and ``sync()`` is called after every run,
-  so one run's writeback does not land in the next.
+  alike; ``sync()`` is called after every run, so one run's writeback does
+  not land in the next. Received data is deleted after each run, except in
+  the cases of many files (``DEFER_DELETE_FILES``): there it is deleted
+  when the case ends, and the next case waits until RECENT_DELETE_S have
+  passed. On ext4 the inode allocator skips every inode freed in the last
+  ~30 s and reads its table block to learn so; right after a 100,000-file
+  tree was deleted each new file paid for that scan (one core in kernel
+  time, the same receive took 17-57 s), whichever tool came next.
 - Data: generated once under the work dir (default: a new directory in
   /var/tmp, the same disk as a user's files; removed at the end unless
   ``--keep``), random content (AES-CTR keystream: not compressible), hot in
@@ -114,6 +120,11 @@ TOOL_LABEL = {
 }
 SCP_CIPHER = "aes128-gcm@openssh.com"
 RSS_GOAL = 150 * MB
+# Cases of at least this many files keep their received copies until the
+# case ends, and a case waits RECENT_DELETE_S after many files were deleted
+# (module doc: ext4's allocator and recently freed inodes).
+DEFER_DELETE_FILES = 10_000
+RECENT_DELETE_S = 35.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -489,6 +500,8 @@ class Bench:
         self.netns_made = False
         self.skipped: dict[str, str] = {}  # tool -> why it does not run
         self.counter = 0
+        self.deferred: list[Path] = []  # received copies to delete when the case ends
+        self.deleted_at = 0.0  # when many files were last deleted (monotonic)
 
     # -- set-up of the peers ---------------------------------------------------
 
@@ -664,10 +677,28 @@ class Bench:
         except (RunError, RuntimeError, OSError, ValueError, KeyError) as e:
             result = Run(error=str(e) or type(e).__name__)
         finally:
-            if not self.args.keep:
+            if case.files >= DEFER_DELETE_FILES:
+                self.deferred.append(run_dir)  # module doc: deleted when the case ends
+            elif not self.args.keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
             os.sync()  # this run's writeback is not the next run's cost
         return result
+
+    def delete_deferred(self) -> None:
+        """Delete the received copies kept until the end of a case."""
+        if self.deferred and not self.args.keep:
+            for run_dir in self.deferred:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            self.deleted_at = time.monotonic()
+        self.deferred = []
+
+    def wait_after_delete(self) -> None:
+        """Let the inodes of a big deletion age out of ext4's allocator's
+        "recently deleted" check before the next timed run (module doc)."""
+        wait = self.deleted_at + RECENT_DELETE_S - time.monotonic()
+        if self.deleted_at and wait > 0:
+            _log(f"waiting {wait:.0f} s for the files deleted last to age (module doc)")
+            time.sleep(wait)
 
     def _p2pcp(self, source: Path, run_dir: Path, out: Path, deadline: float) -> Run:
         cmd = _p2pcp_command()
@@ -1043,15 +1074,17 @@ def print_table(report: dict[str, Any]) -> None:
 # -- main -----------------------------------------------------------------------
 
 
-def disk_plan(cases: list[Case], work: Path) -> tuple[list[Case], dict[str, str]]:
-    """The cases whose source and one received copy fit on the work dir's disk."""
+def disk_plan(cases: list[Case], work: Path, runs: int) -> tuple[list[Case], dict[str, str]]:
+    """The cases whose source and received copies fit on the work dir's disk
+    (one copy at a time, or all of a case's runs where deletion is deferred)."""
     free = shutil.disk_usage(work).free
     margin = 2 << 30  # room for logs, homes, zips, the file system's own needs
     kept: list[Case] = []
     skipped: dict[str, str] = {}
     for case in sorted(cases, key=lambda c: c.total_bytes):
         per_copy = case.total_bytes + case.files * 4096  # a block per small file, roughly
-        need = 2 * per_copy
+        copies = runs * len(case.tools) if case.files >= DEFER_DELETE_FILES else 1
+        need = (1 + copies) * per_copy
         if need + margin <= free:
             kept.append(case)
             free -= per_copy  # the source stays; each received copy is removed after its run
@@ -1117,7 +1150,7 @@ def main() -> int:
         )
     bench = Bench(args, work)
     try:
-        cases, skipped_cases = disk_plan(cases, work)
+        cases, skipped_cases = disk_plan(cases, work, runs)
         needed = {t for c in cases for t in c.tools}
         if needed & {"scp", "rsync"}:
             try:
@@ -1154,6 +1187,7 @@ def main() -> int:
             os.sync()
             _log(f"[{case.key}] generated in {time.perf_counter() - started:.1f} s")
             results: dict[str, list[Run]] = {t: [] for t in case_tools}
+            bench.wait_after_delete()
             for i in range(runs):
                 for tool in case_tools:
                     result = bench.run(tool, case, source, manifest)
@@ -1178,9 +1212,11 @@ def main() -> int:
                     "ratios": ratios(rows),
                 }
             )
+            bench.delete_deferred()
             if not args.keep:
                 if source.is_dir():
                     shutil.rmtree(source)
+                    bench.deleted_at = time.monotonic()
                 else:
                     source.unlink()
         report["goals"] = goals(report)
