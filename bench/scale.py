@@ -123,7 +123,7 @@ RSS_GOAL = 150 * MB
 # Cases of at least this many files keep their received copies until the
 # case ends, and a case waits RECENT_DELETE_S after many files were deleted
 # (module doc: ext4's allocator and recently freed inodes).
-DEFER_DELETE_FILES = 10_000
+DEFER_DELETE_FILES = 1_000
 RECENT_DELETE_S = 35.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
