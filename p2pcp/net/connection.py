@@ -147,7 +147,8 @@ class ConnectionOwner(Protocol):
 
 
 class Connection:
-    """A QUIC connection to one peer (public API: see docs/INTERFACES.md)."""
+    """A QUIC connection to one peer (public API: docs/ARCHITECTURE.md, "The public
+    API between transfer/ and net/")."""
 
     def __init__(
         self,

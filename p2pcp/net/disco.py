@@ -7,7 +7,7 @@ transaction id and the source address the ping was seen coming from) and
 travel as single UDP datagrams on the QUIC socket and, unchanged, as relay
 datagrams.
 
-Wire format (version 1; ``docs/protocol-net-paths.md``; integers big-endian)::
+Wire format (version 1; docs/PROTOCOL.md, "Disco message"; integers big-endian)::
 
     offset  size  field
     0       6     MAGIC = 00 70 32 70 63 70 ("\\0p2pcp", shared with probe.py)

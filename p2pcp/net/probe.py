@@ -7,7 +7,7 @@ Every connection starts at 1200 bytes, which every path carries; this module
 finds a larger size that the path carries too, by sending padded p2pcp control packets (not QUIC) of
 each candidate size and waiting for the peer's short echo.
 
-Wire format (``docs/protocol-net.md``; all integers big-endian)::
+Wire format (docs/PROTOCOL.md, "Control packets"; all integers big-endian)::
 
     probe: MAGIC(6) | TYPE_PROBE(1)     | nonce(8) | size(2) | zero padding to `size` bytes
     ack:   MAGIC(6) | TYPE_PROBE_ACK(1) | nonce(8) | size(2)

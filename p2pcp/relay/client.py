@@ -20,7 +20,7 @@ API (used by ``net/magicsock.py``; keep it stable)::
   URL's port. It is known at once for a URL with an IP address, else from
   the first connection (the address the WebSocket reached). Relays behind a
   TLS proxy must answer STUN on the UDP port of their public URL
-  (``docs/relay-readme.md``).
+  (README.md, running a relay behind a TLS proxy).
 - Callbacks run on the event loop, in order, and must not block or raise
   (an exception is logged and the connection is restarted):
   ``on_packets(source, datagrams)`` for each received batch;

@@ -1,6 +1,6 @@
 """The relay protocol's frames, sans-IO: encode and decode, nothing else.
 
-Relay protocol version 1 (``docs/protocol-relay.md``). The client opens a
+Relay protocol version 1 (docs/PROTOCOL.md, "Relay protocol"). The client opens a
 WebSocket at ``/relay``; every WebSocket message is exactly one *binary*
 frame (a text message is a protocol error). A frame is one type byte and a
 body; integers are unsigned big-endian; a node id is 32 raw bytes (the

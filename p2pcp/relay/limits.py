@@ -7,7 +7,7 @@ limits (datagram, batch and message sizes) live in ``frames.py``.
 Worst-case memory of a relay is about ``max_clients x (MAX_QUEUE_BYTES +
 WRITE_LIMIT_BYTES + RECEIVE_QUEUE_MESSAGES x frames.MAX_MESSAGE_BYTES)``,
 ~10 MiB per client; an idle client costs a few tens of KiB
-(``tests/integration/test_relay_load.py`` measures it).
+(``tests/integration/test_relay_process.py`` measures 1,000 idle clients).
 """
 
 from __future__ import annotations
