@@ -4,8 +4,8 @@ Two QuicConnections with p2pcp's settings, in memory on a virtual clock (no
 sockets, no event loop): the server streams --mib MiB to the client. Either
 both ends use aioquic's ``datagrams_to_send`` and ``receive_datagram`` (the
 baseline), or the sender builds its packets through
-``p2pcp.net.fastsend.datagrams_to_send`` and the receiver takes them through
-``p2pcp.net.fastpath.receive``, as a p2pcp connection does.
+``p2pcp.net._aioquic.fastsend.datagrams_to_send`` and the receiver takes them through
+``p2pcp.net._aioquic.fastpath.receive``, as a p2pcp connection does.
 Prints, per path and datagram size, the sender's CPU per packet (building
 and sending its packets, taking the acks) and the receiver's (receiving,
 events, building its acks), in us and in MB of datagrams per second of that end's CPU, with the
@@ -34,7 +34,8 @@ from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
 
-from p2pcp.net import fastpath, fastsend, tls, tuning
+from p2pcp.net._aioquic import fastpath, fastsend, tuning
+from p2pcp.net.quic import tls
 
 SERVER_ADDR = ("198.18.0.1", 4433)
 CLIENT_ADDR = ("198.18.0.2", 5000)

@@ -51,7 +51,7 @@ def stock_server(pipe: Pipe) -> None:
     from aioquic.asyncio import serve
     from aioquic.quic.configuration import QuicConfiguration
 
-    from p2pcp.net.tls import make_certificate
+    from p2pcp.net.quic.tls import make_certificate
 
     async def main() -> None:
         cert, key = make_certificate(SERVER_SEED)
@@ -122,7 +122,7 @@ async def stock_client(port: int, size: int) -> float:
 
 def endpoint_server(pipe: Pipe, cap: int | None) -> None:
     from p2pcp.core.identity import SecretKey
-    from p2pcp.net.endpoint import Endpoint
+    from p2pcp.net.quic.endpoint import Endpoint
 
     async def main() -> None:
         endpoint = await Endpoint.bind(SecretKey(SERVER_SEED), max_datagram_size=cap)
@@ -151,7 +151,7 @@ def endpoint_server(pipe: Pipe, cap: int | None) -> None:
 
 async def endpoint_client(port: int, size: int, cap: int | None) -> tuple[float, int]:
     from p2pcp.core.identity import SecretKey
-    from p2pcp.net.endpoint import Endpoint
+    from p2pcp.net.quic.endpoint import Endpoint
 
     endpoint = await Endpoint.bind(SecretKey(CLIENT_SEED), max_datagram_size=cap)
     try:

@@ -7,9 +7,9 @@ Python code (tests' string literals are data, such as file names a test
 creates, and are not checked). CHANGELOG.md records history and may name
 files since removed.
 
-A reference is a token like ``net/tuning.py`` or ``docs/PROTOCOL.md``. One
-with a folder must exist relative to the repository, to the referring
-file's folder or to the package; a bare name (``tuning.py``) must be the
+A reference is a token like ``net/_aioquic/tuning.py`` or ``docs/PROTOCOL.md``. One
+with a folder must exist relative to the referring file's folder, a folder
+above it (up to the repository) or the package; a bare name (``tuning.py``) must be the
 name of some file in the repository.
 """
 
@@ -30,7 +30,7 @@ PACKAGE = "p2pcp"
 
 _REFERENCE = re.compile(r"(?<![\w/.~$-])((?:[\w-]+/)*[\w-]+\.(?:py|md|toml|c|sh))\b")
 # Names of the user's files, not the repository's, that docs may mention.
-USER_FILES = {"config.toml"}  # P2PCP_HOME/config.toml
+USER_FILES = {"config.toml"}  # the user's, in P2PCP_HOME
 # Files outside the repository that must never be cited.
 _OUTSIDE = re.compile(r"\.\./shared|FACTS\.md|CONVENTIONS\.md")
 
@@ -67,9 +67,8 @@ def _prose(name: str) -> Iterator[str]:
 def _exists(reference: str, referrer: str, tracked: set[str], names: set[str]) -> bool:
     if "/" not in reference:
         return reference in names or reference in USER_FILES
-    folder = str(Path(referrer).parent)
-    candidates = (reference, f"{folder}/{reference}", f"{PACKAGE}/{reference}")
-    return any(str(Path(c)) in tracked for c in candidates)
+    folders = [*Path(referrer).parents, Path(PACKAGE)]  # its folder and those above it
+    return any(str(folder / reference) in tracked for folder in folders)
 
 
 def _checked_files(tracked: list[str]) -> list[str]:

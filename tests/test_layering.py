@@ -22,6 +22,21 @@ ALLOWED = {
 CLI_ONLY = {"typer", "rich", "click"}
 # Sans-IO layers may not touch the event loop or sockets.
 SANS_IO = {"blobs": {"asyncio", "socket", "selectors"}}
+# Nor may these modules of net/ (they decide; their drivers do the I/O).
+NET_SANS_IO = (
+    "net/quic/credit.py",
+    "net/paths/pathstate.py",
+    "net/paths/disco.py",
+    "net/pmtu/probe.py",
+    "net/pmtu/fragment.py",
+    "net/congestion/bbr.py",
+    "net/_aioquic/sendbuffer.py",
+)
+IO_MODULES = {"asyncio", "socket", "selectors"}
+# The one folder that may touch aioquic's private names (its private
+# modules, and the underscored attributes of a QuicConnection, which the
+# code always names ``quic`` or ``_quic``), behind one version check.
+AIOQUIC_ADAPTERS = "net/_aioquic/"
 
 
 def _modules() -> list[Path]:
@@ -61,3 +76,48 @@ def test_no_print_below_cli() -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 pytest.fail(f"print() in {path.relative_to(PACKAGE)}:{node.lineno}")
+
+
+@pytest.mark.parametrize("name", NET_SANS_IO)
+def test_net_sans_io_modules_do_no_io(name: str) -> None:
+    path = PACKAGE / name
+    assert path.exists(), name
+    for imported in _imports(path):
+        assert imported.split(".")[0] not in IO_MODULES, f"{name} is sans-IO: imports {imported}"
+
+
+def _private_aioquic_uses(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == "aioquic" and any(part.startswith("_") for part in parts[1:]):
+                    uses.append(f"line {node.lineno}: imports {module}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            if node.attr.startswith("__"):
+                continue
+            owner = node.value
+            owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+            if owner_name in ("quic", "_quic"):
+                uses.append(f"line {node.lineno}: {owner_name}.{node.attr}")
+    return uses
+
+
+def test_only_the_adapters_touch_aioquic_private_names() -> None:
+    offenders = {
+        str(path.relative_to(PACKAGE)): uses
+        for path in _modules()
+        if not str(path.relative_to(PACKAGE)).startswith(AIOQUIC_ADAPTERS)
+        and (uses := _private_aioquic_uses(path))
+    }
+    assert not offenders, offenders
+    # The rule sees what it looks for: the adapters themselves are full of it.
+    adapters = [p for p in _modules() if str(p.relative_to(PACKAGE)).startswith(AIOQUIC_ADAPTERS)]
+    assert sum(len(_private_aioquic_uses(p)) for p in adapters) > 20

@@ -1,6 +1,6 @@
 """The relay client: one node's connection to its home relay.
 
-API (used by ``net/magicsock.py``; keep it stable)::
+API (used by ``net/paths/magicsock.py``; keep it stable)::
 
     client = RelayClient(url, secret_key, on_packets=..., on_peer_gone=..., on_connected=...)
     await client.start(timeout_s=5.0)   # True once logged in; reconnects in the background

@@ -37,7 +37,7 @@ from p2pcp.blobs.tree import LEAF_SIZE, Outboard, hash_leaf, hash_parent, hash_r
 from p2pcp.core.errors import P2pcpError, StreamResetError
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.core.ticket import Ticket
-from p2pcp.net.endpoint import Connection, Endpoint, Stream
+from p2pcp.net.quic.endpoint import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.fetcher import Fetcher, FetchOptions
 from p2pcp.transfer.provider import Provider, ProviderLimits

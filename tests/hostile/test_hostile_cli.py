@@ -19,7 +19,7 @@ from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.errors import EXIT_INTEGRITY, EXIT_OK, EXIT_UNEXPECTED
 from p2pcp.core.identity import NodeId
 from p2pcp.core.ticket import Ticket, decode_ticket, encode_ticket
-from p2pcp.net.endpoint import Endpoint
+from p2pcp.net.quic.endpoint import Endpoint
 from p2pcp.transfer import wire
 
 from .harness import (

@@ -21,7 +21,7 @@ from p2pcp.blobs.collection import Entry, Manifest
 from p2pcp.blobs.encoding import ALL, LeafVerified, RangeDecoder, encoded_size
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.errors import IntegrityError, P2pcpError, RemoteProtocolError
-from p2pcp.net.endpoint import Stream
+from p2pcp.net.quic.endpoint import Stream
 from p2pcp.transfer import wire
 
 from .harness import (

@@ -22,8 +22,8 @@ from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.defaults import MAX_RECEIVER_CONNECTIONS
 from p2pcp.core.errors import EXIT_UNREACHABLE, ConnectionLostError
 from p2pcp.core.identity import NodeId
-from p2pcp.net.endpoint import Endpoint
-from p2pcp.net.tls import ALPN
+from p2pcp.net.quic.endpoint import Endpoint
+from p2pcp.net.quic.tls import ALPN
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.provider import ProviderLimits
 

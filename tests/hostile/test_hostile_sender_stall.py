@@ -1,7 +1,7 @@
 """A sender that stalls, trickles, resets, or is not who the ticket names:
 the receiver must end, in bounded time, with the right error.
 
-The QUIC idle timeout (``p2pcp.net.tls.IDLE_TIMEOUT_S``, 30 s) is the only
+The QUIC idle timeout (``p2pcp.net.quic.tls.IDLE_TIMEOUT_S``, 30 s) is the only
 time limit on a silent peer today; the tests shorten it (a public module
 constant read at bind) rather than wait 30 s.
 """
@@ -43,7 +43,7 @@ SHORT_IDLE_S = 1.5
 
 @pytest.fixture
 def short_idle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("p2pcp.net.tls.IDLE_TIMEOUT_S", SHORT_IDLE_S)
+    monkeypatch.setattr("p2pcp.net.quic.tls.IDLE_TIMEOUT_S", SHORT_IDLE_S)
 
 
 async def _stalled(tmp_path: Path, prefix_bytes: int, **options: object) -> None:

@@ -22,9 +22,10 @@ from p2pcp.core.errors import (
     StreamResetError,
 )
 from p2pcp.core.identity import SecretKey
-from p2pcp.net import tls, tuning
-from p2pcp.net.endpoint import Endpoint
-from p2pcp.net.udp import UdpSocket
+from p2pcp.net._aioquic import tuning
+from p2pcp.net.quic import tls
+from p2pcp.net.quic.endpoint import Endpoint
+from p2pcp.net.udp.sockets import UdpSocket
 
 # Every test body is bounded by this (on top of pytest-timeout).
 TEST_TIMEOUT_S = 60.0
@@ -153,7 +154,7 @@ def test_wrong_node_id_is_refused() -> None:
 
 def test_refused_address_fails_at_once_with_connect_error() -> None:
     """A closed port answers with ICMP port unreachable: connect says so at
-    once (the error queue, udp.py) instead of waiting out its timeout."""
+    once (the error queue, net/udp/sockets.py) instead of waiting out its timeout."""
 
     async def body() -> None:
         async with pair() as (_server, client):

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterator
 
 from p2pcp.core.identity import SecretKey
-from p2pcp.net.endpoint import RELAY_JOIN_WAIT_S, Endpoint
+from p2pcp.net.quic.endpoint import RELAY_JOIN_WAIT_S, Endpoint
 from p2pcp.relay.listen import StunResponder
 from p2pcp.relay.metrics import RelayMetrics
 

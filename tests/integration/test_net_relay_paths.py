@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from p2pcp.core.identity import SecretKey
-from p2pcp.net.endpoint import Connection, Endpoint
+from p2pcp.net.quic.endpoint import Connection, Endpoint
 from p2pcp.relay.server import RelayServer
 
 TEST_TIMEOUT_S = 60.0

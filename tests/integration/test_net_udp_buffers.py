@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pcp.net.udp import SOCKET_BUFFER_BYTES, set_buffer_sizes
+from p2pcp.net.udp.sockets import SOCKET_BUFFER_BYTES, set_buffer_sizes
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux socket options")
 

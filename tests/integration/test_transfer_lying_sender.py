@@ -19,7 +19,7 @@ from p2pcp.blobs.tree import LEAF_SIZE, Outboard
 from p2pcp.core.errors import EXIT_INTEGRITY, IntegrityError
 from p2pcp.core.identity import SecretKey
 from p2pcp.core.ticket import Ticket
-from p2pcp.net.endpoint import Endpoint, Stream
+from p2pcp.net.quic.endpoint import Endpoint, Stream
 from p2pcp.transfer import wire
 from p2pcp.transfer.fetcher import Fetcher, FetchOptions
 

@@ -13,7 +13,8 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
 from cryptography import x509
 
-from p2pcp.net import tls, tuning
+from p2pcp.net._aioquic import tuning
+from p2pcp.net.quic import tls
 
 Address = tuple[str, int]
 HANDSHAKE_ROUNDS = 10

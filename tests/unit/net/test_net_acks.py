@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aioquic.quic.connection import QuicConnection
 
-from p2pcp.net import tls, tuning
+from p2pcp.net._aioquic import tuning
+from p2pcp.net.quic import tls
 
 from .quicpair import SEED_CLIENT, SEED_SERVER, connected_pair, deliver
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from p2pcp.net.interfaces import interface_addresses
-from p2pcp.net.magicsock import format_address
-from p2pcp.net.udp import public_address
+from p2pcp.net.paths.magicsock import format_address
+from p2pcp.net.udp.interfaces import interface_addresses
+from p2pcp.net.udp.sockets import public_address
 
 
 def test_loopback_is_listed() -> None:

@@ -24,8 +24,8 @@ from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
 
-import p2pcp.net.bbr as bbr_module
-from p2pcp.net.bbr import DRAIN, PROBE_BW, PROBE_RTT, STARTUP, BbrCongestionControl
+import p2pcp.net.congestion.bbr as bbr_module
+from p2pcp.net.congestion.bbr import DRAIN, PROBE_BW, PROBE_RTT, STARTUP, BbrCongestionControl
 
 MSS = 1452
 MBIT = 1_000_000 / 8  # bytes/s

@@ -9,8 +9,9 @@ from aioquic.quic.connection import QuicConnection
 
 from p2pcp.cli.common import Congestion
 from p2pcp.core.errors import UsageError
-from p2pcp.net import tls, tuning
-from p2pcp.net.bbr import BbrCongestionControl
+from p2pcp.net._aioquic import tuning
+from p2pcp.net.congestion.bbr import BbrCongestionControl
+from p2pcp.net.quic import tls
 
 SEED = bytes(range(32))
 

@@ -17,8 +17,8 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
-from p2pcp.net import fastsend, tuning
-from p2pcp.net.credit import UPDATE_DIVISOR, ReceiveCredit, next_limit
+from p2pcp.net._aioquic import fastsend, tuning
+from p2pcp.net.quic.credit import UPDATE_DIVISOR, ReceiveCredit, next_limit
 
 from .quicpair import CLIENT_ADDR, SERVER_ADDR, fire_due_timers, p2pcp_pair
 

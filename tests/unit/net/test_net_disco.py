@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2pcp.core.errors import RemoteProtocolError
 from p2pcp.core.identity import SecretKey
-from p2pcp.net.disco import (
+from p2pcp.net.paths.disco import (
     HEADER_BYTES,
     MAX_CALL_ME_MAYBE_ADDRESSES,
     CallMeMaybe,
@@ -20,7 +20,7 @@ from p2pcp.net.disco import (
     is_disco_packet,
     new_tx_id,
 )
-from p2pcp.net.probe import is_control_packet
+from p2pcp.net.pmtu.probe import is_control_packet
 
 ALICE = SecretKey(bytes(range(32)))
 BOB = SecretKey(bytes(range(1, 33)))

@@ -19,7 +19,7 @@ from aioquic.tls import Epoch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pcp.net import fastpath
+from p2pcp.net._aioquic import fastpath
 
 from .quicpair import CLIENT_ADDR, SERVER_ADDR, fire_due_timers, fix_certificate_serials, p2pcp_pair
 

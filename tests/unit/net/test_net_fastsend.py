@@ -28,9 +28,9 @@ from aioquic.tls import Epoch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pcp.net import fastsend, tuning
-from p2pcp.net.credit import ReceiveCredit
-from p2pcp.net.sendbuffer import SendBuffer
+from p2pcp.net._aioquic import fastsend, tuning
+from p2pcp.net._aioquic.sendbuffer import SendBuffer
+from p2pcp.net.quic.credit import ReceiveCredit
 
 from .quicpair import CLIENT_ADDR, SERVER_ADDR, fire_due_timers, fix_certificate_serials, p2pcp_pair
 
@@ -344,8 +344,13 @@ def test_the_fast_path_sends_as_aioquic_does(
     # due is aioquic's; test_a_long_seeded_plan has p2pcp's windows. With
     # reader credit the receiver raises a limit every round its reader
     # reads (1/8 of a 60 KB window, each an ack-eliciting packet the server
-    # must acknowledge): most calls then have an ACK due.
-    assert fast.fast_packets > (0 if credit else 0.2 * len(slow.plaintexts))
+    # must acknowledge): most calls then have an ACK due, and with a reset
+    # and a size change in the first round possibly all of them (hypothesis
+    # found one: reno, reset and 9000-byte datagrams at round 0, 0 of 163);
+    # test_a_long_seeded_plan_with_reader_credit shows the fast path works
+    # under reader credit.
+    if not credit:
+        assert fast.fast_packets > 0.2 * len(slow.plaintexts)
     if close:
         assert fast.quic._state == QuicConnectionState.CLOSING
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from p2pcp.net.fragment import (
+from p2pcp.net.pmtu.fragment import (
     PROBATION_PACKETS,
     PROBATION_WINDOWS,
     RETRY_S,

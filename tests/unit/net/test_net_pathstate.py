@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from p2pcp.net.disco import CallMeMaybe, DiscoMessage, Ping, Pong
-from p2pcp.net.pathstate import (
+from p2pcp.net.paths.disco import CallMeMaybe, DiscoMessage, Ping, Pong
+from p2pcp.net.paths.pathstate import (
     DIRECT_QUIET_S,
     KIND_DIRECT,
     KIND_RELAY,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pcp.core.errors import RemoteProtocolError
-from p2pcp.net.probe import (
+from p2pcp.net.pmtu.probe import (
     FLOOR_BYTES,
     HEADER_BYTES,
     MAX_ATTEMPTS,

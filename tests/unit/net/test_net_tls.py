@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.signing import SigningKey
 
 from p2pcp.core.errors import PeerIdentityError
-from p2pcp.net.tls import (
+from p2pcp.net.quic.tls import (
     ALPN,
     certificate_node_key,
     check_peer_certificate,

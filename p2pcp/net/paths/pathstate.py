@@ -58,7 +58,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from p2pcp.net.disco import CallMeMaybe, DiscoMessage, Ping, Pong, new_tx_id
+from p2pcp.net.paths.disco import CallMeMaybe, DiscoMessage, Ping, Pong, new_tx_id
 
 Address = tuple[str, int]
 

@@ -45,7 +45,7 @@ from p2pcp.core.errors import (
 )
 
 if TYPE_CHECKING:
-    from p2pcp.net.connection import Connection
+    from p2pcp.net.quic.connection import Connection
 
 # Send-side bytes a stream may hold before write() waits. Above the
 # bandwidth-delay product of the paths p2pcp targets (400 MB/s x 1 ms on

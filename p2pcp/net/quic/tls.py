@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.x509.oid import NameOID
 
 from p2pcp.core.errors import PeerIdentityError, UsageError
-from p2pcp.net.bbr import REGISTRY_NAME as BBR_REGISTRY_NAME
+from p2pcp.net.congestion.bbr import REGISTRY_NAME as BBR_REGISTRY_NAME
 
 # The ALPN token names the wire protocol and its version; a peer speaking
 # another version fails the handshake instead of misreading our frames.

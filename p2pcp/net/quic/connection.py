@@ -75,15 +75,15 @@ from p2pcp.core.errors import (
     PeerIdentityError,
 )
 from p2pcp.core.identity import NodeId
-from p2pcp.net import fastpath, fastsend, tuning
-from p2pcp.net.credit import ReceiveCredit
-from p2pcp.net.fragment import FragmentGuard
-from p2pcp.net.magicsock import MagicSock, PeerPath
-from p2pcp.net.pathstate import KIND_DIRECT, KIND_RELAY
-from p2pcp.net.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES, DatagramSizeProber, encode_probe
-from p2pcp.net.stream import HIGH_WATER_BYTES, Stream
-from p2pcp.net.tls import certificate_node_key, check_peer_certificate
-from p2pcp.net.udp import Address
+from p2pcp.net._aioquic import fastpath, fastsend, tuning
+from p2pcp.net.paths.magicsock import MagicSock, PeerPath
+from p2pcp.net.paths.pathstate import KIND_DIRECT, KIND_RELAY
+from p2pcp.net.pmtu.fragment import FragmentGuard
+from p2pcp.net.pmtu.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES, DatagramSizeProber, encode_probe
+from p2pcp.net.quic.credit import ReceiveCredit
+from p2pcp.net.quic.stream import HIGH_WATER_BYTES, Stream
+from p2pcp.net.quic.tls import certificate_node_key, check_peer_certificate
+from p2pcp.net.udp.sockets import Address
 
 logger = logging.getLogger(__name__)
 

@@ -50,16 +50,13 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet import QuicPacketType
 
 from p2pcp.core.errors import ConnectError, ConnectionLostError, LocalProtocolError, UsageError
 from p2pcp.core.identity import NodeId, SecretKey
-from p2pcp.net import tls, tuning
-from p2pcp.net.connection import Connection
-from p2pcp.net.interfaces import interface_addresses
-from p2pcp.net.magicsock import (
+from p2pcp.net._aioquic import tuning
+from p2pcp.net.paths.magicsock import (
     POLICIES,
     POLICY_DIRECT_ONLY,
     POLICY_RELAY_ONLY,
@@ -68,9 +65,12 @@ from p2pcp.net.magicsock import (
     format_address,
     parse_stun_response,
 )
-from p2pcp.net.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES
-from p2pcp.net.stream import Stream
-from p2pcp.net.udp import Address
+from p2pcp.net.pmtu.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES
+from p2pcp.net.quic import tls
+from p2pcp.net.quic.connection import Connection
+from p2pcp.net.quic.stream import Stream
+from p2pcp.net.udp.interfaces import interface_addresses
+from p2pcp.net.udp.sockets import Address
 from p2pcp.relay.client import RelayClient
 from p2pcp.relay.stun import encode_binding_request, new_transaction_id
 
@@ -491,7 +491,7 @@ class Endpoint:
         if self._is_closed or len(data) < FLOOR_BYTES or not data[0] & 0x80:
             return None
         try:
-            header = pull_quic_header(Buffer(data=data), host_cid_length=SERVER_CID_BYTES)
+            header = tuning.parse_header(data, SERVER_CID_BYTES)
         except ValueError:
             return None
         if (

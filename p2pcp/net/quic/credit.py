@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from aioquic.quic.connection import QuicConnection
 
-from p2pcp.net import tuning
+from p2pcp.net._aioquic import tuning
 
 # An update once the limit would rise by an eighth of its window: the peer
 # never has less than 7/8 of a window to send into while the reader keeps

@@ -27,7 +27,7 @@ dropped but STUN answers), ``direct-only`` (no relays; PLAIN paths only).
 A path with no way left to its peer tells its connections at once
 (``PathUser.path_failed``), so they fail with the reason instead of
 waiting for a timeout: every address it sends to refused (ICMP port
-unreachable, udp.py) and no relay carries it; or it needs the relay
+unreachable, udp/sockets.py) and no relay carries it; or it needs the relay
 (``relay-only``, or no direct address at all) and the relay connection
 ended and did not come back within ``RELAY_GONE_GRACE_S``.
 
@@ -49,8 +49,8 @@ from typing import Protocol
 from p2pcp.core.config import normalize_relay_url
 from p2pcp.core.errors import RemoteProtocolError
 from p2pcp.core.identity import NodeId, SecretKey
-from p2pcp.net.disco import CallMeMaybe, DiscoBox, Ping, Pong, is_disco_packet
-from p2pcp.net.pathstate import (
+from p2pcp.net.paths.disco import CallMeMaybe, DiscoBox, Ping, Pong, is_disco_packet
+from p2pcp.net.paths.pathstate import (
     KIND_DIRECT,
     KIND_RELAY,
     MODE_DISCO,
@@ -58,13 +58,13 @@ from p2pcp.net.pathstate import (
     MODE_RELAY,
     PathState,
 )
-from p2pcp.net.probe import (
+from p2pcp.net.pmtu.probe import (
     TYPE_PROBE,
     TYPE_PROBE_ACK,
     decode_control,
     encode_probe_ack,
 )
-from p2pcp.net.udp import Address, UdpSocket
+from p2pcp.net.udp.sockets import Address, UdpSocket
 from p2pcp.relay.client import RelayClient
 from p2pcp.relay.stun import decode_binding_response, is_stun_packet
 
@@ -456,7 +456,7 @@ class MagicSock:
     ) -> str:
         """Send a connection's datagrams by its path; returns the kind used ("" = dropped).
 
-        ``may_fragment``: on a direct path, the kernel may fragment them (udp.py).
+        ``may_fragment``: on a direct path, the kernel may fragment them (udp/sockets.py).
         """
         state = path.state
         kind = state.kind

@@ -53,7 +53,7 @@ from nacl.public import Box, PrivateKey, PublicKey
 
 from p2pcp.core.errors import RemoteProtocolError
 from p2pcp.core.identity import NODE_ID_BYTES, NodeId, SecretKey
-from p2pcp.net.probe import MAGIC
+from p2pcp.net.pmtu.probe import MAGIC
 
 Address = tuple[str, int]
 

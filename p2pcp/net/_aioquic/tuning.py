@@ -1,4 +1,4 @@
-"""Every touch of aioquic's private attributes, in one place.
+"""Every touch of aioquic's private attributes but the fast paths', in one place.
 
 Tested with aioquic 1.7.2 (pyproject pins ``aioquic>=1.2,<1.8``); re-check
 each function against aioquic's source before widening that range. The
@@ -48,6 +48,8 @@ attributes used:
   aioquic would send NEW_CONNECTION_ID frames with empty ids, which its own
   peers refuse); without it, zero-length ids are not used
   (``can_forgo_connection_ids``).
+- ``aioquic._buffer.Buffer``: the type aioquic's header parser reads from
+  (``parse_header``, for the endpoint's demultiplexing of Initials).
 - ``QuicPacketRecovery._pto_count`` and ``reschedule_data``: after a path
   change, retransmit at once (what a probe timeout does) and forget the
   timer's backoff, which grew while the old path was dead.
@@ -70,13 +72,15 @@ from collections.abc import Callable
 from typing import Any
 
 import aioquic
+from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicHeader, pull_quic_header
 from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
 from aioquic.tls import Epoch
 from cryptography import x509
 
-from p2pcp.net.fastpath import FOLLOWS_AIOQUIC, follows_aioquic
-from p2pcp.net.sendbuffer import SendBuffer
+from p2pcp.net._aioquic.fastpath import FOLLOWS_AIOQUIC, follows_aioquic
+from p2pcp.net._aioquic.sendbuffer import SendBuffer
 
 # Packets the pacer may release at once. aioquic allows 16; 64 measured as
 # the sweet spot on loopback: packets per wake-up rise from ~9 to 64 (+0-30%),
@@ -379,6 +383,12 @@ def connection_buffered_bytes(quic: QuicConnection) -> int:
         int(stream.sender._buffer_stop - stream.sender._buffer_start)
         for stream in quic._streams.values()
     )
+
+
+def parse_header(data: bytes, host_cid_length: int) -> QuicHeader:
+    """A datagram's QUIC header (ValueError if it is not one). aioquic's
+    parser reads from its private ``Buffer`` type."""
+    return pull_quic_header(Buffer(data=data), host_cid_length=host_cid_length)
 
 
 def set_initial_destination_cid(quic: QuicConnection, cid: bytes) -> None:

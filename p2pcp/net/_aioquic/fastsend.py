@@ -37,7 +37,7 @@ from aioquic.quic.packet import PACKET_FIXED_BIT, PACKET_NUMBER_MAX_SIZE, QuicPa
 from aioquic.quic.packet_builder import PACKET_NUMBER_SEND_SIZE, QuicSentPacket
 from aioquic.tls import Epoch
 
-from .fastpath import follows_aioquic
+from p2pcp.net._aioquic.fastpath import follows_aioquic
 
 Address = Any
 
