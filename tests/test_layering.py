@@ -65,6 +65,9 @@ def test_imports_point_down(path: Path) -> None:
         if top == "p2pcp" and name != "p2pcp":
             target = name.split(".")[1]
             assert target in ALLOWED[layer], f"{path.name}: {layer}/ must not import {name}"
+            if target == "net" and layer != "net":
+                # net/__init__.py is the public API; the folders under it are its inside.
+                assert name == "p2pcp.net", f"{path.name}: import {name} through p2pcp.net"
         if layer != "cli":
             assert top not in CLI_ONLY, f"{path.name}: only cli/ may import {top}"
         assert top not in SANS_IO.get(layer, set()), f"{path.name}: {layer}/ is sans-IO"

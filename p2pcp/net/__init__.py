@@ -1,0 +1,14 @@
+"""QUIC between nodes over whichever path works: the public API.
+
+transfer/ (and anything above net/) imports only these names; the folders
+under net/ are its inside (docs/ARCHITECTURE.md). ``Endpoint`` binds a node
+to one UDP port (and, optionally, its home relay), dials and accepts
+``Connection``s, whose ``Stream``s carry the requests; ``DEFAULT_CONGESTION``
+and ``CONGESTION_CONTROLLERS`` name the congestion controllers a connection
+can use.
+"""
+
+from p2pcp.net.quic.endpoint import Connection, Endpoint, Stream
+from p2pcp.net.quic.tls import CONGESTION_CONTROLLERS, DEFAULT_CONGESTION
+
+__all__ = ["CONGESTION_CONTROLLERS", "DEFAULT_CONGESTION", "Connection", "Endpoint", "Stream"]

@@ -69,8 +69,7 @@ from p2pcp.core.errors import (
 )
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.core.ticket import Ticket
-from p2pcp.net.quic.endpoint import Connection, Endpoint, Stream
-from p2pcp.net.quic.tls import DEFAULT_CONGESTION
+from p2pcp.net import DEFAULT_CONGESTION, Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
 from p2pcp.transfer.store import Plan, Store

@@ -51,7 +51,7 @@ from p2pcp.core.defaults import (
     REQUEST_READ_TIMEOUT_S,
 )
 from p2pcp.core.errors import ConnectionLostError, P2pcpError, RemoteProtocolError
-from p2pcp.net.quic.endpoint import Connection, Endpoint, Stream
+from p2pcp.net import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.source import Collection
 

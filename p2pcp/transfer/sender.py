@@ -9,8 +9,7 @@ from pathlib import Path
 
 from p2pcp.core.identity import load_or_create_secret_key
 from p2pcp.core.ticket import Ticket, encode_ticket
-from p2pcp.net.quic.endpoint import Endpoint
-from p2pcp.net.quic.tls import DEFAULT_CONGESTION
+from p2pcp.net import DEFAULT_CONGESTION, Endpoint
 from p2pcp.transfer import events
 from p2pcp.transfer.provider import Provider
 from p2pcp.transfer.source import import_scan, scan_paths
