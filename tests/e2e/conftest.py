@@ -10,9 +10,7 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,16 +19,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import p2pcp_command
+
 # Every wait in these tests is bounded by this (a transfer here takes < 5 s).
 PROCESS_TIMEOUT_S = 60
-
-
-def p2pcp_command() -> list[str]:
-    script = Path(sys.executable).parent / "p2pcp"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("p2pcp")
-    return [found] if found else [sys.executable, "-m", "p2pcp"]
 
 
 @dataclass

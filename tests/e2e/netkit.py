@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import PROCESS_TIMEOUT_S, Node, p2pcp_command, stop
+from tests.support.processes import p2pcp_command
+
+from .conftest import PROCESS_TIMEOUT_S, Node, stop
 
 Event = dict[str, Any]
 

@@ -18,7 +18,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .conftest import PROCESS_TIMEOUT_S, json_lines, p2pcp_command, stop, tree_of
+from tests.support.processes import p2pcp_command
+
+from .conftest import PROCESS_TIMEOUT_S, json_lines, stop, tree_of
 
 FILE_COUNT = 4000
 FOLDERS = 40

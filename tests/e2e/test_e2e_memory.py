@@ -25,7 +25,9 @@ from typing import Any
 import blake3
 import pytest
 
-from .conftest import PROCESS_TIMEOUT_S, json_lines, p2pcp_command, stop
+from tests.support.processes import p2pcp_command
+
+from .conftest import PROCESS_TIMEOUT_S, json_lines, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

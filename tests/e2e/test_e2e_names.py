@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import PROCESS_TIMEOUT_S, assert_one_line_error, json_lines, p2pcp_command, stop
+from tests.support.processes import p2pcp_command
+
+from .conftest import PROCESS_TIMEOUT_S, assert_one_line_error, json_lines, stop
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,9 @@ import pytest
 
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import decode_ticket
+from tests.support.processes import p2pcp_command
 
-from .conftest import SLOW_LINK, assert_one_line_error, json_lines, p2pcp_command, stop, tree_of
+from .conftest import SLOW_LINK, assert_one_line_error, json_lines, stop, tree_of
 from .netkit import Watched, big_file, bytes_at_least, free_port, relay_process
 
 pytestmark = pytest.mark.e2e

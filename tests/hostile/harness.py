@@ -24,9 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import struct
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ from p2pcp.transfer import events, wire
 from p2pcp.transfer.fetcher import Fetcher, FetchOptions
 from p2pcp.transfer.provider import Provider, ProviderLimits
 from p2pcp.transfer.source import import_scan, scan_paths
+from tests.support.processes import p2pcp_command
 
 # Seeded keys (CONVENTIONS 11): the sender the ticket names, an impostor, a receiver.
 SENDER_KEY = SecretKey(bytes(range(32)))
@@ -374,14 +373,6 @@ async def fetch(
     """Run the real Fetcher in this loop, bounded by ``timeout_s``."""
     fetcher = Fetcher(ticket, fetch_options(out, **overrides), lambda event: None)
     return await asyncio.wait_for(fetcher.run(RECEIVER_KEY), timeout_s)
-
-
-def p2pcp_command() -> list[str]:
-    script = Path(sys.executable).parent / "p2pcp"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("p2pcp")
-    return [found] if found else [sys.executable, "-m", "p2pcp"]
 
 
 def node_env(home: Path) -> dict[str, str]:

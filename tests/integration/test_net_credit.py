@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from p2pcp.core.identity import SecretKey
 from p2pcp.net.quic.endpoint import Endpoint
 from p2pcp.net.quic.tls import MAX_STREAM_DATA_BYTES
+from tests.support.aio import run_bounded
 
 TEST_TIMEOUT_S = 60.0
 SERVER_KEY = SecretKey(bytes(range(32)))
@@ -32,10 +33,7 @@ SLOW_PAUSE_S = 0.004
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        await asyncio.wait_for(body(), TEST_TIMEOUT_S)
-
-    asyncio.run(bounded())
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_a_reader_that_does_not_read_stops_the_sender_and_reading_resumes_it() -> None:

@@ -26,6 +26,7 @@ from p2pcp.net._aioquic import tuning
 from p2pcp.net.quic import tls
 from p2pcp.net.quic.endpoint import Endpoint
 from p2pcp.net.udp.sockets import UdpSocket
+from tests.support.aio import run_bounded
 
 # Every test body is bounded by this (on top of pytest-timeout).
 TEST_TIMEOUT_S = 60.0
@@ -36,10 +37,7 @@ OTHER_KEY = SecretKey(bytes(range(2, 34)))
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        await asyncio.wait_for(body(), TEST_TIMEOUT_S)
-
-    asyncio.run(bounded())
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 @asynccontextmanager

@@ -25,6 +25,7 @@ import pytest
 from p2pcp.core.identity import SecretKey
 from p2pcp.net.quic.endpoint import Connection, Endpoint
 from p2pcp.relay.server import RelayServer
+from tests.support.aio import run_bounded
 
 TEST_TIMEOUT_S = 60.0
 SERVER_KEY = SecretKey(bytes(range(32)))
@@ -33,10 +34,7 @@ CHUNK_BYTES = 1 << 20
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        await asyncio.wait_for(body(), TEST_TIMEOUT_S)
-
-    asyncio.run(bounded())
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@ from p2pcp.relay import frames
 from p2pcp.relay.client import RelayClient
 from p2pcp.relay.limits import RelayLimits
 from p2pcp.relay.server import RelayServer
+from tests.support.aio import run_bounded
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -24,10 +25,7 @@ KEY_MALLORY = SecretKey(bytes([66] * 32))
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        await asyncio.wait_for(body(), TEST_TIMEOUT_S)
-
-    asyncio.run(bounded())
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 class Inbox:

@@ -9,8 +9,6 @@ removes any of this session's own that a finalizer missed.
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +43,6 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
     yield make
     for lab in labs:
         lab.teardown()
-
-
-def p2pcp_command() -> list[str]:
-    """The p2pcp of this environment (the working tree in a dev venv)."""
-    script = Path(sys.executable).parent / "p2pcp"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("p2pcp")
-    return [found] if found else [sys.executable, "-m", "p2pcp"]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ from typing import Any
 import blake3
 import pytest
 
-from .conftest import MakeLab, Node, p2pcp_command
+from tests.support.processes import p2pcp_command
+
+from .conftest import MakeLab, Node
 from .lab import ADDRESS_SERVER_PORTS, RELAY_IP, RELAY_URL, Lab, NatKind, NsProcess
 from .test_natlab_scenarios import digests, make_payload
 

@@ -28,7 +28,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import MakeLab, Node, p2pcp_command
+from tests.support.processes import p2pcp_command
+
+from .conftest import MakeLab, Node
 from .lab import RELAY_URL, Lab, NatKind, NsProcess
 
 pytestmark = pytest.mark.natlab
