@@ -5,7 +5,7 @@ each function against aioquic's source before widening that range. The
 attributes used:
 
 - ``QuicConnection._loss._pacer`` (``QuicPacketPacer``): replaced by
-  ``BurstPacer``, identical but for a larger burst allowance and for taking
+  ``BurstPacer`` (pacing.py), identical but for a larger burst allowance and for taking
   the rate from a controller that models one (``pacing_rate``, bbr.py).
 - ``QuicConnection._loss._cc``: the congestion controller, read by the pacer
   and told about datagram-size changes.
@@ -75,106 +75,13 @@ import aioquic
 from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicHeader, pull_quic_header
-from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
+from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.tls import Epoch
 from cryptography import x509
 
 from p2pcp.net._aioquic.fastpath import FOLLOWS_AIOQUIC, follows_aioquic
+from p2pcp.net._aioquic.pacing import BurstPacer
 from p2pcp.net._aioquic.sendbuffer import SendBuffer
-
-# Packets the pacer may release at once. aioquic allows 16; 64 measured as
-# the sweet spot on loopback: packets per wake-up rise from ~9 to 64 (+0-30%),
-# while "send at once" bursts of ~1000 overflow receive buffers and hurt.
-PACER_BURST_PACKETS = 64
-# With a modelled pacing rate (bbr.py), the bucket holds this long at that
-# rate, but at most BURST_MAX_BYTES. It must outlast the gap between two
-# wake-ups of the driver, or the time beyond it is lost to the rate: asyncio
-# sleeps in whole milliseconds (epoll), so a timer for the next packet fires
-# 1-1.5 ms later, and a 1 ms bucket lost 10-30% of the rate on the bench's
-# 50-100 Mbit/s links. A burst of 128 KiB queues ~1 ms at 1 Gbit/s (2 ms,
-# 250 KB, filled the emulated LAN's 256 KiB switch queue and lost fragments).
-BURST_TIME_S = 0.003
-BURST_MAX_BYTES = 128 * 1024
-
-
-class BurstPacer(QuicPacketPacer):
-    """aioquic's token-bucket pacer with a burst of PACER_BURST_PACKETS.
-
-    With a controller that has a ``pacing_rate`` (bytes/s: bbr.py), that
-    rate is used; otherwise (Reno, Cubic) aioquic's cwnd / smoothed RTT.
-
-    aioquic lets a packet go whenever the bucket holds any credit at all
-    and forgets what the packet cost beyond it: every wake-up of the driver
-    sends up to one packet for free, 5-40% above the rate at the bench's
-    rates. With a modelled rate and fragmented datagrams (``is_exact``) the
-    rate is kept exactly instead: the bucket may go into debt by one
-    packet's cost, and what packets smaller than the datagram size (acks,
-    whole datagrams among fragmented ones) did not use is refunded
-    (``refund``). One free 16,000-byte datagram per wake-up overflowed the
-    LAN's switch queue, lost fragmented datagrams and ended fragmenting: 36
-    MB/s on the bench's LAN, 58-66 MB/s kept exactly. With whole datagrams
-    the surplus stays: a Python sender misses its pacing times now and then
-    (its CPU is shared), and the standing queue the surplus builds keeps the
-    link busy meanwhile; kept exactly, the WAN, bad Wi-Fi and long-fat-pipe
-    profiles were 1.5%, 2% and ~10% slower (while the WAN's queue lost 600
-    packets instead of 4,000-5,000, and held 5 ms instead of 30).
-    """
-
-    def __init__(self, *, max_datagram_size: int, controller: Any = None) -> None:
-        super().__init__(max_datagram_size=max_datagram_size)
-        self.controller = controller
-        self.is_modelled = False
-        # set by the connection while it sends fragmented datagrams
-        self.is_fragmenting = False
-
-    @property
-    def is_exact(self) -> bool:
-        return self.is_modelled and self.is_fragmenting
-
-    # aioquic annotates float but returns None when a packet may go now
-    def next_send_time(self, now: float) -> float | None:  # type: ignore[override]
-        if not self.is_exact or self.packet_time is None:
-            return super().next_send_time(now)
-        self.update_bucket(now=now)
-        if self.bucket_time > 0.0:
-            return None
-        return now + max(-self.bucket_time, K_MICRO_SECOND)
-
-    def update_after_send(self, now: float) -> None:
-        if not self.is_exact or self.packet_time is None:
-            super().update_after_send(now)
-            return
-        self.update_bucket(now=now)
-        # at most one packet of debt: aioquic also sends (and charges) when
-        # an ack is due, paced or not
-        self.bucket_time = max(self.bucket_time - self.packet_time, -self.packet_time)
-
-    def refund(self, unused_bytes: int) -> None:
-        """Packets sent were ``unused_bytes`` smaller than they were charged for."""
-        if self.is_exact and self.packet_time is not None and unused_bytes > 0:
-            credit = unused_bytes * self.packet_time / self._max_datagram_size
-            self.bucket_time = min(self.bucket_time + credit, self.bucket_max)
-
-    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
-        # The bucket is counted in packets, not in time at the pacing rate:
-        # aioquic clamps packet_time to >= 1 us, so on a fast path (rate of
-        # GB/s) a time-based bucket shrinks to a handful of packets and the
-        # driver sleeps (>= 1 ms in epoll) after every few.
-        modelled = getattr(self.controller, "pacing_rate", None)
-        if isinstance(modelled, float) and modelled > 0.0:
-            # A modelled rate is the path's: bursts of BURST_TIME_S at it
-            # leave a queue no longer than that, whatever the window.
-            pacing_rate = modelled
-            burst_bytes = min(int(pacing_rate * BURST_TIME_S), BURST_MAX_BYTES)
-            self.is_modelled = True
-        else:
-            pacing_rate = congestion_window / max(smoothed_rtt, K_MICRO_SECOND)
-            burst_bytes = congestion_window // 4
-            self.is_modelled = False
-        self.packet_time = max(K_MICRO_SECOND, min(self._max_datagram_size / pacing_rate, K_SECOND))
-        burst_packets = max(2, min(burst_bytes // self._max_datagram_size, PACER_BURST_PACKETS))
-        self.bucket_max = burst_packets * self.packet_time
-        self.bucket_time = min(self.bucket_time, self.bucket_max)
 
 
 def _burst_pacer(quic: QuicConnection) -> BurstPacer | None:

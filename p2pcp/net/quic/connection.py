@@ -556,7 +556,7 @@ class Connection:
             if size != settled:
                 tuning.set_packet_size(self._quic, settled)
             if fragmenting and datagrams:
-                # the pacer kept exact charged full datagrams (tuning.BurstPacer)
+                # the pacer kept exact charged full datagrams (pacing.BurstPacer)
                 sent = tuning.bytes_in_flight(self._quic) - in_flight
                 tuning.refund_pacer(self._quic, len(datagrams), sent)
         if datagrams:

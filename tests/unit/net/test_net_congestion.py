@@ -9,7 +9,7 @@ from aioquic.quic.connection import QuicConnection
 
 from p2pcp.cli.common import Congestion
 from p2pcp.core.errors import UsageError
-from p2pcp.net._aioquic import tuning
+from p2pcp.net._aioquic import pacing, tuning
 from p2pcp.net.congestion.bbr import BbrCongestionControl
 from p2pcp.net.quic import tls
 
@@ -52,7 +52,7 @@ def test_pacer_follows_a_modelled_rate() -> None:
     quic = _connection("bbr")
     pacer = quic._loss._pacer
     cc = quic._loss._cc
-    assert isinstance(pacer, tuning.BurstPacer)
+    assert isinstance(pacer, pacing.BurstPacer)
     assert pacer.controller is cc
     rate = cc.pacing_rate
     # a window and an RTT that would give a very different cwnd / RTT rate
@@ -83,7 +83,7 @@ def _paced_bytes(
 ) -> int:
     """Bytes a BurstPacer lets out at ``rate`` when the driver wakes every ``wakeup_s``
     (as aioquic's ``_write_application`` asks it: send while no next send time)."""
-    pacer = tuning.BurstPacer(max_datagram_size=size, controller=_Model(rate))
+    pacer = pacing.BurstPacer(max_datagram_size=size, controller=_Model(rate))
     pacer.is_fragmenting = fragmenting
     pacer.update_rate(congestion_window=10**9, smoothed_rtt=0.01)
     sent = 0
@@ -123,7 +123,7 @@ def test_fragmented_datagrams_go_no_faster_than_the_modelled_rate(
     # burst, plus one packet of debt.
     size = 16_000
     seconds = 1.0
-    pacer = tuning.BurstPacer(max_datagram_size=size, controller=_Model(rate))
+    pacer = pacing.BurstPacer(max_datagram_size=size, controller=_Model(rate))
     pacer.update_rate(congestion_window=10**9, smoothed_rtt=0.01)
     burst = pacer.bucket_max / (pacer.packet_time or 1.0) * size
     sent = _paced_bytes(rate, size, wakeup_s=wakeup_s, seconds=seconds, fragmenting=True)
@@ -136,7 +136,7 @@ def test_pacer_does_not_charge_acks_or_small_packets_in_full() -> None:
     # A receiver sends hundreds of ack-only packets a second while its own
     # modelled rate is tiny: charged as full datagrams they put the pacer
     # into debt, and a request waited seconds behind it.
-    pacer = tuning.BurstPacer(max_datagram_size=16_000, controller=_Model(100_000.0))
+    pacer = pacing.BurstPacer(max_datagram_size=16_000, controller=_Model(100_000.0))
     pacer.is_fragmenting = True
     pacer.update_rate(congestion_window=10**9, smoothed_rtt=0.01)
     now = 0.0
@@ -152,8 +152,8 @@ def test_pacer_does_not_charge_acks_or_small_packets_in_full() -> None:
 
 
 def test_pacer_bursts_stay_small_on_fast_paths() -> None:
-    pacer = tuning.BurstPacer(max_datagram_size=16_000, controller=_Model(125e6))
+    pacer = pacing.BurstPacer(max_datagram_size=16_000, controller=_Model(125e6))
     pacer.update_rate(congestion_window=10**9, smoothed_rtt=0.01)
     assert pacer.packet_time is not None
     burst_bytes = pacer.bucket_max / pacer.packet_time * 16_000
-    assert burst_bytes <= tuning.BURST_MAX_BYTES
+    assert burst_bytes <= pacing.BURST_MAX_BYTES
