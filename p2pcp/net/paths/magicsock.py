@@ -66,7 +66,7 @@ from p2pcp.net.pmtu.probe import (
 )
 from p2pcp.net.udp.sockets import Address, UdpSocket
 from p2pcp.relay.client import RelayClient
-from p2pcp.relay.stun import decode_binding_response, is_stun_packet
+from p2pcp.relay.stun import is_stun_packet
 
 logger = logging.getLogger(__name__)
 
@@ -612,12 +612,3 @@ class MagicSock:
             return  # pings and pongs only mean something over UDP
         path.state.receive_call_me_maybe(message.addresses, now)
         path.service(now)
-
-
-def parse_stun_response(data: bytes) -> tuple[bytes, Address] | None:
-    """(transaction id, mapped address) of a STUN response, or None."""
-    try:
-        response = decode_binding_response(data)
-    except RemoteProtocolError:
-        return None
-    return response.transaction_id, response.address

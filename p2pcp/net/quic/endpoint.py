@@ -63,8 +63,8 @@ from p2pcp.net.paths.magicsock import (
     MagicSock,
     PeerPath,
     format_address,
-    parse_stun_response,
 )
+from p2pcp.net.paths.stun import StunClient
 from p2pcp.net.pmtu.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES
 from p2pcp.net.quic import tls
 from p2pcp.net.quic.connection import Connection
@@ -72,7 +72,6 @@ from p2pcp.net.quic.stream import Stream
 from p2pcp.net.udp.interfaces import interface_addresses
 from p2pcp.net.udp.sockets import Address
 from p2pcp.relay.client import RelayClient
-from p2pcp.relay.stun import encode_binding_request, new_transaction_id
 
 # The public API of the net layer: the transfer layer imports these from here.
 __all__ = ["Connection", "Endpoint", "Stream"]
@@ -97,11 +96,6 @@ SERVER_CID_BYTES = tls.SERVER_CID_BYTES
 CLIENT_CID_BYTES = tls.CLIENT_CID_BYTES
 NO_CID = b""
 
-# STUN to the home relay at bind: a request every STUN_RETRY_S, at most
-# STUN_ATTEMPTS of them. A lost UDP packet costs one retry; a relay without
-# STUN costs bind at most ~1 s, and only the public address is missing.
-STUN_RETRY_S = 0.25
-STUN_ATTEMPTS = 4
 # A relay named by host name gives its STUN address only with a login: how
 # long one wait for that lasts before the next (the relay client itself
 # keeps reconnecting with backoff meanwhile).
@@ -157,10 +151,10 @@ class Endpoint:
             own_addresses=self.direct_addresses,
             on_refused=self._receive_refused,
         )
-        self.magicsock.on_stun = self._receive_stun
+        self._stun = StunClient(self.magicsock.send_stun, format_address)
+        self.magicsock.on_stun = self._stun.receive
         self._home_relay: RelayClient | None = None
         self.observed_address: Address | None = None
-        self._stun_waiters: dict[bytes, asyncio.Future[Address]] = {}
         self._connections: set[Connection] = set()
         self._by_cid: dict[bytes, Connection] = {}
         self._probes: dict[int, Connection] = {}
@@ -244,34 +238,9 @@ class Endpoint:
                 await relay.start(timeout_s=STUN_LATE_WAIT_S)
             except LocalProtocolError:
                 return  # the relay client was closed
-        address = await self._stun(relay.stun_address)
+        address = await self._stun.query(relay.stun_address)
         if address is not None:
             self.observed_address = address
-
-    async def _stun(self, server: Address) -> Address | None:
-        """Our socket's public address as the STUN server sees it, or None."""
-        loop = asyncio.get_running_loop()
-        for _attempt in range(STUN_ATTEMPTS):
-            transaction_id = new_transaction_id()
-            waiter: asyncio.Future[Address] = loop.create_future()
-            self._stun_waiters[transaction_id] = waiter
-            self.magicsock.send_stun(encode_binding_request(transaction_id), server)
-            try:
-                return await asyncio.wait_for(waiter, STUN_RETRY_S)
-            except asyncio.TimeoutError:
-                continue
-            finally:
-                self._stun_waiters.pop(transaction_id, None)
-        logger.info("no STUN answer from %s", format_address(server))
-        return None
-
-    def _receive_stun(self, data: bytes, address: Address) -> None:
-        parsed = parse_stun_response(data)
-        if parsed is None:
-            return
-        waiter = self._stun_waiters.get(parsed[0])
-        if waiter is not None and not waiter.done():
-            waiter.set_result(parsed[1])
 
     @property
     def local_port(self) -> int:
