@@ -24,6 +24,7 @@ CLI_ONLY = {"typer", "rich", "click"}
 SANS_IO = {"blobs": {"asyncio", "socket", "selectors"}}
 # Nor may these modules of net/ (they decide; their drivers do the I/O).
 NET_SANS_IO = (
+    "net/kinds.py",
     "net/quic/credit.py",
     "net/paths/pathstate.py",
     "net/paths/disco.py",

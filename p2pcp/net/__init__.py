@@ -3,12 +3,23 @@
 transfer/ (and anything above net/) imports only these names; the folders
 under net/ are its inside (docs/ARCHITECTURE.md). ``Endpoint`` binds a node
 to one UDP port (and, optionally, its home relay), dials and accepts
-``Connection``s, whose ``Stream``s carry the requests; ``DEFAULT_CONGESTION``
-and ``CONGESTION_CONTROLLERS`` name the congestion controllers a connection
-can use.
+``Connection``s, whose ``Stream``s carry the requests. ``PathPolicy``,
+``PathKind`` and ``Congestion`` name the choices (kinds.py);
+``DEFAULT_CONGESTION`` and ``CONGESTION_CONTROLLERS`` the congestion
+controllers a connection can use.
 """
 
+from p2pcp.net.kinds import Congestion, PathKind, PathPolicy
 from p2pcp.net.quic.endpoint import Connection, Endpoint, Stream
 from p2pcp.net.quic.tls import CONGESTION_CONTROLLERS, DEFAULT_CONGESTION
 
-__all__ = ["CONGESTION_CONTROLLERS", "DEFAULT_CONGESTION", "Connection", "Endpoint", "Stream"]
+__all__ = [
+    "CONGESTION_CONTROLLERS",
+    "DEFAULT_CONGESTION",
+    "Congestion",
+    "Connection",
+    "Endpoint",
+    "PathKind",
+    "PathPolicy",
+    "Stream",
+]

@@ -49,6 +49,7 @@ from typing import Protocol
 from p2pcp.core.config import normalize_relay_url
 from p2pcp.core.errors import RemoteProtocolError
 from p2pcp.core.identity import NodeId, SecretKey
+from p2pcp.net.kinds import PathPolicy
 from p2pcp.net.paths.disco import CallMeMaybe, DiscoBox, Ping, Pong, is_disco_packet
 from p2pcp.net.paths.pathstate import (
     KIND_DIRECT,
@@ -70,10 +71,6 @@ from p2pcp.relay.stun import is_stun_packet
 
 logger = logging.getLogger(__name__)
 
-POLICY_AUTO = "auto"
-POLICY_RELAY_ONLY = "relay-only"
-POLICY_DIRECT_ONLY = "direct-only"
-POLICIES = (POLICY_AUTO, POLICY_RELAY_ONLY, POLICY_DIRECT_ONLY)
 
 # A node path nobody uses is kept this long (a reconnect reuses its direct
 # path), then forgotten. QUIC's idle timeout, so it outlives a lost connection.
@@ -319,7 +316,7 @@ class MagicSock:
         own_addresses: Callable[[], list[Address]],
         on_refused: Callable[[Address], None] | None = None,
     ) -> None:
-        if policy not in POLICIES:
+        if policy not in tuple(PathPolicy):
             raise ValueError(f"unknown path policy {policy!r}")
         self.policy = policy
         self.disco = DiscoBox(secret_key)
@@ -399,7 +396,7 @@ class MagicSock:
     ) -> PeerPath:
         """The path to a node we dial (shared with earlier connections when it fits)."""
         now = asyncio.get_running_loop().time()
-        if self.policy == POLICY_RELAY_ONLY:
+        if self.policy == PathPolicy.RELAY_ONLY:
             mode = MODE_RELAY
         elif relay is None:
             mode = MODE_PLAIN
@@ -512,7 +509,7 @@ class MagicSock:
 
     def _receive_batch(self, batch: list[tuple[bytes, Address]]) -> None:
         quic: list[tuple[bytes, Address]] = []
-        is_relay_only = self.policy == POLICY_RELAY_ONLY
+        is_relay_only = self.policy == PathPolicy.RELAY_ONLY
         for item in batch:
             data = item[0]
             if data and data[0] & 0x40:
@@ -562,12 +559,12 @@ class MagicSock:
         path.service(now)
 
     def _receive_relay(self, relay: RelayClient, source: NodeId, datagrams: list[bytes]) -> None:
-        if self._is_closed or self.policy == POLICY_DIRECT_ONLY:
+        if self._is_closed or self.policy == PathPolicy.DIRECT_ONLY:
             return
         now = asyncio.get_running_loop().time()
         path = self.peers.get(source)
         if path is None or path.state.mode == MODE_PLAIN:
-            mode = MODE_RELAY if self.policy == POLICY_RELAY_ONLY else MODE_DISCO
+            mode = MODE_RELAY if self.policy == PathPolicy.RELAY_ONLY else MODE_DISCO
             new_path = self._new_node_path(source, mode, relay, now)
             if new_path is None:
                 return

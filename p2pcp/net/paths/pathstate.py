@@ -58,6 +58,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from p2pcp.net.kinds import PathKind
 from p2pcp.net.paths.disco import CallMeMaybe, DiscoMessage, Ping, Pong, new_tx_id
 
 Address = tuple[str, int]
@@ -66,8 +67,8 @@ MODE_PLAIN = "plain"
 MODE_RELAY = "relay"
 MODE_DISCO = "disco"
 
-KIND_DIRECT = "direct"
-KIND_RELAY = "relay"
+KIND_DIRECT = PathKind.DIRECT
+KIND_RELAY = PathKind.RELAY
 KIND_SPRAY = "spray"  # every candidate at once; reported as "direct"
 
 # Heartbeat on the direct path in use. Small packets (~100 bytes each way),
@@ -401,6 +402,7 @@ class PathState:
 
     def _update_route(self) -> None:
         old = (self.kind, self.direct_address, self.spray_addresses)
+        kind: str
         if self.mode == MODE_RELAY:
             kind = KIND_RELAY
             spray: tuple[Address, ...] = ()

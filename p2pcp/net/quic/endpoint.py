@@ -56,10 +56,8 @@ from aioquic.quic.packet import QuicPacketType
 from p2pcp.core.errors import ConnectError, ConnectionLostError, LocalProtocolError, UsageError
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.net._aioquic import tuning
+from p2pcp.net.kinds import PathPolicy
 from p2pcp.net.paths.magicsock import (
-    POLICIES,
-    POLICY_DIRECT_ONLY,
-    POLICY_RELAY_ONLY,
     MagicSock,
     PeerPath,
     format_address,
@@ -191,14 +189,16 @@ class Endpoint:
                 f"max_datagram_size must be {FLOOR_BYTES}..{MAX_DATAGRAM_BYTES}, "
                 f"got {max_datagram_size}"
             )
-        if path_policy not in POLICIES:
-            raise UsageError(f"path_policy must be one of {', '.join(POLICIES)}: {path_policy!r}")
+        if path_policy not in tuple(PathPolicy):
+            raise UsageError(
+                f"path_policy must be one of {', '.join(tuple(PathPolicy))}: {path_policy!r}"
+            )
         endpoint = cls(secret_key, max_datagram_size, path_policy, congestion)
         try:
             endpoint.magicsock.bind(port)
         except OSError as exc:
             raise UsageError(f"cannot bind UDP port {port}: {exc.strerror or exc}") from exc
-        if relay_url is not None and path_policy != POLICY_DIRECT_ONLY:
+        if relay_url is not None and path_policy != PathPolicy.DIRECT_ONLY:
             try:
                 await endpoint._start_home_relay(relay_url, relay_timeout_s)
             except BaseException:
@@ -217,7 +217,7 @@ class Endpoint:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         learning: asyncio.Task[None] | None = None
-        if self.path_policy != POLICY_RELAY_ONLY:
+        if self.path_policy != PathPolicy.RELAY_ONLY:
             learning = loop.create_task(self._learn_public_address(relay))
             self._background.add(learning)
             learning.add_done_callback(self._background.discard)
@@ -259,7 +259,7 @@ class Endpoint:
         """Our candidate addresses: the STUN-observed one first, then every
         usable local address with our port, loopback last (or alone).
         Empty under "relay-only"."""
-        if self.path_policy == POLICY_RELAY_ONLY:
+        if self.path_policy == PathPolicy.RELAY_ONLY:
             return []
         port = self.local_port
         found = [a for a in interface_addresses() if self.magicsock.is_dual_stack or not a.is_ipv6]
@@ -287,8 +287,8 @@ class Endpoint:
         holds another key.
         """
         policy = self.path_policy
-        candidates = [] if policy == POLICY_RELAY_ONLY else [_normalize(a) for a in addresses]
-        if policy == POLICY_DIRECT_ONLY:
+        candidates = [] if policy == PathPolicy.RELAY_ONLY else [_normalize(a) for a in addresses]
+        if policy == PathPolicy.DIRECT_ONLY:
             relay_url = None
         shown = ", ".join(format_address(a) for a in candidates)
         if relay_url is not None:
@@ -296,7 +296,7 @@ class Endpoint:
         where = f"could not reach {node_id.short()} at {shown or 'no address'}"
         if self._is_closed:
             raise ConnectError(f"{where}: endpoint closed")
-        if policy == POLICY_RELAY_ONLY and relay_url is None:
+        if policy == PathPolicy.RELAY_ONLY and relay_url is None:
             raise ConnectError(f"{where}: relay-only, and the ticket names no relay")
         if not candidates and relay_url is None:
             raise ConnectError(f"{where}: the ticket lists no address")

@@ -40,6 +40,7 @@ from cryptography.x509.oid import NameOID
 
 from p2pcp.core.errors import PeerIdentityError, UsageError
 from p2pcp.net.congestion.bbr import REGISTRY_NAME as BBR_REGISTRY_NAME
+from p2pcp.net.kinds import Congestion
 
 # The ALPN token names the wire protocol and its version; a peer speaking
 # another version fails the handshake instead of misreading our frames.
@@ -71,10 +72,15 @@ IDLE_TIMEOUT_S = 30.0
 # The congestion controllers a user may choose (``--congestion``), by the
 # name aioquic's registry knows them under. bbr is ours (bbr.py): random loss
 # does not cut its rate; cubic and reno are aioquic's, loss-based.
-CONGESTION_CONTROLLERS = {"bbr": BBR_REGISTRY_NAME, "cubic": "cubic", "reno": "reno"}
+CONGESTION_CONTROLLERS = {
+    Congestion.BBR: BBR_REGISTRY_NAME,
+    Congestion.CUBIC: "cubic",
+    Congestion.RENO: "reno",
+}
 
 # What bench/network.py measured best on every emulated path (README).
-DEFAULT_CONGESTION = "bbr"
+DEFAULT_CONGESTION = Congestion.BBR
+_NAMES = frozenset(Congestion)
 
 # The certificate is self-signed and only its key matters; a long validity
 # keeps clock skew between peers from ever mattering.
@@ -153,7 +159,7 @@ INITIAL_DCID_BYTES = 8
 
 
 def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguration:
-    algorithm = CONGESTION_CONTROLLERS.get(congestion)
+    algorithm = CONGESTION_CONTROLLERS.get(Congestion(congestion)) if congestion in _NAMES else None
     if algorithm is None:
         choices = ", ".join(CONGESTION_CONTROLLERS)
         raise UsageError(f"unknown congestion controller {congestion!r} (choose {choices})")
