@@ -125,3 +125,15 @@ def test_only_the_adapters_touch_aioquic_private_names() -> None:
     # The rule sees what it looks for: the adapters themselves are full of it.
     adapters = [p for p in _modules() if str(p.relative_to(PACKAGE)).startswith(AIOQUIC_ADAPTERS)]
     assert sum(len(_private_aioquic_uses(p)) for p in adapters) > 20
+
+
+def test_only_core_config_reads_the_environment() -> None:
+    """Environment variables are read in one place (core/config.py)."""
+    readers = []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            is_environ = isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+            if is_environ and getattr(node.value, "id", None) == "os":
+                readers.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert readers and all(r.startswith("core/config.py:") for r in readers), readers

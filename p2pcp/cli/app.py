@@ -16,7 +16,6 @@ code, and, when ``--json`` is among the arguments, exactly one JSON
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from typer.core import TyperCommand
 
 from p2pcp import __version__
 from p2pcp.cli import cmd_id, cmd_receive, cmd_relay, cmd_send, cmd_ticket
+from p2pcp.core.config import is_debug
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success, 1 unexpected error, 2 usage error or bad ticket, "
@@ -168,7 +168,7 @@ def run(argv: list[str] | None = None) -> int:
             return code
         return _fail(_parser_message(exc), code, is_json=is_json)
     except Exception as exc:
-        if os.environ.get("P2PCP_DEBUG"):
+        if is_debug():
             import traceback
 
             traceback.print_exception(exc)  # no locals: they can hold keys

@@ -55,10 +55,10 @@ def receive(
     under its final name; existing identical files are kept, different ones
     are never replaced without --force.
     """
-    from p2pcp.cli.common import max_datagram_size_from_env, path_argument, run_async
+    from p2pcp.cli.common import path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging
     from p2pcp.cli.progress import ReceiveView
-    from p2pcp.core.config import normalize_relay_url
+    from p2pcp.core.config import max_datagram_size_from_env, normalize_relay_url
     from p2pcp.core.errors import Interrupted, UsageError
     from p2pcp.core.identity import load_or_create_secret_key
     from p2pcp.core.ticket import decode_ticket

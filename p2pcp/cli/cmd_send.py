@@ -78,10 +78,10 @@ def send(
     sender with a summary (receivers served, bytes sent) and exit 0; with
     --once, stopping it while a receiver is still fetching exits 130.
     """
-    from p2pcp.cli.common import max_datagram_size_from_env, path_argument, run_async
+    from p2pcp.cli.common import path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
-    from p2pcp.core.config import choose_relay
+    from p2pcp.core.config import choose_relay, max_datagram_size_from_env
     from p2pcp.core.errors import Interrupted
     from p2pcp.transfer import events
     from p2pcp.transfer.sender import SendOptions, run_send

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
@@ -58,23 +57,6 @@ CongestionOption = Annotated[
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
 ]
-
-# For tests and benchmarks that model an internet path on loopback: caps
-# the datagram size the path prober may reach (1200 is QUIC's floor).
-MAX_DATAGRAM_ENV = "P2PCP_MAX_DATAGRAM_SIZE"
-
-
-def max_datagram_size_from_env() -> int | None:
-    text = os.environ.get(MAX_DATAGRAM_ENV)
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{MAX_DATAGRAM_ENV} must be a number of bytes") from None
-    if not 1200 <= value <= 65527:
-        raise UsageError(f"{MAX_DATAGRAM_ENV} must be between 1200 and 65527")
-    return value
 
 
 def path_argument(text: str, what: str) -> Path:

@@ -9,6 +9,10 @@ is set, else in the user config dir (``~/.config/p2pcp/config.toml`` on
 Linux)::
 
     relay = "https://relay.example.net:443"   # or "" for none
+
+This module is the one place that reads the environment: ``P2PCP_HOME``,
+``P2PCP_RELAY``, ``P2PCP_MAX_DATAGRAM_SIZE`` (tests and benches that model
+an internet path on loopback) and ``P2PCP_DEBUG``.
 """
 
 from __future__ import annotations
@@ -34,10 +38,21 @@ class Config:
     relay_url: str | None = None
 
 
+HOME_ENV = "P2PCP_HOME"
+
+
+def home_override() -> Path | None:
+    """``$P2PCP_HOME``, the one folder for this node's key and config file
+    when set (tests and scripts run several nodes on one machine), or None.
+    The only place that reads it."""
+    home = os.environ.get(HOME_ENV)
+    return Path(home).expanduser() if home else None
+
+
 def config_path() -> Path:
-    home = os.environ.get("P2PCP_HOME")
-    if home:
-        return Path(home).expanduser() / CONFIG_FILE_NAME
+    home = home_override()
+    if home is not None:
+        return home / CONFIG_FILE_NAME
     import platformdirs
 
     return Path(platformdirs.user_config_dir("p2pcp", appauthor=False)) / CONFIG_FILE_NAME
@@ -119,3 +134,29 @@ def choose_relay(flag_url: str | None, no_relay: bool) -> str | None:
     if flag_url:
         return normalize_relay_url(flag_url)
     return load_config().relay_url
+
+
+# For tests and benchmarks that model an internet path on loopback: caps
+# the datagram size the path prober may reach (1200 is QUIC's floor).
+MAX_DATAGRAM_ENV = "P2PCP_MAX_DATAGRAM_SIZE"
+
+
+def max_datagram_size_from_env() -> int | None:
+    text = os.environ.get(MAX_DATAGRAM_ENV)
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{MAX_DATAGRAM_ENV} must be a number of bytes") from None
+    if not 1200 <= value <= 65527:
+        raise UsageError(f"{MAX_DATAGRAM_ENV} must be between 1200 and 65527")
+    return value
+
+
+DEBUG_ENV = "P2PCP_DEBUG"
+
+
+def is_debug() -> bool:
+    """``P2PCP_DEBUG`` set: an unexpected error shows its traceback."""
+    return bool(os.environ.get(DEBUG_ENV))

@@ -19,6 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from p2pcp.core.config import home_override
 from p2pcp.core.errors import ConfigError, StorageError, UsageError
 
 NODE_ID_BYTES = 32
@@ -120,9 +121,9 @@ def verify_signature(node_id: NodeId, message: bytes, signature: bytes) -> bool:
 
 def default_home() -> Path:
     """The folder holding the node key: ``$P2PCP_HOME`` or the user data dir."""
-    override = os.environ.get("P2PCP_HOME")
-    if override:
-        return Path(override).expanduser()
+    override = home_override()
+    if override is not None:
+        return override
     import platformdirs
 
     return Path(platformdirs.user_data_dir("p2pcp", appauthor=False))
