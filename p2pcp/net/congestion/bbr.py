@@ -1,7 +1,9 @@
 """A sans-IO, model-based congestion controller in the spirit of BBR v1.
 
-Registered with aioquic's congestion-control registry as ``REGISTRY_NAME``
-when this module is imported; ``tls.py`` maps ``--congestion bbr`` to it.
+``register()`` adds it to aioquic's congestion-control registry as
+``REGISTRY_NAME``; ``tls.py`` calls it before it builds a configuration and
+maps ``--congestion bbr`` to that name. (Importing this module changes
+nothing global.)
 
 Inputs (plain methods, explicit ``now`` in seconds, no clock, no I/O):
 
@@ -573,4 +575,8 @@ class BbrCongestionControl(QuicCongestionControl):
 # aioquic's registry is global; a name of our own cannot shadow a future
 # aioquic "bbr".
 REGISTRY_NAME = "p2pcp-bbr"
-register_congestion_control(REGISTRY_NAME, BbrCongestionControl)
+
+
+def register() -> None:
+    """Make ``REGISTRY_NAME`` known to aioquic (idempotent)."""
+    register_congestion_control(REGISTRY_NAME, BbrCongestionControl)

@@ -11,7 +11,7 @@ What this module owns:
 - ``client_configuration`` / ``server_configuration``: the QUIC settings every
   p2pcp connection uses (ALPN ``p2pcp/1``, windows, idle timeout, congestion
   controller: ``CONGESTION_CONTROLLERS`` maps the names users choose to
-  aioquic's registry, where ``bbr.py`` registers its controller).
+  aioquic's registry, where the configuration first registers ours).
 
 Invariants:
 
@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.x509.oid import NameOID
 
 from p2pcp.core.errors import PeerIdentityError, UsageError
-from p2pcp.net.congestion.bbr import REGISTRY_NAME as BBR_REGISTRY_NAME
+from p2pcp.net.congestion import bbr
 from p2pcp.net.kinds import Congestion
 
 # The ALPN token names the wire protocol and its version; a peer speaking
@@ -73,7 +73,7 @@ IDLE_TIMEOUT_S = 30.0
 # name aioquic's registry knows them under. bbr is ours (bbr.py): random loss
 # does not cut its rate; cubic and reno are aioquic's, loss-based.
 CONGESTION_CONTROLLERS = {
-    Congestion.BBR: BBR_REGISTRY_NAME,
+    Congestion.BBR: bbr.REGISTRY_NAME,
     Congestion.CUBIC: "cubic",
     Congestion.RENO: "reno",
 }
@@ -163,6 +163,7 @@ def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguratio
     if algorithm is None:
         choices = ", ".join(CONGESTION_CONTROLLERS)
         raise UsageError(f"unknown congestion controller {congestion!r} (choose {choices})")
+    bbr.register()
     return QuicConfiguration(
         is_client=is_client,
         congestion_control_algorithm=algorithm,
