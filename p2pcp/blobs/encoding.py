@@ -245,8 +245,7 @@ def verify_one_leaf(root: bytes, size: int, body: Buffer) -> bytes:
     if hash_root(top, size) != root:
         raise IntegrityError("blob header does not match the content hash")
     data = bytes(body[HEADER_BYTES:])
-    if hash_leaf(data) != top:
-        raise IntegrityError("leaf 0 does not match the content hash")
+    _check_leaf_bytes(0, data, top)
     return data
 
 
@@ -286,8 +285,13 @@ class LeafReceived:
 
 def check_leaf(leaf: LeafReceived) -> None:
     """Raise IntegrityError unless ``leaf``'s bytes have its proven hash."""
-    if hash_leaf(leaf.data) != leaf.hash:
-        raise IntegrityError(f"leaf {leaf.index} does not match the content hash")
+    _check_leaf_bytes(leaf.index, leaf.data, leaf.hash)
+
+
+def _check_leaf_bytes(index: int, data: Buffer, expected: bytes) -> None:
+    """The one leaf check, wherever a leaf is checked (decoder, writer, small files)."""
+    if hash_leaf(data) != expected:
+        raise IntegrityError(f"leaf {index} does not match the content hash")
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,8 +464,7 @@ class RangeDecoder:
                 stack.pop()
                 if not self._check_leaves:
                     return LeafReceived(start, start * self._leaf_size, data, expected)
-                if hash_leaf(data) != expected:
-                    raise IntegrityError(f"leaf {start} does not match the content hash")
+                _check_leaf_bytes(start, data, expected)
                 return LeafVerified(start, start * self._leaf_size, data, expected)
             if len(buffer) < PARENT_BYTES:
                 return None

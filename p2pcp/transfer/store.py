@@ -107,6 +107,22 @@ def _lstat(path: Path) -> os.stat_result | None:
         raise StorageError(f"cannot inspect {_shown(path)}: {exc.strerror}") from None
 
 
+def _is_folder(path: Path) -> bool:
+    """Whether a folder the sender's files go into exists (False: missing);
+    a link or anything else in its place is refused (exit 5)."""
+    st = _lstat(path)
+    if st is None:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        raise WouldOverwriteError(
+            f"{_shown(path)} is a symbolic link where the sender has a folder; "
+            "p2pcp never writes through one (remove it or choose another --out)"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise WouldOverwriteError(f"{_shown(path)} exists and is not a folder")
+    return True
+
+
 def _shown(path: Path) -> str:
     return display_path(str(path))
 
@@ -152,16 +168,8 @@ class Store:
         current = self.out_dir
         for part in rel.split("/")[:-1]:
             current = current / part
-            st = _lstat(current)
-            if st is None:
+            if not _is_folder(current):
                 return
-            if stat.S_ISLNK(st.st_mode):
-                raise WouldOverwriteError(
-                    f"{_shown(current)} is a symbolic link where the sender has a folder; "
-                    "p2pcp never writes through one (remove it or choose another --out)"
-                )
-            if not stat.S_ISDIR(st.st_mode):
-                raise WouldOverwriteError(f"{_shown(current)} exists and is not a folder")
 
     def _probe_folder(self) -> Path:
         """The folder whose file system the output will be on: the output
@@ -237,17 +245,7 @@ class Store:
             parent = parent.rpartition("/")[0]
         exists = known[parent]
         for folder in reversed(unknown):
-            if exists:
-                path = self.out_dir / folder
-                st = _lstat(path)
-                if st is not None and stat.S_ISLNK(st.st_mode):
-                    raise WouldOverwriteError(
-                        f"{_shown(path)} is a symbolic link where the sender has a folder; "
-                        "p2pcp never writes through one (remove it or choose another --out)"
-                    )
-                if st is not None and not stat.S_ISDIR(st.st_mode):
-                    raise WouldOverwriteError(f"{_shown(path)} exists and is not a folder")
-                exists = st is not None
+            exists = exists and _is_folder(self.out_dir / folder)
             known[folder] = exists
         return exists
 

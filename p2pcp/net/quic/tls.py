@@ -80,7 +80,6 @@ CONGESTION_CONTROLLERS = {
 
 # What bench/network.py measured best on every emulated path (README).
 DEFAULT_CONGESTION = Congestion.BBR
-_NAMES = frozenset(Congestion)
 
 # The certificate is self-signed and only its key matters; a long validity
 # keeps clock skew between peers from ever mattering.
@@ -159,10 +158,13 @@ INITIAL_DCID_BYTES = 8
 
 
 def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguration:
-    algorithm = CONGESTION_CONTROLLERS.get(Congestion(congestion)) if congestion in _NAMES else None
-    if algorithm is None:
+    try:
+        algorithm = CONGESTION_CONTROLLERS[Congestion(congestion)]
+    except ValueError:
         choices = ", ".join(CONGESTION_CONTROLLERS)
-        raise UsageError(f"unknown congestion controller {congestion!r} (choose {choices})")
+        raise UsageError(
+            f"unknown congestion controller {congestion!r} (choose {choices})"
+        ) from None
     bbr.register()
     return QuicConfiguration(
         is_client=is_client,
