@@ -6,7 +6,6 @@ killed at the end of the test.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -182,24 +181,3 @@ def wait_for_bytes(process: subprocess.Popen[str], at_least: int) -> None:
             return
         assert event["event"] != "done", "the transfer finished before it could be interrupted"
     raise AssertionError("the process stopped before reaching the byte count")
-
-
-@contextlib.contextmanager
-def small_tmpfs(tmp_path: Path, size_mib: int) -> Iterator[Path]:
-    """A tmpfs of ``size_mib``: a real file system that really fills up (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)

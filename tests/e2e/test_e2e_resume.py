@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
+from tests.support.disks import small_tmpfs
 
 from .conftest import (
     SLOW_LINK,
     assert_one_line_error,
     json_lines,
-    small_tmpfs,
     start_receive,
     stop,
     wait_for_bytes,

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
+from tests.support.disks import small_tmpfs
+from tests.support.processes import p2pcp_command
 
 from .conftest import (
     PROCESS_TIMEOUT_S,
     SLOW_LINK,
     assert_one_line_error,
     json_lines,
-    p2pcp_command,
-    small_tmpfs,
     start_receive,
     stop,
     wait_for_bytes,

@@ -21,6 +21,7 @@ from p2pcp.core.identity import NodeId
 from p2pcp.core.ticket import Ticket, decode_ticket, encode_ticket
 from p2pcp.net.quic.endpoint import Endpoint
 from p2pcp.transfer import wire
+from tests.support.processes import p2pcp_command
 
 from .harness import (
     IMPOSTOR_KEY,
@@ -37,7 +38,6 @@ from .harness import (
     hostile_sender,
     manifest_blob,
     node_env,
-    p2pcp_command,
     raw_manifest,
     raw_request,
     run_cli,

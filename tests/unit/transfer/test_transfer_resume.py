@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from p2pcp.blobs.tree import LEAF_SIZE, Outboard
 from p2pcp.core.errors import StorageError
 from p2pcp.transfer.partial import PartialFile
 from p2pcp.transfer.resume import decode_record, encode_record, recorded_bytes
+from tests.support.disks import small_tmpfs
 
 ROOT = bytes(range(32))
 
@@ -164,27 +164,14 @@ def test_recorded_bytes_counts_an_intact_record_only() -> None:
 
 # -- a disk that fills up: a real 2 MiB tmpfs ----------------------------------------
 
-TINY_DISK_BYTES = 2 * 1024 * 1024
+TINY_DISK_MIB = 2
+TINY_DISK_BYTES = TINY_DISK_MIB * 1024 * 1024
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TINY_DISK_BYTES}", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, TINY_DISK_MIB) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _write_until_full(path: Path, data: bytes, outboard: Outboard) -> StorageError:
