@@ -18,22 +18,31 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from p2pcp.transfer.fetcher import MAX_UNPLACED_FILES
 from tests.support.processes import p2pcp_command
 
 from .conftest import PROCESS_TIMEOUT_S, json_lines, stop, tree_of
 
-FILE_COUNT = 4000
+# Why the receiver cannot finish before the kill, however fast the machine:
+# a file_done line is written once its batch is placed, and the receiver's
+# event loop blocks on stdout once the pipe (64 KiB, ~400 lines) and its own
+# buffer are full, since the test stops reading at KILL_AFTER_FILES. With the
+# loop blocked nothing more is received, and the writer can place only what
+# was already received: at most the fetcher's unplaced bound (4,096 files)
+# plus the requests in flight (256 files each). 10,000 files leave a wide
+# margin; 4,000 did not (a slow reader once saw all of them placed).
+FILE_COUNT = 10_000
 FOLDERS = 40
 KILL_AFTER_FILES = 300
 
 
 def _make_source(root: Path) -> dict[str, bytes]:
-    """FILE_COUNT small files of 1 byte to 6 KiB in FOLDERS folders."""
+    """FILE_COUNT small files of 1 byte to 2 KiB in FOLDERS folders."""
     rng = random.Random(1717)
     files: dict[str, bytes] = {}
     for number in range(FILE_COUNT):
         rel = f"d{number % FOLDERS:02d}/f{number:05d}"
-        data = rng.randbytes(rng.randrange(1, 6 * 1024))
+        data = rng.randbytes(rng.randrange(1, 2 * 1024))
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -52,6 +61,7 @@ def _final_files(out: Path) -> dict[str, bytes]:
 def test_kill_9_mid_folder_leaves_only_exact_files_and_resumes(
     make_node: Any, start_sender: Any, tmp_path: Path
 ) -> None:
+    assert FILE_COUNT > 2 * MAX_UNPLACED_FILES, "the kill could come after the last file"
     source = tmp_path / "many"
     expected = _make_source(source)
     total = sum(len(data) for data in expected.values())
