@@ -41,14 +41,8 @@ from p2pcp.core.errors import LocalProtocolError
 
 TREE_VERSION = 1
 
-# 256 KiB, chosen with bench/leafsize.py (2-core Zen 4, 256 MiB in memory,
-# 4 MiB updates; plain blake3 one thread 4.7 GB/s; runs vary ~5%):
-#   leaf     build GB/s   verify GB/s   proof bytes per GiB
-#   16 KiB      3.30         1.59        4.0 MiB (0.39%)
-#   64 KiB      4.41         2.34        1.0 MiB (0.10%)
-#   256 KiB     4.72         2.88        256 KiB (0.02%)
-#   1 MiB       4.71         3.12         64 KiB (0.006%)
-# Per-leaf Python work (~1 us per blake3 object, more per decoded leaf and
+# 256 KiB, chosen with bench/leafsize.py (its figures: docs/design-notes.md,
+# "Leaf size"). Per-leaf Python work (~1 us per blake3 object, more per decoded leaf and
 # per LeafRef a sender handles) stops mattering at 256 KiB, where building
 # reaches the one-thread blake3 speed. 256 KiB also keeps outboards small
 # (64 bytes of hashes per leaf incl. parents: 256 MiB for a 1 TiB file vs

@@ -1,8 +1,8 @@
 """A faster ``QuicConnection.receive_datagram`` for the packets that carry a transfer.
 
 Why: a receiver's CPU goes mostly to aioquic's per-packet Python work, and on
-a busy 2-core machine a receiver that falls behind stalls the sender (the
-bench's WAN runs that fell short had the receiver's socket queue at 1.3 MB).
+a busy 2-core machine a receiver that falls behind stalls the sender (its
+socket queue fills and packets are dropped).
 aioquic's ``receive_datagram`` is written for every kind of datagram: it
 parses a generic header into an object, copies the packet out, walks the
 connection's ids and paths, looks up its keys by epoch and builds a context

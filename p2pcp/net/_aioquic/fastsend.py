@@ -1,7 +1,7 @@
 """A faster ``QuicConnection.datagrams_to_send`` for the packets that carry a transfer.
 
-Why: a sender's CPU goes mostly to aioquic's per-packet Python work, and on
-the bench's WAN the sender's main thread was 88% busy at 100 Mbit/s. For
+Why: a sender's CPU goes mostly to aioquic's per-packet Python work, which
+caps what one event loop can send (docs/design-notes.md, "Fast paths"). For
 every packet aioquic's ``_write_application`` builds through a generic
 packet builder and asks a dozen rarely-used frame kinds (path challenges,
 new connection ids, connection and stream limits, pings, crypto data,

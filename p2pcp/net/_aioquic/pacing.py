@@ -11,17 +11,16 @@ from typing import Any
 
 from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
 
-# Packets the pacer may release at once. aioquic allows 16; 64 measured as
-# the sweet spot on loopback: packets per wake-up rise from ~9 to 64 (+0-30%),
-# while "send at once" bursts of ~1000 overflow receive buffers and hurt.
+# Packets the pacer may release at once. aioquic allows 16; more packets per
+# wake-up of the driver cut its per-packet cost, while bursts of ~1000
+# overflow receive buffers (docs/design-notes.md, "Pacing").
 PACER_BURST_PACKETS = 64
 # With a modelled pacing rate (bbr.py), the bucket holds this long at that
 # rate, but at most BURST_MAX_BYTES. It must outlast the gap between two
 # wake-ups of the driver, or the time beyond it is lost to the rate: asyncio
 # sleeps in whole milliseconds (epoll), so a timer for the next packet fires
-# 1-1.5 ms later, and a 1 ms bucket lost 10-30% of the rate on the bench's
-# 50-100 Mbit/s links. A burst of 128 KiB queues ~1 ms at 1 Gbit/s (2 ms,
-# 250 KB, filled the emulated LAN's 256 KiB switch queue and lost fragments).
+# 1-1.5 ms later, and a 1 ms bucket loses a share of the rate. A burst of
+# 128 KiB queues ~1 ms at 1 Gbit/s, under a small switch's 256 KiB queue.
 BURST_TIME_S = 0.003
 BURST_MAX_BYTES = 128 * 1024
 
@@ -34,19 +33,16 @@ class BurstPacer(QuicPacketPacer):
 
     aioquic lets a packet go whenever the bucket holds any credit at all
     and forgets what the packet cost beyond it: every wake-up of the driver
-    sends up to one packet for free, 5-40% above the rate at the bench's
-    rates. With a modelled rate and fragmented datagrams (``is_exact``) the
-    rate is kept exactly instead: the bucket may go into debt by one
-    packet's cost, and what packets smaller than the datagram size (acks,
-    whole datagrams among fragmented ones) did not use is refunded
-    (``refund``). One free 16,000-byte datagram per wake-up overflowed the
-    LAN's switch queue, lost fragmented datagrams and ended fragmenting: 36
-    MB/s on the bench's LAN, 58-66 MB/s kept exactly. With whole datagrams
-    the surplus stays: a Python sender misses its pacing times now and then
-    (its CPU is shared), and the standing queue the surplus builds keeps the
-    link busy meanwhile; kept exactly, the WAN, bad Wi-Fi and long-fat-pipe
-    profiles were 1.5%, 2% and ~10% slower (while the WAN's queue lost 600
-    packets instead of 4,000-5,000, and held 5 ms instead of 30).
+    sends up to one packet for free, above the rate. With a modelled rate
+    and fragmented datagrams (``is_exact``) the rate is kept exactly
+    instead: the bucket may go into debt by one packet's cost, and what
+    packets smaller than the datagram size (acks, whole datagrams among
+    fragmented ones) did not use is refunded (``refund``), because a free
+    16,000-byte datagram per wake-up overflows a switch queue and loses
+    fragmented datagrams. With whole datagrams the surplus stays: a Python
+    sender misses its pacing times now and then (its CPU is shared), and
+    the standing queue the surplus builds keeps the link busy meanwhile.
+    docs/design-notes.md ("Pacing") has the measurements behind both rules.
     """
 
     def __init__(self, *, max_datagram_size: int, controller: Any = None) -> None:

@@ -50,8 +50,8 @@ States:
   BDP empty the queue as well as v1's 4 packets (or v2's half a BDP) did
   while the link stays 75% busy instead of idle: on a 40 ms path v1's
   probe cost ~250 ms of link time every 10 s (~2%), v2's ~100 ms. The
-  margin covers a bandwidth estimate up to a third too high; measured,
-  ours runs at most ~8% high (jitter, bunched acks). And it is skipped
+  margin covers a bandwidth estimate up to a third too high, several times
+  what jitter and bunched acks add to it. And it is skipped
   when the window already saw the queue empty: a sample within
   ``RTPROP_NEAR_FRACTION`` (or ``RTPROP_NEAR_S``) of ``RTprop`` confirms it
   for another window. The PROBE_BW drain phase empties the queue every
@@ -123,7 +123,7 @@ BW_WINDOW_ROUNDS = 10
 MIN_RTT_WINDOW_S = 10.0
 # PROBE_RTT: 3/4 of a BDP in flight empties the queue (module doc); 200 ms is
 # long enough to see an empty queue, and at 3/4 of the rate it costs ~0.5%
-# of 10 s (the WAN lab: ~36 ms per transfer saved against half a BDP).
+# of 10 s.
 PROBE_RTT_DURATION_S = 0.2
 PROBE_RTT_CWND_GAIN = 0.75
 # A sample this close to RTprop shows the queue was empty (jitter and a
@@ -149,8 +149,8 @@ EXTRA_ACKED_MAX_S = 0.1
 # per connection there (simulated; the whole transfer of a few MB takes
 # only a few round trips, so small files gain the most).
 INITIAL_CWND_PACKETS = 32
-# A round losing more than 2% of its packets is read as congestion: the
-# bench's lossy profiles go up to 2% random loss, and a queue overflow caused
+# A round losing more than 2% of its packets is read as congestion: random
+# loss on a bad link reaches ~2%, and a queue overflow caused
 # by a 1.25 probe or a stale estimate loses far more than that (BBR v2 uses
 # the same 2%).
 LOSS_THRESHOLD = 0.02
