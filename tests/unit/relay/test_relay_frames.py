@@ -94,6 +94,37 @@ def test_layout_is_byte_exact() -> None:
     )
 
 
+NODE = bytes(range(32))
+SERVER = bytes(range(32, 64))
+NONCE = bytes(range(64, 96))
+SIGNATURE = bytes(range(96, 160))
+
+# One frame of every type and its bytes, spelled out from the tables in
+# docs/PROTOCOL.md ("Relay protocol", "Frames"): the wire format, pinned.
+GOLDEN = [
+    (frames.Challenge(version=1, server_id=SERVER, challenge=NONCE), b"\x01\x01" + SERVER + NONCE),
+    (frames.Login(version=1, node_id=NODE, signature=SIGNATURE), b"\x02\x01" + NODE + SIGNATURE),
+    (frames.LoginOk(), b"\x03"),
+    (
+        frames.SendPackets(destination=NODE, datagrams=[b"ab", b"cde"]),
+        b"\x10" + NODE + b"\x00\x02" + b"\x00\x02\x00\x03" + b"abcde",
+    ),
+    (frames.ReceivePackets(source=NODE, datagrams=[b"x"]), b"\x11" + NODE + b"\x00\x01\x00\x01x"),
+    (frames.Ping(payload=b"pingpong"), b"\x20pingpong"),
+    (frames.Pong(payload=b"pongping"), b"\x21pongping"),
+    (frames.PeerGone(node_id=NODE, reason=1), b"\x30" + NODE + b"\x01"),
+    (frames.Error(code=9, reason="\u00e9 stop"), b"\x7f\x09\xc3\xa9 stop"),
+]
+
+
+@pytest.mark.parametrize(
+    ("frame", "data"), GOLDEN, ids=[type(frame).__name__ for frame, _ in GOLDEN]
+)
+def test_golden_bytes(frame: frames.Frame, data: bytes) -> None:
+    assert frames.encode_frame(frame) == data
+    assert frames.decode_frame(data) == frame
+
+
 @pytest.mark.parametrize(
     "datagrams",
     [
