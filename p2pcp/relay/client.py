@@ -221,7 +221,7 @@ class RelayClient:
         target = bytes(destination)
         try:
             messages = [
-                frames.encode_send_packets(target, batch)
+                frames.SendPackets(target, batch).encode()
                 for batch in frames.split_batches(datagrams)
             ]
         except frames.RelayProtocolError as exc:
@@ -330,7 +330,7 @@ class RelayClient:
                 f"this p2pcp speaks {frames.PROTOCOL_VERSION}: update p2pcp"
             )
         message = frames.login_message(frame.server_id, frame.challenge, self._node_id)
-        await connection.send(frames.encode_login(self._node_id, self._secret_key.sign(message)))
+        await connection.send(frames.Login(self._node_id, self._secret_key.sign(message)).encode())
         reply = frames.decode_frame(await connection.recv(decode=False))
         if isinstance(reply, frames.Error):
             raise ConnectError(f"the relay {self.url} refused the login: {reply.reason}")
@@ -393,31 +393,34 @@ class RelayClient:
 
         loop = asyncio.get_running_loop()
         on_packets = self._on_packets
+        receive_packets = frames.RECV_PACKETS_TYPE
         try:
             while True:
                 message = await connection.recv(decode=False)
                 self._last_receive = loop.time()
-                if message[:1] == b"\x11":
+                if message[:1] == receive_packets:
                     source, datagrams = frames.decode_packets(message)
                     self.bytes_received += len(message) - (
                         frames.PACKETS_HEADER_BYTES + 2 * len(datagrams)
                     )
                     on_packets(self._node(source), datagrams)
                     continue
-                frame = frames.decode_frame(message)
-                if isinstance(frame, frames.Ping):
-                    self._queue_control(frames.encode_pong(frame.payload))
-                elif isinstance(frame, frames.PeerGone):
-                    if self._on_peer_gone is not None:
-                        self._on_peer_gone(self._node(frame.node_id))
-                elif isinstance(frame, frames.Error):
-                    error_code.append(frame.code)
-                    self.last_error = ConnectError(f"the relay {self.url} closed: {frame.reason}")
-                    logger.info("%s", self.last_error)
-                elif not isinstance(frame, frames.Pong):
-                    raise frames.RelayProtocolError(
-                        f"unexpected {type(frame).__name__} frame after login"
-                    )
+                match frames.decode_frame(message):
+                    case frames.Ping(payload=payload):
+                        self._queue_control(frames.Pong(payload).encode())
+                    case frames.PeerGone(node_id=node_id):
+                        if self._on_peer_gone is not None:
+                            self._on_peer_gone(self._node(node_id))
+                    case frames.Error(code=code, reason=reason):
+                        error_code.append(code)
+                        self.last_error = ConnectError(f"the relay {self.url} closed: {reason}")
+                        logger.info("%s", self.last_error)
+                    case frames.Pong():
+                        pass  # it kept the connection alive (_last_receive), nothing more
+                    case frame:
+                        raise frames.RelayProtocolError(
+                            f"unexpected {type(frame).__name__} frame after login"
+                        )
         except ConnectionClosed as exc:
             if not error_code:
                 self.last_error = self._closed_error(exc)
@@ -459,7 +462,7 @@ class RelayClient:
                 )
                 logger.info("%s", self.last_error)
                 return
-            self._queue_control(frames.encode_ping(os.urandom(frames.PING_BYTES)))
+            self._queue_control(frames.Ping(os.urandom(frames.PING_BYTES)).encode())
 
     def _queue_control(self, message: bytes) -> None:
         """Queue a small control frame ahead of the datagrams (never dropped)."""

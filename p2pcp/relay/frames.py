@@ -1,20 +1,20 @@
 """The relay protocol's frames, sans-IO: encode and decode, nothing else.
 
-Relay protocol version 1 (docs/PROTOCOL.md, "Relay protocol"). The client opens a
-WebSocket at ``/relay``; every WebSocket message is exactly one *binary*
-frame (a text message is a protocol error). A frame is one type byte and a
-body; integers are unsigned big-endian; a node id is 32 raw bytes (the
-Ed25519 public key)::
+Relay protocol version 1 (docs/PROTOCOL.md, "Relay protocol": the table of
+frames and their layouts is there). The client opens a WebSocket at
+``/relay``; every WebSocket message is exactly one *binary* frame (a text
+message is a protocol error). A frame is one type byte and a body; integers
+are unsigned big-endian; a node id is 32 raw bytes (the Ed25519 public key).
 
-    0x01 CHALLENGE     s->c  version u8 = 1 | server id (32) | challenge (32)
-    0x02 LOGIN         c->s  version u8 = 1 | node id (32) | signature (64)
-    0x03 LOGIN_OK      s->c  (empty)
-    0x10 SEND_PACKETS  c->s  destination (32) | count u16 | count x length u16 | payloads
-    0x11 RECV_PACKETS  s->c  source (32)      | count u16 | count x length u16 | payloads
-    0x20 PING          both  payload (8)
-    0x21 PONG          both  payload (8), echoing the PING's
-    0x30 PEER_GONE     s->c  node id (32) | reason u8 (1 not connected, 2 disconnected)
-    0x7F ERROR         s->c  code u8 | reason (UTF-8, at most 120 bytes)
+One class per frame type: a frozen dataclass, a subclass of ``Frame``, that
+carries its type byte (``TYPE``), its name in docs/PROTOCOL.md (``NAME``),
+its layout in its docstring, and ``encode``/``decode`` next to each other
+with their checks. Declaring the class registers it (``Frame.__init_subclass__``)
+in the one table ``decode_frame`` reads, ``frame_types()``. Adding a frame
+type is: its class here, the side(s) that handle it (``server.py``,
+``client.py``: both ``match`` on the class), its row in docs/PROTOCOL.md and
+its example in tests/unit/relay/test_relay_frames.py (a test fails while
+either is missing).
 
 Login: the signature is ``SecretKey.sign(login_message(server id,
 challenge, node id))``; the message starts with a domain-separation string,
@@ -27,7 +27,9 @@ lengths come first, then the payloads back to back, so that the relay checks
 a batch with one ``struct`` call and a ``sum`` (no per-datagram Python work)
 and turns a SEND into a RECV by rewriting the first 33 bytes only
 (``rewrite_send_as_receive``): both forms have the same layout after the
-node id.
+node id. The relay forwards packet frames without decoding them
+(``check_packets``, ``rewrite_send_as_receive``); the client reads received
+ones with ``decode_packets``; only other frames go through ``decode_frame``.
 
 Invariants: every decoder accepts exactly what the matching encoder
 produces (byte-exact round trips), and any other input raises
@@ -38,22 +40,14 @@ trailing bytes are allowed in any frame.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import ClassVar, TypeVar
 
 from p2pcp.core.errors import RemoteProtocolError
 
 PROTOCOL_VERSION = 1
-
-TYPE_CHALLENGE = 0x01
-TYPE_LOGIN = 0x02
-TYPE_LOGIN_OK = 0x03
-TYPE_SEND_PACKETS = 0x10
-TYPE_RECV_PACKETS = 0x11
-TYPE_PING = 0x20
-TYPE_PONG = 0x21
-TYPE_PEER_GONE = 0x30
-TYPE_ERROR = 0x7F
 
 NODE_ID_BYTES = 32
 SERVER_ID_BYTES = 32
@@ -104,60 +98,60 @@ class RelayProtocolError(RemoteProtocolError):
     """A relay frame is malformed, of an unknown type or version, or over a limit."""
 
 
-@dataclass(frozen=True)
-class Challenge:
-    version: int
-    server_id: bytes
-    challenge: bytes
+# Type byte -> frame class; filled by Frame.__init_subclass__, read by decode_frame.
+_FRAME_TYPES: dict[int, type[Frame]] = {}
 
 
-@dataclass(frozen=True)
-class Login:
-    version: int
-    node_id: bytes
-    signature: bytes
+class Frame:
+    """One relay frame. Each subclass is a frozen dataclass (without slots:
+    ``slots=True`` would make a new class after this one registered) that sets
+    ``TYPE`` and ``NAME`` and implements ``encode`` and ``decode``."""
+
+    TYPE: ClassVar[int]
+    """The type byte: the frame's first byte, unique among frame types."""
+    NAME: ClassVar[str]
+    """The frame's name in docs/PROTOCOL.md's table of frames."""
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        if "TYPE" not in vars(cls):
+            return  # a shared base (like _Echo), not a frame type of its own
+        other = _FRAME_TYPES.get(cls.TYPE)
+        if other is not None or not 0 <= cls.TYPE <= 255:
+            raise TypeError(f"relay frame {cls.__name__}: type 0x{cls.TYPE:02x} is taken or bad")
+        _FRAME_TYPES[cls.TYPE] = cls
+
+    def encode(self) -> bytes:
+        """The frame's bytes, type byte first; ``RelayProtocolError`` if a field is out of range."""
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Frame:
+        """The frame from its bytes (whose first byte is ``TYPE``); ``RelayProtocolError`` else."""
+        raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class LoginOk:
-    pass
+def frame_types() -> Mapping[int, type[Frame]]:
+    """Every registered frame class by its type byte (read-only)."""
+    return MappingProxyType(_FRAME_TYPES)
 
 
-@dataclass(frozen=True)
-class SendPackets:
-    destination: bytes
-    datagrams: list[bytes]
+def decode_frame(frame: bytes) -> Frame:
+    """Decode any frame; raise ``RelayProtocolError`` for anything malformed."""
+    if not isinstance(frame, (bytes, bytearray)):
+        raise RelayProtocolError("relay frame: text messages are not part of the protocol")
+    frame = bytes(frame)
+    if not frame:
+        raise RelayProtocolError("relay frame: empty message")
+    frame_class = _FRAME_TYPES.get(frame[0])
+    if frame_class is None:
+        raise RelayProtocolError(f"relay frame: unknown type 0x{frame[0]:02x}")
+    return frame_class.decode(frame)
 
 
-@dataclass(frozen=True)
-class ReceivePackets:
-    source: bytes
-    datagrams: list[bytes]
-
-
-@dataclass(frozen=True)
-class Ping:
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Pong:
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class PeerGone:
-    node_id: bytes
-    reason: int
-
-
-@dataclass(frozen=True)
-class Error:
-    code: int
-    reason: str
-
-
-Frame = Challenge | Login | LoginOk | SendPackets | ReceivePackets | Ping | Pong | PeerGone | Error
+def encode_frame(frame: Frame) -> bytes:
+    """Encode any frame (the inverse of ``decode_frame``)."""
+    return frame.encode()
 
 
 def login_message(server_id: bytes, challenge: bytes, node_id: bytes) -> bytes:
@@ -175,45 +169,127 @@ def _check_byte(name: str, value: int) -> None:
         raise RelayProtocolError(f"relay frame: {name} is one byte")
 
 
-def encode_challenge(server_id: bytes, challenge: bytes, version: int = PROTOCOL_VERSION) -> bytes:
-    _check_byte("a version", version)
-    _check_length("server id", server_id, SERVER_ID_BYTES)
-    _check_length("challenge", challenge, CHALLENGE_BYTES)
-    return bytes((TYPE_CHALLENGE, version)) + server_id + challenge
+def _exact(frame: bytes, length: int, name: str) -> None:
+    if len(frame) != length:
+        raise RelayProtocolError(f"relay frame: a {name} frame has {length} bytes")
 
 
-def encode_login(node_id: bytes, signature: bytes, version: int = PROTOCOL_VERSION) -> bytes:
-    _check_byte("a version", version)
-    _check_length("node id", node_id, NODE_ID_BYTES)
-    _check_length("signature", signature, SIGNATURE_BYTES)
-    return bytes((TYPE_LOGIN, version)) + node_id + signature
+# -- login -----------------------------------------------------------------------
 
 
-def encode_login_ok() -> bytes:
-    return bytes((TYPE_LOGIN_OK,))
+@dataclass(frozen=True)
+class Challenge(Frame):
+    """CHALLENGE, relay -> client: ``0x01 | version u8 | server id (32) | challenge (32)``."""
+
+    TYPE: ClassVar[int] = 0x01
+    NAME: ClassVar[str] = "CHALLENGE"
+
+    server_id: bytes
+    challenge: bytes
+    version: int = PROTOCOL_VERSION
+
+    def encode(self) -> bytes:
+        _check_byte("a version", self.version)
+        _check_length("server id", self.server_id, SERVER_ID_BYTES)
+        _check_length("challenge", self.challenge, CHALLENGE_BYTES)
+        return bytes((self.TYPE, self.version)) + self.server_id + self.challenge
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Challenge:
+        _exact(frame, 2 + SERVER_ID_BYTES + CHALLENGE_BYTES, "challenge")
+        return cls(frame[2 : 2 + SERVER_ID_BYTES], frame[2 + SERVER_ID_BYTES :], frame[1])
 
 
-def encode_ping(payload: bytes) -> bytes:
-    _check_length("ping payload", payload, PING_BYTES)
-    return bytes((TYPE_PING,)) + payload
+@dataclass(frozen=True)
+class Login(Frame):
+    """LOGIN, client -> relay: ``0x02 | version u8 | node id (32) | signature (64)``."""
+
+    TYPE: ClassVar[int] = 0x02
+    NAME: ClassVar[str] = "LOGIN"
+
+    node_id: bytes
+    signature: bytes
+    version: int = PROTOCOL_VERSION
+
+    def encode(self) -> bytes:
+        _check_byte("a version", self.version)
+        _check_length("node id", self.node_id, NODE_ID_BYTES)
+        _check_length("signature", self.signature, SIGNATURE_BYTES)
+        return bytes((self.TYPE, self.version)) + self.node_id + self.signature
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Login:
+        _exact(frame, 2 + NODE_ID_BYTES + SIGNATURE_BYTES, "login")
+        return cls(frame[2 : 2 + NODE_ID_BYTES], frame[2 + NODE_ID_BYTES :], frame[1])
 
 
-def encode_pong(payload: bytes) -> bytes:
-    _check_length("pong payload", payload, PING_BYTES)
-    return bytes((TYPE_PONG,)) + payload
+@dataclass(frozen=True)
+class LoginOk(Frame):
+    """LOGIN_OK, relay -> client: ``0x03`` (no body)."""
+
+    TYPE: ClassVar[int] = 0x03
+    NAME: ClassVar[str] = "LOGIN_OK"
+
+    def encode(self) -> bytes:
+        return bytes((self.TYPE,))
+
+    @classmethod
+    def decode(cls, frame: bytes) -> LoginOk:
+        _exact(frame, 1, "login-ok")
+        return cls()
 
 
-def encode_peer_gone(node_id: bytes, reason: int) -> bytes:
-    _check_length("node id", node_id, NODE_ID_BYTES)
-    _check_byte("a peer-gone reason", reason)
-    return bytes((TYPE_PEER_GONE,)) + node_id + bytes((reason,))
+# -- packets (the relay forwards these without decoding them) ---------------------
 
 
-def encode_error(code: int, reason: str) -> bytes:
-    """An ERROR frame; the reason is cut to ``MAX_ERROR_REASON_BYTES`` (on a character)."""
-    _check_byte("an error code", code)
-    raw = reason.encode("utf-8")[:MAX_ERROR_REASON_BYTES].decode("utf-8", "ignore")
-    return bytes((TYPE_ERROR, code)) + raw.encode("utf-8")
+@dataclass(frozen=True)
+class SendPackets(Frame):
+    """SEND_PACKETS, client -> relay:
+    ``0x10 | destination (32) | count u16 | count x length u16 | payloads``.
+
+    The batch must fit one frame (``split_batches`` cuts longer lists)."""
+
+    TYPE: ClassVar[int] = 0x10
+    NAME: ClassVar[str] = "SEND_PACKETS"
+
+    destination: bytes
+    datagrams: Sequence[bytes]
+
+    def encode(self) -> bytes:
+        _check_length("node id", self.destination, NODE_ID_BYTES)
+        return _encode_packets(self.TYPE, self.destination, self.datagrams)
+
+    @classmethod
+    def decode(cls, frame: bytes) -> SendPackets:
+        return cls(*decode_packets(frame))
+
+
+@dataclass(frozen=True)
+class ReceivePackets(Frame):
+    """RECV_PACKETS, relay -> client:
+    ``0x11 | source (32) | count u16 | count x length u16 | payloads``.
+
+    The same layout as SEND_PACKETS after the node id."""
+
+    TYPE: ClassVar[int] = 0x11
+    NAME: ClassVar[str] = "RECV_PACKETS"
+
+    source: bytes
+    datagrams: Sequence[bytes]
+
+    def encode(self) -> bytes:
+        _check_length("node id", self.source, NODE_ID_BYTES)
+        return _encode_packets(self.TYPE, self.source, self.datagrams)
+
+    @classmethod
+    def decode(cls, frame: bytes) -> ReceivePackets:
+        return cls(*decode_packets(frame))
+
+
+# The packet frames' type bytes as one-byte strings, for the forwarding paths'
+# ``message[:1] ==`` test.
+SEND_PACKETS_TYPE = bytes((SendPackets.TYPE,))
+RECV_PACKETS_TYPE = bytes((ReceivePackets.TYPE,))
 
 
 def _encode_packets(frame_type: int, node_id: bytes, datagrams: Sequence[bytes]) -> bytes:
@@ -234,17 +310,6 @@ def _encode_packets(frame_type: int, node_id: bytes, datagrams: Sequence[bytes])
             *datagrams,
         )
     )
-
-
-def encode_send_packets(destination: bytes, datagrams: Sequence[bytes]) -> bytes:
-    """One SEND_PACKETS frame; the batch must fit (see ``split_batches``)."""
-    _check_length("node id", destination, NODE_ID_BYTES)
-    return _encode_packets(TYPE_SEND_PACKETS, destination, datagrams)
-
-
-def encode_receive_packets(source: bytes, datagrams: Sequence[bytes]) -> bytes:
-    _check_length("node id", source, NODE_ID_BYTES)
-    return _encode_packets(TYPE_RECV_PACKETS, source, datagrams)
 
 
 def split_batches(datagrams: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
@@ -298,7 +363,7 @@ def rewrite_send_as_receive(frame: bytes, source: bytes) -> bytes:
 
     Only the type byte and the node id change; the rest is copied as is.
     """
-    return b"\x11" + source + frame[1 + NODE_ID_BYTES :]
+    return RECV_PACKETS_TYPE + source + frame[1 + NODE_ID_BYTES :]
 
 
 def decode_packets(frame: bytes) -> tuple[bytes, list[bytes]]:
@@ -316,67 +381,88 @@ def decode_packets(frame: bytes) -> tuple[bytes, list[bytes]]:
     return node_id, datagrams
 
 
-def _exact(frame: bytes, length: int, name: str) -> None:
-    if len(frame) != length:
-        raise RelayProtocolError(f"relay frame: a {name} frame has {length} bytes")
+# -- keep-alive and close ----------------------------------------------------------
 
 
-def decode_frame(frame: bytes) -> Frame:
-    """Decode any frame; raise ``RelayProtocolError`` for anything malformed."""
-    if not isinstance(frame, (bytes, bytearray)):
-        raise RelayProtocolError("relay frame: text messages are not part of the protocol")
-    frame = bytes(frame)
-    if not frame:
-        raise RelayProtocolError("relay frame: empty message")
-    frame_type = frame[0]
-    if frame_type == TYPE_RECV_PACKETS:
-        source, datagrams = decode_packets(frame)
-        return ReceivePackets(source, datagrams)
-    if frame_type == TYPE_SEND_PACKETS:
-        destination, datagrams = decode_packets(frame)
-        return SendPackets(destination, datagrams)
-    if frame_type == TYPE_CHALLENGE:
-        _exact(frame, 2 + SERVER_ID_BYTES + CHALLENGE_BYTES, "challenge")
-        return Challenge(frame[1], frame[2:34], frame[34:])
-    if frame_type == TYPE_LOGIN:
-        _exact(frame, 2 + NODE_ID_BYTES + SIGNATURE_BYTES, "login")
-        return Login(frame[1], frame[2:34], frame[34:])
-    if frame_type == TYPE_LOGIN_OK:
-        _exact(frame, 1, "login-ok")
-        return LoginOk()
-    if frame_type in (TYPE_PING, TYPE_PONG):
-        _exact(frame, 1 + PING_BYTES, "ping")
-        return Ping(frame[1:]) if frame_type == TYPE_PING else Pong(frame[1:])
-    if frame_type == TYPE_PEER_GONE:
+_E = TypeVar("_E", bound="_Echo")
+
+
+@dataclass(frozen=True)
+class _Echo(Frame):
+    """PING and PONG: ``type | payload (8)``."""
+
+    payload: bytes
+
+    def encode(self) -> bytes:
+        _check_length(f"{self.NAME.lower()} payload", self.payload, PING_BYTES)
+        return bytes((self.TYPE,)) + self.payload
+
+    @classmethod
+    def decode(cls: type[_E], frame: bytes) -> _E:
+        _exact(frame, 1 + PING_BYTES, cls.NAME.lower())
+        return cls(frame[1:])
+
+
+@dataclass(frozen=True)
+class Ping(_Echo):
+    """PING, either way: ``0x20 | payload (8)``; answered by a PONG with the same payload."""
+
+    TYPE: ClassVar[int] = 0x20
+    NAME: ClassVar[str] = "PING"
+
+
+@dataclass(frozen=True)
+class Pong(_Echo):
+    """PONG, either way: ``0x21 | payload (8)``, the PING's."""
+
+    TYPE: ClassVar[int] = 0x21
+    NAME: ClassVar[str] = "PONG"
+
+
+@dataclass(frozen=True)
+class PeerGone(Frame):
+    """PEER_GONE, relay -> client: ``0x30 | node id (32) | reason u8`` (``GONE_*``)."""
+
+    TYPE: ClassVar[int] = 0x30
+    NAME: ClassVar[str] = "PEER_GONE"
+
+    node_id: bytes
+    reason: int
+
+    def encode(self) -> bytes:
+        _check_length("node id", self.node_id, NODE_ID_BYTES)
+        _check_byte("a peer-gone reason", self.reason)
+        return bytes((self.TYPE,)) + self.node_id + bytes((self.reason,))
+
+    @classmethod
+    def decode(cls, frame: bytes) -> PeerGone:
         _exact(frame, 2 + NODE_ID_BYTES, "peer-gone")
-        return PeerGone(frame[1:33], frame[33])
-    if frame_type == TYPE_ERROR:
+        return cls(frame[1 : 1 + NODE_ID_BYTES], frame[1 + NODE_ID_BYTES])
+
+
+@dataclass(frozen=True)
+class Error(Frame):
+    """ERROR, relay -> client: ``0x7F | code u8 (ERROR_*) | reason (UTF-8, at most 120 bytes)``.
+
+    ``encode`` cuts the reason to ``MAX_ERROR_REASON_BYTES`` (on a character)."""
+
+    TYPE: ClassVar[int] = 0x7F
+    NAME: ClassVar[str] = "ERROR"
+
+    code: int
+    reason: str
+
+    def encode(self) -> bytes:
+        _check_byte("an error code", self.code)
+        raw = self.reason.encode("utf-8")[:MAX_ERROR_REASON_BYTES].decode("utf-8", "ignore")
+        return bytes((self.TYPE, self.code)) + raw.encode("utf-8")
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Error:
         if not 2 <= len(frame) <= 2 + MAX_ERROR_REASON_BYTES:
             raise RelayProtocolError("relay frame: an error frame has a code and a short reason")
         try:
             reason = frame[2:].decode("utf-8")
         except UnicodeDecodeError:
             raise RelayProtocolError("relay frame: an error reason is not UTF-8") from None
-        return Error(frame[1], reason)
-    raise RelayProtocolError(f"relay frame: unknown type 0x{frame_type:02x}")
-
-
-def encode_frame(frame: Frame) -> bytes:
-    """Encode any frame (the inverse of ``decode_frame``)."""
-    if isinstance(frame, Challenge):
-        return encode_challenge(frame.server_id, frame.challenge, frame.version)
-    if isinstance(frame, Login):
-        return encode_login(frame.node_id, frame.signature, frame.version)
-    if isinstance(frame, LoginOk):
-        return encode_login_ok()
-    if isinstance(frame, SendPackets):
-        return encode_send_packets(frame.destination, frame.datagrams)
-    if isinstance(frame, ReceivePackets):
-        return encode_receive_packets(frame.source, frame.datagrams)
-    if isinstance(frame, Ping):
-        return encode_ping(frame.payload)
-    if isinstance(frame, Pong):
-        return encode_pong(frame.payload)
-    if isinstance(frame, PeerGone):
-        return encode_peer_gone(frame.node_id, frame.reason)
-    return encode_error(frame.code, frame.reason)
+        return cls(frame[1], reason)

@@ -267,7 +267,7 @@ class RelayServer:
             return
         try:
             # Before the session is routable: LOGIN_OK is the first frame after the challenge.
-            await connection.send(frames.encode_login_ok())
+            await connection.send(frames.LoginOk().encode())
         except (ConnectionClosed, OSError):
             return
         loop = asyncio.get_running_loop()
@@ -303,7 +303,7 @@ class RelayServer:
             await self._refuse(connection, frames.ERROR_SERVER_FULL, "the relay is full")
             return None
         challenge = os.urandom(frames.CHALLENGE_BYTES)
-        await connection.send(frames.encode_challenge(self.server_id, challenge))
+        await connection.send(frames.Challenge(self.server_id, challenge).encode())
         try:
             message = await asyncio.wait_for(connection.recv(), self.limits.login_timeout_s)
         except asyncio.TimeoutError:
@@ -350,6 +350,7 @@ class RelayServer:
         time = asyncio.get_running_loop().time
         check_packets = frames.check_packets
         rewrite = frames.rewrite_send_as_receive
+        send_packets = frames.SEND_PACKETS_TYPE
         while True:
             try:
                 message = await connection.recv()
@@ -362,7 +363,8 @@ class RelayServer:
             try:
                 if not isinstance(message, bytes):
                     raise frames.RelayProtocolError("text messages are not part of the protocol")
-                if message[:1] == b"\x10":
+                if message[:1] == send_packets:
+                    # Forwarded without decoding: checked, rewritten, queued.
                     count = check_packets(message)
                     tokens = min(burst, session.tokens + (now - session.refilled_at) * rate)
                     session.refilled_at = now
@@ -396,13 +398,15 @@ class RelayServer:
                         len(message) - frames.PACKETS_HEADER_BYTES - 2 * count
                     )
                     continue
-                frame = frames.decode_frame(message)
-                if isinstance(frame, frames.Ping):
-                    session.push(frames.encode_pong(frame.payload), depth)
-                elif not isinstance(frame, frames.Pong):
-                    raise frames.RelayProtocolError(
-                        f"a client may not send {type(frame).__name__} after login"
-                    )
+                match frames.decode_frame(message):
+                    case frames.Ping(payload=payload):
+                        session.push(frames.Pong(payload).encode(), depth)
+                    case frames.Pong():
+                        pass  # it kept the session alive (last_receive), nothing more
+                    case frame:
+                        raise frames.RelayProtocolError(
+                            f"a client may not send {type(frame).__name__} after login"
+                        )
             except frames.RelayProtocolError as exc:
                 counters.closes_total[metrics.CLOSE_PROTOCOL] += 1
                 await self._shut(session, frames.ERROR_PROTOCOL, str(exc))
@@ -436,11 +440,12 @@ class RelayServer:
         if len(session.gone_sent) >= limits.MAX_PEER_GONE_TRACKED:
             session.gone_sent.clear()
         session.gone_sent[destination] = now
-        if session.push(frames.encode_peer_gone(destination, frames.GONE_NOT_CONNECTED), depth):
+        gone = frames.PeerGone(destination, frames.GONE_NOT_CONNECTED)
+        if session.push(gone.encode(), depth):
             self.metrics.peer_gone_sent_total += 1
 
     def _tell_senders_gone(self, gone: _Session) -> None:
-        frame = frames.encode_peer_gone(gone.node_id, frames.GONE_DISCONNECTED)
+        frame = frames.PeerGone(gone.node_id, frames.GONE_DISCONNECTED).encode()
         for sender in gone.senders:
             session = self._sessions.get(sender)
             if session is not None and session.push(frame, self.limits.queue_depth):
@@ -453,7 +458,7 @@ class RelayServer:
 
         with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
             await asyncio.wait_for(
-                connection.send(frames.encode_error(code, reason)), limits.CLOSE_TIMEOUT_S
+                connection.send(frames.Error(code, reason).encode()), limits.CLOSE_TIMEOUT_S
             )
         await connection.close(_WS_POLICY, reason[:100])
 
@@ -467,7 +472,8 @@ class RelayServer:
             ws_code = _WS_NORMAL
         with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
             await asyncio.wait_for(
-                session.connection.send(frames.encode_error(code, reason)), limits.CLOSE_TIMEOUT_S
+                session.connection.send(frames.Error(code, reason).encode()),
+                limits.CLOSE_TIMEOUT_S,
             )
         await session.connection.close(ws_code, reason[:100])
 

@@ -64,7 +64,7 @@ async def raw_connect(url: str) -> tuple[ClientConnection, frames.Challenge]:
 def login_frame(key: SecretKey, challenge: frames.Challenge) -> bytes:
     node = bytes(key.public)
     signed = frames.login_message(challenge.server_id, challenge.challenge, node)
-    return frames.encode_login(node, key.sign(signed))
+    return frames.Login(node, key.sign(signed)).encode()
 
 
 async def expect_error(
@@ -107,12 +107,12 @@ def test_login_with_someone_elses_id_fails() -> None:
             # Mallory claims B's id and signs with her own key.
             node = bytes(KEY_B.public)
             signed = frames.login_message(challenge.server_id, challenge.challenge, node)
-            await connection.send(frames.encode_login(node, KEY_MALLORY.sign(signed)))
+            await connection.send(frames.Login(node, KEY_MALLORY.sign(signed)).encode())
             await expect_error(connection, frames.ERROR_LOGIN_FAILED)
             # Signing the right message for another relay (other server id) fails too.
             connection, challenge = await raw_connect(server.url)
             signed = frames.login_message(bytes(32), challenge.challenge, node)
-            await connection.send(frames.encode_login(node, KEY_B.sign(signed)))
+            await connection.send(frames.Login(node, KEY_B.sign(signed)).encode())
             await expect_error(connection, frames.ERROR_LOGIN_FAILED)
             assert server.metrics.login_failures_total["bad_signature"] == 2
             assert server.client_count == 0
@@ -188,8 +188,8 @@ def test_an_unauthenticated_connection_can_send_nothing() -> None:
         try:
             assert await b.start(timeout_s=5)
             for early in (
-                frames.encode_send_packets(bytes(KEY_B.public), [b"sneaky"]),
-                frames.encode_ping(bytes(8)),
+                frames.SendPackets(bytes(KEY_B.public), [b"sneaky"]).encode(),
+                frames.Ping(bytes(8)).encode(),
             ):
                 connection, _ = await raw_connect(server.url)
                 await connection.send(early)
@@ -216,9 +216,9 @@ def _garbage_frames(rng: random.Random, node: bytes) -> list[bytes | str]:
         b"\x10" + node + b"\xff\xff" + bytes(100),
         b"\x10" + node + b"\x00\x02\x00\x00\x00\x01a",
         b"\x11" + node + b"\x00\x01\x00\x01a",  # clients may not send RECV
-        frames.encode_challenge(bytes(32), bytes(32)),
-        frames.encode_login(node, bytes(64)),
-        frames.encode_error(1, "client errors are not a thing"),
+        frames.Challenge(bytes(32), bytes(32)).encode(),
+        frames.Login(node, bytes(64)).encode(),
+        frames.Error(1, "client errors are not a thing").encode(),
         b"\x99whatever",
         "text",
     ]
@@ -318,7 +318,7 @@ def test_an_abusive_flood_is_disconnected() -> None:
             connection, challenge = await raw_connect(server.url)
             await connection.send(login_frame(KEY_MALLORY, challenge))
             await connection.recv()
-            batch = frames.encode_send_packets(bytes(KEY_A.public), [b"x"] * 64)
+            batch = frames.SendPackets(bytes(KEY_A.public), [b"x"] * 64).encode()
             from websockets.exceptions import ConnectionClosed
 
             try:

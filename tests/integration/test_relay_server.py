@@ -403,7 +403,7 @@ async def _raw_login(url: str, key: SecretKey) -> ClientConnection:
     assert isinstance(challenge, frames.Challenge)
     node = bytes(key.public)
     signed = frames.login_message(challenge.server_id, challenge.challenge, node)
-    await connection.send(frames.encode_login(node, key.sign(signed)))
+    await connection.send(frames.Login(node, key.sign(signed)).encode())
     assert isinstance(frames.decode_frame(await connection.recv(decode=False)), frames.LoginOk)
     return connection
 
@@ -437,7 +437,7 @@ def test_ping_is_answered_and_shutdown_is_announced() -> None:
         server = RelayServer()
         await server.start()
         connection = await _raw_login(server.url, KEY_A)
-        await connection.send(frames.encode_ping(b"12345678"))
+        await connection.send(frames.Ping(b"12345678").encode())
         pong = frames.decode_frame(await connection.recv(decode=False))
         assert pong == frames.Pong(b"12345678")
         await server.close()

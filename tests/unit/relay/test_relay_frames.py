@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,29 +15,129 @@ from p2pcp.core.errors import RemoteProtocolError
 from p2pcp.relay import frames
 from p2pcp.relay.frames import RelayProtocolError
 
+ROOT = Path(__file__).resolve().parents[3]
+
 ids = st.binary(min_size=32, max_size=32)
 datagram = st.binary(min_size=1, max_size=3000)
 batch = st.lists(datagram, min_size=1, max_size=frames.MAX_BATCH_DATAGRAMS)
+ping_payloads = st.binary(min_size=8, max_size=8)
 
-frame_values = st.one_of(
-    st.builds(frames.Challenge, st.integers(0, 255), ids, ids),
-    st.builds(frames.Login, st.integers(0, 255), ids, st.binary(min_size=64, max_size=64)),
-    st.just(frames.LoginOk()),
-    st.builds(frames.SendPackets, ids, batch),
-    st.builds(frames.ReceivePackets, ids, batch),
-    st.builds(frames.Ping, st.binary(min_size=8, max_size=8)),
-    st.builds(frames.Pong, st.binary(min_size=8, max_size=8)),
-    st.builds(frames.PeerGone, ids, st.integers(0, 255)),
-    st.builds(frames.Error, st.integers(0, 255), st.text(max_size=40)),
-)
+NODE = bytes(range(32))
+SERVER = bytes(range(32, 64))
+NONCE = bytes(range(64, 96))
+SIGNATURE = bytes(range(96, 160))
 
 
-@given(frame_values)
-def test_round_trip(frame: frames.Frame) -> None:
-    data = frames.encode_frame(frame)
-    assert frames.decode_frame(data) == frame
-    assert frames.encode_frame(frames.decode_frame(data)) == data
-    assert len(data) <= frames.MAX_MESSAGE_BYTES
+@dataclass(frozen=True)
+class Case:
+    """A frame type's test material: a strategy for its values, and one frame
+    with its bytes spelled out from docs/PROTOCOL.md's tables (the wire
+    format, pinned)."""
+
+    values: st.SearchStrategy[frames.Frame]
+    example: frames.Frame
+    wire: bytes
+
+
+# Every registered frame type, once (test_every_frame_type_has_a_case).
+CASES = {
+    frames.Challenge: Case(
+        st.builds(frames.Challenge, ids, ids, st.integers(0, 255)),
+        frames.Challenge(version=1, server_id=SERVER, challenge=NONCE),
+        b"\x01\x01" + SERVER + NONCE,
+    ),
+    frames.Login: Case(
+        st.builds(frames.Login, ids, st.binary(min_size=64, max_size=64), st.integers(0, 255)),
+        frames.Login(version=1, node_id=NODE, signature=SIGNATURE),
+        b"\x02\x01" + NODE + SIGNATURE,
+    ),
+    frames.LoginOk: Case(st.just(frames.LoginOk()), frames.LoginOk(), b"\x03"),
+    frames.SendPackets: Case(
+        st.builds(frames.SendPackets, ids, batch),
+        frames.SendPackets(destination=NODE, datagrams=[b"ab", b"cde"]),
+        b"\x10" + NODE + b"\x00\x02" + b"\x00\x02\x00\x03" + b"abcde",
+    ),
+    frames.ReceivePackets: Case(
+        st.builds(frames.ReceivePackets, ids, batch),
+        frames.ReceivePackets(source=NODE, datagrams=[b"x"]),
+        b"\x11" + NODE + b"\x00\x01\x00\x01x",
+    ),
+    frames.Ping: Case(
+        st.builds(frames.Ping, ping_payloads), frames.Ping(payload=b"pingpong"), b"\x20pingpong"
+    ),
+    frames.Pong: Case(
+        st.builds(frames.Pong, ping_payloads), frames.Pong(payload=b"pongping"), b"\x21pongping"
+    ),
+    frames.PeerGone: Case(
+        st.builds(frames.PeerGone, ids, st.integers(0, 255)),
+        frames.PeerGone(node_id=NODE, reason=1),
+        b"\x30" + NODE + b"\x01",
+    ),
+    frames.Error: Case(
+        st.builds(frames.Error, st.integers(0, 255), st.text(max_size=40)),
+        frames.Error(code=9, reason="\u00e9 stop"),
+        b"\x7f\x09\xc3\xa9 stop",
+    ),
+}
+
+frame_values = st.one_of(*(case.values for case in CASES.values()))
+
+
+def test_every_frame_type_has_a_case() -> None:
+    registered = set(frames.frame_types().values())
+    assert set(CASES) == registered
+    for frame_type, frame_class in frames.frame_types().items():
+        assert frame_type == frame_class.TYPE
+        assert CASES[frame_class].wire[0] == frame_type
+        assert type(CASES[frame_class].example) is frame_class
+
+
+def _documented_frames() -> dict[int, str]:
+    """Type byte -> name, from the frames table of docs/PROTOCOL.md's relay protocol."""
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    relay = text[text.index("## Relay protocol") :]
+    table = relay[relay.index("### Frames") : relay.index("\n### ", relay.index("### Frames") + 1)]
+    rows = re.findall(r"^\| `0x([0-9A-Fa-f]{2})` \| ([A-Z_]+) \|", table, flags=re.MULTILINE)
+    return {int(code, 16): name for code, name in rows}
+
+
+def test_every_frame_type_is_documented() -> None:
+    """docs/PROTOCOL.md's table of frames lists exactly the registered types, by name."""
+    documented = _documented_frames()
+    assert documented == {code: cls.NAME for code, cls in frames.frame_types().items()}
+
+
+@pytest.mark.parametrize("frame_class", list(CASES), ids=lambda cls: cls.__name__)
+def test_golden_bytes(frame_class: type[frames.Frame]) -> None:
+    case = CASES[frame_class]
+    assert case.example.encode() == case.wire
+    assert frames.encode_frame(case.example) == case.wire
+    assert frames.decode_frame(case.wire) == case.example
+
+
+@pytest.mark.parametrize("frame_class", list(CASES), ids=lambda cls: cls.__name__)
+@given(data=st.data())
+def test_round_trip_of_every_frame_type(
+    frame_class: type[frames.Frame], data: st.DataObject
+) -> None:
+    frame = data.draw(CASES[frame_class].values)
+    encoded = frame.encode()
+    assert encoded[0] == frame_class.TYPE
+    assert frames.decode_frame(encoded) == frame
+    assert frames.decode_frame(encoded).encode() == encoded
+    assert len(encoded) <= frames.MAX_MESSAGE_BYTES
+
+
+def test_a_type_byte_is_registered_once() -> None:
+    before = dict(frames.frame_types())
+    with pytest.raises(TypeError, match="0x20"):
+
+        @dataclass(frozen=True)
+        class Shout(frames.Frame):
+            TYPE: ClassVar[int] = 0x20
+            NAME: ClassVar[str] = "SHOUT"
+
+    assert dict(frames.frame_types()) == before
 
 
 @given(st.binary(max_size=400))
@@ -80,49 +185,18 @@ def test_protocol_error_is_a_remote_error() -> None:
 
 def test_layout_is_byte_exact() -> None:
     destination = bytes(range(32))
-    data = frames.encode_send_packets(destination, [b"ab", b"cde"])
+    data = frames.SendPackets(destination, [b"ab", b"cde"]).encode()
     assert data == b"\x10" + destination + b"\x00\x02" + b"\x00\x02\x00\x03" + b"abcde"
     source = bytes(range(100, 132))
     rewritten = frames.rewrite_send_as_receive(data, source)
-    assert rewritten == frames.encode_receive_packets(source, [b"ab", b"cde"])
-    challenge = frames.encode_challenge(b"s" * 32, b"c" * 32)
+    assert rewritten == frames.ReceivePackets(source, [b"ab", b"cde"]).encode()
+    challenge = frames.Challenge(b"s" * 32, b"c" * 32).encode()
     assert challenge == b"\x01\x01" + b"s" * 32 + b"c" * 32
-    assert frames.encode_peer_gone(destination, 2) == b"\x30" + destination + b"\x02"
-    assert frames.encode_error(7, "full") == b"\x7f\x07full"
+    assert frames.PeerGone(destination, 2).encode() == b"\x30" + destination + b"\x02"
+    assert frames.Error(7, "full").encode() == b"\x7f\x07full"
     assert frames.login_message(b"s" * 32, b"c" * 32, destination).startswith(
         b"p2pcp relay login v1\x00"
     )
-
-
-NODE = bytes(range(32))
-SERVER = bytes(range(32, 64))
-NONCE = bytes(range(64, 96))
-SIGNATURE = bytes(range(96, 160))
-
-# One frame of every type and its bytes, spelled out from the tables in
-# docs/PROTOCOL.md ("Relay protocol", "Frames"): the wire format, pinned.
-GOLDEN = [
-    (frames.Challenge(version=1, server_id=SERVER, challenge=NONCE), b"\x01\x01" + SERVER + NONCE),
-    (frames.Login(version=1, node_id=NODE, signature=SIGNATURE), b"\x02\x01" + NODE + SIGNATURE),
-    (frames.LoginOk(), b"\x03"),
-    (
-        frames.SendPackets(destination=NODE, datagrams=[b"ab", b"cde"]),
-        b"\x10" + NODE + b"\x00\x02" + b"\x00\x02\x00\x03" + b"abcde",
-    ),
-    (frames.ReceivePackets(source=NODE, datagrams=[b"x"]), b"\x11" + NODE + b"\x00\x01\x00\x01x"),
-    (frames.Ping(payload=b"pingpong"), b"\x20pingpong"),
-    (frames.Pong(payload=b"pongping"), b"\x21pongping"),
-    (frames.PeerGone(node_id=NODE, reason=1), b"\x30" + NODE + b"\x01"),
-    (frames.Error(code=9, reason="\u00e9 stop"), b"\x7f\x09\xc3\xa9 stop"),
-]
-
-
-@pytest.mark.parametrize(
-    ("frame", "data"), GOLDEN, ids=[type(frame).__name__ for frame, _ in GOLDEN]
-)
-def test_golden_bytes(frame: frames.Frame, data: bytes) -> None:
-    assert frames.encode_frame(frame) == data
-    assert frames.decode_frame(data) == frame
 
 
 @pytest.mark.parametrize(
@@ -138,11 +212,11 @@ def test_golden_bytes(frame: frames.Frame, data: bytes) -> None:
 )
 def test_encoder_refuses_batches_over_limits(datagrams: list[bytes]) -> None:
     with pytest.raises(RelayProtocolError):
-        frames.encode_send_packets(bytes(32), datagrams)
+        frames.SendPackets(bytes(32), datagrams).encode()
 
 
 def test_decoder_refuses_lengths_that_do_not_add_up() -> None:
-    good = frames.encode_send_packets(bytes(32), [b"abc", b"de"])
+    good = frames.SendPackets(bytes(32), [b"abc", b"de"]).encode()
     with pytest.raises(RelayProtocolError):
         frames.decode_frame(good[:-1])
     zero_length = b"\x10" + bytes(32) + b"\x00\x02\x00\x00\x00\x03abc"
@@ -161,7 +235,7 @@ def test_split_batches_keeps_order_and_fits(lengths: list[int]) -> None:
     batches = list(frames.split_batches(datagrams))
     assert [d for part in batches for d in part] == datagrams
     for part in batches:
-        assert frames.decode_packets(frames.encode_send_packets(bytes(32), part))[1] == list(part)
+        assert frames.decode_packets(frames.SendPackets(bytes(32), part).encode())[1] == list(part)
 
 
 def test_split_batches_makes_one_batch_when_it_fits() -> None:
