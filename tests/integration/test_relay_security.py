@@ -4,98 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
-from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.relay import frames
-from p2pcp.relay.client import RelayClient
 from p2pcp.relay.limits import RelayLimits
 from p2pcp.relay.server import RelayServer
-from tests.support.aio import run_bounded
-
-if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
+from tests.support.aio import run_bounded, wait_until
+from tests.support.relay import (
+    KEY_A,
+    KEY_B,
+    KEY_C,
+    KEY_MALLORY,
+    Inbox,
+    expect_error,
+    honest_pair_works,
+    login_frame,
+    raw_connect,
+    relay_client,
+)
 
 TEST_TIMEOUT_S = 30.0
-KEY_A = SecretKey(bytes([1] * 32))
-KEY_B = SecretKey(bytes([2] * 32))
-KEY_C = SecretKey(bytes([3] * 32))
-KEY_MALLORY = SecretKey(bytes([66] * 32))
-
-
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    run_bounded(body, TEST_TIMEOUT_S)
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.datagrams: list[bytes] = []
-        self.sources: set[NodeId] = set()
-        self._changed = asyncio.Event()
-
-    def packets(self, source: NodeId, datagrams: list[bytes]) -> None:
-        self.sources.add(source)
-        self.datagrams.extend(datagrams)
-        self._changed.set()
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        while not condition():
-            self._changed.clear()
-            await self._changed.wait()
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
-
-
-async def raw_connect(url: str) -> tuple[ClientConnection, frames.Challenge]:
-    from websockets.asyncio.client import connect
-
-    connection = await connect(
-        url.replace("http", "ws") + "/relay", compression=None, max_size=None
-    )
-    challenge = frames.decode_frame(await connection.recv(decode=False))
-    assert isinstance(challenge, frames.Challenge)
-    return connection, challenge
-
-
-def login_frame(key: SecretKey, challenge: frames.Challenge) -> bytes:
-    node = bytes(key.public)
-    signed = frames.login_message(challenge.server_id, challenge.challenge, node)
-    return frames.Login(node, key.sign(signed)).encode()
-
-
-async def expect_error(
-    connection: ClientConnection, code: int, *, after_login: bool = False
-) -> None:
-    """The relay sends ERROR(code) and closes: nothing else (but PEER_GONE after login)."""
-    from websockets.exceptions import ConnectionClosed
-
-    received = []
-    try:
-        while True:
-            received.append(frames.decode_frame(await connection.recv(decode=False)))
-    except ConnectionClosed:
-        pass
-    if after_login:
-        received = [frame for frame in received if not isinstance(frame, frames.PeerGone)]
-    assert len(received) == 1, received
-    assert isinstance(received[0], frames.Error) and received[0].code == code, received
-
-
-async def honest_pair_works(server: RelayServer, payload: bytes) -> None:
-    inbox = Inbox()
-    a = RelayClient(server.url, KEY_A, on_packets=lambda s, d: None)
-    b = RelayClient(server.url, KEY_B, on_packets=inbox.packets)
-    try:
-        assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
-        assert a.send(KEY_B.public, [payload])
-        await inbox.until(lambda: payload in inbox.datagrams)
-    finally:
-        await a.close()
-        await b.close()
 
 
 def test_login_with_someone_elses_id_fails() -> None:
@@ -119,7 +46,7 @@ def test_login_with_someone_elses_id_fails() -> None:
         finally:
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_a_replayed_login_fails() -> None:
@@ -139,7 +66,7 @@ def test_a_replayed_login_fails() -> None:
         finally:
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_packets_reach_only_their_destination() -> None:
@@ -147,9 +74,9 @@ def test_packets_reach_only_their_destination() -> None:
         server = RelayServer()
         await server.start()
         inbox_b, inbox_c = Inbox(), Inbox()
-        a = RelayClient(server.url, KEY_A, on_packets=lambda s, d: None)
-        b = RelayClient(server.url, KEY_B, on_packets=inbox_b.packets)
-        c = RelayClient(server.url, KEY_C, on_packets=inbox_c.packets)
+        a = relay_client(server.url, KEY_A)
+        b = relay_client(server.url, KEY_B, inbox_b)
+        c = relay_client(server.url, KEY_C, inbox_c)
         lurker, _ = await raw_connect(server.url)  # never logs in
         try:
             for each in (a, b, c):
@@ -176,7 +103,7 @@ def test_packets_reach_only_their_destination() -> None:
                 await each.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_an_unauthenticated_connection_can_send_nothing() -> None:
@@ -184,7 +111,7 @@ def test_an_unauthenticated_connection_can_send_nothing() -> None:
         server = RelayServer()
         await server.start()
         inbox = Inbox()
-        b = RelayClient(server.url, KEY_B, on_packets=inbox.packets)
+        b = relay_client(server.url, KEY_B, inbox)
         try:
             assert await b.start(timeout_s=5)
             for early in (
@@ -203,7 +130,7 @@ def test_an_unauthenticated_connection_can_send_nothing() -> None:
             await b.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def _garbage_frames(rng: random.Random, node: bytes) -> list[bytes | str]:
@@ -272,7 +199,7 @@ def test_garbage_does_not_hurt_the_relay() -> None:
         finally:
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_a_flooding_client_is_throttled_while_others_keep_going() -> None:
@@ -280,10 +207,10 @@ def test_a_flooding_client_is_throttled_while_others_keep_going() -> None:
         server = RelayServer(relay_limits=RelayLimits(datagrams_per_s=1000))
         await server.start()
         sink, inbox_b = Inbox(), Inbox()
-        flooder = RelayClient(server.url, KEY_MALLORY, on_packets=lambda s, d: None)
-        target = RelayClient(server.url, KEY_C, on_packets=sink.packets)
-        a = RelayClient(server.url, KEY_A, on_packets=lambda s, d: None)
-        b = RelayClient(server.url, KEY_B, on_packets=inbox_b.packets)
+        flooder = relay_client(server.url, KEY_MALLORY)
+        target = relay_client(server.url, KEY_C, sink)
+        a = relay_client(server.url, KEY_A)
+        b = relay_client(server.url, KEY_B, inbox_b)
         clients = (flooder, target, a, b)
         try:
             for each in clients:
@@ -307,7 +234,7 @@ def test_a_flooding_client_is_throttled_while_others_keep_going() -> None:
                 await each.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_an_abusive_flood_is_disconnected() -> None:
@@ -332,4 +259,4 @@ def test_an_abusive_flood_is_disconnected() -> None:
         finally:
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)

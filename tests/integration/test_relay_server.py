@@ -6,88 +6,21 @@ import asyncio
 import datetime
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from p2pcp.core.errors import ConnectError, UsageError
-from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.relay import frames, stun
 from p2pcp.relay.client import RelayClient
 from p2pcp.relay.limits import RelayLimits
 from p2pcp.relay.listen import server_ssl_context
 from p2pcp.relay.server import RelayServer
-from tests.support.aio import run_bounded
-
-if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
+from tests.support.aio import run_bounded, wait_until
+from tests.support.ports import free_port
+from tests.support.relay import KEY_A, KEY_B, KEY_C, Inbox, http_get, raw_login, relay_client
 
 TEST_TIMEOUT_S = 30.0
-KEY_A = SecretKey(bytes([1] * 32))
-KEY_B = SecretKey(bytes([2] * 32))
-KEY_C = SecretKey(bytes([3] * 32))
-
-
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    run_bounded(body, TEST_TIMEOUT_S)
-
-
-class Inbox:
-    """Collects what a client receives; wait until a count of datagrams arrived."""
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[NodeId, list[bytes]]] = []
-        self.gone: list[NodeId] = []
-        self.states: list[bool] = []
-        self._changed = asyncio.Event()
-
-    def packets(self, source: NodeId, datagrams: list[bytes]) -> None:
-        self.batches.append((source, datagrams))
-        self._changed.set()
-
-    def peer_gone(self, node: NodeId) -> None:
-        self.gone.append(node)
-        self._changed.set()
-
-    def connected(self, is_connected: bool) -> None:
-        self.states.append(is_connected)
-        self._changed.set()
-
-    @property
-    def datagrams(self) -> list[bytes]:
-        return [d for _, batch in self.batches for d in batch]
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        while not condition():
-            self._changed.clear()
-            await self._changed.wait()
-
-
-def client(server_url: str, key: SecretKey, inbox: Inbox) -> RelayClient:
-    return RelayClient(
-        server_url,
-        key,
-        on_packets=inbox.packets,
-        on_peer_gone=inbox.peer_gone,
-        on_connected=inbox.connected,
-    )
-
-
-async def http_get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
 
 
 def test_two_clients_exchange_packets_by_node_id() -> None:
@@ -95,7 +28,7 @@ def test_two_clients_exchange_packets_by_node_id() -> None:
         server = RelayServer()
         await server.start()
         inbox_a, inbox_b = Inbox(), Inbox()
-        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        a, b = relay_client(server.url, KEY_A, inbox_a), relay_client(server.url, KEY_B, inbox_b)
         try:
             assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
             assert inbox_a.states == [True] and a.is_connected
@@ -117,7 +50,7 @@ def test_two_clients_exchange_packets_by_node_id() -> None:
             await server.close()
         assert inbox_a.states == [True, False]
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_peer_gone_for_unknown_and_departed_destinations() -> None:
@@ -125,7 +58,7 @@ def test_peer_gone_for_unknown_and_departed_destinations() -> None:
         server = RelayServer()
         await server.start()
         inbox_a, inbox_b = Inbox(), Inbox()
-        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        a, b = relay_client(server.url, KEY_A, inbox_a), relay_client(server.url, KEY_B, inbox_b)
         try:
             assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
             assert a.send(KEY_C.public, [b"anyone?"])
@@ -140,7 +73,7 @@ def test_peer_gone_for_unknown_and_departed_destinations() -> None:
             await b.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_second_login_with_the_same_key_replaces_the_first() -> None:
@@ -148,8 +81,8 @@ def test_second_login_with_the_same_key_replaces_the_first() -> None:
         server = RelayServer()
         await server.start()
         first, second, sender = Inbox(), Inbox(), Inbox()
-        b1, b2 = client(server.url, KEY_B, first), client(server.url, KEY_B, second)
-        a = client(server.url, KEY_A, sender)
+        b1, b2 = relay_client(server.url, KEY_B, first), relay_client(server.url, KEY_B, second)
+        a = relay_client(server.url, KEY_A, sender)
         try:
             assert await b1.start(timeout_s=5)
             assert await b2.start(timeout_s=5)
@@ -167,7 +100,7 @@ def test_second_login_with_the_same_key_replaces_the_first() -> None:
                 await each.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_stun_answers_with_the_observed_address() -> None:
@@ -194,13 +127,13 @@ def test_stun_answers_with_the_observed_address() -> None:
             assert answer.address == transport.get_extra_info("sockname")[:2]
             assert server.metrics.stun_requests_total == 1
             assert server.metrics.stun_dropped_total["not_stun"] == 1
-            relay_client = RelayClient(server.url, KEY_A, on_packets=lambda s, d: None)
-            assert relay_client.stun_address == ("127.0.0.1", ports.stun_port)
+            named = RelayClient(server.url, KEY_A, on_packets=lambda s, d: None)
+            assert named.stun_address == ("127.0.0.1", ports.stun_port)
         finally:
             transport.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 @pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no dual-stack IPv6 here")
@@ -209,8 +142,8 @@ def test_dual_stack_relay_serves_ipv4_and_ipv6() -> None:
         server = RelayServer("::", 0)
         ports = await server.start()
         inbox_a, inbox_b = Inbox(), Inbox()
-        a = client(f"http://127.0.0.1:{ports.http_port}", KEY_A, inbox_a)
-        b = client(f"http://[::1]:{ports.http_port}", KEY_B, inbox_b)
+        a = relay_client(f"http://127.0.0.1:{ports.http_port}", KEY_A, inbox_a)
+        b = relay_client(f"http://[::1]:{ports.http_port}", KEY_B, inbox_b)
         try:
             assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
             assert b.stun_address == ("::1", ports.http_port)
@@ -221,7 +154,7 @@ def test_dual_stack_relay_serves_ipv4_and_ipv6() -> None:
             await b.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_health_and_metrics() -> None:
@@ -229,7 +162,7 @@ def test_health_and_metrics() -> None:
         server = RelayServer()
         ports = await server.start()
         inbox_a, inbox_b = Inbox(), Inbox()
-        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        a, b = relay_client(server.url, KEY_A, inbox_a), relay_client(server.url, KEY_B, inbox_b)
         try:
             status, text = await http_get(ports.http_port, "/health")
             assert status == 200 and '"status": "ok"' in text
@@ -251,36 +184,30 @@ def test_health_and_metrics() -> None:
             await b.close()
             await server.close()
 
-    run(body)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_client_waits_for_an_unreachable_relay_and_reconnects_after_restarts() -> None:
     async def body() -> None:
         port = free_port()
         inbox = Inbox()
-        relay_client = client(f"http://127.0.0.1:{port}", KEY_A, inbox)
+        waiting = relay_client(f"http://127.0.0.1:{port}", KEY_A, inbox)
         try:
-            assert not await relay_client.start(timeout_s=0.3)
-            assert isinstance(relay_client.last_error, ConnectError)
-            assert "cannot reach the relay" in str(relay_client.last_error)
-            assert not relay_client.send(KEY_B.public, [b"dropped"])
+            assert not await waiting.start(timeout_s=0.3)
+            assert isinstance(waiting.last_error, ConnectError)
+            assert "cannot reach the relay" in str(waiting.last_error)
+            assert not waiting.send(KEY_B.public, [b"dropped"])
             for _ in range(2):
                 server = RelayServer("127.0.0.1", port)
                 await server.start()
-                await inbox.until(lambda: relay_client.is_connected)
+                await inbox.until(lambda: waiting.is_connected)
                 await server.close()
-                await inbox.until(lambda: not relay_client.is_connected)
+                await inbox.until(lambda: not waiting.is_connected)
             assert inbox.states == [True, False, True, False]
         finally:
-            await relay_client.close()
+            await waiting.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 @pytest.mark.parametrize(
@@ -347,7 +274,7 @@ def test_https_relay_with_a_trusted_and_an_untrusted_certificate(
         await server.start()
         assert server.url.startswith("https://127.0.0.1:")
         inbox_a, inbox_b = Inbox(), Inbox()
-        a, b = client(server.url, KEY_A, inbox_a), client(server.url, KEY_B, inbox_b)
+        a, b = relay_client(server.url, KEY_A, inbox_a), relay_client(server.url, KEY_B, inbox_b)
         try:
             monkeypatch.delenv("SSL_CERT_FILE", raising=False)
             monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
@@ -355,7 +282,7 @@ def test_https_relay_with_a_trusted_and_an_untrusted_certificate(
             assert "certificate" in str(a.last_error)
             await a.close()
             monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-            a = client(server.url, KEY_A, inbox_a)
+            a = relay_client(server.url, KEY_A, inbox_a)
             assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
             assert a.send(KEY_B.public, [b"over TLS"])
             await inbox_b.until(lambda: inbox_b.datagrams == [b"over TLS"])
@@ -364,7 +291,7 @@ def test_https_relay_with_a_trusted_and_an_untrusted_certificate(
             await b.close()
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_tls_files_that_do_not_load_are_usage_errors(tmp_path: Path) -> None:
@@ -377,7 +304,7 @@ def test_full_relay_refuses_more_clients() -> None:
     async def body() -> None:
         server = RelayServer(relay_limits=RelayLimits(max_clients=2))
         await server.start()
-        clients = [client(server.url, key, Inbox()) for key in (KEY_A, KEY_B, KEY_C)]
+        clients = [relay_client(server.url, key, Inbox()) for key in (KEY_A, KEY_B, KEY_C)]
         try:
             assert await clients[0].start(timeout_s=5)
             assert await clients[1].start(timeout_s=5)
@@ -392,20 +319,7 @@ def test_full_relay_refuses_more_clients() -> None:
                 await each.close()
             await server.close()
 
-    run(body)
-
-
-async def _raw_login(url: str, key: SecretKey) -> ClientConnection:
-    from websockets.asyncio.client import connect
-
-    connection = await connect(url.replace("http", "ws") + "/relay", compression=None)
-    challenge = frames.decode_frame(await connection.recv(decode=False))
-    assert isinstance(challenge, frames.Challenge)
-    node = bytes(key.public)
-    signed = frames.login_message(challenge.server_id, challenge.challenge, node)
-    await connection.send(frames.Login(node, key.sign(signed)).encode())
-    assert isinstance(frames.decode_frame(await connection.recv(decode=False)), frames.LoginOk)
-    return connection
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_idle_and_login_timeouts_close_connections() -> None:
@@ -415,7 +329,7 @@ def test_idle_and_login_timeouts_close_connections() -> None:
         server = RelayServer(relay_limits=RelayLimits(idle_timeout_s=0.3, login_timeout_s=0.3))
         await server.start()
         try:
-            silent = await _raw_login(server.url, KEY_A)
+            silent = await raw_login(server.url, KEY_A)
             error = frames.decode_frame(await silent.recv(decode=False))
             assert error == frames.Error(frames.ERROR_IDLE, "idle for too long")
             await silent.wait_closed()
@@ -429,14 +343,14 @@ def test_idle_and_login_timeouts_close_connections() -> None:
         finally:
             await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_ping_is_answered_and_shutdown_is_announced() -> None:
     async def body() -> None:
         server = RelayServer()
         await server.start()
-        connection = await _raw_login(server.url, KEY_A)
+        connection = await raw_login(server.url, KEY_A)
         await connection.send(frames.Ping(b"12345678").encode())
         pong = frames.decode_frame(await connection.recv(decode=False))
         assert pong == frames.Pong(b"12345678")
@@ -444,4 +358,4 @@ def test_ping_is_answered_and_shutdown_is_announced() -> None:
         error = frames.decode_frame(await connection.recv(decode=False))
         assert isinstance(error, frames.Error) and error.code == frames.ERROR_SHUTDOWN
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)

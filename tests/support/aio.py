@@ -13,3 +13,9 @@ def run_bounded(body: Callable[[], Awaitable[None]], timeout_s: float) -> None:
         await asyncio.wait_for(body(), timeout_s)
 
     asyncio.run(bounded())
+
+
+async def wait_until(condition: Callable[[], bool], interval_s: float = 0.01) -> None:
+    """Poll ``condition`` until it holds (the caller's bound ends a wait that never does)."""
+    while not condition():
+        await asyncio.sleep(interval_s)

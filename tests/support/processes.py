@@ -1,10 +1,21 @@
-"""The p2pcp command as the tests run it."""
+"""The p2pcp command as the tests (and benches) run it, and a relay process."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import shutil
+import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+# How long a relay process may take to print its start line.
+RELAY_START_TIMEOUT_S = 20.0
 
 
 def p2pcp_command() -> list[str]:
@@ -14,3 +25,77 @@ def p2pcp_command() -> list[str]:
         return [str(script)]
     found = shutil.which("p2pcp")
     return [found] if found else [sys.executable, "-m", "p2pcp"]
+
+
+def end(process: subprocess.Popen[Any]) -> None:
+    """End a process if it still runs: SIGTERM, then SIGKILL after 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """End a process (if still running) and close its pipes."""
+    end(process)
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+@dataclass
+class RelayProcess:
+    """A running ``p2pcp relay``; what it wrote to stderr after its start
+    line is collected by a thread (so a chatty relay never blocks on a pipe)."""
+
+    process: subprocess.Popen[str]
+    url: str
+    _lines: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    def stderr_after_start(self) -> str:
+        """Everything after the start line; call once the process ended."""
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        return "".join(self._lines)
+
+
+@contextlib.contextmanager
+def relay_process(*extra: str, home: Path | None = None) -> Iterator[RelayProcess]:
+    """``p2pcp relay --host 127.0.0.1 --port 0 EXTRA``, its URL read from its
+    start line (no port race). The caller may signal or kill it."""
+    env = {**os.environ, "COLUMNS": "300"}
+    if home is not None:
+        env["P2PCP_HOME"] = str(home)
+    process = subprocess.Popen(
+        [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", "0", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    reader: threading.Thread | None = None
+    try:
+        assert process.stderr is not None
+        timer = threading.Timer(RELAY_START_TIMEOUT_S, process.kill)
+        timer.start()
+        try:
+            line = process.stderr.readline()
+        finally:
+            timer.cancel()
+        match = re.search(r"listening: (http://127\.0\.0\.1:\d+) ", line)
+        assert match, f"the relay did not start: {line!r}"
+        stderr = process.stderr
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+        reader.start()
+        yield RelayProcess(process, match.group(1), lines, reader)
+    finally:
+        end(process)
+        if reader is not None:
+            reader.join(timeout=10)
+        stop(process)

@@ -1,1 +1,0 @@
-"""The network lab of bench/network.py: namespaces, a C delay line, probes."""
