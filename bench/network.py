@@ -16,13 +16,13 @@ it exits 0 unless the lab cannot be built (one line on stderr, exit 1).
         [--runs N] [--tools p2pcp,tcp,wormhole] [--timeout S]
         [--p2pcp-variant NAME-or-SPEC ...] [--json]
 
-Topology (bench/netlab/lab.py)::
+Topology (tests/support/netlab/link.py, the lab the NAT tests use too)::
 
     p2b-a (sender)          p2b-m                          p2b-b (receiver)
     eth0 10.77.0.1  <==  delay line process (delayline.c)  ==>  eth0 10.77.0.2
     (+ magic-wormhole's mailbox server and transit relay)
 
-Each eth0 is one of the delay line's two TAP devices (bench/netlab/
+Each eth0 is one of the delay line's two TAP devices (tests/support/netlab/
 delayline.c, compiled with gcc on first use), moved into its namespace: no
 bridge or veth is in the path. Each direction of the line is a bottleneck of
 the profile's rate with a tail-drop queue of one bandwidth-delay product (at
@@ -32,8 +32,8 @@ TCP can reach at most 94% of the rate in goodput and QUIC with 1452-byte
 datagrams about 93%. Random loss is an nftables rule on each end's ingress,
 per direction. MTU 1500 everywhere; the TAP devices have no segmentation
 offload, so every frame on the link is a real <=1514-byte frame (the
-profile block shows the largest one seen). The rate is not ``tc tbf``: in
-this VM tbf cost so much CPU that TCP lost 20% of a 1 Gbit/s link.
+profile block shows the largest one seen). The rate is not ``tc tbf``: its
+per-frame timer costs enough CPU to keep TCP well below a gigabit link.
 
 Profiles (the issue's):
 
@@ -61,7 +61,7 @@ Tools:
   receiver's ``done`` event "seconds" (bind to verified and fsynced). The
   notes show the datagram sizes the sender logged, in order, and why it
   fell back from fragmented datagrams if it did.
-- ``tcp``: one kernel TCP connection (bench/netlab/probe.py): ``sendfile``
+- ``tcp``: one kernel TCP connection (tests/support/netlab/probes.py): ``sendfile``
   in a, ``recv_into`` + write in b, timed from connect to EOF; congestion
   control is the namespaces' default (shown: new namespaces inherit the
   host's ``net.ipv4.tcp_congestion_control``).
@@ -111,10 +111,9 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))  # the shared lab: tests/support/netlab
 
-from netlab import lab as netlab  # noqa: E402
-from netlab.lab import ADDR_A, NS_A, NS_B, Lab, LabError, LinkShape  # noqa: E402
-from netlab.report import (  # noqa: E402
+from network_report import (  # noqa: E402
     BUSY_WARNING_PERCENT,
     MIB,
     Profile,
@@ -126,7 +125,7 @@ from netlab.report import (  # noqa: E402
     print_profile,
     to_json,
 )
-from netlab.tools import (  # noqa: E402
+from network_tools import (  # noqa: E402
     BUILTIN_VARIANTS,
     TCP_TOOL,
     WORMHOLE_TOOL,
@@ -141,6 +140,17 @@ from netlab.tools import (  # noqa: E402
     run_wormhole,
 )
 from quic_raw import parse_size  # noqa: E402
+
+from tests.support.netlab import delayline  # noqa: E402
+from tests.support.netlab import link as netlab  # noqa: E402
+from tests.support.netlab.link import (  # noqa: E402
+    ADDR_A,
+    NS_A,
+    NS_B,
+    LabError,
+    LinkLab,
+    LinkShape,
+)
 
 # A run's cap is at least this, else this many times the time at link rate.
 MIN_CAP_S = 60.0
@@ -186,7 +196,7 @@ def say(text: str) -> None:
 
 
 def run_profile(
-    lab: Lab,
+    lab: LinkLab,
     profile: Profile,
     path: Path,
     work: Path,
@@ -300,7 +310,7 @@ def main() -> int:
         print(f"network bench: {reason}", file=sys.stderr)
         return 1
     try:
-        binary = netlab.build_delay_line(args.cache_dir)
+        binary = delayline.build(args.cache_dir)
     except LabError as exc:
         print(f"network bench: {exc}", file=sys.stderr)
         return 1
@@ -320,7 +330,7 @@ def main() -> int:
     root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     work = Path(tempfile.mkdtemp(prefix="p2pcp-netbench-", dir=root))
     ring_frames = max(profile.shape.ring_frames for profile in profiles)
-    lab = Lab(binary, log_dir=work, ring_frames=ring_frames)
+    lab = LinkLab(binary, log_dir=work, ring_frames=ring_frames)
     cleaned = False
 
     def cleanup() -> None:

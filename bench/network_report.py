@@ -13,8 +13,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netlab.lab import LinkShape
-from netlab.tools import DEFAULT_VARIANT, FLOOR_VARIANT, TCP_TOOL, ToolSummary
+from network_tools import DEFAULT_VARIANT, FLOOR_VARIANT, TCP_TOOL, ToolSummary
+
+from tests.support.netlab.link import LinkShape
 
 MIB = 1024 * 1024
 # Busier than this (all cores, before a profile starts) and the machine is

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,10 +38,11 @@ from typing import Any
 
 from transfer import p2pcp_command
 
-from netlab import lab as netlab
-from netlab.lab import ADDR_A, NS_A, NS_B, Lab
+from tests.support.netlab import link as netlab
+from tests.support.netlab.link import ADDR_A, NS_A, NS_B, LinkLab
+from tests.support.netlab.plumbing import COMMAND_TIMEOUT_S, LabProcess, start_process
 
-BENCH = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
 TCP_PORT = 5201
 # Seconds a sender may take to hash its file and print the ticket.
 TICKET_TIMEOUT_S = 120.0
@@ -164,7 +166,7 @@ class ToolSummary:
 class Meter:
     """CPU over one run: the delay line, the machine, and (p2pcp) both ends."""
 
-    def __init__(self, lab: Lab, sender_pid: int | None = None) -> None:
+    def __init__(self, lab: LinkLab, sender_pid: int | None = None) -> None:
         self.lab = lab
         self.line_cpu = lab.delay_line_cpu_s()
         self.busy, self.total = netlab.system_cpu()
@@ -194,7 +196,7 @@ def _process_cpu_s(pid: int | None) -> float | None:
     if pid is None:
         return None
     try:
-        return netlab.cpu_seconds(pid)
+        return netlab.process_cpu_seconds(pid)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -202,7 +204,7 @@ def _process_cpu_s(pid: int | None) -> float | None:
 # -- the tools -------------------------------------------------------------
 
 
-def run_p2pcp(lab: Lab, variant: Variant, path: Path, work: Path, cap_s: float) -> RunResult:
+def run_p2pcp(lab: LinkLab, variant: Variant, path: Path, work: Path, cap_s: float) -> RunResult:
     run_dir = Path(tempfile.mkdtemp(prefix="p2pcp-", dir=work))
     out = run_dir / "out"
     # -v: the sender logs its datagram sizes (see datagram_note); a wide
@@ -210,25 +212,21 @@ def run_p2pcp(lab: Lab, variant: Variant, path: Path, work: Path, cap_s: float) 
     env = {**os.environ, "COLUMNS": "400", **dict(variant.env)}
     size = path.stat().st_size
     command = p2pcp_command()
-    sender: subprocess.Popen[str] | None = None
-    receiver: subprocess.Popen[str] | None = None
+    sender: LabProcess | None = None
+    receiver: LabProcess | None = None
     send_argv = [*command, "send", "--once", "--json", "--no-relay", "-v", *variant.send_args]
     try:
-        with (run_dir / "send.stderr").open("w") as stderr:
-            sender = subprocess.Popen(
-                netlab.in_ns(NS_A, [*send_argv, str(path)]),
-                env={**env, "P2PCP_HOME": str(run_dir / "send-home")},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-            )
-        assert sender.stdout is not None
-        sent_lines = netlab.LineReader(sender.stdout)
+        sender = start_process(
+            NS_A,
+            [*send_argv, str(path)],
+            name="send",
+            stderr_path=run_dir / "send.stderr",
+            env={**env, "P2PCP_HOME": str(run_dir / "send-home")},
+        )
         ticket = None
         deadline = time.monotonic() + TICKET_TIMEOUT_S
         while ticket is None:
-            item = sent_lines.next_json(max(0.0, deadline - time.monotonic()))
+            item = sender.next_json(max(0.0, deadline - time.monotonic()))
             if item is None:
                 why = _tail(run_dir / "send.stderr")
                 return RunResult(variant.label, False, 0, None, 0.0, f"no ticket: {why}")
@@ -237,23 +235,19 @@ def run_p2pcp(lab: Lab, variant: Variant, path: Path, work: Path, cap_s: float) 
         meter = Meter(lab, sender.pid)
         started = time.monotonic()
         receive_argv = [*command, "receive", ticket, "--out", str(out), "--json", "--no-relay"]
-        with (run_dir / "receive.stderr").open("w") as stderr:
-            receiver = subprocess.Popen(
-                netlab.in_ns(NS_B, [*receive_argv, *variant.receive_args]),
-                env={**env, "P2PCP_HOME": str(run_dir / "recv-home")},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-            )
-        assert receiver.stdout is not None
-        received_lines = netlab.LineReader(receiver.stdout)
+        receiver = start_process(
+            NS_B,
+            [*receive_argv, *variant.receive_args],
+            name="receive",
+            stderr_path=run_dir / "receive.stderr",
+            env={**env, "P2PCP_HOME": str(run_dir / "recv-home")},
+        )
         done: dict[str, Any] | None = None
         progress_at, progress_bytes = started, 0
         error = ""
         end = started + cap_s
         while done is None:
-            item = received_lines.next_json(max(0.0, end - time.monotonic()))
+            item = receiver.next_json(max(0.0, end - time.monotonic()))
             if item is None:
                 break
             arrival, event = item
@@ -266,11 +260,11 @@ def run_p2pcp(lab: Lab, variant: Variant, path: Path, work: Path, cap_s: float) 
                 error = str(event.get("message", ""))
         wall = time.monotonic() - started
         if done is None:
-            if receiver.poll() is None:
+            if receiver.process.poll() is None:
                 note = f"not finished within {cap_s:g} s"
             else:
                 why = error or _tail(run_dir / "receive.stderr")
-                note = f"receive exited {receiver.returncode}: {why}"
+                note = f"receive exited {receiver.process.returncode}: {why}"
             seconds = progress_at - started if progress_bytes else None
             note = "; ".join(filter(None, [note, datagram_note(run_dir / "send.stderr")]))
             return meter.fill(
@@ -283,8 +277,8 @@ def run_p2pcp(lab: Lab, variant: Variant, path: Path, work: Path, cap_s: float) 
             receiver.pid,
         )
         with contextlib.suppress(subprocess.TimeoutExpired):
-            receiver.wait(timeout=30)
-            sender.wait(timeout=30)
+            receiver.process.wait(timeout=30)
+            sender.process.wait(timeout=30)
         received = out / path.name
         if not received.exists() or received.stat().st_size != size:
             result.finished = False
@@ -293,7 +287,7 @@ def run_p2pcp(lab: Lab, variant: Variant, path: Path, work: Path, cap_s: float) 
     finally:
         for process in (receiver, sender):
             if process is not None:
-                netlab.stop_process(process)
+                process.stop(signal.SIGKILL)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -323,20 +317,18 @@ def _path_note(done: dict[str, Any]) -> str:
     return f"path {main_path}" if main_path else ""
 
 
-def run_tcp(lab: Lab, path: Path, work: Path, cap_s: float) -> RunResult:
+def run_tcp(lab: LinkLab, path: Path, work: Path, cap_s: float) -> RunResult:
     size = path.stat().st_size
     out = work / "tcp-received.bin"
-    probe = [sys.executable, str(netlab.PROBE)]
-    server = subprocess.Popen(
-        netlab.in_ns(NS_A, [*probe, "tcp-serve", ADDR_A, str(TCP_PORT), str(path)]),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    probe = [sys.executable, str(netlab.PROBES)]
+    server = start_process(
+        NS_A,
+        [*probe, "tcp-serve", ADDR_A, str(TCP_PORT), str(path)],
+        name="tcp-serve",
+        stderr_path=work / "tcp-serve.stderr",
     )
     try:
-        assert server.stdout is not None
-        ready = netlab.LineReader(server.stdout).next_json(netlab.COMMAND_TIMEOUT_S)
+        ready = server.next_json(COMMAND_TIMEOUT_S)
         if ready is None:
             return RunResult(TCP_TOOL, False, 0, None, 0.0, "the TCP server did not start")
         meter = Meter(lab)
@@ -366,7 +358,7 @@ def run_tcp(lab: Lab, path: Path, work: Path, cap_s: float) -> RunResult:
             RunResult(TCP_TOOL, finished, int(report["bytes"]), report["seconds"], wall, note)
         )
     finally:
-        netlab.stop_process(server)
+        server.stop(signal.SIGKILL)
         out.unlink(missing_ok=True)
 
 
@@ -389,7 +381,7 @@ def load_wormhole(cache: Path) -> tuple[Any, str]:
     return wormhole, ""
 
 
-def run_wormhole(lab: Lab, wormhole: Any, path: Path, work: Path, cap_s: float) -> RunResult:
+def run_wormhole(lab: LinkLab, wormhole: Any, path: Path, work: Path, cap_s: float) -> RunResult:
     dest = work / "wormhole-out"
     size = path.stat().st_size
     meter = Meter(lab)

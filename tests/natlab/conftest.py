@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from .lab import Lab, NatKind, build_lab, lab_unavailable_reason, remove_leftover_labs
+from tests.support.netlab.natlab import (
+    NatKind,
+    NatLab,
+    build_lab,
+    lab_unavailable_reason,
+    remove_leftover_labs,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,14 +34,14 @@ def natlab_available() -> Iterator[None]:
     remove_leftover_labs(including_own=True)
 
 
-MakeLab = Callable[[NatKind, NatKind], Lab]
+MakeLab = Callable[[NatKind, NatKind], NatLab]
 
 
 @pytest.fixture
 def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
-    labs: list[Lab] = []
+    labs: list[NatLab] = []
 
-    def make(nat_a: NatKind, nat_b: NatKind) -> Lab:
+    def make(nat_a: NatKind, nat_b: NatKind) -> NatLab:
         lab = build_lab(nat_a, nat_b, tmp_path)
         labs.append(lab)
         return lab

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.netlab.natlab import NatKind
+
 from .conftest import MakeLab, Node
-from .lab import NatKind
 from .test_natlab_faults import MIB, SceneFactory, start_scene
 
 pytestmark = pytest.mark.natlab

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.netlab.natlab import ADDRESS_SERVER_PORTS, RELAY_IP, NatKind, NatLab, Site
+
 from .conftest import MakeLab
-from .lab import ADDRESS_SERVER_PORTS, RELAY_IP, Lab, NatKind, Site
 
 pytestmark = pytest.mark.natlab
 
@@ -61,7 +62,7 @@ def test_hosts_cannot_reach_each_other_directly(make_lab: MakeLab) -> None:
     assert tcp["mapping"] is None, tcp
 
 
-def _punch(lab: Lab) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+def _punch(lab: NatLab) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
     """Both hosts learn their mapping, swap them, and send to each other at once.
 
     Needs the address server running (``lab.start_address_server()``).
@@ -118,7 +119,7 @@ def test_udp_hole_punch_fails_when_one_nat_is_symmetric(make_lab: MakeLab) -> No
     assert not (at_a["received"] and at_b["received"]), (mappings, at_a, at_b)
 
 
-def _blocked_and_open(lab: Lab, blocked: Site, open_site: Site) -> None:
+def _blocked_and_open(lab: NatLab, blocked: Site, open_site: Site) -> None:
     udp = lab.probe(blocked.host_ns, "udp-ask", RELAY_IP, str(ADDRESS_SERVER_PORTS[0]))
     assert udp["mapping"] is None, udp
     tcp = lab.probe(blocked.host_ns, "tcp-ask", RELAY_IP, str(ADDRESS_SERVER_PORTS[0]))

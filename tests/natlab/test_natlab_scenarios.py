@@ -28,10 +28,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.netlab.natlab import RELAY_URL, NatKind, NatLab
+from tests.support.netlab.plumbing import LabProcess
 from tests.support.processes import p2pcp_command
 
 from .conftest import MakeLab, Node
-from .lab import RELAY_URL, Lab, NatKind, NsProcess
 
 pytestmark = pytest.mark.natlab
 
@@ -90,12 +91,12 @@ def digests(root: Path) -> dict[str, str | None]:
 class Transfer:
     """One send/receive pair in the lab, with everything needed to judge it."""
 
-    lab: Lab
+    lab: NatLab
     source: Path
     total_bytes: int
     out: Path
-    sender: NsProcess
-    receiver: NsProcess
+    sender: LabProcess
+    receiver: LabProcess
     ticket: str
 
     def describe(self) -> str:
@@ -250,7 +251,7 @@ StartTransfer = Callable[..., Transfer]
 @pytest.fixture
 def start_transfer(tmp_path: Path, make_node: Callable[..., Node]) -> StartTransfer:
     def start(
-        lab: Lab,
+        lab: NatLab,
         *,
         total_bytes: int,
         env: dict[str, str] | None = None,

@@ -1,6 +1,6 @@
 /*
  * delayline: an emulated Ethernet link between two TAP devices, for
- * bench/network.py (bench/netlab/lab.py drives it).
+ * the network lab (tests/support/netlab/delayline.py drives it).
  *
  *   delayline LEFT RIGHT [--queue-frames N] [--granularity-us N]
  *                        [--overhead-bytes N] [--seed N]
@@ -18,13 +18,18 @@
  *      where overhead (default 24) is Ethernet's preamble, FCS and gap; a
  *      frame that would find more than QUEUE_BYTES still waiting is dropped
  *      (a router's tail drop);
- *   2. then DELAY plus uniform(-JITTER, +JITTER), but never due before the
- *      previous frame of the same direction (jitter without reordering).
+ *   2. then DELAY plus uniform(-JITTER, +JITTER), drawn per frame; by
+ *      default never due before the previous frame of the same direction
+ *      (a queue's jitter, order kept); with REORDER 1 each frame keeps its
+ *      own draw, so frames overtake each other whenever the jitter exceeds
+ *      their spacing (counted as "reordered").
  *
  * Commands on stdin, one per line (answers are JSON lines on stdout):
  *
- *   shape DELAY_US JITTER_US RATE_KBIT QUEUE_BYTES   -> {"shaped": true}
- *       (RATE_KBIT 0: no bottleneck; statistics start again from zero)
+ *   shape DELAY_US JITTER_US RATE_KBIT QUEUE_BYTES [REORDER]
+ *                                                    -> {"shaped": true}
+ *       (RATE_KBIT 0: no bottleneck; REORDER 0 or 1, default 0; statistics
+ *       start again from zero)
  *   stats                                            -> {"stats": {...}}
  *
  * End of stdin, SIGTERM or SIGINT: print the stats and exit 0; the TAP
@@ -40,7 +45,10 @@
  *
  * Cost: one read() and one write() per frame and no allocation after start
  * (each direction is a ring of --queue-frames fixed slots; a full ring
- * drops, counted as dropped_full). Wake-ups are coalesced like a NIC's
+ * drops, counted as dropped_full). Frames leave in due order from a binary
+ * heap over the ring: with order kept each new frame is due last, so a push
+ * costs one comparison and only the pop sifts; a slot is reused once every
+ * frame before it has left. Wake-ups are coalesced like a NIC's
  * interrupts: while frames keep arriving the loop sleeps until the next
  * frame is due or for --granularity-us (default 50), whichever is first,
  * without polling, and stamps what it then reads as having arrived half a
@@ -89,18 +97,24 @@ struct direction {
     uint32_t *lengths;
     int64_t *due_ns, *arrival_ns;
     uint64_t head, tail; /* ever-growing counters; slot = counter & queue_mask */
+    uint64_t *heap;      /* counters of the frames still held, by (due, counter) */
+    uint64_t heap_size;
+    uint8_t *has_left;   /* per slot: written (or dropped) ahead of its turn */
+    uint64_t next_in_order; /* the counter after the latest-arrived frame written */
     int64_t last_due_ns;
     int64_t link_free_ns; /* when the bottleneck has sent all it holds */
     /* statistics, since the last "shape" */
     uint64_t frames_in, frames_out, bytes_out;
     uint64_t dropped_queue, dropped_full, dropped_write, oversize;
     uint64_t max_frame, max_queue, late_over_1ms;
+    uint64_t reordered; /* frames written after one that arrived later */
     int64_t held_ns_total, held_ns_max; /* arrival to write: queue + delay */
     int64_t late_ns_total, late_ns_max; /* write time - due time: our own error */
 };
 
 struct shape {
     int64_t delay_ns, jitter_ns, rate_bps, queue_bytes;
+    int is_reordering;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -182,13 +196,55 @@ static void init_direction(struct direction *d, const char *name, int source, in
     d->lengths = allocate(queue_frames * sizeof(uint32_t));
     d->due_ns = allocate(queue_frames * sizeof(int64_t));
     d->arrival_ns = allocate(queue_frames * sizeof(int64_t));
+    d->heap = allocate(queue_frames * sizeof(uint64_t));
+    d->has_left = allocate(queue_frames);
 }
 
 static void reset_statistics(struct direction *d) {
     d->frames_in = d->frames_out = d->bytes_out = 0;
     d->dropped_queue = d->dropped_full = d->dropped_write = d->oversize = 0;
-    d->max_frame = d->max_queue = d->late_over_1ms = 0;
+    d->max_frame = d->max_queue = d->late_over_1ms = d->reordered = 0;
     d->held_ns_total = d->held_ns_max = d->late_ns_total = d->late_ns_max = 0;
+}
+
+/* Does the frame with counter a leave before the one with counter b? */
+static int leaves_before(const struct direction *d, uint64_t a, uint64_t b) {
+    int64_t due_a = d->due_ns[a & queue_mask], due_b = d->due_ns[b & queue_mask];
+    return due_a < due_b || (due_a == due_b && a < b);
+}
+
+static void heap_push(struct direction *d, uint64_t counter) {
+    uint64_t i = d->heap_size++;
+    while (i > 0) {
+        uint64_t parent = (i - 1) / 2;
+        if (!leaves_before(d, counter, d->heap[parent])) break;
+        d->heap[i] = d->heap[parent];
+        i = parent;
+    }
+    d->heap[i] = counter;
+}
+
+static void heap_pop(struct direction *d) {
+    uint64_t last = d->heap[--d->heap_size], i = 0;
+    for (;;) {
+        uint64_t child = 2 * i + 1;
+        if (child >= d->heap_size) break;
+        if (child + 1 < d->heap_size && leaves_before(d, d->heap[child + 1], d->heap[child]))
+            child++;
+        if (!leaves_before(d, d->heap[child], last)) break;
+        d->heap[i] = d->heap[child];
+        i = child;
+    }
+    d->heap[i] = last;
+}
+
+/* The frame with counter has left: free its slot and every one before it. */
+static void mark_left(struct direction *d, uint64_t counter) {
+    d->has_left[counter & queue_mask] = 1;
+    while (d->head != d->tail && d->has_left[d->head & queue_mask]) {
+        d->has_left[d->head & queue_mask] = 0;
+        d->head++;
+    }
 }
 
 /* When the frame has crossed the bottleneck, or -1 if its queue is full. */
@@ -237,12 +293,13 @@ static int read_frames(struct direction *d, int64_t stamp_shift_ns) {
         }
         int64_t due = sent + hold_ns();
         if (due < sent) due = sent;
-        if (due < d->last_due_ns) due = d->last_due_ns;
+        if (!link_shape.is_reordering && due < d->last_due_ns) due = d->last_due_ns;
         d->last_due_ns = due;
         uint64_t slot = d->tail & queue_mask;
         d->lengths[slot] = (uint32_t)n;
         d->due_ns[slot] = due;
         d->arrival_ns[slot] = arrival;
+        heap_push(d, d->tail);
         d->tail++;
         if (d->tail - d->head > d->max_queue) d->max_queue = d->tail - d->head;
     }
@@ -253,17 +310,20 @@ static void release_frames(struct direction *d, int64_t now) {
     /* Release early by up to what a wake-up is typically late by: a frame
      * due within it would leave later still if we slept again. */
     int64_t early = granularity_ns / 2 > wake_lead_ns ? granularity_ns / 2 : wake_lead_ns;
-    while (d->head != d->tail) {
-        uint64_t slot = d->head & queue_mask;
+    while (d->heap_size > 0) {
+        uint64_t counter = d->heap[0], slot = counter & queue_mask;
         if (d->due_ns[slot] > now + early) break;
         int64_t written = now_ns(); /* before: the write runs the receiving stack */
         ssize_t n = write(d->target, d->slots + slot * SLOT_BYTES, d->lengths[slot]);
         if (n < 0 && errno == EINTR) continue;
-        d->head++;
+        heap_pop(d);
+        mark_left(d, counter);
         if (n < 0) {
             d->dropped_write++;
             continue;
         }
+        if (counter < d->next_in_order) d->reordered++;
+        else d->next_in_order = counter + 1;
         int64_t held = written - d->arrival_ns[slot];
         int64_t late = written - d->due_ns[slot];
         d->frames_out++;
@@ -282,14 +342,16 @@ static void print_direction(const struct direction *d) {
            "\"dropped_queue\": %llu, \"dropped_full\": %llu, \"dropped_write\": %llu, "
            "\"oversize\": %llu, \"max_frame\": %llu, \"max_queue\": %llu, "
            "\"held_ms_mean\": %.4f, \"held_ms_max\": %.4f, "
-           "\"late_ms_mean\": %.4f, \"late_ms_max\": %.4f, \"late_over_1ms\": %llu}",
+           "\"late_ms_mean\": %.4f, \"late_ms_max\": %.4f, \"late_over_1ms\": %llu, "
+           "\"reordered\": %llu}",
            d->name, (unsigned long long)d->frames_in, (unsigned long long)d->frames_out,
            (unsigned long long)d->bytes_out, (unsigned long long)d->dropped_queue,
            (unsigned long long)d->dropped_full, (unsigned long long)d->dropped_write,
            (unsigned long long)d->oversize, (unsigned long long)d->max_frame,
            (unsigned long long)d->max_queue, (double)d->held_ns_total / frames / 1e6,
            (double)d->held_ns_max / 1e6, (double)d->late_ns_total / frames / 1e6,
-           (double)d->late_ns_max / 1e6, (unsigned long long)d->late_over_1ms);
+           (double)d->late_ns_max / 1e6, (unsigned long long)d->late_over_1ms,
+           (unsigned long long)d->reordered);
 }
 
 static void print_stats(const struct direction *dirs) {
@@ -314,13 +376,14 @@ static int read_commands(struct direction *dirs) {
         char *line = buffer, *end;
         while ((end = strchr(line, '\n')) != NULL) {
             *end = '\0';
-            long long delay_us, jitter_us, rate_kbit, queue;
-            if (sscanf(line, "shape %lld %lld %lld %lld", &delay_us, &jitter_us, &rate_kbit,
-                       &queue) == 4) {
+            long long delay_us, jitter_us, rate_kbit, queue, reorder = 0;
+            if (sscanf(line, "shape %lld %lld %lld %lld %lld", &delay_us, &jitter_us,
+                       &rate_kbit, &queue, &reorder) >= 4) {
                 link_shape.delay_ns = delay_us * 1000;
                 link_shape.jitter_ns = jitter_us * 1000;
                 link_shape.rate_bps = rate_kbit * 1000;
                 link_shape.queue_bytes = queue;
+                link_shape.is_reordering = reorder != 0;
                 reset_statistics(&dirs[0]);
                 reset_statistics(&dirs[1]);
                 printf("{\"shaped\": true}\n");
@@ -429,8 +492,8 @@ int main(int argc, char **argv) {
         if (is_busy) continue;
         int64_t next_due = INT64_MAX;
         for (int k = 0; k < 2; k++) {
-            if (dirs[k].head != dirs[k].tail) {
-                int64_t due = dirs[k].due_ns[dirs[k].head & queue_mask];
+            if (dirs[k].heap_size > 0) {
+                int64_t due = dirs[k].due_ns[dirs[k].heap[0] & queue_mask];
                 if (due < next_due) next_due = due;
             }
         }

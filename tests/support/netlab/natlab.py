@@ -31,18 +31,19 @@ punch at once (the first punch creates a conntrack entry "to the
 router itself" and the host's own flow then gets another port); with it the
 dropped packet's entry is never confirmed.
 
-Faults (issue 4; the test kernels have no ``tc netem``, only tbf and nftables): ``limit_rate``
-(tc tbf on a router's LAN leg), ``add_random_loss`` (nftables ``numgen
-random`` on a router's netdev ingress hooks, both directions),
-``start_blackout``/``end_blackout`` (a netdev drop-everything table on a
-router), ``restart_relay``, and ``attach_delay_line`` (delayline.py: a
-userspace TAP delay line bridged into a router's WAN link, for delay, jitter,
-reordering and loss).
+Faults (the test kernels have no ``tc netem``, only tbf and nftables): ``limit_rate``
+(tc tbf on a router's LAN leg), ``add_random_loss`` (plumbing.py's nftables
+rule on a router's two legs, both directions), ``start_blackout``/
+``end_blackout`` (a netdev drop-everything table on a router),
+``restart_relay``, and ``attach_delay_line`` (the lab's delay line,
+delayline.c, bridged into a router's WAN link, for delay, jitter and
+reordering).
 
 Names: each lab gets a prefix ``p2nl<pid>x<n>`` (the pid of the pytest
-process that built it), so labs of parallel sessions never clash and a later
-session can tell a leftover (its pid is gone) from a live lab. Interfaces are
-created directly inside their namespaces and never appear in the root one.
+process that built it), so labs of parallel sessions never clash, never take
+the bench link's fixed ``p2b-*`` names, and a later session can tell a
+leftover (its pid is gone) from a live lab. Interfaces are created directly
+inside their namespaces and never appear in the root one.
 """
 
 from __future__ import annotations
@@ -52,17 +53,18 @@ import enum
 import itertools
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import plumbing
+from .delayline import DelayLine
+from .plumbing import COMMAND_TIMEOUT_S, LabProcess, in_ns, run
 
 LAB_NAME_PREFIX = "p2nl"
 _LAB_NAME = re.compile(rf"^{LAB_NAME_PREFIX}(\d+)x\d+-")
@@ -74,13 +76,10 @@ RELAY_URL = f"http://{RELAY_IP}:{RELAY_PORT}"
 # The probes' address server on the relay host (UDP on both, TCP on the first).
 ADDRESS_SERVER_PORTS = (3478, 3479)
 
-# Every command that configures the lab is quick; a hung one is a lab bug.
-COMMAND_TIMEOUT_S = 20.0
-# How long to wait for a background process's readiness line or event.
-EVENT_TIMEOUT_S = 60.0
-
 PROBES = Path(__file__).with_name("probes.py")
-DELAY_LINE = Path(__file__).with_name("delayline.py")
+
+# The two legs of every router: towards the internet and towards its host.
+ROUTER_LEGS = ("wan", "lan")
 
 _lab_numbers = itertools.count()
 
@@ -104,46 +103,6 @@ class Site:
     nat: NatKind
 
 
-def run(
-    argv: list[str],
-    *,
-    timeout: float = COMMAND_TIMEOUT_S,
-    check: bool = True,
-    input_text: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command in the root namespace; on failure raise with its stderr."""
-    result = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=input_text,
-        stdin=None if input_text is not None else subprocess.DEVNULL,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
-    return result
-
-
-def netns_exec(ns: str, argv: list[str]) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
-
-
-def list_namespaces() -> list[str]:
-    out = run(["ip", "netns", "list"]).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def delete_namespace(ns: str) -> None:
-    """Kill what still runs in ns (processes this lab started), then delete it."""
-    pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
-    run(["ip", "netns", "delete", ns], check=False)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -157,7 +116,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_leftover_labs(*, including_own: bool = False) -> list[str]:
     """Delete lab namespaces whose building process is gone (or our own)."""
     removed = []
-    for ns in list_namespaces():
+    for ns in plumbing.list_namespaces():
         match = _LAB_NAME.match(ns)
         if not match:
             continue
@@ -165,129 +124,12 @@ def remove_leftover_labs(*, including_own: bool = False) -> list[str]:
         if (owner == os.getpid() and including_own) or (
             owner != os.getpid() and not _pid_alive(owner)
         ):
-            delete_namespace(ns)
+            plumbing.delete_namespace(ns)
             removed.append(ns)
     return removed
 
 
-@dataclass
-class NsProcess:
-    """A background process in a namespace; stdout lines kept (JSON parsed)."""
-
-    name: str
-    process: subprocess.Popen[str]
-    stderr_path: Path
-    lines: list[str] = field(default_factory=list)
-    # time.monotonic() when each line of ``lines`` arrived.
-    arrivals: list[float] = field(default_factory=list)
-    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
-    _reader: threading.Thread | None = None
-
-    def start_reading(self) -> None:
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.rstrip("\n")
-            self.arrivals.append(time.monotonic())
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """Every stdout line so far that is a JSON object."""
-        return [event for _, event in self.timed_events()]
-
-    def timed_events(self) -> list[tuple[float, dict[str, Any]]]:
-        """(arrival time, event) for every JSON object line so far."""
-        parsed = []
-        for arrival, line in zip(list(self.arrivals), list(self.lines), strict=False):
-            with contextlib.suppress(ValueError):
-                value = json.loads(line)
-                if isinstance(value, dict):
-                    parsed.append((arrival, value))
-        return parsed
-
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def describe(self) -> str:
-        """Exit status, stdout and stderr tail: for assertion messages."""
-        code = self.process.poll()
-        out = "\n".join(self.lines[-40:])
-        err = "\n".join(self.stderr().splitlines()[-40:])
-        return f"[{self.name}] exit={code}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
-
-    def wait_line(self, matches: Callable[[str], bool], timeout: float = EVENT_TIMEOUT_S) -> str:
-        """The next stdout line (from where the last wait stopped) that matches."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout:.0f} s\n{self.describe()}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"process ended before the line came\n{self.describe()}")
-            if matches(line):
-                return line
-
-    def wait_event(
-        self,
-        name: str,
-        timeout: float = EVENT_TIMEOUT_S,
-        where: Callable[[dict[str, Any]], bool] | None = None,
-    ) -> dict[str, Any]:
-        """The next ``--json`` event called name (and matching where)."""
-
-        def is_it(line: str) -> bool:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                return False
-            return (
-                isinstance(event, dict)
-                and event.get("event") == name
-                and (where is None or where(event))
-            )
-
-        return json.loads(self.wait_line(is_it, timeout))  # type: ignore[no-any-return]
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"still running after {timeout:.0f} s\n{self.describe()}"
-            ) from None
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """End the process (if running) by its pid and close its pipes."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self._reader is not None:  # EOF comes once the process is gone
-            self._reader.join(timeout=5)
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-
-
-class Lab:
+class NatLab:
     """Namespaces, links, routes and NAT rules for one test; see the module doc."""
 
     def __init__(self, nat_a: NatKind, nat_b: NatKind, log_dir: Path) -> None:
@@ -313,10 +155,10 @@ class Lab:
             host_ip="198.19.2.2",
             nat=nat_b,
         )
-        self.processes: list[NsProcess] = []
-        self.relay: NsProcess | None = None
+        self.processes: list[LabProcess] = []
+        self.relay: LabProcess | None = None
         # The delay line on each site's WAN (attach_delay_line), by site name.
-        self.delay_lines: dict[str, NsProcess] = {}
+        self.delay_lines: dict[str, DelayLine] = {}
         self._namespaces = [
             self.inet_ns,
             self.relay_ns,
@@ -334,8 +176,7 @@ class Lab:
 
     def build(self) -> None:
         for ns in self._namespaces:
-            run(["ip", "netns", "add", ns])
-            self.ip(ns, "link", "set", "lo", "up")
+            plumbing.add_namespace(ns)
         self.ip(self.inet_ns, "link", "add", "br0", "type", "bridge")
         self.ip(self.inet_ns, "link", "set", "br0", "up")
         self._wire(self.relay_ns, "eth0", f"{RELAY_IP}/{INTERNET_PREFIX_LEN}", "to-relay")
@@ -343,44 +184,35 @@ class Lab:
             self._wire(
                 site.router_ns, "wan", f"{site.wan_ip}/{INTERNET_PREFIX_LEN}", f"to-r{site.name}"
             )
-            self._veth(site.router_ns, "lan", site.host_ns, "eth0")
-            self.ip(site.router_ns, "addr", "add", f"{site.router_lan_ip}/24", "dev", "lan")
-            self.ip(site.host_ns, "addr", "add", f"{site.host_ip}/24", "dev", "eth0")
-            self.ip(site.router_ns, "link", "set", "lan", "up")
-            self.ip(site.host_ns, "link", "set", "eth0", "up")
+            plumbing.veth(site.router_ns, "lan", site.host_ns, "eth0")
+            plumbing.address(site.router_ns, "lan", f"{site.router_lan_ip}/24")
+            plumbing.address(site.host_ns, "eth0", f"{site.host_ip}/24")
             self.ip(site.host_ns, "route", "add", "default", "via", site.router_lan_ip)
-            self.sh(site.router_ns, "echo 1 > /proc/sys/net/ipv4/ip_forward")
-            self.nft(site.router_ns, _router_ruleset(site.nat))
-
-    def _veth(self, ns1: str, name1: str, ns2: str, name2: str) -> None:
-        self.ip(ns1, "link", "add", name1, "type", "veth", "peer", "name", name2, "netns", ns2)
+            plumbing.sysctl(site.router_ns, "net.ipv4.ip_forward", "1")
+            plumbing.nft(site.router_ns, _router_ruleset(site.nat))
 
     def _wire(self, ns: str, name: str, cidr: str, bridge_port: str) -> None:
         """A veth from ns to the internet bridge (port named bridge_port)."""
-        self._veth(ns, name, self.inet_ns, bridge_port)
+        plumbing.veth(ns, name, self.inet_ns, bridge_port)
         self.ip(self.inet_ns, "link", "set", "dev", bridge_port, "master", "br0")
         self.ip(self.inet_ns, "link", "set", "dev", bridge_port, "up")
-        self.ip(ns, "addr", "add", cidr, "dev", name)
-        self.ip(ns, "link", "set", name, "up")
+        plumbing.address(ns, name, cidr)
 
     def teardown(self) -> None:
         """Stop every process this lab started, then delete its namespaces."""
+        for line in self.delay_lines.values():
+            with contextlib.suppress(Exception):
+                line.process.stop(signal.SIGKILL)
         for proc in reversed(self.processes):
             with contextlib.suppress(Exception):
                 proc.stop(signal.SIGKILL)
         for ns in reversed(self._namespaces):
-            delete_namespace(ns)
+            plumbing.delete_namespace(ns)
 
     # -- commands -------------------------------------------------------------
 
     def ip(self, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return run(["ip", "-n", ns, *args])
-
-    def sh(self, ns: str, script: str) -> subprocess.CompletedProcess[str]:
-        return run(netns_exec(ns, ["sh", "-c", script]))
-
-    def nft(self, ns: str, ruleset: str) -> subprocess.CompletedProcess[str]:
-        return run(netns_exec(ns, ["nft", "-f", "-"]), input_text=ruleset)
+        return plumbing.ip(ns, *args)
 
     def exec(
         self,
@@ -392,7 +224,7 @@ class Lab:
     ) -> subprocess.CompletedProcess[str]:
         """Run argv in ns to completion; never raises on its exit code."""
         return subprocess.run(
-            netns_exec(ns, argv),
+            in_ns(ns, argv),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -417,29 +249,25 @@ class Lab:
         name: str,
         env: dict[str, str] | None = None,
         stdin_pipe: bool = False,
-    ) -> NsProcess:
+    ) -> LabProcess:
         """Start argv in the background in ns; stdout is read line by line."""
-        stderr_path = self.log_dir / f"{self.prefix}-{name}.stderr"
-        with stderr_path.open("w") as stderr_file:
-            process = subprocess.Popen(
-                netns_exec(ns, argv),
-                stdout=subprocess.PIPE,
-                stderr=stderr_file,
-                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-                text=True,
-                env=env,
-            )
-        proc = NsProcess(name=name, process=process, stderr_path=stderr_path)
+        proc = plumbing.start_process(
+            ns,
+            argv,
+            name=name,
+            stderr_path=self.log_dir / f"{self.prefix}-{name}.stderr",
+            env=env,
+            stdin_pipe=stdin_pipe,
+        )
         self.processes.append(proc)
-        proc.start_reading()
         return proc
 
-    def start_probe(self, ns: str, *args: str, name: str, stdin_pipe: bool = False) -> NsProcess:
+    def start_probe(self, ns: str, *args: str, name: str, stdin_pipe: bool = False) -> LabProcess:
         return self.start(
             ns, [sys.executable, str(PROBES), *args], name=name, stdin_pipe=stdin_pipe
         )
 
-    def start_address_server(self) -> NsProcess:
+    def start_address_server(self) -> LabProcess:
         """The probes' address server on the relay host (UDP echo of the mapping, TCP)."""
         server = self.start_probe(
             self.relay_ns,
@@ -453,7 +281,7 @@ class Lab:
 
     # -- the relay ------------------------------------------------------------
 
-    def start_relay(self, command: list[str], env: dict[str, str]) -> NsProcess:
+    def start_relay(self, command: list[str], env: dict[str, str]) -> LabProcess:
         """Start ``p2pcp relay`` on the relay host and wait until /health answers."""
         relay = self.start(
             self.relay_ns,
@@ -507,7 +335,7 @@ class Lab:
         *,
         down_s: float = 1.0,
         sig: int = signal.SIGKILL,
-    ) -> NsProcess:
+    ) -> LabProcess:
         """Stop the relay (SIGKILL by default: a crash), wait down_s, start a new one.
 
         The new relay listens on the same address and port, so clients that
@@ -536,7 +364,7 @@ class Lab:
         hosts' direct UDP flow dies while the relay (TCP and UDP to the relay
         host) is untouched.
         """
-        self.nft(
+        plumbing.nft(
             self.a.router_ns,
             f"""table ip breaker {{
   chain inbound {{
@@ -552,28 +380,19 @@ class Lab:
         )
 
     def restore_direct_path(self) -> None:
-        run(netns_exec(self.a.router_ns, ["nft", "delete", "table", "ip", "breaker"]))
+        plumbing.nft_delete(self.a.router_ns, "ip", "breaker")
 
     def add_random_loss(self, site: Site, percent: float) -> None:
-        """Drop percent % of the frames entering router site, both directions.
+        """Drop percent % of the IPv4 frames entering router site, both directions.
 
-        nftables ``numgen random`` on the netdev ingress hook of both router
-        legs (there is no netem in the test kernels): ``wan`` ingress is the
-        traffic towards the host, ``lan`` ingress the traffic from it. Every
-        path through the router (direct, relay, STUN) loses alike.
+        On both router legs: ``wan`` ingress is the traffic towards the
+        host, ``lan`` ingress the traffic from it. Every path through the
+        router (direct, relay, STUN) loses alike.
         """
-        threshold = round(percent * 1000)  # out of 100000
-        chains = "\n".join(
-            f"""  chain {leg} {{
-    type filter hook ingress device "{leg}" priority -500; policy accept;
-    numgen random mod 100000 < {threshold} drop
-  }}"""
-            for leg in ("wan", "lan")
-        )
-        self.nft(site.router_ns, f"table netdev loss {{\n{chains}\n}}\n")
+        plumbing.nft(site.router_ns, plumbing.random_loss_ruleset("loss", ROUTER_LEGS, percent))
 
     def remove_random_loss(self, site: Site) -> None:
-        run(netns_exec(site.router_ns, ["nft", "delete", "table", "netdev", "loss"]))
+        plumbing.nft_delete(site.router_ns, "netdev", "loss")
 
     def start_blackout(self, site: Site) -> None:
         """Cut router site off: every frame entering its WAN or LAN leg is dropped.
@@ -582,16 +401,10 @@ class Lab:
         as when a train enters a tunnel; the router's conntrack and NAT
         mappings stay as they were. ``end_blackout`` removes the rule.
         """
-        chains = "\n".join(
-            f"""  chain {leg} {{
-    type filter hook ingress device "{leg}" priority -500; policy drop;
-  }}"""
-            for leg in ("wan", "lan")
-        )
-        self.nft(site.router_ns, f"table netdev blackout {{\n{chains}\n}}\n")
+        plumbing.nft(site.router_ns, plumbing.ingress_table("blackout", ROUTER_LEGS, policy="drop"))
 
     def end_blackout(self, site: Site) -> None:
-        run(netns_exec(site.router_ns, ["nft", "delete", "table", "netdev", "blackout"]))
+        plumbing.nft_delete(site.router_ns, "netdev", "blackout")
 
     def attach_delay_line(
         self,
@@ -599,32 +412,26 @@ class Lab:
         *,
         delay_ms: float,
         jitter_ms: float = 0.0,
-        loss: float = 0.0,
         is_ordered: bool = False,
         seed: int | None = None,
-    ) -> NsProcess:
-        """Put a delay line (delayline.py) on router site's WAN link.
+    ) -> DelayLine:
+        """Put the delay line (delayline.c) on router site's WAN link.
 
         In the internet namespace the router's bridge port leaves ``br0`` for
         a small bridge of its own with the line's first TAP device; the
         second TAP joins ``br0``. Every frame to and from the router then
-        waits delay_ms ± jitter_ms (drawn per frame, so frames reorder) and
-        is dropped with probability loss; is_ordered keeps the jitter from
-        reordering frames. Addresses and NAT are unchanged;
-        a path between the two hosts crosses it once each way.
+        waits delay_ms ± jitter_ms, drawn per frame, so frames reorder;
+        is_ordered keeps the jitter from reordering them (a queue's jitter).
+        No rate limit. Addresses and NAT are unchanged; a path between the
+        two hosts crosses it once each way.
         """
         left, right = f"dl{site.name}-r", f"dl{site.name}-i"
-        argv = [
-            sys.executable, str(DELAY_LINE), left, right,
-            "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms), "--loss", str(loss),
-        ]  # fmt: skip
-        if is_ordered:
-            argv.append("--keep-order")
-        if seed is not None:
-            argv += ["--seed", str(seed)]
-        line = self.start(self.inet_ns, argv, name=f"delayline-{site.name}")
-        line.wait_line(lambda text: '"ready"' in text, timeout=COMMAND_TIMEOUT_S)
+        line = DelayLine.start(
+            self.inet_ns, left, right,
+            log_dir=self.log_dir, name=f"{self.prefix}-delayline-{site.name}", seed=seed,
+        )  # fmt: skip
         self.delay_lines[site.name] = line
+        line.shape(delay_ms=delay_ms, jitter_ms=jitter_ms, is_reordering=not is_ordered)
         port, side_bridge = f"to-r{site.name}", f"br{site.name}"
         self.ip(self.inet_ns, "link", "add", side_bridge, "type", "bridge")
         self.ip(self.inet_ns, "link", "set", port, "nomaster")
@@ -635,18 +442,18 @@ class Lab:
             self.ip(self.inet_ns, "link", "set", device, "up")
         return line
 
-    def detach_delay_line(self, site: Site) -> dict[str, Any]:
-        """Take the line off site's WAN link (router back on br0); return its stats."""
+    def detach_delay_line(self, site: Site) -> dict[str, dict[str, Any]]:
+        """Take the line off site's WAN link (router back on br0); return its
+        final counters per direction (delayline.c names them)."""
         line = self.delay_lines.pop(site.name)
         port = f"to-r{site.name}"
         self.ip(self.inet_ns, "link", "set", port, "nomaster")
         self.ip(self.inet_ns, "link", "set", port, "master", "br0")
         self.ip(self.inet_ns, "link", "delete", f"br{site.name}")
-        line.stop(signal.SIGTERM)
-        for event in reversed(line.events):
-            if "stats" in event:
-                return event["stats"]  # type: ignore[no-any-return]
-        raise AssertionError(f"the delay line left no stats\n{line.describe()}")
+        stats = line.stop()
+        if not stats:
+            raise AssertionError(f"the delay line left no stats\n{line.process.describe()}")
+        return stats
 
 
 def _router_ruleset(nat: NatKind) -> str:
@@ -669,8 +476,8 @@ def _router_ruleset(nat: NatKind) -> str:
 """
 
 
-def build_lab(nat_a: NatKind, nat_b: NatKind, log_dir: Path) -> Lab:
-    lab = Lab(nat_a, nat_b, log_dir)
+def build_lab(nat_a: NatKind, nat_b: NatKind, log_dir: Path) -> NatLab:
+    lab = NatLab(nat_a, nat_b, log_dir)
     try:
         lab.build()
     except BaseException:
@@ -680,20 +487,5 @@ def build_lab(nat_a: NatKind, nat_b: NatKind, log_dir: Path) -> Lab:
 
 
 def lab_unavailable_reason() -> str | None:
-    """Why the lab cannot run here, or None: root, ip netns, nft, tc."""
-    if os.geteuid() != 0:
-        return "the NAT lab needs root (network namespaces, nftables)"
-    for tool in ("ip", "nft", "tc"):
-        if run(["sh", "-c", f"command -v {tool}"], check=False).returncode != 0:
-            return f"the NAT lab needs `{tool}` (apt-get install iproute2 nftables)"
-    ns = f"{LAB_NAME_PREFIX}{os.getpid()}x999999-probe"
-    try:
-        made = run(["ip", "netns", "add", ns], check=False)
-        if made.returncode != 0:
-            return f"`ip netns add` does not work here: {made.stderr.strip()}"
-        nft = run(netns_exec(ns, ["nft", "add", "table", "ip", "probe"]), check=False)
-        if nft.returncode != 0:
-            return f"nftables does not work in a namespace here: {nft.stderr.strip()}"
-    finally:
-        run(["ip", "netns", "delete", ns], check=False)
-    return None
+    """Why the lab cannot run here, or None (plumbing.unavailable_reason)."""
+    return plumbing.unavailable_reason(f"{LAB_NAME_PREFIX}{os.getpid()}x999999-probe")

@@ -4,7 +4,7 @@ Loss is a packet not delivered. A NAT here maps its inside address to one
 public address for every destination (endpoint-independent, like Linux
 masquerade keeping the port) and drops unsolicited inbound packets: a packet
 from R reaches the inside host only after that host has sent to R (what home
-routers do; tests/natlab/lab.py models the same with a prerouting drop rule).
+routers do; tests/support/netlab/natlab.py models the same with a prerouting drop rule).
 """
 
 from __future__ import annotations
