@@ -13,50 +13,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))  # the checkout: p2pcp and tests.support
 sys.path.insert(0, str(BENCH))
 
 from quic_raw import parse_size  # noqa: E402
-from transfer import make_file, p2pcp_command, run_transfer  # noqa: E402
+from transfer import make_file, run_transfer  # noqa: E402
 
-
-def free_port() -> int:
-    """A port free on loopback for both TCP (WebSocket) and UDP (STUN)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+from tests.support.processes import relay_process  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def wait_for_relay(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("the relay did not start")
 
 
 def transfer(path: Path, work: Path, relay_url: str, policy: str) -> float:
@@ -74,26 +49,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs per case (median shown)")
     args = parser.parse_args()
     size = parse_size(args.size)
-    port = free_port()
-    relay_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="p2pcp-bench-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         path = work / "payload.bin"
         make_file(path, size)
-        relay = subprocess.Popen(
-            [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_relay(port)
+        with relay_process() as relay:
+            pid, relay_url = relay.process.pid, relay.url
             direct = [transfer(path, work, relay_url, "--direct-only") for _ in range(args.runs)]
-            cpu_before = cpu_seconds(relay.pid)
+            cpu_before = cpu_seconds(pid)
             relayed = [transfer(path, work, relay_url, "--relay-only") for _ in range(args.runs)]
-            relay_cpu = cpu_seconds(relay.pid) - cpu_before
-        finally:
-            relay.terminate()
-            relay.wait(timeout=10)
+            relay_cpu = cpu_seconds(pid) - cpu_before
     gib_relayed = size * args.runs / 2**30
     direct_mb = statistics.median(direct)
     relayed_mb = statistics.median(relayed)

@@ -105,9 +105,13 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(0, str(REPO))  # the checkout: tests.support
 sys.path.insert(0, str(BENCH))
 
 from wormhole import MAILBOX_PORT, RELAY_PORT, Wormhole  # noqa: E402
+
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.processes import p2pcp_command  # noqa: E402
 
 MB = 1e6
 NETNS = "p2pcp-scale-lo"  # magic-wormhole's namespace: only `lo`
@@ -550,7 +554,7 @@ class Bench:
         shutil.copyfile(client_key.with_suffix(".pub"), authorized)
         authorized.chmod(0o600)
         self.user = _user_name()
-        self.ssh_port = _free_port()
+        self.ssh_port = free_port()
         config = ssh_dir / "sshd_config"
         sftp = next(
             (
@@ -701,7 +705,7 @@ class Bench:
             time.sleep(wait)
 
     def _p2pcp(self, source: Path, run_dir: Path, out: Path, deadline: float) -> Run:
-        cmd = _p2pcp_command()
+        cmd = p2pcp_command()
         sender = Proc(
             [*cmd, "send", "--json", "--once", "--no-relay", str(source)],
             run_dir / "send.jsonl",
@@ -843,21 +847,10 @@ class Bench:
         )
 
 
-def _p2pcp_command() -> list[str]:
-    script = Path(sys.executable).parent / "p2pcp"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "p2pcp"]
-
-
 def _user_name() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _remove_netns() -> None:

@@ -37,11 +37,7 @@ sys.path.insert(0, str(BENCH))
 from quic_raw import parse_size, run_case  # noqa: E402
 
 from p2pcp.transfer.source import hash_file  # noqa: E402
-
-
-def p2pcp_command() -> list[str]:
-    script = Path(sys.executable).parent / "p2pcp"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "p2pcp"]
+from tests.support.processes import p2pcp_command  # noqa: E402
 
 
 def make_file(path: Path, size: int) -> None:

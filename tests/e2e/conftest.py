@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import p2pcp_command
+from tests.support.processes import p2pcp_command, stop
 
 # Every wait in these tests is bounded by this (a transfer here takes < 5 s).
 PROCESS_TIMEOUT_S = 60
@@ -119,20 +119,6 @@ def start_sender() -> Iterator[Any]:
     yield start
     for sender in started:
         stop(sender.process)
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    """End a process (if still running) and close its pipes."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pipe in (process.stdout, process.stderr):
-        if pipe is not None:
-            pipe.close()
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

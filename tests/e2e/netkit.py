@@ -1,25 +1,20 @@
-"""Helpers for the network end-to-end tests: a CLI process watched as it runs,
-and things on loopback that a relay URL can point at (a real relay, a closed
-port, a black hole)."""
+"""A CLI process watched as it runs, for the network end-to-end tests (the
+relay process, free ports and black holes are in tests/support)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import queue
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from tests.support.processes import p2pcp_command
+from tests.support.processes import p2pcp_command, stop
 
-from .conftest import PROCESS_TIMEOUT_S, Node, stop
+from .conftest import PROCESS_TIMEOUT_S, Node
 
 Event = dict[str, Any]
 
@@ -109,77 +104,3 @@ class Watched:
 
 def bytes_at_least(count: int) -> Callable[[Event], bool]:
     return lambda event: int(event.get("bytes_done", 0)) >= count
-
-
-def big_file(path: Path, size: int) -> Path:
-    chunk = os.urandom(1024 * 1024)
-    with path.open("wb") as handle:
-        for _ in range(size // len(chunk)):
-            handle.write(chunk)
-    return path
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both TCP and UDP (nothing listens on it)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-
-
-@contextlib.contextmanager
-def black_hole() -> Iterator[int]:
-    """A loopback port where a relay never answers: TCP connections are taken
-    by the kernel (a listener that never accepts) and hang; UDP (STUN) is
-    bound and never read, so no ICMP refusal comes back either."""
-    while True:
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind(("127.0.0.1", port))
-        except OSError:
-            tcp.close()
-            udp.close()
-            continue
-        break
-    tcp.listen(64)
-    try:
-        yield port
-    finally:
-        tcp.close()
-        udp.close()
-
-
-@contextlib.contextmanager
-def relay_process(home: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A real ``p2pcp relay`` on loopback: (process, URL). The caller may kill it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "P2PCP_HOME": str(home)},
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError("the relay did not start") from None
-                time.sleep(0.1)
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)

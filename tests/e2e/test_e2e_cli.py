@@ -22,14 +22,13 @@ import pytest
 
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import Ticket, decode_ticket, encode_ticket
-from tests.support.processes import p2pcp_command
+from tests.support.processes import p2pcp_command, stop
 
 from .conftest import (
     PROCESS_TIMEOUT_S,
     SLOW_LINK,
     assert_one_line_error,
     json_lines,
-    stop,
     wait_for_bytes,
 )
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from p2pcp.transfer.fetcher import MAX_UNPLACED_FILES
-from tests.support.processes import p2pcp_command
+from tests.support.processes import p2pcp_command, stop
 
-from .conftest import PROCESS_TIMEOUT_S, json_lines, stop, tree_of
+from .conftest import PROCESS_TIMEOUT_S, json_lines, tree_of
 
 # Why the receiver cannot finish before the kill, however fast the machine:
 # a file_done line is written once its batch is placed, and the receiver's

@@ -25,9 +25,9 @@ from typing import Any
 import blake3
 import pytest
 
-from tests.support.processes import p2pcp_command
+from tests.support.processes import p2pcp_command, stop
 
-from .conftest import PROCESS_TIMEOUT_S, json_lines, stop
+from .conftest import PROCESS_TIMEOUT_S, json_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import p2pcp_command
+from tests.support.processes import p2pcp_command, stop
 
-from .conftest import PROCESS_TIMEOUT_S, assert_one_line_error, json_lines, stop
+from .conftest import PROCESS_TIMEOUT_S, assert_one_line_error, json_lines
 
 pytestmark = pytest.mark.e2e
 

@@ -17,9 +17,11 @@ import pytest
 
 from p2pcp.core.identity import NodeId
 from p2pcp.core.ticket import decode_ticket
+from tests.support.disks import big_file
+from tests.support.ports import black_hole, free_port
 
 from .conftest import SLOW_LINK, assert_one_line_error, json_lines
-from .netkit import Watched, big_file, black_hole, bytes_at_least, free_port
+from .netkit import Watched, bytes_at_least
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,10 +15,11 @@ import pytest
 
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import decode_ticket
-from tests.support.processes import p2pcp_command
+from tests.support.disks import big_file
+from tests.support.processes import p2pcp_command, relay_process
 
-from .conftest import SLOW_LINK, assert_one_line_error, json_lines, stop, tree_of
-from .netkit import Watched, big_file, bytes_at_least, free_port, relay_process
+from .conftest import SLOW_LINK, assert_one_line_error, json_lines, tree_of
+from .netkit import Watched, bytes_at_least
 
 pytestmark = pytest.mark.e2e
 
@@ -28,26 +28,8 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def relay_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [*p2pcp_command(), "relay", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "P2PCP_HOME": str(tmp_path / "relay-home")},
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError("the relay did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with relay_process(home=tmp_path / "relay-home") as relay:
+        yield relay.url
 
 
 def _folder(root: Path) -> Path:
@@ -155,7 +137,8 @@ def test_relay_stopped_mid_transfer(
     happened (the relay closed, then the connection was refused) and stops
     with one line and exit 3, instead of 30 s of silence and a wrong reason."""
     src = big_file(tmp_path / "big.bin", 96 * MIB)
-    with relay_process(tmp_path / "relay-home") as (relay, url):
+    with relay_process(home=tmp_path / "relay-home") as running:
+        relay, url = running.process, running.url
         sender = Watched(make_node(), "send", "--json", "--relay", url, str(src), env=SLOW_LINK)
         receiver: Watched | None = None
         try:

@@ -11,30 +11,16 @@ from typing import Any
 import pytest
 
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
-from tests.support.disks import small_tmpfs
+from tests.support.disks import big_file, small_tmpfs
+from tests.support.processes import stop
 
-from .conftest import (
-    SLOW_LINK,
-    assert_one_line_error,
-    json_lines,
-    start_receive,
-    stop,
-    wait_for_bytes,
-)
+from .conftest import SLOW_LINK, assert_one_line_error, json_lines, start_receive, wait_for_bytes
 
 pytestmark = pytest.mark.e2e
 
 SIZE = 160 * 1024 * 1024
 PART_SIZE = 64 * 1024 * 1024
 # Small datagrams keep loopback slow enough (~30-60 MB/s) to act mid-transfer.
-
-
-def _big_file(path: Path, size: int = SIZE) -> Path:
-    chunk = os.urandom(1024 * 1024)
-    with open(path, "wb") as handle:
-        for _ in range(size // len(chunk)):
-            handle.write(chunk)
-    return path
 
 
 def _partial_files(out: Path) -> list[Path]:
@@ -45,7 +31,7 @@ def _partial_files(out: Path) -> list[Path]:
 def test_interrupted_receive_resumes_without_starting_over(
     how: str, tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
-    src = _big_file(tmp_path / "big.bin")
+    src = big_file(tmp_path / "big.bin", SIZE)
     sender = start_sender(make_node(), src, env=SLOW_LINK)
     receiver = make_node()
     out = tmp_path / "out"
@@ -86,7 +72,7 @@ def test_sender_restarted_mid_transfer_is_retried_in_the_same_run(
     src = tmp_path / "folder"
     src.mkdir()
     for name in ("a.bin", "b.bin", "c.bin"):
-        _big_file(src / name, PART_SIZE)
+        big_file(src / name, PART_SIZE)
     sender_node = make_node()
     import socket
 
@@ -118,7 +104,7 @@ def test_sender_restarted_mid_transfer_is_retried_in_the_same_run(
 def test_retry_for_zero_gives_up_at_once_and_keeps_the_data(
     tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
-    src = _big_file(tmp_path / "big.bin")
+    src = big_file(tmp_path / "big.bin", SIZE)
     sender = start_sender(make_node(), src, env=SLOW_LINK)
     out = tmp_path / "out"
     process = start_receive(make_node(), sender.ticket, out, "--retry-for", "0")
@@ -187,7 +173,7 @@ def test_sender_killed_hard_then_a_rerun_resumes(
     against the restarted sender fetches only the rest."""
     import socket
 
-    src = _big_file(tmp_path / "big.bin")
+    src = big_file(tmp_path / "big.bin", SIZE)
     sender_node = make_node()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
-from tests.support.disks import small_tmpfs
-from tests.support.processes import p2pcp_command
+from tests.support.disks import big_file, small_tmpfs
+from tests.support.processes import p2pcp_command, stop
 
 from .conftest import (
     PROCESS_TIMEOUT_S,
@@ -24,7 +24,6 @@ from .conftest import (
     assert_one_line_error,
     json_lines,
     start_receive,
-    stop,
     wait_for_bytes,
 )
 
@@ -55,14 +54,6 @@ def _done(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     events = json_lines(result.stdout)
     assert events[-1]["event"] == "done", events
     return events[-1]
-
-
-def _big_file(path: Path, size: int) -> Path:
-    chunk = os.urandom(1024 * 1024)
-    with open(path, "wb") as handle:
-        for _ in range(size // len(chunk)):
-            handle.write(chunk)
-    return path
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -192,7 +183,7 @@ def test_case_twins_are_refused_by_a_case_insensitive_output_folder(
 def test_second_receiver_into_the_same_folder_says_so_and_changes_nothing(
     tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
-    src = _big_file(tmp_path / "big.bin", 96 * 1024 * 1024)
+    src = big_file(tmp_path / "big.bin", 96 * 1024 * 1024)
     sender = start_sender(make_node(), src, env=SLOW_LINK)
     out = tmp_path / "out"
     first = start_receive(make_node(), sender.ticket, out)
@@ -215,7 +206,7 @@ def test_two_receivers_started_together_never_fail_obscurely(
     src = tmp_path / "folder"
     src.mkdir()
     for name in ("a.bin", "b.bin", "c.bin"):
-        _big_file(src / name, 8 * 1024 * 1024)
+        big_file(src / name, 8 * 1024 * 1024)
     sender = start_sender(make_node(), src)
     out = tmp_path / "out"
     processes = [start_receive(make_node(), sender.ticket, out) for _ in range(2)]
@@ -310,7 +301,7 @@ def test_disk_full_keeps_what_verified_and_the_rerun_fetches_only_the_rest(
     small_disk: Path, tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
     size = 80 * 1024 * 1024
-    src = _big_file(tmp_path / "data.bin", size)
+    src = big_file(tmp_path / "data.bin", size)
     sender = start_sender(make_node(), src, env=SLOW_LINK)
     receiver = make_node()
     out = small_disk / "out"

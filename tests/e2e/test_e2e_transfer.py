@@ -13,9 +13,9 @@ import pytest
 
 from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.ticket import decode_ticket, encode_ticket
-from tests.support.processes import p2pcp_command
+from tests.support.processes import p2pcp_command, stop
 
-from .conftest import assert_one_line_error, json_lines, stop, tree_of
+from .conftest import assert_one_line_error, json_lines, tree_of
 
 pytestmark = pytest.mark.e2e
 

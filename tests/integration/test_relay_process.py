@@ -3,50 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from p2pcp.core.identity import SecretKey
 from p2pcp.relay.client import RelayClient
+from tests.support.processes import relay_process
 
 TEST_TIMEOUT_S = 60.0
 IDLE_CLIENTS = 1000
 # Generous: measured ~30-40 MiB for 1,000 idle clients (the figure is printed).
 RSS_LIMIT_MIB = 300
-
-
-@contextmanager
-def relay_process(*extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``p2pcp relay --host 127.0.0.1 --port 0``; yields the process and its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "p2pcp", "relay", "--host", "127.0.0.1", "--port", "0", *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "300"},
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        match = re.search(r"listening: (http://127\.0\.0\.1:\d+) ", line)
-        assert match, line
-        yield process, match.group(1)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def rss_mib(pid: int) -> float:
@@ -65,8 +38,9 @@ def http_get(url: str, path: str) -> tuple[int, str]:
 
 @pytest.mark.e2e
 def test_start_line_health_and_sigterm_exit_0() -> None:
-    with relay_process() as (process, url):
-        status, body = http_get(url, "/health")
+    with relay_process() as relay:
+        process = relay.process
+        status, body = http_get(relay.url, "/health")
         assert status == 200 and '"status": "ok"' in body
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
@@ -74,11 +48,10 @@ def test_start_line_health_and_sigterm_exit_0() -> None:
 
 @pytest.mark.e2e
 def test_ctrl_c_exits_130_with_one_line() -> None:
-    with relay_process() as (process, _):
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 130
-        assert process.stderr is not None
-        assert process.stderr.read().strip() == "p2pcp: error: interrupted"
+    with relay_process() as relay:
+        relay.process.send_signal(signal.SIGINT)
+        assert relay.process.wait(timeout=15) == 130
+        assert relay.stderr_after_start().strip() == "p2pcp: error: interrupted"
 
 
 @pytest.mark.e2e
@@ -108,7 +81,8 @@ def raise_open_file_limit() -> None:
 @pytest.mark.e2e
 def test_thousand_idle_clients_in_bounded_memory() -> None:
     raise_open_file_limit()
-    with relay_process("--max-clients", str(IDLE_CLIENTS + 10)) as (process, url):
+    with relay_process("--max-clients", str(IDLE_CLIENTS + 10)) as relay:
+        process, url = relay.process, relay.url
         baseline = rss_mib(process.pid)
 
         async def body() -> float:

@@ -31,3 +31,12 @@ def small_tmpfs(tmp_path: Path, size_mib: int) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def big_file(path: Path, size: int) -> Path:
+    """A file of ``size`` random bytes (whole MiB: one random MiB repeated)."""
+    chunk = os.urandom(1024 * 1024)
+    with path.open("wb") as handle:
+        for _ in range(size // len(chunk)):
+            handle.write(chunk)
+    return path
