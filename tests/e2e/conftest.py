@@ -7,7 +7,6 @@ killed at the end of the test.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import p2pcp_command, stop
+from tests.support.processes import node_env, p2pcp_command, stop
 
 # Every wait in these tests is bounded by this (a transfer here takes < 5 s).
 PROCESS_TIMEOUT_S = 60
@@ -30,11 +29,7 @@ class Node:
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["P2PCP_HOME"] = str(self.home)
-        env.pop("P2PCP_DEBUG", None)
-        env["COLUMNS"] = "120"
-        return env
+        return node_env(self.home)
 
     def run(
         self, *args: str, cwd: Path | None = None, timeout: float = PROCESS_TIMEOUT_S

@@ -19,11 +19,10 @@ from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.errors import EXIT_INTEGRITY, EXIT_OK, EXIT_UNEXPECTED
 from p2pcp.core.identity import NodeId
 from p2pcp.core.ticket import Ticket, decode_ticket, encode_ticket
+from p2pcp.net import EndpointConfig, PathPolicy
 from p2pcp.net.quic.endpoint import Endpoint
 from p2pcp.transfer import wire
-from tests.support.processes import p2pcp_command
-
-from .harness import (
+from tests.support.peers import (
     IMPOSTOR_KEY,
     SENDER_KEY,
     STEP_TIMEOUT_S,
@@ -31,19 +30,17 @@ from .harness import (
     HostileSender,
     blob_answer,
     body_answer,
-    error_line,
-    final_files,
     flip,
     get_payload,
     hostile_sender,
     manifest_blob,
-    node_env,
     raw_manifest,
     raw_request,
-    run_cli,
     single_file,
-    snapshot,
 )
+from tests.support.processes import node_env, p2pcp_command
+
+from .harness import error_line, final_files, run_cli, snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +143,9 @@ def test_cli_sender_survives_a_hostile_receiver(tmp_path: Path) -> None:
         process, text = await _start_cli_sender(tmp_path / "sender-home", src)
         try:
             ticket = decode_ticket(text)
-            stranger = await Endpoint.bind(IMPOSTOR_KEY, path_policy="direct-only")
+            stranger = await Endpoint.bind(
+                IMPOSTOR_KEY, EndpointConfig(path_policy=PathPolicy.DIRECT_ONLY)
+            )
             try:
                 loopback = [a for a in ticket.addresses if a[0] == "127.0.0.1"]
                 connection = await stranger.connect(

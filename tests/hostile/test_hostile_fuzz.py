@@ -30,8 +30,7 @@ from p2pcp.blobs.names import check_manifest_paths, check_relative_path, display
 from p2pcp.blobs.tree import Outboard
 from p2pcp.core.errors import P2pcpError, RemoteProtocolError, UnsafePathError
 from p2pcp.transfer import wire
-
-from .harness import get_payload, raw_manifest
+from tests.support.peers import get_payload, raw_manifest
 
 # Characters that make paths interesting: separators, dots, case, composed
 # and decomposed accents, controls, NUL, drive colons, escape sequences,

@@ -23,20 +23,20 @@ from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.errors import IntegrityError, P2pcpError, RemoteProtocolError
 from p2pcp.net.quic.endpoint import Stream
 from p2pcp.transfer import wire
-
-from .harness import (
+from tests.support.peers import (
     Blob,
     HostileSender,
     Reply,
     blob_answer,
     client,
     fetch,
-    final_files,
     hostile_sender,
     manifest_blob,
     raw_request,
     start_provider,
 )
+
+from .harness import final_files
 
 RNG = random.Random(17)
 SMALL_FILES = {f"src/d{i % 3}/f{i:02d}": RNG.randbytes(RNG.randrange(0, 3000)) for i in range(40)}

@@ -22,23 +22,24 @@ from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.defaults import MAX_RECEIVER_CONNECTIONS
 from p2pcp.core.errors import EXIT_UNREACHABLE, ConnectionLostError
 from p2pcp.core.identity import NodeId
+from p2pcp.net import EndpointConfig, PathPolicy
+from p2pcp.net.quic.configuration import ALPN
 from p2pcp.net.quic.endpoint import Endpoint
-from p2pcp.net.quic.tls import ALPN
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.provider import ProviderLimits
-
-from .harness import (
+from tests.support.peers import (
     IMPOSTOR_KEY,
     STEP_TIMEOUT_S,
     Reply,
     RunningProvider,
     client,
     fetch,
-    final_files,
     get_payload,
     raw_request,
     start_provider,
 )
+
+from .harness import final_files
 
 RNG = random.Random(11)
 BIG = RNG.randbytes(5 * LEAF_SIZE + 3)
@@ -215,7 +216,9 @@ def test_flood_of_idle_connections(source: Path, tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with start_provider([source]) as running:
-            flood = await Endpoint.bind(IMPOSTOR_KEY, path_policy="direct-only")
+            flood = await Endpoint.bind(
+                IMPOSTOR_KEY, EndpointConfig(path_policy=PathPolicy.DIRECT_ONLY)
+            )
             try:
                 node_id = NodeId(running.ticket.node_id)
                 address = list(running.ticket.addresses)

@@ -26,19 +26,18 @@ from p2pcp.core.errors import (
     RemoteProtocolError,
 )
 from p2pcp.transfer import wire
-
-from .harness import (
+from tests.support.peers import (
     Blob,
     blob_answer,
     body_answer,
     fetch,
-    final_files,
     flip,
     hostile_sender,
     manifest_blob,
     single_file,
-    snapshot,
 )
+
+from .harness import final_files, snapshot
 
 CONTENT = random.Random(4).randbytes(3 * LEAF_SIZE + 100)
 LEAF0 = 40 + 64 + 64

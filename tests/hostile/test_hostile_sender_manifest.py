@@ -29,20 +29,18 @@ from p2pcp.core.errors import (
     UnsafePathError,
     WouldOverwriteError,
 )
-
-from .harness import (
+from tests.support.peers import (
     Blob,
     LazyBlob,
     blob_answer,
     fetch,
-    files_under,
-    final_files,
     hostile_sender,
     lazy_answer,
     manifest_blob,
     raw_manifest,
-    snapshot,
 )
+
+from .harness import files_under, final_files, snapshot
 
 PB = 2**50
 # Refused while downloading (today), or from the header (RangeDecoder max_size).

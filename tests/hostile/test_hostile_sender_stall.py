@@ -1,7 +1,7 @@
 """A sender that stalls, trickles, resets, or is not who the ticket names:
 the receiver must end, in bounded time, with the right error.
 
-The QUIC idle timeout (``p2pcp.net.quic.tls.IDLE_TIMEOUT_S``, 30 s) is the only
+The QUIC idle timeout (``p2pcp.net.quic.configuration.IDLE_TIMEOUT_S``, 30 s) is the only
 time limit on a silent peer today; the tests shorten it (a public module
 constant read at bind) rather than wait 30 s.
 """
@@ -24,12 +24,10 @@ from p2pcp.core.errors import (
     PeerIdentityError,
 )
 from p2pcp.transfer import wire
-
-from .harness import (
+from tests.support.peers import (
     IMPOSTOR_KEY,
     SENDER_KEY,
     fetch,
-    final_files,
     hostile_sender,
     reset_answer,
     single_file,
@@ -37,13 +35,15 @@ from .harness import (
     trickle_answer,
 )
 
+from .harness import final_files
+
 CONTENT = random.Random(5).randbytes(2 * LEAF_SIZE + 7)
 SHORT_IDLE_S = 1.5
 
 
 @pytest.fixture
 def short_idle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("p2pcp.net.quic.tls.IDLE_TIMEOUT_S", SHORT_IDLE_S)
+    monkeypatch.setattr("p2pcp.net.quic.configuration.IDLE_TIMEOUT_S", SHORT_IDLE_S)
 
 
 async def _stalled(tmp_path: Path, prefix_bytes: int, **options: object) -> None:

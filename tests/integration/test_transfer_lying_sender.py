@@ -1,8 +1,9 @@
 """A sender that lies about content: the real fetcher must stop with an
 IntegrityError (exit 4) and leave no file, partial or final, behind.
 
-The lying sender is built from the project's own sans-IO parts (tree,
-encoding, manifest, wire) over a real Endpoint on loopback.
+The lying sender is the hostile tests' ``HostileSender`` (tests/support/peers.py:
+the project's own sans-IO parts over a real Endpoint on loopback), answering
+the file whether it is asked for by hash or early, as the first item.
 """
 
 from __future__ import annotations
@@ -13,77 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from p2pcp.blobs.collection import Manifest, encode_manifest
-from p2pcp.blobs.encoding import encode_bytes
-from p2pcp.blobs.tree import LEAF_SIZE, Outboard
+from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.errors import EXIT_INTEGRITY, IntegrityError
-from p2pcp.core.identity import SecretKey
-from p2pcp.core.ticket import Ticket
-from p2pcp.net.quic.endpoint import Endpoint, Stream
-from p2pcp.transfer import wire
 from p2pcp.transfer.fetcher import Fetcher, FetchOptions
-
-SENDER_KEY = SecretKey(bytes(range(32)))
-RECEIVER_KEY = SecretKey(bytes(range(1, 33)))
-
-
-async def _read_all(stream: Stream) -> bytes:
-    data = bytearray()
-    while chunk := await stream.read():
-        data += chunk
-    return bytes(data)
-
-
-def _flip(body: bytes, position: int) -> bytes:
-    position %= len(body)
-    return body[:position] + bytes([body[position] ^ 0x01]) + body[position + 1 :]
+from tests.support.peers import RECEIVER_KEY, body_answer, flip, hostile_sender, single_file
 
 
 async def _lying_transfer(out: Path, corrupt_at: int | None) -> None:
     content = os.urandom(3 * LEAF_SIZE + 100)
-    file_outboard = Outboard.from_bytes(content)
-    manifest = Manifest.single_file("victim.bin", len(content), file_outboard.root)
-    manifest_bytes = encode_manifest(manifest)
-    manifest_outboard = Outboard.from_bytes(manifest_bytes)
-    bodies = {
-        manifest_outboard.root: encode_bytes(manifest_outboard, manifest_bytes),
-        file_outboard.root: encode_bytes(file_outboard, content),
-    }
-    # Corrupt one byte of the file's response body (header, a parent or a leaf).
-    if corrupt_at is not None:
-        bodies[file_outboard.root] = _flip(bodies[file_outboard.root], corrupt_at)
-
-    sender = await Endpoint.bind(SENDER_KEY)
-
-    async def serve() -> None:
-        connection = await sender.accept()
-        while True:
-            stream = await connection.accept_stream()
-            request = wire.decode_request(await _read_all(stream))
-            if isinstance(request, wire.ItemRequest):  # the first file, asked for early
-                body = bodies[manifest.files[request.index].root]
-            elif isinstance(request, wire.GetRequest):
-                body = bodies[request.blob_hash]
-            else:
-                body = b""
-            await stream.write(bytes([wire.STATUS_OK]) + body)
-            await stream.finish()
-
-    server_task = asyncio.ensure_future(serve())
-    try:
-        ticket = Ticket(
-            node_id=bytes(SENDER_KEY.public),
-            relay_url=None,
-            addresses=(("127.0.0.1", sender.local_port),),
-            root_hash=manifest_outboard.root,
-            total_size=len(content),
-        )
+    async with hostile_sender() as sender:
+        manifest, file_blob = single_file(sender, "victim.bin", content)
+        sender.items = {0: file_blob.root}
+        # Corrupt one byte of the file's response body (header, a parent or a leaf).
+        if corrupt_at is not None:
+            sender.answers[file_blob.root] = body_answer(flip(file_blob.body(), corrupt_at))
+        ticket = sender.ticket(manifest.root, len(content))
         fetcher = Fetcher(ticket, FetchOptions(out_dir=out), lambda event: None)
         await asyncio.wait_for(fetcher.run(RECEIVER_KEY), 30)
-    finally:
-        server_task.cancel()
-        await asyncio.gather(server_task, return_exceptions=True)
-        await sender.close()
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,15 @@ def p2pcp_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "p2pcp"]
 
 
+def node_env(home: Path) -> dict[str, str]:
+    """The environment of a p2pcp node whose state lives in ``home``."""
+    env = dict(os.environ)
+    env["P2PCP_HOME"] = str(home)
+    env.pop("P2PCP_DEBUG", None)
+    env["COLUMNS"] = "120"
+    return env
+
+
 def end(process: subprocess.Popen[Any]) -> None:
     """End a process if it still runs: SIGTERM, then SIGKILL after 10 s."""
     if process.poll() is None:
