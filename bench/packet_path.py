@@ -35,7 +35,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
 
 from p2pcp.net._aioquic import fastpath, fastsend, tuning
-from p2pcp.net.quic import tls
+from p2pcp.net.quic import configuration
 
 SERVER_ADDR = ("198.18.0.1", 4433)
 CLIENT_ADDR = ("198.18.0.2", 5000)
@@ -57,16 +57,20 @@ def aioquic_send(quic: QuicConnection, now: float) -> list[tuple[bytes, Any]]:
 
 def connected_pair(size: int) -> tuple[QuicConnection, QuicConnection, float]:
     """(client, server, now): a sole-client pair, as a receiver's endpoint makes."""
-    client_config = tls.sole_client_configuration(tls.client_configuration(bytes(range(32))))
+    client_config = configuration.sole_client_configuration(
+        configuration.client_configuration(bytes(range(32)))
+    )
     client = QuicConnection(configuration=client_config)
     tuning.forgo_connection_ids(client)
-    tuning.set_initial_destination_cid(client, os.urandom(tls.INITIAL_DCID_BYTES))
+    tuning.set_initial_destination_cid(client, os.urandom(configuration.INITIAL_DCID_BYTES))
     now = 0.0
     client.connect(SERVER_ADDR, now=now)
     initial = client.datagrams_to_send(now=now)
-    header = pull_quic_header(Buffer(data=initial[0][0]), host_cid_length=tls.SERVER_CID_BYTES)
+    header = pull_quic_header(
+        Buffer(data=initial[0][0]), host_cid_length=configuration.SERVER_CID_BYTES
+    )
     server = QuicConnection(
-        configuration=tls.server_configuration(bytes(range(1, 33))),
+        configuration=configuration.server_configuration(bytes(range(1, 33))),
         original_destination_connection_id=header.destination_cid,
     )
     for data, _addr in initial:

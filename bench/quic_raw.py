@@ -51,7 +51,7 @@ def stock_server(pipe: Pipe) -> None:
     from aioquic.asyncio import serve
     from aioquic.quic.configuration import QuicConfiguration
 
-    from p2pcp.net.quic.tls import make_certificate
+    from p2pcp.net.quic.identity import make_certificate
 
     async def main() -> None:
         cert, key = make_certificate(SERVER_SEED)

@@ -30,6 +30,7 @@ NET_SANS_IO = (
     "net/paths/disco.py",
     "net/pmtu/probe.py",
     "net/pmtu/fragment.py",
+    "net/pmtu/sizer.py",
     "net/congestion/bbr.py",
     "net/_aioquic/sendbuffer.py",
 )

@@ -34,7 +34,7 @@ NoRelayOption = Annotated[bool, typer.Option("--no-relay", help="Use no relay: d
 
 
 class Congestion(str, enum.Enum):
-    """The names of net/quic/tls.py's CONGESTION_CONTROLLERS (a test keeps them equal)."""
+    """The names of net/quic/configuration.py's CONGESTION_CONTROLLERS (a test keeps them equal)."""
 
     bbr = "bbr"
     cubic = "cubic"

@@ -10,8 +10,8 @@ controllers a connection can use.
 """
 
 from p2pcp.net.kinds import Congestion, PathKind, PathPolicy
+from p2pcp.net.quic.configuration import CONGESTION_CONTROLLERS, DEFAULT_CONGESTION
 from p2pcp.net.quic.endpoint import Connection, Endpoint, Stream
-from p2pcp.net.quic.tls import CONGESTION_CONTROLLERS, DEFAULT_CONGESTION
 
 __all__ = [
     "CONGESTION_CONTROLLERS",

@@ -15,8 +15,8 @@ import os
 from collections.abc import Awaitable, Callable
 
 from p2pcp.core.identity import SecretKey
+from p2pcp.net.quic.configuration import MAX_STREAM_DATA_BYTES
 from p2pcp.net.quic.endpoint import Endpoint
-from p2pcp.net.quic.tls import MAX_STREAM_DATA_BYTES
 from tests.support.aio import run_bounded
 
 TEST_TIMEOUT_S = 60.0

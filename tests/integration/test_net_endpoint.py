@@ -23,7 +23,7 @@ from p2pcp.core.errors import (
 )
 from p2pcp.core.identity import SecretKey
 from p2pcp.net._aioquic import tuning
-from p2pcp.net.quic import tls
+from p2pcp.net.quic import configuration
 from p2pcp.net.quic.endpoint import Endpoint
 from p2pcp.net.udp.sockets import UdpSocket
 from tests.support.aio import run_bounded
@@ -527,7 +527,7 @@ def test_initial_with_a_short_first_destination_id_is_not_accepted() -> None:
     shadow the zero-length ids of the endpoint's own client connection)."""
 
     def first_initial(dcid: bytes) -> bytes:
-        quic = QuicConnection(configuration=tls.client_configuration(bytes(range(3, 35))))
+        quic = QuicConnection(configuration=configuration.client_configuration(bytes(range(3, 35))))
         tuning.set_initial_destination_cid(quic, dcid)
         quic.connect(("127.0.0.1", 1), now=0.0)
         return quic.datagrams_to_send(now=0.0)[0][0]

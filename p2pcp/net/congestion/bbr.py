@@ -1,7 +1,7 @@
 """A sans-IO, model-based congestion controller in the spirit of BBR v1.
 
 ``register()`` adds it to aioquic's congestion-control registry as
-``REGISTRY_NAME``; ``tls.py`` calls it before it builds a configuration and
+``REGISTRY_NAME``; ``quic/configuration.py`` calls it before it builds a configuration and
 maps ``--congestion bbr`` to that name. (Importing this module changes
 nothing global.)
 

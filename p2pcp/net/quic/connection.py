@@ -19,16 +19,13 @@ Invariants:
   against the node id it dialled before anything else happens on the
   connection; a mismatch closes it and fails ``connect`` with
   PeerIdentityError.
-- Datagram size starts at 1200 and, after the handshake, follows the path:
-  it is 1200 until a probe of a larger size is echoed on that path
-  (probe.py): on a direct address, to that address; over the relay, through
-  it (up to ``RELAY_DATAGRAM_BYTES``: the relay carries 64 KiB in a TCP
-  stream, so the first round trip settles it). Every path change starts
-  again from 1200.
-  EMSGSIZE on a QUIC datagram drops it back to 1200. Where the path carries
-  a larger size only in IP fragments, ``FragmentGuard`` (fragment.py) says
-  per transmit whether to use it; its verdicts come from the fate of every
-  packet (``tuning.install_loss_tap``).
+- The datagram size is the sizer's (net/pmtu/sizer.py: 1200 until a probe
+  of a larger size is echoed on the current path, again after every path
+  change, and whether fragmented datagrams may carry data); the connection
+  feeds it the handshake, path changes, probe echoes, EMSGSIZE and, while
+  a fragment guard runs, the fate of every packet
+  (``tuning.install_loss_tap``), sends the probes it asks for, and applies
+  the sizes it chooses through the adapters.
 - A path change that may have lost packets (leaving a direct path, or the
   relay coming back) makes aioquic retransmit at once instead of waiting
   for its backed-off probe timer; the QUIC address never changes, so aioquic
@@ -78,11 +75,16 @@ from p2pcp.core.identity import NodeId
 from p2pcp.net._aioquic import fastpath, fastsend, tuning
 from p2pcp.net.paths.magicsock import MagicSock, PeerPath
 from p2pcp.net.paths.pathstate import KIND_DIRECT, KIND_RELAY
-from p2pcp.net.pmtu.fragment import FragmentGuard
-from p2pcp.net.pmtu.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES, DatagramSizeProber, encode_probe
+from p2pcp.net.pmtu.probe import encode_probe
+from p2pcp.net.pmtu.sizer import (
+    DatagramSizer,
+    FragmentsAbandoned,
+    FragmentsCarried,
+    SizeChanged,
+)
 from p2pcp.net.quic.credit import ReceiveCredit
-from p2pcp.net.quic.stream import HIGH_WATER_BYTES, Stream
-from p2pcp.net.quic.tls import certificate_node_key, check_peer_certificate
+from p2pcp.net.quic.identity import certificate_node_key, check_peer_certificate
+from p2pcp.net.quic.stream import Stream
 from p2pcp.net.udp.sockets import Address
 
 logger = logging.getLogger(__name__)
@@ -101,18 +103,24 @@ ABORT_ERROR_CODE = 0x1
 # (CRYPTO_ERROR range 0x0100-0x01ff: 0x0100 + TLS alert 42, bad_certificate).
 _BAD_CERTIFICATE_ERROR = 0x100 + 42
 
-# Datagram size over a relay: aioquic's ceiling. The relay carries datagrams
-# of up to 64 KiB inside TCP, so nothing on that path limits the size, and
-# every datagram is one relay frame: the bigger, the fewer.
-RELAY_DATAGRAM_BYTES = MAX_DATAGRAM_BYTES
-
-# The connection's send budget (stream.py): this many congestion windows --
-# one in flight, one held behind a lost packet until its retransmission is
+# Backpressure (``Connection.may_write``, the one place the rule is written).
+# Send-side bytes one stream may hold whatever the connection holds. Above
+# the bandwidth-delay product of the paths p2pcp targets (400 MB/s x 1 ms on
+# loopback, 50 MB/s x 40 ms across a continent is 2 MB) and of the relay
+# path, whose TCP buffers add tens of ms of queueing: relayed transfers need
+# 8 MiB (4 MiB held them to ~78 MB/s, 8 MiB carries ~120 MB/s, 16 MiB no
+# more). Small enough that the fetcher's 8 parallel streams stay under 64 MiB.
+HIGH_WATER_BYTES = 8 * 1024 * 1024
+# The connection's send budget: this many congestion windows -- one in
+# flight, one held behind a lost packet until its retransmission is
 # acknowledged, the rest queued for the pacer -- but never less than one
-# stream's HIGH_WATER_BYTES nor more than MAX_SEND_BUDGET_BYTES. On a
-# 1 Gbit/s, 100 ms, 0.1%-loss path 8 MiB held one stream to ~25 MB/s.
+# stream's HIGH_WATER_BYTES nor more than MAX_SEND_BUDGET_BYTES. 8 MiB held
+# one stream to ~25 MB/s on a 1 Gbit/s, 100 ms, 0.1%-loss path.
 SEND_BUDGET_WINDOWS = 4
 MAX_SEND_BUDGET_BYTES = 64 * 1024 * 1024
+# A blocked writer wakes once the amounts fall to this share of their
+# limits, so it queues a large batch per wake-up instead of a packet's worth.
+WAKE_FRACTION = 0.5
 
 # Acknowledgement pacing (module doc). Every 10 datagrams, as TCP's delayed
 # acks (every 2 segments) would be for 16 KB datagrams and as QUIC stacks
@@ -132,6 +140,13 @@ SILENCE_CHECK_S = 0.5
 SILENCE_LIMIT_S = 5.0
 
 PathListener = Callable[[str, str], None]
+
+
+def send_budget_bytes(congestion_window: int) -> int:
+    """What all streams of a connection may hold for sending together, for a
+    congestion window of ``congestion_window`` bytes (constants above)."""
+    window = SEND_BUDGET_WINDOWS * congestion_window
+    return min(MAX_SEND_BUDGET_BYTES, max(HIGH_WATER_BYTES, window))
 
 
 class ConnectionOwner(Protocol):
@@ -168,12 +183,11 @@ class Connection:
         self._is_client = quic.configuration.is_client
         self._expected_node_id = expected_node_id
         self.peer_name = peer_name
-        self._datagram_size_cap = datagram_size_cap
         # Streams that can still receive events; a stream leaves when done
-        # (Stream.is_done), so a long session of many requests stays small.
+        # (stream_ended), so a long session of many requests stays small.
         self._streams: dict[int, Stream] = {}
-        # Streams whose writer waits for ACKs: checked after every receive batch.
-        self.write_blocked: set[Stream] = set()
+        # Streams whose writer waits for room: checked after every receive batch.
+        self._blocked_writers: set[Stream] = set()
         self._highest_peer_stream_id = -1
         self._incoming: deque[Stream] = deque()
         self._accept_waiters: list[asyncio.Future[None]] = []
@@ -186,10 +200,9 @@ class Connection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._is_transmit_scheduled = False
-        self._prober: DatagramSizeProber | None = None
-        # Set while the direct path carries fragmented datagrams (fragment.py).
-        self._guard: FragmentGuard | None = None
-        # The loss tap costs a call per packet: installed with the first guard.
+        self._sizer = DatagramSizer(cap=datagram_size_cap)
+        # The loss tap costs a call per packet: installed with the first
+        # fragment guard (sizer.FragmentsCarried).
         self._has_loss_tap = False
         self.cids: set[bytes] = set()
         self._direct_bytes = 0
@@ -279,9 +292,7 @@ class Connection:
         # An empty write makes aioquic create the stream, so the next call
         # gets a new id.
         self._quic.send_stream_data(stream_id, b"", end_stream=False)
-        stream = Stream(self, stream_id)
-        self._streams[stream_id] = stream
-        return stream
+        return self._new_stream(stream_id)
 
     async def accept_stream(self) -> Stream:
         """The next bidirectional stream the peer opened."""
@@ -320,7 +331,7 @@ class Connection:
     def __repr__(self) -> str:
         return f"Connection({self.peer_name}, {self.path_description})"
 
-    # -- used by Stream --------------------------------------------------------
+    # -- used by Stream (stream.StreamOwner) -----------------------------------
 
     def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
         self._raise_if_closed()
@@ -364,19 +375,35 @@ class Connection:
 
     @property
     def send_budget(self) -> int:
-        """Bytes all streams together may hold for sending (see stream.py)."""
-        window = SEND_BUDGET_WINDOWS * tuning.congestion_window(self._quic)
-        return min(MAX_SEND_BUDGET_BYTES, max(HIGH_WATER_BYTES, window))
+        """Bytes all streams together may hold for sending (``may_write``)."""
+        return send_budget_bytes(tuning.congestion_window(self._quic))
 
-    def may_write(self, stream_id: int, *, fraction: float = 1.0) -> bool:
-        """May this stream queue more? ``fraction`` < 1: with that much room to spare."""
+    def may_write(self, stream_id: int, *, is_waking: bool = False) -> bool:
+        """The backpressure rule: may this stream queue more data now?
+
+        Yes while the stream holds at most ``HIGH_WATER_BYTES`` of unsent plus
+        unacknowledged data, or the whole connection at most its send budget
+        (``send_budget_bytes``). aioquic's own send buffer is unbounded, so a
+        fast producer cannot fill memory, yet one stream alone can keep a long
+        fat path full while a lost packet holds up the acknowledged edge of
+        its buffer. ``is_waking``: whether a blocked writer may go on, which
+        needs the amounts down to ``WAKE_FRACTION`` of those limits.
+        """
+        fraction = WAKE_FRACTION if is_waking else 1.0
         if tuning.stream_buffered_bytes(self._quic, stream_id) <= fraction * HIGH_WATER_BYTES:
             return True
         return tuning.connection_buffered_bytes(self._quic) <= fraction * self.send_budget
 
-    def stream_state_changed(self, stream: Stream) -> None:
-        if stream.is_done:
-            self._streams.pop(stream.stream_id, None)
+    def writer_blocked(self, stream: Stream) -> None:
+        """``stream``'s writer waits for ``may_write``: woken after acknowledgements."""
+        self._blocked_writers.add(stream)
+
+    def writer_unblocked(self, stream: Stream) -> None:
+        self._blocked_writers.discard(stream)
+
+    def stream_ended(self, stream: Stream) -> None:
+        """``stream`` is done: no event can matter to it, so forget it."""
+        self._streams.pop(stream.stream_id, None)
 
     # -- driver: called by the Endpoint --------------------------------------
 
@@ -413,8 +440,7 @@ class Connection:
         if self._is_terminated:
             return
         now = self.loop.time()
-        if self._handshake_done.done():
-            self._fit_datagram_size_to_path(now)
+        self._fit_datagram_size_to_path(now)  # the sizer waits for the handshake
         if not (old_kind == KIND_RELAY and kind == KIND_DIRECT) or self._handshake_pending:
             # Packets sent on the path we left may be lost (a relay that does
             # not lead to the peer loses the handshake): resend now.
@@ -442,38 +468,20 @@ class Connection:
             tuning.ack_soon(self._quic, now)  # the count restarts once it went
         self._process_events()
         self._transmit(now)
-        for stream in list(self.write_blocked):
-            if self.may_write(stream.stream_id, fraction=0.5):
+        for stream in list(self._blocked_writers):
+            if self.may_write(stream.stream_id, is_waking=True):
                 stream.wake_writer()
 
     def receive_probe_ack(self, nonce: int, size: int) -> None:
-        if self._prober is None or self._is_terminated:
+        if self._is_terminated:
             return
-        if self._prober.receive_ack(nonce, size):
-            self._set_datagram_size(self._prober.size)
-        fragmented = self._prober.fragmented_size
-        if fragmented is None:
-            self._guard = None
-        elif self._guard is None or self._guard.whole != self._prober.size:
-            self._guard = FragmentGuard(whole=self._prober.size, fragmented=fragmented)
-            if not self._has_loss_tap:
-                self._has_loss_tap = True
-                tuning.install_loss_tap(self._quic, self._packet_resolved)
-            logger.info(
-                "%r: the path carries %d-byte datagrams in fragments; whole up to %d",
-                self,
-                fragmented,
-                self._prober.size,
-            )
+        self._sizer.probe_acked(nonce, size)
+        self._apply_sizer_events()
 
     def datagram_too_big(self, datagram: bytes) -> None:
         """Our stack refused a datagram (EMSGSIZE): the path shrank."""
-        if self._prober is not None and self._is_probe(datagram):
-            self._prober.receive_too_big(int.from_bytes(datagram[7:15], "big"))
-            return
-        if self.max_datagram_size > FLOOR_BYTES:
-            logger.info("%r: datagram refused by the path, back to %d", self, FLOOR_BYTES)
-            self._set_datagram_size(FLOOR_BYTES)
+        self._sizer.datagram_refused(datagram)
+        self._apply_sizer_events()
 
     def abort(self, error: P2pcpError) -> None:
         """Give up on the connection at once (connect timeout, endpoint closing)."""
@@ -494,31 +502,51 @@ class Connection:
     def _has_unacked_data(self) -> bool:
         return tuning.connection_buffered_bytes(self._quic) > 0
 
-    @staticmethod
-    def _is_probe(datagram: bytes) -> bool:
-        return bool(datagram) and not datagram[0] & 0x40
-
     def _set_datagram_size(self, size: int) -> None:
         if size != tuning.datagram_size(self._quic):
             tuning.set_datagram_size(self._quic, size)
             logger.info("%r: datagram size now %d", self, size)
 
-    def _fit_datagram_size_to_path(self, now: float) -> None:
-        """1200, then probe the path (direct: that address, may fragment; relay: through it)."""
-        self._guard = None
-        self._set_datagram_size(FLOOR_BYTES)
-        cap = self._datagram_size_cap
-        if self._path.state.kind == KIND_RELAY:
-            # A stream carries them: no IP fragments, and the relay's own
-            # limit (64 KiB) is above every rung; the probes prove it.
-            relay_cap = RELAY_DATAGRAM_BYTES if cap is None else min(cap, RELAY_DATAGRAM_BYTES)
-            self._prober = DatagramSizeProber(cap=relay_cap)
-        elif self._path.state.direct_address is None:
-            self._prober = None  # no address to probe yet: the next change brings one
-            return
+    def _fit_datagram_size_to_path(self, now: float, *, is_handshake: bool = False) -> None:
+        """Tell the sizer where the datagrams go now; send the probes it asks for."""
+        state = self._path.state
+        is_relay = state.kind == KIND_RELAY
+        has_direct_address = state.direct_address is not None
+        if is_handshake:
+            self._sizer.handshake_completed(
+                is_relay=is_relay, has_direct_address=has_direct_address
+            )
         else:
-            self._prober = DatagramSizeProber(cap=cap, fragment=True)
+            self._sizer.path_changed(is_relay=is_relay, has_direct_address=has_direct_address)
+        self._apply_sizer_events()
         self._send_probes(now)
+
+    def _apply_sizer_events(self) -> None:
+        """Apply the sizer's decisions (pmtu/sizer.py) through the adapters."""
+        sizer = self._sizer
+        while (event := sizer.next_event()) is not None:
+            if isinstance(event, SizeChanged):
+                if event.is_refusal:
+                    logger.info("%r: datagram refused by the path, back to %d", self, event.size)
+                self._set_datagram_size(event.size)
+            elif isinstance(event, FragmentsCarried):
+                if not self._has_loss_tap:
+                    self._has_loss_tap = True
+                    tuning.install_loss_tap(self._quic, sizer.packet_resolved)
+                logger.info(
+                    "%r: the path carries %d-byte datagrams in fragments; whole up to %d",
+                    self,
+                    event.fragmented,
+                    event.whole,
+                )
+            elif isinstance(event, FragmentsAbandoned):
+                logger.info(
+                    "%r: fragmented datagrams lost %.2f%% against %.2f%% whole: back to %d bytes",
+                    self,
+                    100 * event.fragmented_loss,
+                    100 * event.whole_loss,
+                    event.whole,
+                )
 
     def _add_cid(self, cid: bytes) -> None:
         self.cids.add(cid)
@@ -538,17 +566,15 @@ class Connection:
             return
         if now is None:
             now = self.loop.time()
-        guard = self._guard
+        sizes = self._sizer.transmit_sizes(now)
         may_fragment = False
-        if guard is None:
+        if sizes is None:
             datagrams = self._datagrams_to_send(now)
         else:
-            size = guard.next_size(now)
-            fragmenting = guard.is_fragmenting
-            settled = guard.fragmented if fragmenting else guard.whole
+            self._apply_sizer_events()  # a fall-back the loss tap saw since
+            settled, size, fragmenting, may_fragment = sizes
             self._set_datagram_size(settled)
             tuning.set_pacing_fragmented(self._quic, fragmenting)
-            may_fragment = size > guard.whole
             if size != settled:
                 tuning.set_packet_size(self._quic, size)
             in_flight = tuning.bytes_in_flight(self._quic) if fragmenting else 0
@@ -579,10 +605,9 @@ class Connection:
 
     def _arm_timer(self) -> None:
         at = self._quic.get_timer()
-        if self._prober is not None:
-            probe_at = self._prober.get_timer()
-            if probe_at is not None and (at is None or probe_at < at):
-                at = probe_at
+        probe_at = self._sizer.get_timer()
+        if probe_at is not None and (at is None or probe_at < at):
+            at = probe_at
         if at is None:
             return
         if self._timer is not None:
@@ -600,37 +625,18 @@ class Connection:
         due = self._quic.get_timer()
         if due is not None and now >= due:
             self._quic.handle_timer(now=now)
-        if self._prober is not None:
-            self._prober.handle_timer(now)
-            self._send_probes(now)
+        self._sizer.handle_timer(now)
+        self._send_probes(now)
         self._process_events()
         self._transmit(now)
 
     def _send_probes(self, now: float) -> None:
-        if self._prober is None or self._prober.is_finished:
-            return
-        for probe in self._prober.probes_to_send(now):
+        for probe in self._sizer.probes_to_send(now):
             self._owner.register_probe(probe.nonce, self)
             self._magicsock.send_control(
                 self._path,
                 encode_probe(probe.nonce, probe.size),
                 may_fragment=probe.may_fragment,
-            )
-
-    def _packet_resolved(self, size: int, is_lost: bool, now: float) -> None:
-        guard = self._guard
-        if guard is None:
-            return
-        was_fragmenting = guard.is_fragmenting
-        guard.packet_resolved(size, is_lost, now)
-        if was_fragmenting and not guard.is_fragmenting and guard.verdict is not None:
-            fragmented_loss, whole_loss = guard.verdict
-            logger.info(
-                "%r: fragmented datagrams lost %.2f%% against %.2f%% whole: back to %d bytes",
-                self,
-                100 * fragmented_loss,
-                100 * whole_loss,
-                guard.whole,
             )
 
     def _check_silence(self) -> None:
@@ -715,6 +721,12 @@ class Connection:
             elif isinstance(event, events.PingAcknowledged):
                 self._is_proven_alive = True
 
+    def _new_stream(self, stream_id: int) -> Stream:
+        """A stream of this connection, registered until it ends (``stream_ended``)."""
+        stream = Stream(self, stream_id)
+        self._streams[stream_id] = stream
+        return stream
+
     def _stream_for_peer_data(self, stream_id: int) -> Stream | None:
         stream = self._streams.get(stream_id)
         if stream is not None:
@@ -725,8 +737,7 @@ class Connection:
         if stream_is_unidirectional(stream_id) or self.is_closed:
             return None  # p2pcp/1 uses bidirectional streams only
         self._highest_peer_stream_id = stream_id
-        stream = Stream(self, stream_id)
-        self._streams[stream_id] = stream
+        stream = self._new_stream(stream_id)
         self._incoming.append(stream)
         self._wake_acceptors()
         return stream
@@ -755,7 +766,7 @@ class Connection:
         self._last_receive_at = self.loop.time()
         if self._is_client:  # the receiver: the side that waits for data
             self._silence_timer = self.loop.call_later(SILENCE_CHECK_S, self._check_silence)
-        self._fit_datagram_size_to_path(self.loop.time())
+        self._fit_datagram_size_to_path(self.loop.time(), is_handshake=True)
         if not self._is_client:
             self._owner.connection_ready(self)
 

@@ -27,7 +27,7 @@ and ``stream_window`` per stream, whatever the size of the transfer.
 A reader that stops reading a stream it will read later keeps up to
 ``stream_window`` of the connection's window: the connection window must
 exceed what streams left unread hold, or a stream the application waits on
-could get no credit (tls.py sizes it for that).
+could get no credit (configuration.py sizes it for that).
 
 ``ReceiveCredit`` is sans-IO: the caller reports what its readers did and
 transmits when a method returns True (a limit was raised). It changes

@@ -64,7 +64,7 @@ from p2pcp.net.paths.magicsock import (
 )
 from p2pcp.net.paths.stun import StunClient
 from p2pcp.net.pmtu.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES
-from p2pcp.net.quic import tls
+from p2pcp.net.quic import configuration as tls
 from p2pcp.net.quic.connection import Connection
 from p2pcp.net.quic.stream import Stream
 from p2pcp.net.udp.interfaces import interface_addresses
@@ -88,7 +88,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 
 # Short-header packets carry no connection id length, so the demux must know
 # it: servers' ids are 8 bytes, clients' 4, and one client connection per
-# endpoint has none (tls.py says why). A short-header datagram goes to the
+# endpoint has none (configuration.py says why). A short-header datagram goes to the
 # first of them that names a connection (a wrong guess fails to decrypt).
 SERVER_CID_BYTES = tls.SERVER_CID_BYTES
 CLIENT_CID_BYTES = tls.CLIENT_CID_BYTES

@@ -1,20 +1,19 @@
 """Stream: one bidirectional QUIC stream as the transfer layer sees it.
 
-The connection driver (connection.py) feeds a Stream with
+The connection driver (connection.py) creates each Stream, feeds it with
 ``receive_data`` / ``receive_reset`` / ``receive_stop_sending`` /
 ``fail`` and calls ``wake_writer`` after acknowledgements; the
 application calls ``read`` / ``read_exactly`` / ``write`` / ``finish`` /
-``reset``.
+``reset``. A Stream reaches its connection only through ``StreamOwner``
+(the methods below), and tells it once when it is done (``stream_ended``).
 
 Invariants:
 
-- ``write`` returns only once the stream holds at most ``HIGH_WATER_BYTES``
-  of unsent plus unacknowledged data, or the whole connection holds at most
-  its send budget (``Connection.send_budget``: a few congestion windows, at
-  most ``MAX_SEND_BUDGET_BYTES``): aioquic's own send buffer is unbounded,
-  so a fast producer cannot fill memory, yet one stream alone can keep a
-  long fat path full while a lost packet holds up the acknowledged edge of
-  its buffer. It wakes when the amounts fall to half of those.
+- ``write`` returns only once the connection's backpressure rule lets the
+  stream queue more (``Connection.may_write``, the one place that rule is
+  written: aioquic's own send buffer is unbounded); while it does not, the
+  writer waits, registered with the connection (``writer_blocked``), which
+  wakes it after acknowledgements once there is room again.
 - Received data is handed out in order, exactly once; ``read`` returns
   ``b""`` only after the peer's FIN and every byte before it.
 - Once a stream has failed (peer reset, connection lost) every later
@@ -24,7 +23,7 @@ Invariants:
 - Receiving is flow-controlled by the reader (credit.py): the stream's
   window moves with ``read_offset``, the bytes the reader has taken, so a
   reader slower than the network holds at most a stream window here
-  (``tls.MAX_STREAM_DATA_BYTES``) and slows the sender. Every byte leaves
+  (``configuration.MAX_STREAM_DATA_BYTES``) and slows the sender. Every byte leaves
   the queue through ``_take`` or a reset, which report it to the connection;
   while the stream still receives, its queued bytes count against the
   connection's window, and once its end has arrived they no longer do (no
@@ -35,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from p2pcp.core.errors import (
     ConnectionLostError,
@@ -44,28 +43,48 @@ from p2pcp.core.errors import (
     StreamResetError,
 )
 
-if TYPE_CHECKING:
-    from p2pcp.net.quic.connection import Connection
-
-# Send-side bytes a stream may hold before write() waits. Above the
-# bandwidth-delay product of the paths p2pcp targets (400 MB/s x 1 ms on
-# loopback, 50 MB/s x 40 ms across a continent is 2 MB) and of the relay
-# path, whose TCP buffers add tens of ms of queueing: measured with
-# bench/relay.py, 4 MiB held relayed transfers to ~78 MB/s, 8 MiB gave
-# ~120 MB/s (16 MiB no better). Small enough that the fetcher's 8 parallel
-# streams stay under 64 MiB.
-HIGH_WATER_BYTES = 8 * 1024 * 1024
-LOW_WATER_BYTES = HIGH_WATER_BYTES // 2
-
 # read() joins queued chunks (one per QUIC frame, 1-16 KB) up to this size,
 # so a reader costs one call per ~256 KiB rather than one per packet.
 READ_JOIN_BYTES = 256 * 1024
 
 
+class StreamOwner(Protocol):
+    """What a Stream needs from its connection (connection.py's Connection)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None: ...
+    def reset_stream(self, stream_id: int, code: int) -> None: ...
+    def receive_queued(self, nbytes: int) -> None:
+        """``nbytes`` more wait in a stream's queue for its reader (credit.py)."""
+
+    def receive_consumed(self, stream_id: int, nbytes: int, read_offset: int | None) -> None:
+        """The reader took (or the stream dropped) ``nbytes`` of its queue;
+        ``read_offset`` None: it wants no more (credit.py)."""
+
+    def receive_dropped(self) -> None:
+        """Data or a reset arrived that no reader will take."""
+
+    def may_write(self, stream_id: int) -> bool:
+        """The backpressure rule: may this stream queue more now?"""
+
+    def writer_blocked(self, stream: Stream) -> None:
+        """``stream``'s writer waits for room: ``wake_writer`` it when there is."""
+
+    def writer_unblocked(self, stream: Stream) -> None:
+        """``stream``'s writer stopped waiting."""
+
+    def stream_ended(self, stream: Stream) -> None:
+        """``stream`` is done (``is_done``): no event can matter to it any more."""
+
+
 class Stream:
     """A bidirectional stream (see module doc for the rules)."""
 
-    def __init__(self, connection: Connection, stream_id: int) -> None:
+    def __init__(self, connection: StreamOwner, stream_id: int) -> None:
         self._connection = connection
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()
@@ -78,6 +97,7 @@ class Stream:
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._is_fin_queued = False
+        self._is_ended = False
 
     def __repr__(self) -> str:
         return f"Stream({self.stream_id})"
@@ -156,14 +176,14 @@ class Stream:
             self._connection.receive_consumed(self.stream_id, nbytes, self.read_offset)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data``; wait while the stream holds more than HIGH_WATER_BYTES."""
+        """Queue ``data``; wait while the connection's backpressure rule says so."""
         if self._write_error is not None:
             raise self._write_error
         if self._is_fin_queued:
             raise ConnectionLostError("write after finish() on a stream")
         if data:
             self._connection.send_stream_data(self.stream_id, bytes(data), end_stream=False)
-        await self._wait_below_high_water()
+        await self._wait_for_room()
 
     async def finish(self) -> None:
         """Send FIN after everything written so far."""
@@ -173,8 +193,8 @@ class Stream:
             return
         self._is_fin_queued = True
         self._connection.send_stream_data(self.stream_id, b"", end_stream=True)
-        self._connection.stream_state_changed(self)
-        await self._wait_below_high_water()
+        self._end_if_done()
+        await self._wait_for_room()
 
     def reset(self, code: int) -> None:
         """Abort both directions: RESET_STREAM and STOP_SENDING with ``code``."""
@@ -218,7 +238,7 @@ class Stream:
             self._is_eof = True
             queued_before = self._queued_bytes - len(data)
             self._connection.receive_consumed(self.stream_id, queued_before, None)
-            self._connection.stream_state_changed(self)
+            self._end_if_done()
         self._wake_reader()
 
     def receive_reset(self, code: int) -> None:
@@ -226,7 +246,7 @@ class Stream:
         if self._read_error is None:
             self._read_error = StreamResetError(f"peer reset the stream (code {code:#x})", code)
             self._drop_queue()
-            self._connection.stream_state_changed(self)
+            self._end_if_done()
         else:
             self._connection.receive_dropped()  # its final size may free credit
         self._wake_reader()
@@ -237,7 +257,7 @@ class Stream:
             self._write_error = StreamResetError(
                 f"peer stopped reading the stream (code {code:#x})", code
             )
-            self._connection.stream_state_changed(self)
+            self._end_if_done()
         self._wake_writer_now()
 
     def fail(self, error: P2pcpError) -> None:
@@ -246,7 +266,7 @@ class Stream:
             self._read_error = error
         if self._write_error is None:
             self._write_error = error
-        self._connection.stream_state_changed(self)
+        self._end_if_done()
         self._wake_reader()
         self._wake_writer_now()
 
@@ -258,6 +278,12 @@ class Stream:
         if self._is_eof:
             return  # no longer counted (module doc)
         self._connection.receive_consumed(self.stream_id, dropped, None)
+
+    def _end_if_done(self) -> None:
+        """Tell the connection, once, that no event can matter any more."""
+        if not self._is_ended and self.is_done:
+            self._is_ended = True
+            self._connection.stream_ended(self)
 
     def wake_writer(self) -> None:
         """Called by the driver after ACKs once the stream may write again."""
@@ -273,17 +299,17 @@ class Stream:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait_below_high_water(self) -> None:
+    async def _wait_for_room(self) -> None:
         connection = self._connection
         while not connection.may_write(self.stream_id):
             if self._write_error is not None:
                 raise self._write_error
             self._write_waiter = connection.loop.create_future()
-            connection.write_blocked.add(self)
+            connection.writer_blocked(self)
             try:
                 await self._write_waiter
             finally:
                 self._write_waiter = None
-                connection.write_blocked.discard(self)
+                connection.writer_unblocked(self)
         if self._write_error is not None:
             raise self._write_error

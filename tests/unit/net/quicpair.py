@@ -14,7 +14,7 @@ from aioquic.quic.packet import pull_quic_header
 from cryptography import x509
 
 from p2pcp.net._aioquic import tuning
-from p2pcp.net.quic import tls
+from p2pcp.net.quic import configuration
 
 Address = tuple[str, int]
 HANDSHAKE_ROUNDS = 10
@@ -70,7 +70,9 @@ def connected_pair(
     now = 0.0
     client.connect(server_addr, now=now)
     initial = client.datagrams_to_send(now=now)
-    header = pull_quic_header(Buffer(data=initial[0][0]), host_cid_length=tls.SERVER_CID_BYTES)
+    header = pull_quic_header(
+        Buffer(data=initial[0][0]), host_cid_length=configuration.SERVER_CID_BYTES
+    )
     server = QuicConnection(
         configuration=server_config, original_destination_connection_id=header.destination_cid
     )
@@ -99,19 +101,19 @@ def p2pcp_pair(
     CLIENT_ADDR and SERVER_ADDR; ``sole``: the client uses zero-length ids,
     as an endpoint's only client connection does (endpoint.py);
     ``adjust_client`` / ``adjust_server`` may change a configuration first."""
-    client_config = tls.client_configuration(SEED_CLIENT, congestion=congestion)
+    client_config = configuration.client_configuration(SEED_CLIENT, congestion=congestion)
     if sole:
-        client_config = tls.sole_client_configuration(client_config)
+        client_config = configuration.sole_client_configuration(client_config)
     if adjust_client is not None:
         adjust_client(client_config)
-    server_config = tls.server_configuration(SEED_SERVER, congestion=congestion)
+    server_config = configuration.server_configuration(SEED_SERVER, congestion=congestion)
     if adjust_server is not None:
         adjust_server(server_config)
 
     def prepare(client: QuicConnection) -> None:
         if sole:
             tuning.forgo_connection_ids(client)
-        tuning.set_initial_destination_cid(client, bytes(range(tls.INITIAL_DCID_BYTES)))
+        tuning.set_initial_destination_cid(client, bytes(range(configuration.INITIAL_DCID_BYTES)))
 
     return connected_pair(
         client_config,

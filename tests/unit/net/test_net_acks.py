@@ -6,7 +6,7 @@ from __future__ import annotations
 from aioquic.quic.connection import QuicConnection
 
 from p2pcp.net._aioquic import tuning
-from p2pcp.net.quic import tls
+from p2pcp.net.quic import configuration
 
 from .quicpair import SEED_CLIENT, SEED_SERVER, connected_pair, deliver
 
@@ -19,8 +19,8 @@ def _deliver(sender: QuicConnection, receiver: QuicConnection, now: float) -> in
 
 def _pair() -> tuple[QuicConnection, QuicConnection, float]:
     client, server, now = connected_pair(
-        tls.client_configuration(SEED_CLIENT),
-        tls.server_configuration(SEED_SERVER),
+        configuration.client_configuration(SEED_CLIENT),
+        configuration.server_configuration(SEED_SERVER),
         server_addr=ADDR,
         client_addr=ADDR,
     )

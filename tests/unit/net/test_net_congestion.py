@@ -11,22 +11,22 @@ from p2pcp.cli.common import Congestion
 from p2pcp.core.errors import UsageError
 from p2pcp.net._aioquic import pacing, tuning
 from p2pcp.net.congestion.bbr import BbrCongestionControl
-from p2pcp.net.quic import tls
+from p2pcp.net.quic import configuration
 
 SEED = bytes(range(32))
 
 
 def _connection(congestion: str) -> QuicConnection:
-    quic = QuicConnection(configuration=tls.client_configuration(SEED, congestion))
+    quic = QuicConnection(configuration=configuration.client_configuration(SEED, congestion))
     tuning.install_burst_pacer(quic)
     return quic
 
 
 def test_cli_choices_are_the_controllers() -> None:
-    assert [c.value for c in Congestion] == list(tls.CONGESTION_CONTROLLERS)
-    assert tls.DEFAULT_CONGESTION in tls.CONGESTION_CONTROLLERS
+    assert [c.value for c in Congestion] == list(configuration.CONGESTION_CONTROLLERS)
+    assert configuration.DEFAULT_CONGESTION in configuration.CONGESTION_CONTROLLERS
     # the CLI's default (cmd_send, cmd_receive) is the net layer's
-    assert Congestion.bbr.value == tls.DEFAULT_CONGESTION
+    assert Congestion.bbr.value == configuration.DEFAULT_CONGESTION
 
 
 @pytest.mark.parametrize(
@@ -40,12 +40,12 @@ def test_cli_choices_are_the_controllers() -> None:
 def test_each_name_builds_its_controller(name: str, cls: type) -> None:
     quic = _connection(name)
     assert type(quic._loss._cc) is cls
-    assert type(tls.server_configuration(SEED, name).congestion_control_algorithm) is str
+    assert type(configuration.server_configuration(SEED, name).congestion_control_algorithm) is str
 
 
 def test_unknown_name_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="unknown congestion controller 'vegas'"):
-        tls.client_configuration(SEED, "vegas")
+        configuration.client_configuration(SEED, "vegas")
 
 
 def test_pacer_follows_a_modelled_rate() -> None:
@@ -68,7 +68,7 @@ def test_pacer_uses_window_over_rtt_without_a_model() -> None:
 
 
 def test_datagram_size_change_reaches_each_controller() -> None:
-    for name in tls.CONGESTION_CONTROLLERS:
+    for name in configuration.CONGESTION_CONTROLLERS:
         quic = _connection(name)
         cc = quic._loss._cc
         window = cc.congestion_window

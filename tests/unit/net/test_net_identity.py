@@ -1,4 +1,4 @@
-"""TLS identity helpers: the certificate carries the node key; pinning refuses others."""
+"""Node identity in TLS: the certificate carries the node key; pinning refuses others."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.signing import SigningKey
 
 from p2pcp.core.errors import PeerIdentityError
-from p2pcp.net.quic.tls import (
-    ALPN,
+from p2pcp.net.quic.identity import (
     certificate_node_key,
     check_peer_certificate,
-    client_configuration,
     make_certificate,
-    server_configuration,
 )
 
 SEED_A = bytes(range(32))
@@ -49,12 +46,3 @@ def test_pinning_refuses_another_key() -> None:
 def test_pinning_refuses_no_certificate() -> None:
     with pytest.raises(PeerIdentityError):
         check_peer_certificate(None, node_id(SEED_A), peer_name="aaaa")
-
-
-def test_configurations_speak_p2pcp() -> None:
-    for config in (client_configuration(SEED_A), server_configuration(SEED_A)):
-        assert config.alpn_protocols == [ALPN]
-        assert config.max_datagram_size == 1200
-        assert certificate_node_key(config.certificate) == node_id(SEED_A)
-    assert client_configuration(SEED_A).is_client
-    assert not server_configuration(SEED_A).is_client
