@@ -122,10 +122,12 @@ async def stock_client(port: int, size: int) -> float:
 
 def endpoint_server(pipe: Pipe, cap: int | None) -> None:
     from p2pcp.core.identity import SecretKey
-    from p2pcp.net.quic.endpoint import Endpoint
+    from p2pcp.net import Endpoint, EndpointConfig
 
     async def main() -> None:
-        endpoint = await Endpoint.bind(SecretKey(SERVER_SEED), max_datagram_size=cap)
+        endpoint = await Endpoint.bind(
+            SecretKey(SERVER_SEED), EndpointConfig(max_datagram_size=cap)
+        )
         pipe.send(endpoint.local_port)
 
         async def serve() -> None:
@@ -151,9 +153,9 @@ def endpoint_server(pipe: Pipe, cap: int | None) -> None:
 
 async def endpoint_client(port: int, size: int, cap: int | None) -> tuple[float, int]:
     from p2pcp.core.identity import SecretKey
-    from p2pcp.net.quic.endpoint import Endpoint
+    from p2pcp.net import Endpoint, EndpointConfig
 
-    endpoint = await Endpoint.bind(SecretKey(CLIENT_SEED), max_datagram_size=cap)
+    endpoint = await Endpoint.bind(SecretKey(CLIENT_SEED), EndpointConfig(max_datagram_size=cap))
     try:
         server_id = SecretKey(SERVER_SEED).public
         connection = await endpoint.connect(server_id, [("127.0.0.1", port)], timeout_s=10)

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from p2pcp.cli.common import (
-    Congestion,
     CongestionOption,
     JsonOption,
     NoRelayOption,
@@ -27,7 +26,7 @@ def receive(
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
     ] = False,
-    congestion: CongestionOption = Congestion.bbr,
+    congestion: CongestionOption = None,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
     relay_only: Annotated[
@@ -55,13 +54,14 @@ def receive(
     under its final name; existing identical files are kept, different ones
     are never replaced without --force.
     """
-    from p2pcp.cli.common import path_argument, run_async
+    from p2pcp.cli.common import endpoint_config, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging
     from p2pcp.cli.progress import ReceiveView
-    from p2pcp.core.config import max_datagram_size_from_env, normalize_relay_url
+    from p2pcp.core.config import RelayUrl, load_config
     from p2pcp.core.errors import Interrupted, UsageError
     from p2pcp.core.identity import load_or_create_secret_key
     from p2pcp.core.ticket import decode_ticket
+    from p2pcp.net import PathPolicy
     from p2pcp.transfer.fetcher import Fetcher, FetchOptions
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
@@ -72,15 +72,24 @@ def receive(
         raise UsageError("--relay-only contradicts --direct-only and --no-relay")
     if relay and no_relay:
         raise UsageError("--relay and --no-relay contradict each other")
-    policy = "relay-only" if relay_only else "direct-only" if direct_only or no_relay else "auto"
+    if relay_only:
+        policy = PathPolicy.RELAY_ONLY
+    elif direct_only or no_relay:
+        policy = PathPolicy.DIRECT_ONLY
+    else:
+        policy = PathPolicy.AUTO
+    # The receiver's relay is the ticket's; --relay overrides it (the
+    # environment's and the config file's relay are the sender's home).
     options = FetchOptions(
         out_dir=out_dir,
         force=force,
-        max_datagram_size=max_datagram_size_from_env(),
-        path_policy=policy,
-        relay_url=normalize_relay_url(relay) if relay else None,
+        endpoint=endpoint_config(
+            settings=load_config(),
+            congestion=congestion,
+            relay_url=RelayUrl.parse(relay) if relay else None,
+            path_policy=policy,
+        ),
         retry_for_s=retry_for,
-        congestion=congestion.value,
     )
     secret_key = load_or_create_secret_key()
     with ReceiveView(mode) as view:

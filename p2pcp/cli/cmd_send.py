@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from p2pcp.cli.common import (
-    Congestion,
     CongestionOption,
     JsonOption,
     NoRelayOption,
@@ -51,9 +50,7 @@ def send(
     ] = None,
     port: Annotated[
         int,
-        typer.Option(
-            "--port", metavar="PORT", min=0, max=65535, help="UDP port to listen on (0: any)."
-        ),
+        typer.Option("--port", metavar="PORT", help="UDP port to listen on (0: any)."),
     ] = 0,
     strict: Annotated[
         bool,
@@ -63,7 +60,7 @@ def send(
             " instead of reporting it as skipped and sending the rest.",
         ),
     ] = False,
-    congestion: CongestionOption = Congestion.bbr,
+    congestion: CongestionOption = None,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
     as_json: JsonOption = False,
@@ -78,23 +75,28 @@ def send(
     sender with a summary (receivers served, bytes sent) and exit 0; with
     --once, stopping it while a receiver is still fetching exits 130.
     """
-    from p2pcp.cli.common import path_argument, run_async
+    from p2pcp.cli.common import endpoint_config, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
-    from p2pcp.core.config import choose_relay, max_datagram_size_from_env
+    from p2pcp.core.config import choose_relay, load_config
     from p2pcp.core.errors import Interrupted
+    from p2pcp.net import PathPolicy
     from p2pcp.transfer import events
     from p2pcp.transfer.sender import SendOptions, run_send
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
+    settings = load_config()
     options = SendOptions(
         paths=tuple(path_argument(path, "PATH") for path in paths),
         once=once,
-        port=port,
-        max_datagram_size=max_datagram_size_from_env(),
-        relay_url=choose_relay(relay, no_relay),
-        congestion=congestion.value,
+        endpoint=endpoint_config(
+            settings=settings,
+            congestion=congestion,
+            relay_url=choose_relay(relay, no_relay, settings),
+            path_policy=PathPolicy.AUTO,
+            port=port,
+        ),
         strict=strict,
     )
     # The ticket is the one thing -q never hides: on a terminal without -q

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from p2pcp.core.errors import Interrupted, UsageError
+
+if TYPE_CHECKING:
+    from p2pcp.core.config import Config, RelayUrl
+    from p2pcp.net import EndpointConfig, PathPolicy
 
 T = TypeVar("T")
 
@@ -32,31 +35,58 @@ RelayOption = Annotated[
 ]
 NoRelayOption = Annotated[bool, typer.Option("--no-relay", help="Use no relay: direct only.")]
 
-
-class Congestion(str, enum.Enum):
-    """The names of net/quic/configuration.py's CONGESTION_CONTROLLERS (a test keeps them equal)."""
-
-    bbr = "bbr"
-    cubic = "cubic"
-    reno = "reno"
-
-
+# The flag's word; ``endpoint_config`` turns it into net's ``Congestion``
+# (importing net here would load aioquic for ``--help``).
 CongestionOption = Annotated[
-    Congestion,
+    str | None,
     typer.Option(
         "--congestion",
-        envvar="P2PCP_CONGESTION",
-        case_sensitive=False,
+        show_default=False,
         metavar="bbr|cubic|reno",
         help="Congestion controller for the data this side sends. On the sender it paces "
         "the files, so it sets the transfer's speed; on the receiver it only paces its acks "
         "and requests. bbr (model-based: random loss does not slow it down), or aioquic's "
-        "loss-based cubic or reno.",
+        "loss-based cubic or reno. Default: P2PCP_CONGESTION, the config file, or bbr.",
     ),
 ]
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
 ]
+
+
+def endpoint_config(
+    *,
+    settings: Config,
+    congestion: str | None,
+    relay_url: RelayUrl | None,
+    path_policy: PathPolicy,
+    port: int = 0,
+) -> EndpointConfig:
+    """The one ``EndpointConfig`` of this run: the flags (``congestion`` is
+    the flag's word, None when not given) over ``settings`` (environment,
+    then config file: core/config.py). EndpointConfig checks every value;
+    a bad one is its one-line error, prefixed with where the value came
+    from (the flag, the variable or the file), so the same bad value gives
+    the same message from each."""
+    from p2pcp.net import Congestion, EndpointConfig, SettingError
+
+    flags = {"port": "--port"}
+    if congestion is not None:
+        flags["congestion"] = "--congestion"
+    try:
+        word = congestion if congestion is not None else settings.congestion
+        return EndpointConfig(
+            port=port,
+            max_datagram_size=settings.max_datagram_size,
+            relay_url=relay_url,
+            path_policy=path_policy,
+            congestion=Congestion.parse(word) if word is not None else Congestion.BBR,
+        )
+    except SettingError as exc:
+        where = flags.get(exc.setting) or settings.source(exc.setting)
+        if not where:
+            raise
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def path_argument(text: str, what: str) -> Path:

@@ -34,6 +34,7 @@ from rich.progress import (
 from p2pcp.blobs.names import display_path
 from p2pcp.cli.output import OutputMode, console, human_bytes, plural
 from p2pcp.core.defaults import JSON_PROGRESS_INTERVAL_S
+from p2pcp.net import PathKind, Route
 from p2pcp.transfer import events
 
 # Per-file bars beyond this many would scroll the screen; the overall bar
@@ -61,10 +62,9 @@ def _bars(out: Console) -> Progress:
     )
 
 
-def _where(path: str, description: str) -> dict[str, str]:
+def _where(route: Route) -> dict[str, str]:
     """``{"url": ...}`` for a relay path, ``{"address": ...}`` for a direct one."""
-    place = description.split(" ", 1)[1] if " " in description else ""
-    return {"url": place} if path == "relay" else {"address": place}
+    return {"url": route.place} if route.kind is PathKind.RELAY else {"address": route.place}
 
 
 def _shorten(path: str, width: int = 32) -> str:
@@ -165,23 +165,23 @@ class ReceiveView(_View):
             )
 
     def _on_PeerConnected(self, event: events.PeerConnected) -> None:
-        self._say(f"Connected to the sender: {event.description}")
+        self._say(f"Connected to the sender: {event.route}")
         if self.mode.is_json:
             self.mode.json(
                 "connected",
-                path=event.path,
-                description=event.description,
-                **_where(event.path, event.description),
+                path=event.route.kind,
+                description=str(event.route),
+                **_where(event.route),
             )
 
     def _on_PathChanged(self, event: events.PathChanged) -> None:
-        self._say(f"Path changed: {event.description}")
+        self._say(f"Path changed: {event.route}")
         if self.mode.is_json:
             self.mode.json(
                 "path",
-                kind=event.path,
-                description=event.description,
-                **_where(event.path, event.description),
+                kind=event.route.kind,
+                description=str(event.route),
+                **_where(event.route),
             )
 
     def _on_RetryScheduled(self, event: events.RetryScheduled) -> None:
@@ -345,7 +345,7 @@ class SendView(_View):
                 total_size=event.total_size,
                 files=event.file_count,
                 name=event.name,
-                relay_url=event.relay_url,
+                relay_url=str(event.relay_url) if event.relay_url is not None else None,
                 skipped=list(event.skipped),
             )
         elif self.ticket_to_stdout:
@@ -365,32 +365,34 @@ class SendView(_View):
         who = f"receiver {event.connection_id}" + (f" {event.peer}" if event.peer else "")
         if self.progress is not None:
             self.receivers[event.connection_id] = self.progress.add_task(
-                f"{who} ({event.kind})", total=self.total
+                f"{who} ({event.route.kind})", total=self.total
             )
-        self._say(f"{who} connected: {event.path}")
+        self._say(f"{who} connected: {event.route}")
         if self.mode.is_json:
             fields: dict[str, Any] = {"node_id": event.peer} if event.peer else {}
             self.mode.json(
                 "connected",
                 receiver=event.connection_id,
-                path=event.kind,
-                description=event.path,
-                **_where(event.kind, event.path),
+                path=event.route.kind,
+                description=str(event.route),
+                **_where(event.route),
                 **fields,
             )
 
     def _on_ReceiverPathChanged(self, event: events.ReceiverPathChanged) -> None:
         task = self.receivers.get(event.connection_id)
         if self.progress is not None and task is not None:
-            self.progress.update(task, description=f"receiver {event.connection_id} ({event.path})")
-        self._say(f"receiver {event.connection_id}: path changed: {event.description}")
+            self.progress.update(
+                task, description=f"receiver {event.connection_id} ({event.route.kind})"
+            )
+        self._say(f"receiver {event.connection_id}: path changed: {event.route}")
         if self.mode.is_json:
             self.mode.json(
                 "path",
                 receiver=event.connection_id,
-                kind=event.path,
-                description=event.description,
-                **_where(event.path, event.description),
+                kind=event.route.kind,
+                description=str(event.route),
+                **_where(event.route),
             )
 
     def _on_ReceiverProgressed(self, event: events.ReceiverProgressed) -> None:

@@ -10,6 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, overload
 
+from p2pcp.core.config import RelayUrl
+from p2pcp.net import PathKind, Route
+
 
 @dataclass(frozen=True)
 class ImportProgressed:
@@ -28,27 +31,25 @@ class SenderReady:
     file_count: int
     name: str
     skipped: tuple[str, ...] = ()
-    relay_url: str | None = None
+    relay_url: RelayUrl | None = None
     is_relay_connected: bool = False
 
 
 @dataclass(frozen=True)
 class ReceiverConnected:
-    """A receiver connected. ``path`` describes where it is (e.g. "direct
-    198.18.0.5:4433"), ``kind`` is "direct" or "relay"; ``peer`` is the
-    short form of the node id it proved, when it proved one."""
+    """A receiver connected over ``route`` (its ``str()`` describes it,
+    e.g. "direct 198.18.0.5:4433"); ``peer`` is the short form of the node
+    id it proved, when it proved one."""
 
     connection_id: int
-    path: str
-    kind: str = "direct"
+    route: Route
     peer: str | None = None
 
 
 @dataclass(frozen=True)
 class ReceiverPathChanged:
     connection_id: int
-    path: str
-    description: str
+    route: Route
 
 
 @dataclass(frozen=True)
@@ -77,22 +78,17 @@ class ReceiverFailed:
 
 @dataclass(frozen=True)
 class PeerConnected:
-    """The receiver reached the sender.
+    """The receiver reached the sender over ``route`` (its ``str()`` says
+    where: "direct 198.18.0.5:4433" or "relay http://198.18.0.1:3340")."""
 
-    ``path`` is "direct" or "relay"; ``description`` says where (e.g.
-    "direct 198.18.0.5:4433" or "relay http://198.18.0.1:3340").
-    """
-
-    path: str
-    description: str
+    route: Route
 
 
 @dataclass(frozen=True)
 class PathChanged:
     """The connection moved to another path (relay -> direct or back)."""
 
-    path: str
-    description: str
+    route: Route
 
 
 @dataclass(frozen=True)
@@ -191,8 +187,8 @@ class TransferFinished:
     bytes_present: int
     seconds: float
     files: Sequence[FileReport] = ()
-    # UDP payload bytes carried by each path kind ("direct", "relay"), both ways.
-    bytes_by_path: dict[str, int] = field(default_factory=dict)
+    # UDP payload bytes carried by each path kind, both ways.
+    bytes_by_path: dict[PathKind, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Short: asyncio's Runner formats the main task's repr (and with it
@@ -203,10 +199,10 @@ class TransferFinished:
         )
 
     @property
-    def main_path(self) -> str:
+    def main_path(self) -> PathKind:
         """The path that carried the most bytes."""
         if not self.bytes_by_path:
-            return "direct"
+            return PathKind.DIRECT
         return max(self.bytes_by_path.items(), key=lambda item: item[1])[0]
 
 
@@ -217,4 +213,4 @@ class Connecting:
 
     node: str
     address_count: int
-    relay_url: str | None
+    relay_url: RelayUrl | None

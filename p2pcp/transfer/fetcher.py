@@ -47,6 +47,7 @@ from p2pcp.blobs.encoding import (
     verify_one_leaf,
 )
 from p2pcp.blobs.tree import LEAF_SIZE
+from p2pcp.core.config import RelayUrl
 from p2pcp.core.defaults import (
     CONNECT_TIMEOUT_S,
     FETCH_CONCURRENCY,
@@ -69,7 +70,7 @@ from p2pcp.core.errors import (
 )
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.core.ticket import Ticket
-from p2pcp.net import DEFAULT_CONGESTION, Connection, Endpoint, Stream
+from p2pcp.net import Connection, Endpoint, EndpointConfig, PathKind, PathPolicy, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
 from p2pcp.transfer.store import Plan, Store
@@ -97,12 +98,9 @@ class FetchOptions:
     out_dir: Path
     force: bool = False
     connect_timeout_s: float = CONNECT_TIMEOUT_S
-    max_datagram_size: int | None = None
-    congestion: str = DEFAULT_CONGESTION
-    # "auto" (relay first, then direct when a path opens), "relay-only", "direct-only".
-    path_policy: str = "auto"
-    # Overrides the ticket's relay URL (e.g. the relay has another name here).
-    relay_url: str | None = None
+    endpoint: EndpointConfig = dataclasses.field(default_factory=EndpointConfig)
+    """How to bind and which paths to use. Its ``relay_url``, when set,
+    overrides the ticket's (e.g. the relay has another name here)."""
     # How long to keep reconnecting after a connection is lost mid-transfer.
     retry_for_s: float = RETRY_FOR_S
     # A response that yields no verified leaf for this long is abandoned.
@@ -281,7 +279,7 @@ class _Progress:
     plan: Plan | None = None
     # The standard BLAKE3 of each content root in place (the done report).
     blake3_by_root: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
-    bytes_by_path: Counter[str] = dataclasses.field(default_factory=Counter)
+    bytes_by_path: Counter[PathKind] = dataclasses.field(default_factory=Counter)
     # Per blob not yet in place, bytes already counted (fetched or found) in
     # this run, so that a retry does not count them twice.
     accounted: dict[bytes, int] = dataclasses.field(default_factory=dict)
@@ -308,46 +306,44 @@ class Fetcher:
     async def run(self, secret_key: SecretKey) -> events.TransferFinished:
         started = time.monotonic()
         relay_url = self._relay_url()
-        endpoint = await Endpoint.bind(
-            secret_key,
-            max_datagram_size=self.options.max_datagram_size,
-            relay_url=relay_url,
-            path_policy=self.options.path_policy,
-            congestion=self.options.congestion,
-        )
+        config = dataclasses.replace(self.options.endpoint, relay_url=relay_url)
+        endpoint = await Endpoint.bind(secret_key, config)
         try:
             return await self._session(endpoint, relay_url, started)
         finally:
             await endpoint.close()
 
-    def _relay_url(self) -> str | None:
-        """The relay to reach the sender through, by policy and ticket."""
-        if self.options.path_policy == "direct-only":
+    def _relay_url(self) -> RelayUrl | None:
+        """The relay to reach the sender through, by policy and ticket (the
+        ticket's URL is checked here, once: a bad one is a usage error)."""
+        policy = self.options.endpoint.path_policy
+        if policy is PathPolicy.DIRECT_ONLY:
             return None
-        relay_url = self.options.relay_url or self.ticket.relay_url
-        if relay_url is None and self.options.path_policy == "relay-only":
+        relay_url = self.options.endpoint.relay_url
+        if relay_url is None and self.ticket.relay_url is not None:
+            relay_url = RelayUrl.parse(self.ticket.relay_url)
+        if relay_url is None and policy is PathPolicy.RELAY_ONLY:
             raise UsageError("--relay-only: this ticket names no relay (give --relay URL)")
         if relay_url is None and not self.ticket.addresses:
             raise UsageError("this ticket names neither a relay nor an address")
         return relay_url
 
     async def _connect(
-        self, endpoint: Endpoint, relay_url: str | None, timeout_s: float
+        self, endpoint: Endpoint, relay_url: RelayUrl | None, timeout_s: float
     ) -> Connection:
         node = NodeId(self.ticket.node_id)
-        addresses = [] if self.options.path_policy == "relay-only" else list(self.ticket.addresses)
+        is_relay_only = self.options.endpoint.path_policy is PathPolicy.RELAY_ONLY
+        addresses = [] if is_relay_only else list(self.ticket.addresses)
         self.emit(events.Connecting(node.short(), len(addresses), relay_url))
         connection = await endpoint.connect(
             node, addresses, timeout_s=timeout_s, relay_url=relay_url
         )
-        self.emit(events.PeerConnected(connection.path_kind, connection.path_description))
-        connection.set_path_listener(
-            lambda kind, description: self.emit(events.PathChanged(kind, description))
-        )
+        self.emit(events.PeerConnected(connection.route))
+        connection.set_path_listener(lambda route: self.emit(events.PathChanged(route)))
         return connection
 
     async def _session(
-        self, endpoint: Endpoint, relay_url: str | None, started: float
+        self, endpoint: Endpoint, relay_url: RelayUrl | None, started: float
     ) -> events.TransferFinished:
         """Connect (a first failure is final: exit 3), then transfer; a connection
         lost mid-way is retried for ``retry_for_s``, resuming where it stopped."""
@@ -389,7 +385,7 @@ class Fetcher:
                 progress.store.close(keep_partial=keep_partial)
 
     async def _reconnect(
-        self, endpoint: Endpoint, relay_url: str | None, lost: ConnectError, deadline: float
+        self, endpoint: Endpoint, relay_url: RelayUrl | None, lost: ConnectError, deadline: float
     ) -> Connection:
         """Reconnect with exponential backoff until ``deadline``."""
         if self.options.retry_for_s <= 0:

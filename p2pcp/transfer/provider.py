@@ -225,17 +225,10 @@ class Provider:
     async def _serve_connection(self, session: _Session) -> None:
         connection_id, connection = session.connection_id, session.connection
         self.emit(
-            events.ReceiverConnected(
-                connection_id,
-                connection.path_description,
-                connection.path_kind,
-                _short_peer_id(connection),
-            )
+            events.ReceiverConnected(connection_id, connection.route, _short_peer_id(connection))
         )
         connection.set_path_listener(
-            lambda kind, description: self.emit(
-                events.ReceiverPathChanged(connection_id, kind, description)
-            )
+            lambda route: self.emit(events.ReceiverPathChanged(connection_id, route))
         )
         try:
             while True:

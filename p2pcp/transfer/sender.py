@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pcp.core.identity import load_or_create_secret_key
 from p2pcp.core.ticket import Ticket, encode_ticket
-from p2pcp.net import DEFAULT_CONGESTION, Endpoint
+from p2pcp.net import Endpoint, EndpointConfig
 from p2pcp.transfer import events
 from p2pcp.transfer.provider import Provider
 from p2pcp.transfer.source import import_scan, scan_paths
@@ -21,10 +21,8 @@ Emit = Callable[[object], None]
 class SendOptions:
     paths: tuple[Path, ...]
     once: bool = False
-    port: int = 0
-    max_datagram_size: int | None = None
-    relay_url: str | None = None
-    congestion: str = DEFAULT_CONGESTION
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    """How to bind: port, home relay (named in the ticket), controller, ..."""
     strict: bool = False
     """The first file that cannot be read or sent is an error, not a skip."""
 
@@ -44,18 +42,13 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
     collection = await asyncio.to_thread(import_scan, scan, on_bytes)
     del scan  # an object per file, not needed while serving
     secret_key = await asyncio.to_thread(load_or_create_secret_key)
-    endpoint = await Endpoint.bind(
-        secret_key,
-        port=options.port,
-        max_datagram_size=options.max_datagram_size,
-        relay_url=options.relay_url,
-        congestion=options.congestion,
-    )
+    endpoint = await Endpoint.bind(secret_key, options.endpoint)
     try:
         addresses = tuple(endpoint.direct_addresses())
+        relay_url = str(endpoint.relay_url) if endpoint.relay_url is not None else None
         ticket = Ticket(
             node_id=bytes(secret_key.public),
-            relay_url=endpoint.relay_url,
+            relay_url=relay_url,
             addresses=addresses,
             root_hash=collection.root,
             total_size=collection.manifest.total_size,

@@ -8,8 +8,6 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -21,36 +19,16 @@ from p2pcp.core.errors import (
     PeerIdentityError,
     StreamResetError,
 )
-from p2pcp.core.identity import SecretKey
+from p2pcp.net import EndpointConfig
 from p2pcp.net._aioquic import tuning
 from p2pcp.net.quic import configuration
 from p2pcp.net.quic.endpoint import Endpoint
 from p2pcp.net.udp.sockets import UdpSocket
 from tests.support.aio import run_bounded
+from tests.support.pairs import OTHER_KEY, SERVER_KEY, address_of, connected, endpoint_pair
 
 # Every test body is bounded by this (on top of pytest-timeout).
 TEST_TIMEOUT_S = 60.0
-
-SERVER_KEY = SecretKey(bytes(range(32)))
-CLIENT_KEY = SecretKey(bytes(range(1, 33)))
-OTHER_KEY = SecretKey(bytes(range(2, 34)))
-
-
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    run_bounded(body, TEST_TIMEOUT_S)
-
-
-@asynccontextmanager
-async def pair(
-    max_datagram_size: int | None = None,
-) -> AsyncIterator[tuple[Endpoint, Endpoint]]:
-    server = await Endpoint.bind(SERVER_KEY, max_datagram_size=max_datagram_size)
-    client = await Endpoint.bind(CLIENT_KEY, max_datagram_size=max_datagram_size)
-    try:
-        yield server, client
-    finally:
-        await client.close()
-        await server.close()
 
 
 def closed_udp_port() -> int:
@@ -60,13 +38,9 @@ def closed_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def loopback(endpoint: Endpoint) -> tuple[str, int]:
-    return ("127.0.0.1", endpoint.local_port)
-
-
 def test_direct_addresses_include_loopback_with_our_port() -> None:
     async def body() -> None:
-        async with pair() as (server, _client):
+        async with endpoint_pair() as (server, _client):
             addresses = server.direct_addresses()
             assert ("127.0.0.1", server.local_port) in addresses or (
                 "::1",
@@ -77,16 +51,14 @@ def test_direct_addresses_include_loopback_with_our_port() -> None:
             loop_hosts = [h for h in hosts if h in ("127.0.0.1", "::1")]
             assert hosts[-len(loop_hosts) :] == loop_hosts  # loopback last
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_connect_and_accept() -> None:
     async def body() -> None:
-        async with pair() as (server, client):
-            accepted = asyncio.ensure_future(server.accept())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
-            incoming = await asyncio.wait_for(accepted, 5)
-            assert connection.peer_address == loopback(server)
+        async with endpoint_pair() as (server, client):
+            connection, incoming = await connected(server, client)
+            assert connection.peer_address == address_of(server)
             assert connection.path_description == f"direct 127.0.0.1:{server.local_port}"
             assert not connection.is_closed
             stream = await connection.open_stream()
@@ -102,7 +74,7 @@ def test_connect_and_accept() -> None:
             assert connection.is_closed
             await asyncio.wait_for(incoming.wait_closed(), 5)  # clean: no error
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_each_side_knows_the_peer_node_id() -> None:
@@ -111,23 +83,21 @@ def test_each_side_knows_the_peer_node_id() -> None:
     client certificate (mutual TLS), proven by its CertificateVerify."""
 
     async def body() -> None:
-        async with pair() as (server, client):
-            accepted = asyncio.ensure_future(server.accept())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
-            incoming = await asyncio.wait_for(accepted, 5)
+        async with endpoint_pair() as (server, client):
+            connection, incoming = await connected(server, client)
             assert connection.peer_node_id == server.node_id
             assert incoming.peer_node_id == client.node_id
             await connection.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
-def test_ipv6_loopback() -> None:
+def test_ipv6_address_of() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
 
     async def body() -> None:
-        async with pair() as (server, client):
+        async with endpoint_pair() as (server, client):
             if ("::1", server.local_port) not in server.direct_addresses():
                 pytest.skip("no ::1 on this machine")
             connection = await client.connect(
@@ -136,18 +106,18 @@ def test_ipv6_loopback() -> None:
             assert connection.peer_address == ("::1", server.local_port)
             await connection.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_wrong_node_id_is_refused() -> None:
     async def body() -> None:
-        async with pair() as (server, client):
+        async with endpoint_pair() as (server, client):
             with pytest.raises(PeerIdentityError) as info:
-                await client.connect(OTHER_KEY.public, [loopback(server)], timeout_s=5)
+                await client.connect(OTHER_KEY.public, [address_of(server)], timeout_s=5)
             assert info.value.exit_code == 4
             assert OTHER_KEY.public.short() in str(info.value)
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_refused_address_fails_at_once_with_connect_error() -> None:
@@ -155,7 +125,7 @@ def test_refused_address_fails_at_once_with_connect_error() -> None:
     once (the error queue, net/udp/sockets.py) instead of waiting out its timeout."""
 
     async def body() -> None:
-        async with pair() as (_server, client):
+        async with endpoint_pair() as (_server, client):
             port = closed_udp_port()
             started = time.monotonic()
             with pytest.raises(ConnectError) as info:
@@ -170,12 +140,12 @@ def test_refused_address_fails_at_once_with_connect_error() -> None:
             assert info.value.exit_code == 3
             assert type(info.value) is ConnectError
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_unreachable_address_times_out_with_connect_error() -> None:
     async def body() -> None:
-        async with pair() as (_server, client):
+        async with endpoint_pair() as (_server, client):
             # Bound and never read: datagrams vanish, nothing is refused.
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
                 hole.bind(("127.0.0.1", 0))
@@ -192,21 +162,23 @@ def test_unreachable_address_times_out_with_connect_error() -> None:
             assert info.value.exit_code == 3
             assert type(info.value) is ConnectError
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_dead_address_among_candidates_still_connects() -> None:
     async def body() -> None:
-        async with pair() as (server, client):
+        async with endpoint_pair() as (server, client):
             dead = ("127.0.0.1", closed_udp_port())
-            connection = await client.connect(server.node_id, [dead, loopback(server)], timeout_s=5)
-            assert connection.peer_address == loopback(server)
+            connection = await client.connect(
+                server.node_id, [dead, address_of(server)], timeout_s=5
+            )
+            assert connection.peer_address == address_of(server)
             stream = await connection.open_stream()
             await stream.write(b"x")
             await stream.finish()
             await connection.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def _pattern(seed: int, size: int) -> bytes:
@@ -218,7 +190,7 @@ def test_parallel_bidirectional_streams_are_byte_exact() -> None:
     count = 4
 
     async def body() -> None:
-        async with pair() as (server, client):
+        async with endpoint_pair() as (server, client):
 
             async def echo_server() -> None:
                 incoming = await server.accept()
@@ -244,7 +216,7 @@ def test_parallel_bidirectional_streams_are_byte_exact() -> None:
                 await asyncio.gather(*(serve() for _ in range(count)))
 
             server_task = asyncio.ensure_future(echo_server())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            connection = await client.connect(server.node_id, [address_of(server)], timeout_s=5)
 
             async def one(index: int) -> None:
                 stream = await connection.open_stream()
@@ -278,15 +250,13 @@ def test_parallel_bidirectional_streams_are_byte_exact() -> None:
             await server_task
             await connection.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_stream_reset_reaches_the_peer() -> None:
     async def body() -> None:
-        async with pair() as (server, client):
-            accepted = asyncio.ensure_future(server.accept())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
-            incoming = await asyncio.wait_for(accepted, 5)
+        async with endpoint_pair() as (server, client):
+            connection, incoming = await connected(server, client)
 
             stream = await connection.open_stream()
             await stream.write(b"request")
@@ -310,15 +280,13 @@ def test_stream_reset_reaches_the_peer() -> None:
             assert await peer_second.read_exactly(5) == b"again"
             await connection.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_peer_close_fails_pending_reads() -> None:
     async def body() -> None:
-        async with pair() as (server, client):
-            accepted = asyncio.ensure_future(server.accept())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
-            incoming = await asyncio.wait_for(accepted, 5)
+        async with endpoint_pair() as (server, client):
+            connection, incoming = await connected(server, client)
             stream = await connection.open_stream()
             await stream.write(b"hello")
             peer_stream = await incoming.accept_stream()
@@ -328,29 +296,26 @@ def test_peer_close_fails_pending_reads() -> None:
                 await stream.read()
             await asyncio.wait_for(connection.wait_closed(), 5)
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_endpoint_close_is_a_lost_connection_for_the_peer() -> None:
     async def body() -> None:
-        async with pair() as (server, client):
-            accepted = asyncio.ensure_future(server.accept())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
-            await asyncio.wait_for(accepted, 5)
+        async with endpoint_pair() as (server, client):
+            connection, _incoming = await connected(server, client)
             await server.close()
             with pytest.raises(ConnectionLostError):
                 await asyncio.wait_for(connection.wait_closed(), 5)
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("cap", [None, 1452, 4000])
 def test_datagram_size_is_probed_up_to_the_cap(cap: int | None) -> None:
     async def body() -> None:
-        async with pair(max_datagram_size=cap) as (server, client):
-            accepted = asyncio.ensure_future(server.accept())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
-            incoming = await asyncio.wait_for(accepted, 5)
+        config = EndpointConfig(max_datagram_size=cap)
+        async with endpoint_pair(config, config) as (server, client):
+            connection, incoming = await connected(server, client)
             expected = 16000 if cap is None else cap
             for _ in range(200):
                 if connection.max_datagram_size == incoming.max_datagram_size == expected:
@@ -367,18 +332,16 @@ def test_datagram_size_is_probed_up_to_the_cap(cap: int | None) -> None:
             assert await peer_stream.read_exactly(len(payload)) == payload
             await connection.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_all_direct_addresses_at_once() -> None:
     """What a receiver does with a ticket: every address of the sender at once."""
 
     async def body() -> None:
-        async with pair() as (server, client):
-            accepted = asyncio.ensure_future(server.accept())
+        async with endpoint_pair() as (server, client):
             addresses = server.direct_addresses()
-            connection = await client.connect(server.node_id, addresses, timeout_s=5)
-            incoming = await asyncio.wait_for(accepted, 5)
+            connection, incoming = await connected(server, client, addresses)
             assert connection.peer_address in addresses
             stream = await connection.open_stream()
             payload = os.urandom(4 << 20)
@@ -389,14 +352,14 @@ def test_all_direct_addresses_at_once() -> None:
             assert await peer_stream.read() == b""
             await connection.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_many_sequential_streams() -> None:
     """One stream per request, many requests: finished streams are released."""
 
     async def body() -> None:
-        async with pair() as (server, client):
+        async with endpoint_pair() as (server, client):
 
             async def serve() -> None:
                 incoming = await server.accept()
@@ -410,7 +373,7 @@ def test_many_sequential_streams() -> None:
                     await stream.finish()
 
             server_task = asyncio.ensure_future(serve())
-            connection = await client.connect(server.node_id, [loopback(server)], timeout_s=5)
+            connection = await client.connect(server.node_id, [address_of(server)], timeout_s=5)
             for index in range(300):
                 stream = await connection.open_stream()
                 await stream.write(index.to_bytes(4, "big"))
@@ -420,7 +383,7 @@ def test_many_sequential_streams() -> None:
             await connection.close()
             await asyncio.wait_for(server_task, 5)
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 class _PushBackSocket(socket.socket):
@@ -466,7 +429,7 @@ def test_udp_send_survives_kernel_pushback_in_order(errno_value: int) -> None:
             sender.close()
             receiver.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_connection_ids_by_role_routed_in_an_endpoint_of_both_roles() -> None:
@@ -489,18 +452,18 @@ def test_connection_ids_by_role_routed_in_an_endpoint_of_both_roles() -> None:
         return await stream.read_exactly(size)
 
     async def body() -> None:
-        async with pair() as (server, middle):
-            third = await Endpoint.bind(OTHER_KEY, max_datagram_size=None)
+        async with endpoint_pair() as (server, middle):
+            third = await Endpoint.bind(OTHER_KEY)
             try:
                 # middle serves `third` and is twice a client of `server`
                 accepted_by_server = asyncio.ensure_future(server.accept())
                 accepted_by_middle = asyncio.ensure_future(middle.accept())
-                sole = await middle.connect(server.node_id, [loopback(server)], timeout_s=5)
+                sole = await middle.connect(server.node_id, [address_of(server)], timeout_s=5)
                 at_server = [await asyncio.wait_for(accepted_by_server, 5)]
                 accepted_by_server = asyncio.ensure_future(server.accept())
-                beside = await middle.connect(server.node_id, [loopback(server)], timeout_s=5)
+                beside = await middle.connect(server.node_id, [address_of(server)], timeout_s=5)
                 at_server.append(await asyncio.wait_for(accepted_by_server, 5))
-                incoming = await third.connect(middle.node_id, [loopback(middle)], timeout_s=5)
+                incoming = await third.connect(middle.node_id, [address_of(middle)], timeout_s=5)
                 at_middle = await asyncio.wait_for(accepted_by_middle, 5)
                 echoes = [asyncio.ensure_future(echo(c)) for c in [*at_server, at_middle]]
                 clients = (sole, beside, incoming)
@@ -518,7 +481,7 @@ def test_connection_ids_by_role_routed_in_an_endpoint_of_both_roles() -> None:
             finally:
                 await third.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_initial_with_a_short_first_destination_id_is_not_accepted() -> None:
@@ -533,7 +496,7 @@ def test_initial_with_a_short_first_destination_id_is_not_accepted() -> None:
         return quic.datagrams_to_send(now=0.0)[0][0]
 
     async def body() -> None:
-        async with pair() as (server, _client):
+        async with endpoint_pair() as (server, _client):
             sender = ("127.0.0.1", 40000)
             for short in (b"", b"\x01" * 4, b"\x02" * 7):
                 assert server._maybe_accept(first_initial(short), sender, None) is None
@@ -542,4 +505,4 @@ def test_initial_with_a_short_first_destination_id_is_not_accepted() -> None:
             assert accepted is not None
             accepted.receive_datagram(initial, sender, asyncio.get_running_loop().time())
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)

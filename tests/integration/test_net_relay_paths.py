@@ -22,45 +22,49 @@ from pathlib import Path
 
 import pytest
 
-from p2pcp.core.identity import SecretKey
-from p2pcp.net.quic.endpoint import Connection, Endpoint
+from p2pcp.core.config import RelayUrl
+from p2pcp.net import Connection, Endpoint, EndpointConfig, PathKind, PathPolicy, Route
 from p2pcp.relay.server import RelayServer
 from tests.support.aio import run_bounded
+from tests.support.pairs import SERVER_KEY, endpoint_pair
+from tests.support.ports import free_port
+from tests.support.relay import running_relay
 
 TEST_TIMEOUT_S = 60.0
-SERVER_KEY = SecretKey(bytes(range(32)))
-CLIENT_KEY = SecretKey(bytes(range(1, 33)))
 CHUNK_BYTES = 1 << 20
 
 
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    run_bounded(body, TEST_TIMEOUT_S)
+def on_relay(relay: RelayServer, policy: PathPolicy = PathPolicy.AUTO) -> EndpointConfig:
+    """An endpoint whose home relay is ``relay``."""
+    return EndpointConfig(relay_url=RelayUrl.parse(relay.url), path_policy=policy)
 
 
 @asynccontextmanager
-async def relay_server() -> AsyncIterator[RelayServer]:
-    relay = RelayServer("127.0.0.1", 0)
-    await relay.start()
-    try:
-        yield relay
-    finally:
-        await relay.close()
+async def relay_and_pair(
+    *, server_policy: PathPolicy = PathPolicy.AUTO, client_policy: PathPolicy = PathPolicy.AUTO
+) -> AsyncIterator[tuple[RelayServer, Endpoint, Endpoint]]:
+    """A relay in process and two endpoints whose home relay it is."""
+    async with (
+        running_relay() as relay,
+        endpoint_pair(on_relay(relay, server_policy), on_relay(relay, client_policy)) as pair,
+    ):
+        yield relay, *pair
 
 
-@asynccontextmanager
-async def endpoints(
-    relay_url: str | None,
-    *,
-    server_policy: str = "auto",
-    client_policy: str = "auto",
-) -> AsyncIterator[tuple[Endpoint, Endpoint]]:
-    server = await Endpoint.bind(SERVER_KEY, relay_url=relay_url, path_policy=server_policy)
-    client = await Endpoint.bind(CLIENT_KEY, relay_url=relay_url, path_policy=client_policy)
-    try:
-        yield server, client
-    finally:
-        await client.close()
-        await server.close()
+async def dial(
+    client: Endpoint,
+    server: Endpoint,
+    relay: RelayServer | None,
+    addresses: list[tuple[str, int]] | None = None,
+) -> Connection:
+    """``client`` dials ``server`` at ``addresses`` (default: all the server
+    has) and over ``relay``, as a receiver does with a ticket."""
+    return await client.connect(
+        server.node_id,
+        server.direct_addresses() if addresses is None else addresses,
+        timeout_s=10,
+        relay_url=None if relay is None else RelayUrl.parse(relay.url),
+    )
 
 
 def pattern(size: int) -> bytes:
@@ -72,13 +76,13 @@ class PathLog:
     """A connection's path when this was made, then what its listener reported."""
 
     def __init__(self, connection: Connection) -> None:
-        self.kinds: list[str] = [connection.path_kind]
+        self.kinds: list[PathKind] = [connection.path_kind]
         self.descriptions: list[str] = [connection.path_description]
         connection.set_path_listener(self._record)
 
-    def _record(self, kind: str, description: str) -> None:
-        self.kinds.append(kind)
-        self.descriptions.append(description)
+    def _record(self, route: Route) -> None:
+        self.kinds.append(route.kind)
+        self.descriptions.append(str(route))
 
 
 async def serve_one_download(server: Endpoint, data: bytes) -> tuple[Connection, PathLog]:
@@ -120,7 +124,7 @@ async def download(
     return digest.digest()
 
 
-async def wait_for_kind(connection: Connection, kind: str, timeout_s: float = 10.0) -> None:
+async def wait_for_kind(connection: Connection, kind: PathKind, timeout_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while connection.path_kind != kind:
         assert asyncio.get_running_loop().time() < deadline, connection.path_description
@@ -132,22 +136,14 @@ def test_relay_only_transfer_is_byte_exact() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with (
-            relay_server() as relay,
-            endpoints(relay.url, client_policy="relay-only") as (
-                server,
-                client,
-            ),
-        ):
+        async with relay_and_pair(client_policy=PathPolicy.RELAY_ONLY) as (relay, server, client):
             assert client.direct_addresses() == []
             serving = asyncio.ensure_future(serve_one_download(server, data))
-            connection = await client.connect(
-                server.node_id, server.direct_addresses(), timeout_s=10, relay_url=relay.url
-            )
+            connection = await dial(client, server, relay)
             log = PathLog(connection)
             digest = await download(connection, size)
             assert digest == hashlib.sha256(data).digest()
-            assert connection.path_kind == "relay"
+            assert connection.path_kind is PathKind.RELAY
             assert connection.path_description == f"relay {relay.url}"
             assert log.kinds == ["relay"]
             assert connection.max_datagram_size == 16000  # the relay carries any size
@@ -156,11 +152,11 @@ def test_relay_only_transfer_is_byte_exact() -> None:
             assert counts["relay"] >= size
             await connection.close()
             served, server_log = await serving
-            assert served.path_kind == "relay"
+            assert served.path_kind is PathKind.RELAY
             assert served.bytes_by_path["direct"] == 0
             assert server_log.kinds == ["relay"]
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_auto_starts_on_relay_and_becomes_direct() -> None:
@@ -168,15 +164,16 @@ def test_auto_starts_on_relay_and_becomes_direct() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with relay_server() as relay, endpoints(relay.url) as (server, client):
+        async with (
+            running_relay() as relay,
+            endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
+        ):
             serving = asyncio.ensure_future(serve_one_download(server, data))
-            connection = await client.connect(
-                server.node_id, server.direct_addresses(), timeout_s=10, relay_url=relay.url
-            )
+            connection = await dial(client, server, relay)
             log = PathLog(connection)
             digest = await download(connection, size)
             assert digest == hashlib.sha256(data).digest()
-            assert connection.path_kind == "direct"
+            assert connection.path_kind is PathKind.DIRECT
             assert log.kinds == ["relay", "direct"]
             assert log.descriptions[0] == f"relay {relay.url}"
             assert log.descriptions[-1].startswith("direct ")
@@ -185,13 +182,13 @@ def test_auto_starts_on_relay_and_becomes_direct() -> None:
             assert counts["direct"] > size // 2
             await connection.close()
             served, server_log = await serving
-            assert served.path_kind == "direct"
+            assert served.path_kind is PathKind.DIRECT
             assert server_log.kinds[-1] == "direct"  # it may have moved before accept()
             assert served.bytes_by_path["direct"] > served.bytes_by_path["relay"]
             # The direct path was probed up from 1200 after the move.
             assert connection.max_datagram_size > 1200
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_dead_ticket_address_still_goes_direct_by_call_me_maybe() -> None:
@@ -200,21 +197,24 @@ def test_dead_ticket_address_still_goes_direct_by_call_me_maybe() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with relay_server() as relay, endpoints(relay.url) as (server, client):
+        async with (
+            running_relay() as relay,
+            endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
+        ):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as black_hole:
                 black_hole.bind(("127.0.0.1", 0))
                 dead = black_hole.getsockname()
                 serving = asyncio.ensure_future(serve_one_download(server, data))
                 connection = await client.connect(
-                    server.node_id, [dead], timeout_s=10, relay_url=relay.url
+                    server.node_id, [dead], timeout_s=10, relay_url=RelayUrl.parse(relay.url)
                 )
-                await wait_for_kind(connection, "direct")
+                await wait_for_kind(connection, PathKind.DIRECT)
                 assert connection.path_description != f"direct 127.0.0.1:{dead[1]}"
                 assert await download(connection, size) == hashlib.sha256(data).digest()
                 await connection.close()
                 await serving
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_peer_that_refuses_direct_keeps_the_transfer_on_the_relay() -> None:
@@ -222,54 +222,41 @@ def test_peer_that_refuses_direct_keeps_the_transfer_on_the_relay() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with (
-            relay_server() as relay,
-            endpoints(relay.url, server_policy="relay-only") as (
-                server,
-                client,
-            ),
-        ):
+        async with relay_and_pair(server_policy=PathPolicy.RELAY_ONLY) as (relay, server, client):
             serving = asyncio.ensure_future(serve_one_download(server, data))
             # The server's socket drops every direct datagram, as a firewall would.
             blocked = [("127.0.0.1", server.local_port)]
-            connection = await client.connect(
-                server.node_id, blocked, timeout_s=10, relay_url=relay.url
-            )
+            connection = await dial(client, server, relay, blocked)
             log = PathLog(connection)
             assert await download(connection, size) == hashlib.sha256(data).digest()
             assert log.kinds == ["relay"]
             assert connection.bytes_by_path["direct"] == 0
-            assert connection.path_kind == "relay"
+            assert connection.path_kind is PathKind.RELAY
             await connection.close()
             await serving
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_peer_missing_from_the_relay_is_reached_directly() -> None:
     """The ticket's relay does not lead to the peer: direct discovery starts anyway."""
 
     async def body() -> None:
-        async with relay_server() as relay:
-            server = await Endpoint.bind(SERVER_KEY)  # not on the relay
-            client = await Endpoint.bind(CLIENT_KEY, relay_url=relay.url)
-            try:
-                data = pattern(1024 * 1024)
-                serving = asyncio.ensure_future(serve_one_download(server, data))
-                started = asyncio.get_running_loop().time()
-                connection = await client.connect(
-                    server.node_id, server.direct_addresses(), timeout_s=10, relay_url=relay.url
-                )
-                assert asyncio.get_running_loop().time() - started < 3.0
-                assert connection.path_kind == "direct"
-                assert await download(connection, len(data)) == hashlib.sha256(data).digest()
-                await connection.close()
-                await serving
-            finally:
-                await client.close()
-                await server.close()
+        async with (
+            running_relay() as relay,
+            endpoint_pair(None, on_relay(relay)) as (server, client),  # server not on it
+        ):
+            data = pattern(1024 * 1024)
+            serving = asyncio.ensure_future(serve_one_download(server, data))
+            started = asyncio.get_running_loop().time()
+            connection = await dial(client, server, relay)
+            assert asyncio.get_running_loop().time() - started < 3.0
+            assert connection.path_kind is PathKind.DIRECT
+            assert await download(connection, len(data)) == hashlib.sha256(data).digest()
+            await connection.close()
+            await serving
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_relay_killed_after_direct_transfer_completes() -> None:
@@ -277,12 +264,13 @@ def test_relay_killed_after_direct_transfer_completes() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with relay_server() as relay, endpoints(relay.url) as (server, client):
+        async with (
+            running_relay() as relay,
+            endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
+        ):
             serving = asyncio.ensure_future(serve_one_download(server, data))
-            connection = await client.connect(
-                server.node_id, server.direct_addresses(), timeout_s=10, relay_url=relay.url
-            )
-            await wait_for_kind(connection, "direct")
+            connection = await dial(client, server, relay)
+            await wait_for_kind(connection, PathKind.DIRECT)
 
             async def kill_relay() -> None:
                 await relay.close()
@@ -290,45 +278,41 @@ def test_relay_killed_after_direct_transfer_completes() -> None:
 
             digest = await download(connection, size, at_fraction=0.3, action=kill_relay)
             assert digest == hashlib.sha256(data).digest()
-            assert connection.path_kind == "direct"
+            assert connection.path_kind is PathKind.DIRECT
             await connection.close()
             await serving
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_relay_down_at_bind_is_not_fatal_and_direct_still_works() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead_url = f"http://127.0.0.1:{free_port()}"
 
     async def body() -> None:
-        server = await Endpoint.bind(SERVER_KEY, relay_url=dead_url, relay_timeout_s=0.3)
-        client = await Endpoint.bind(CLIENT_KEY, relay_url=dead_url, relay_timeout_s=0.3)
-        try:
-            assert server.relay_url == dead_url and not server.is_relay_connected
+        dead = EndpointConfig(relay_url=RelayUrl.parse(dead_url), relay_timeout_s=0.3)
+        async with endpoint_pair(dead, dead) as (server, client):
+            assert str(server.relay_url) == dead_url and not server.is_relay_connected
             data = pattern(1024 * 1024)
             serving = asyncio.ensure_future(serve_one_download(server, data))
             connection = await client.connect(
-                server.node_id, server.direct_addresses(), timeout_s=10, relay_url=dead_url
+                server.node_id, server.direct_addresses(), timeout_s=10, relay_url=dead.relay_url
             )
-            assert connection.path_kind == "direct"
+            assert connection.path_kind is PathKind.DIRECT
             assert await download(connection, len(data)) == hashlib.sha256(data).digest()
             await connection.close()
             await serving
-        finally:
-            await client.close()
-            await server.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_stun_address_appears_in_direct_addresses() -> None:
     async def body() -> None:
-        async with relay_server() as relay:
-            endpoint = await Endpoint.bind(SERVER_KEY, relay_url=relay.url)
+        async with running_relay() as relay:
+            endpoint = await Endpoint.bind(
+                SERVER_KEY, EndpointConfig(relay_url=RelayUrl.parse(relay.url))
+            )
             try:
-                assert endpoint.relay_url == relay.url
+                assert str(endpoint.relay_url) == relay.url
                 assert endpoint.is_relay_connected
                 observed = ("127.0.0.1", endpoint.local_port)
                 assert endpoint.observed_address == observed
@@ -337,14 +321,17 @@ def test_stun_address_appears_in_direct_addresses() -> None:
                 await endpoint.close()
             assert not endpoint.is_relay_connected
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_direct_only_ignores_the_relay() -> None:
     async def body() -> None:
-        async with relay_server() as relay:
+        async with running_relay() as relay:
             endpoint = await Endpoint.bind(
-                SERVER_KEY, relay_url=relay.url, path_policy="direct-only"
+                SERVER_KEY,
+                EndpointConfig(
+                    relay_url=RelayUrl.parse(relay.url), path_policy=PathPolicy.DIRECT_ONLY
+                ),
             )
             try:
                 assert endpoint.relay_url is None
@@ -353,7 +340,7 @@ def test_direct_only_ignores_the_relay() -> None:
             finally:
                 await endpoint.close()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 # -- the direct path breaks mid-transfer (private network namespace) -----------
@@ -364,13 +351,14 @@ BREAK_SIZE = 48 * 1024 * 1024
 async def _break_mid_transfer() -> None:
     """Runs inside the namespace: relay to direct, then drop all direct UDP."""
     data = pattern(BREAK_SIZE)
-    async with relay_server() as relay, endpoints(relay.url) as (server, client):
+    async with (
+        running_relay() as relay,
+        endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
+    ):
         serving = asyncio.ensure_future(serve_one_download(server, data))
-        connection = await client.connect(
-            server.node_id, server.direct_addresses(), timeout_s=10, relay_url=relay.url
-        )
+        connection = await dial(client, server, relay)
         log = PathLog(connection)
-        await wait_for_kind(connection, "direct")
+        await wait_for_kind(connection, PathKind.DIRECT)
         ports = f"{server.local_port}, {client.local_port}"
         loop = asyncio.get_running_loop()
         timings: dict[str, float] = {}
@@ -386,11 +374,11 @@ async def _break_mid_transfer() -> None:
 
         digest = await download(connection, BREAK_SIZE, at_fraction=0.25, action=block_udp)
         assert digest == hashlib.sha256(data).digest()
-        assert connection.path_kind == "relay"
+        assert connection.path_kind is PathKind.RELAY
         assert log.kinds[-2:] == ["direct", "relay"]
         await connection.close()
         served, _ = await serving
-        assert served.path_kind == "relay"
+        assert served.path_kind is PathKind.RELAY
         print(f"fallback: blocked -> done in {loop.time() - timings['blocked']:.2f} s")
 
 

@@ -46,10 +46,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from p2pcp.core.config import normalize_relay_url
+from p2pcp.core.config import RelayUrl
 from p2pcp.core.errors import RemoteProtocolError
 from p2pcp.core.identity import NodeId, SecretKey
-from p2pcp.net.kinds import PathPolicy
+from p2pcp.net.kinds import PathKind, PathPolicy, Route, format_address
 from p2pcp.net.paths.disco import CallMeMaybe, DiscoBox, Ping, Pong, is_disco_packet
 from p2pcp.net.paths.pathstate import (
     KIND_DIRECT,
@@ -57,6 +57,7 @@ from p2pcp.net.paths.pathstate import (
     MODE_DISCO,
     MODE_PLAIN,
     MODE_RELAY,
+    PathMode,
     PathState,
 )
 from p2pcp.net.pmtu.probe import (
@@ -66,6 +67,7 @@ from p2pcp.net.pmtu.probe import (
     encode_probe_ack,
 )
 from p2pcp.net.udp.sockets import Address, UdpSocket
+from p2pcp.net.udp.transport import DatagramTransport, TransportFactory
 from p2pcp.relay.client import RelayClient
 from p2pcp.relay.stun import is_stun_packet
 
@@ -100,13 +102,8 @@ _path_numbers = itertools.count(1)
 class PathUser(Protocol):
     """What a path tells its connections."""
 
-    def path_changed(self, kind: str, old_kind: str) -> None: ...
+    def path_changed(self, kind: PathKind, old_kind: PathKind) -> None: ...
     def path_failed(self, reason: str) -> None: ...
-
-
-def format_address(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class PeerPath:
@@ -119,6 +116,7 @@ class PeerPath:
         *,
         node_id: NodeId | None = None,
         relay: RelayClient | None = None,
+        relay_url: RelayUrl | None = None,
     ) -> None:
         # A made-up address, unique per path, that aioquic uses as the peer's
         # address: it only compares it, never sends to it.
@@ -126,6 +124,7 @@ class PeerPath:
         self.state = state
         self.node_id = node_id
         self.relay = relay
+        self.relay_url = relay_url
         self.users: set[PathUser] = set()
         self.idle_since: float | None = None
         self._magicsock = magicsock
@@ -139,9 +138,9 @@ class PeerPath:
         self._relay_gone_timer: asyncio.TimerHandle | None = None
 
     @property
-    def reported_kind(self) -> str:
-        """ "direct" (a direct address, or trying them all) or "relay"."""
-        return KIND_RELAY if self.state.kind == KIND_RELAY else KIND_DIRECT
+    def reported_kind(self) -> PathKind:
+        """DIRECT (a direct address, or trying them all) or RELAY."""
+        return KIND_RELAY if self.state.kind is KIND_RELAY else KIND_DIRECT
 
     @property
     def chosen(self) -> Address | None:
@@ -152,14 +151,19 @@ class PeerPath:
         return self.state.candidates
 
     @property
-    def description(self) -> str:
+    def route(self) -> Route:
+        """Where the peer's datagrams go now, as values (kinds.py)."""
         state = self.state
         if state.direct_address is not None:
-            return f"direct {format_address(state.direct_address)}"
-        if state.kind == KIND_RELAY:
-            return f"relay {self.relay.url}" if self.relay is not None else "relay (none)"
-        count = len(state.spray_addresses)
-        return f"direct (trying {count} address{'' if count == 1 else 'es'})"
+            return Route(KIND_DIRECT, address=state.direct_address)
+        if state.kind is KIND_RELAY:
+            return Route(KIND_RELAY, relay_url=self.relay_url if self.relay is not None else None)
+        return Route(KIND_DIRECT, trying=len(state.spray_addresses))
+
+    @property
+    def description(self) -> str:
+        """E.g. "direct 198.18.0.5:4433" or "relay http://198.18.0.1:3340"."""
+        return str(self.route)
 
     def receive_direct(self, address: Address, now: float) -> None:
         """A QUIC datagram of this path's peer came over UDP from ``address``."""
@@ -308,7 +312,7 @@ class MagicSock:
         self,
         secret_key: SecretKey,
         *,
-        policy: str,
+        policy: PathPolicy,
         on_direct_batch: DirectBatchCallback,
         on_relay_batch: RelayBatchCallback,
         on_probe_ack: ProbeAckCallback,
@@ -316,8 +320,8 @@ class MagicSock:
         own_addresses: Callable[[], list[Address]],
         on_refused: Callable[[Address], None] | None = None,
     ) -> None:
-        if policy not in tuple(PathPolicy):
-            raise ValueError(f"unknown path policy {policy!r}")
+        if not isinstance(policy, PathPolicy):
+            raise PathPolicy.refusal(policy)
         self.policy = policy
         self.disco = DiscoBox(secret_key)
         self.secret_key = secret_key
@@ -327,19 +331,21 @@ class MagicSock:
         self._on_too_big = on_too_big
         self._on_refused = on_refused
         self._own_addresses = own_addresses
-        self._udp: UdpSocket | None = None
+        self._udp: DatagramTransport | None = None
         self.peers: dict[NodeId, PeerPath] = {}
-        self.relays: dict[str, RelayClient] = {}
+        self.relays: dict[RelayUrl, RelayClient] = {}
         self.on_stun: StunCallback | None = None
         self._is_closed = False
 
     # -- socket ------------------------------------------------------------------
 
-    def bind(self, port: int) -> None:
-        self._udp = UdpSocket.bind(port, self._receive_batch, self._on_too_big, self._on_refused)
+    def bind(self, port: int, transport: TransportFactory = UdpSocket.bind) -> None:
+        """Bind the datagram transport: a real UDP socket unless a test
+        passes another factory (udp/transport.py)."""
+        self._udp = transport(port, self._receive_batch, self._on_too_big, self._on_refused)
 
     @property
-    def udp(self) -> UdpSocket:
+    def udp(self) -> DatagramTransport:
         if self._udp is None:
             raise RuntimeError("MagicSock is not bound")
         return self._udp
@@ -365,19 +371,18 @@ class MagicSock:
 
     # -- relays --------------------------------------------------------------------
 
-    def relay_client(self, url: str) -> tuple[RelayClient, bool]:
+    def relay_client(self, url: RelayUrl) -> tuple[RelayClient, bool]:
         """The client for ``url`` (created, not started, if new) and whether it is new."""
-        url = normalize_relay_url(url)
         existing = self.relays.get(url)
         if existing is not None:
             return existing, False
         relay = RelayClient(
-            url,
+            str(url),
             self.secret_key,
-            on_packets=lambda source, datagrams: self._receive_relay(relay, source, datagrams),
+            on_packets=lambda source, datagrams: self._receive_relay(url, relay, source, datagrams),
             on_connected=lambda is_up: self._relay_connected(relay, is_up),
         )
-        self.relays[relay.url] = relay
+        self.relays[url] = relay
         return relay, True
 
     def _relay_connected(self, relay: RelayClient, is_up: bool) -> None:
@@ -392,11 +397,13 @@ class MagicSock:
     # -- paths ---------------------------------------------------------------------
 
     def client_path(
-        self, node_id: NodeId, candidates: Sequence[Address], relay: RelayClient | None
+        self, node_id: NodeId, candidates: Sequence[Address], relay_url: RelayUrl | None
     ) -> PeerPath:
-        """The path to a node we dial (shared with earlier connections when it fits)."""
+        """The path to a node we dial (shared with earlier connections when it
+        fits), over ``relay_url``'s client (``relay_client``) if not None."""
         now = asyncio.get_running_loop().time()
-        if self.policy == PathPolicy.RELAY_ONLY:
+        relay = self.relays.get(relay_url) if relay_url is not None else None
+        if self.policy is PathPolicy.RELAY_ONLY:
             mode = MODE_RELAY
         elif relay is None:
             mode = MODE_PLAIN
@@ -404,7 +411,7 @@ class MagicSock:
             mode = MODE_DISCO
         path = self.peers.get(node_id)
         if path is None or path.state.mode != mode or path.relay is not relay:
-            path = self._new_node_path(node_id, mode, relay, now)
+            path = self._new_node_path(node_id, mode, relay_url, now)
             if path is None:
                 raise RuntimeError("too many peers")  # not reached: room is made for dials
         if mode != MODE_RELAY:
@@ -422,7 +429,7 @@ class MagicSock:
         return path
 
     def _new_node_path(
-        self, node_id: NodeId, mode: str, relay: RelayClient | None, now: float
+        self, node_id: NodeId, mode: PathMode, relay_url: RelayUrl | None, now: float
     ) -> PeerPath | None:
         old = self.peers.pop(node_id, None)
         if old is not None and not old.users:
@@ -433,10 +440,11 @@ class MagicSock:
                 return None
             victim = min(idle, key=lambda p: p.idle_since or 0.0)
             self.forget(victim)
+        relay = self.relays.get(relay_url) if relay_url is not None else None
         state = PathState(mode, is_relay_available=relay is not None and relay.is_connected)
         if mode == MODE_DISCO:
             state.set_own_addresses(self._own_addresses())
-        path = PeerPath(self, state, node_id=node_id, relay=relay)
+        path = PeerPath(self, state, node_id=node_id, relay=relay, relay_url=relay_url)
         path.idle_since = now
         self.peers[node_id] = path
         return path
@@ -450,17 +458,17 @@ class MagicSock:
 
     def send(
         self, path: PeerPath, datagrams: Sequence[bytes], *, may_fragment: bool = False
-    ) -> str:
-        """Send a connection's datagrams by its path; returns the kind used ("" = dropped).
+    ) -> PathKind | None:
+        """Send a connection's datagrams by its path; returns the kind used (None: dropped).
 
         ``may_fragment``: on a direct path, the kernel may fragment them (udp/sockets.py).
         """
         state = path.state
         kind = state.kind
-        if kind == KIND_DIRECT:
+        if kind is KIND_DIRECT:
             self.udp.send(datagrams, state.direct_address, may_fragment=may_fragment)  # type: ignore[arg-type]
             return KIND_DIRECT
-        if kind == KIND_RELAY:
+        if kind is KIND_RELAY:
             relay = path.relay
             if (
                 relay is not None
@@ -468,7 +476,7 @@ class MagicSock:
                 and relay.send(path.node_id, datagrams)
             ):
                 return KIND_RELAY
-            return ""
+            return None
         udp = self.udp
         for candidate in state.spray_addresses:
             if self._is_sendable(candidate):
@@ -509,7 +517,7 @@ class MagicSock:
 
     def _receive_batch(self, batch: list[tuple[bytes, Address]]) -> None:
         quic: list[tuple[bytes, Address]] = []
-        is_relay_only = self.policy == PathPolicy.RELAY_ONLY
+        is_relay_only = self.policy is PathPolicy.RELAY_ONLY
         for item in batch:
             data = item[0]
             if data and data[0] & 0x40:
@@ -558,21 +566,23 @@ class MagicSock:
             path.state.receive_call_me_maybe(message.addresses, now)
         path.service(now)
 
-    def _receive_relay(self, relay: RelayClient, source: NodeId, datagrams: list[bytes]) -> None:
-        if self._is_closed or self.policy == PathPolicy.DIRECT_ONLY:
+    def _receive_relay(
+        self, relay_url: RelayUrl, relay: RelayClient, source: NodeId, datagrams: list[bytes]
+    ) -> None:
+        if self._is_closed or self.policy is PathPolicy.DIRECT_ONLY:
             return
         now = asyncio.get_running_loop().time()
         path = self.peers.get(source)
         if path is None or path.state.mode == MODE_PLAIN:
-            mode = MODE_RELAY if self.policy == PathPolicy.RELAY_ONLY else MODE_DISCO
-            new_path = self._new_node_path(source, mode, relay, now)
+            mode = MODE_RELAY if self.policy is PathPolicy.RELAY_ONLY else MODE_DISCO
+            new_path = self._new_node_path(source, mode, relay_url, now)
             if new_path is None:
                 return
             path = new_path
             path.service(now)
         elif path.relay is not relay:
             # The peer reaches us over this relay now: answer the same way.
-            path.relay = relay
+            path.relay, path.relay_url = relay, relay_url
             path.state.set_relay_available(relay.is_connected, now)
             path.service(now)
         quic = [d for d in datagrams if d and d[0] & 0x40]

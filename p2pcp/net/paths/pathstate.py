@@ -57,19 +57,38 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from p2pcp.net.kinds import PathKind
 from p2pcp.net.paths.disco import CallMeMaybe, DiscoMessage, Ping, Pong, new_tx_id
 
 Address = tuple[str, int]
 
-MODE_PLAIN = "plain"
-MODE_RELAY = "relay"
-MODE_DISCO = "disco"
+
+class PathMode(Enum):
+    """How a peer is reached (module doc): chosen by MagicSock from the policy."""
+
+    PLAIN = "plain"
+    RELAY = "relay"
+    DISCO = "disco"
+
+
+class Spray(Enum):
+    """The route that is neither of PathKind's: every candidate at once
+    (reported as PathKind.DIRECT: no relay carries it)."""
+
+    SPRAY = "spray"
+
+
+MODE_PLAIN = PathMode.PLAIN
+MODE_RELAY = PathMode.RELAY
+MODE_DISCO = PathMode.DISCO
 
 KIND_DIRECT = PathKind.DIRECT
 KIND_RELAY = PathKind.RELAY
-KIND_SPRAY = "spray"  # every candidate at once; reported as "direct"
+KIND_SPRAY = Spray.SPRAY
+# Where a peer's data goes now: a confirmed direct address, the relay, or spraying.
+RouteKind = PathKind | Spray
 
 # Heartbeat on the direct path in use. Small packets (~100 bytes each way),
 # so a short interval is cheap and lets a dead path be noticed fast.
@@ -123,7 +142,7 @@ MAX_PENDING_PINGS = 256
 class PathChanged:
     """The route of this peer's data changed (``address`` None for the relay)."""
 
-    kind: str
+    kind: RouteKind
     address: Address | None
 
 
@@ -142,8 +161,8 @@ class _Candidate:
 class PathState:
     """Where one peer's datagrams go (see the module doc for the rules)."""
 
-    def __init__(self, mode: str, *, is_relay_available: bool = False) -> None:
-        if mode not in (MODE_PLAIN, MODE_RELAY, MODE_DISCO):
+    def __init__(self, mode: PathMode, *, is_relay_available: bool = False) -> None:
+        if not isinstance(mode, PathMode):
             raise ValueError(f"unknown path mode {mode!r}")
         self.mode = mode
         self.is_relay_available = is_relay_available
@@ -158,7 +177,7 @@ class PathState:
         self._heartbeat_at: float | None = None
         # The confirmed direct address in use (MODE_DISCO) or chosen (MODE_PLAIN).
         self.direct_address: Address | None = None
-        self.kind = KIND_RELAY if mode == MODE_RELAY else KIND_SPRAY
+        self.kind: RouteKind = KIND_RELAY if mode is MODE_RELAY else KIND_SPRAY
         self.spray_addresses: tuple[Address, ...] = ()
         self.observed_address: Address | None = None  # ours, as the peer saw it
         self._update_route()
@@ -167,7 +186,7 @@ class PathState:
     # -- outputs ---------------------------------------------------------------
 
     @property
-    def route(self) -> tuple[str, Address | None]:
+    def route(self) -> tuple[RouteKind, Address | None]:
         return self.kind, self.direct_address
 
     @property
@@ -402,7 +421,7 @@ class PathState:
 
     def _update_route(self) -> None:
         old = (self.kind, self.direct_address, self.spray_addresses)
-        kind: str
+        kind: RouteKind
         if self.mode == MODE_RELAY:
             kind = KIND_RELAY
             spray: tuple[Address, ...] = ()

@@ -88,7 +88,7 @@ SERVER_CID_BYTES = 8
 INITIAL_DCID_BYTES = 8
 
 
-def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguration:
+def _base_configuration(*, is_client: bool, congestion: Congestion) -> QuicConfiguration:
     try:
         algorithm = CONGESTION_CONTROLLERS[Congestion(congestion)]
     except ValueError:
@@ -112,7 +112,9 @@ def _base_configuration(*, is_client: bool, congestion: str) -> QuicConfiguratio
     )
 
 
-def client_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:
+def client_configuration(
+    seed: bytes, congestion: Congestion = DEFAULT_CONGESTION
+) -> QuicConfiguration:
     """Client settings. They carry our certificate too: the server asks for it
     (mutual TLS) to learn which node it serves."""
     config = _base_configuration(is_client=True, congestion=congestion)
@@ -128,7 +130,9 @@ def sole_client_configuration(config: QuicConfiguration) -> QuicConfiguration:
     return dataclasses.replace(config, connection_id_length=SOLE_CLIENT_CID_BYTES)
 
 
-def server_configuration(seed: bytes, congestion: str = DEFAULT_CONGESTION) -> QuicConfiguration:
+def server_configuration(
+    seed: bytes, congestion: Congestion = DEFAULT_CONGESTION
+) -> QuicConfiguration:
     """Server settings: our certificate. Each server connection asks the client
     for its certificate (``tuning.request_client_certificate``) but does not
     require one: a client without it is served, its key just stays unknown."""

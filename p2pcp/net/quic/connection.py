@@ -6,8 +6,8 @@ events into Stream calls and sends what aioquic wants to send through the
 MagicSock. The driver shape is aioquic's own: feed, drain events, transmit,
 re-arm one timer -- but batched: ``datagrams_to_send`` runs once per batch of
 received datagrams, not once per datagram (aioquic's own asyncio protocol
-transmits after every datagram, and that glue was a third of a receiver's
-CPU when measured: batching it is the biggest single win).
+transmits after every datagram, and that glue costs a receiver more CPU
+than anything else per packet, so it runs once per batch).
 
 Invariants:
 
@@ -33,8 +33,8 @@ Invariants:
 - Acknowledgements: once the handshake is done, aioquic's 1 ms ack delay
   becomes ``ACK_DELAY_S``, and an ack is sent at once after every
   ``ACK_EVERY_DATAGRAMS`` datagrams received since the last one went: a
-  sender at tens of thousands of packets a second got an ack every few
-  packets, and each costs it ~150-250 us of Python.
+  sender at tens of thousands of packets a second would otherwise get an
+  ack every few packets, and each costs it ~150-250 us of Python.
 - ``bytes_by_path`` counts UDP payload bytes (QUIC datagrams, not disco or
   probes) sent and received, by the kind of path that carried them.
 - Once terminated, every pending and later operation raises the
@@ -73,6 +73,7 @@ from p2pcp.core.errors import (
 )
 from p2pcp.core.identity import NodeId
 from p2pcp.net._aioquic import fastpath, fastsend, tuning
+from p2pcp.net.kinds import PathKind, Route
 from p2pcp.net.paths.magicsock import MagicSock, PeerPath
 from p2pcp.net.paths.pathstate import KIND_DIRECT, KIND_RELAY
 from p2pcp.net.pmtu.probe import encode_probe
@@ -139,7 +140,7 @@ SILENCE_PING_S = 1.0
 SILENCE_CHECK_S = 0.5
 SILENCE_LIMIT_S = 5.0
 
-PathListener = Callable[[str, str], None]
+PathListener = Callable[[Route], None]
 
 
 def send_budget_bytes(congestion_window: int) -> int:
@@ -217,7 +218,7 @@ class Connection:
         self._silence_since: float | None = None
         self._peer_node_id: NodeId | None = None
         self._path_listener: PathListener | None = None
-        self._reported_path = (path.kind, path.description)
+        self._reported_route = path.route
         tuning.install_burst_pacer(quic)
         self._credit = ReceiveCredit(quic)
         # While aioquic's events are drained, the bytes it counted as received
@@ -254,9 +255,14 @@ class Connection:
         return self._path
 
     @property
-    def path_kind(self) -> str:
-        """ "direct" or "relay": how our datagrams to the peer travel now."""
+    def path_kind(self) -> PathKind:
+        """DIRECT or RELAY: how our datagrams to the peer travel now."""
         return self._path.kind
+
+    @property
+    def route(self) -> Route:
+        """Where our datagrams to the peer go now, as values (kinds.py)."""
+        return self._path.route
 
     @property
     def path_description(self) -> str:
@@ -264,12 +270,12 @@ class Connection:
         return self._path.description
 
     @property
-    def bytes_by_path(self) -> dict[str, int]:
+    def bytes_by_path(self) -> dict[PathKind, int]:
         """UDP payload bytes sent plus received: ``{"direct": n, "relay": m}``."""
         return {KIND_DIRECT: self._direct_bytes, KIND_RELAY: self._relay_bytes}
 
     def set_path_listener(self, callback: PathListener | None) -> None:
-        """Call ``callback(path_kind, path_description)`` on every later path switch.
+        """Call ``callback(route)`` on every later path switch.
 
         A client connection never switches before ``connect()`` returns
         (direct discovery starts then), so reading ``path_kind`` and setting
@@ -435,7 +441,7 @@ class Connection:
             self._quic.receive_datagram(data, path.quic_address, now)
         self._datagrams_since_ack += 1
 
-    def path_changed(self, kind: str, old_kind: str) -> None:
+    def path_changed(self, kind: PathKind, old_kind: PathKind) -> None:
         """The path moved (PathUser): fit the datagram size, resend, tell the listener."""
         if self._is_terminated:
             return
@@ -446,12 +452,12 @@ class Connection:
             # not lead to the peer loses the handshake): resend now.
             tuning.retransmit_now(self._quic, now)
         self._schedule_transmit()
-        reported = (kind, self._path.description)
-        if reported != self._reported_path:
-            self._reported_path = reported
-            logger.info("%r: path now %s", self, reported[1])
+        route = self._path.route
+        if route != self._reported_route:
+            self._reported_route = route
+            logger.info("%r: path now %s", self, route)
             if self._path_listener is not None:
-                self._path_listener(*reported)
+                self._path_listener(route)
 
     def path_failed(self, reason: str) -> None:
         """Nothing can reach the peer any more (PathUser): fail now, with why."""

@@ -7,11 +7,15 @@ connections from a client's Initial (over UDP or over a relay), the node's
 own addresses (interfaces plus the one STUN observed), and ``connect`` /
 ``accept``.
 
-Relays: with ``relay_url`` the endpoint logs in to that home relay at bind
-and, at the same time, asks the relay's STUN port, from the endpoint's own
-UDP socket, which public address that socket has. Bind waits for that at
-most ``relay_timeout_s`` (``RELAY_JOIN_WAIT_S``: a relay that answers is
-logged in and its STUN answer is in the ticket within a few round trips),
+Configuration: one ``EndpointConfig`` (net/config.py), checked before
+anything binds; the endpoint reads its fields and takes no loose options.
+
+Relays: with ``config.relay_url`` the endpoint logs in to that home relay at
+bind and, at the same time, asks the relay's STUN port, from the endpoint's
+own UDP socket, which public address that socket has. Bind waits for that at
+most ``config.relay_timeout_s`` (``RELAY_JOIN_WAIT_S``, net/config.py: a
+relay that answers is logged in and its STUN answer is in the ticket within
+a few round trips),
 and not at all once the relay refused: a relay that is down or never
 answers costs bind at most that short wait, never the connect timeout, and
 the client keeps joining in the background. ``connect(..., relay_url=...)``
@@ -36,8 +40,8 @@ Invariants:
   one evicts the oldest) and none lives longer than HANDSHAKE_TIMEOUT_S.
 - ``connect`` raises ConnectError (exit 3) or PeerIdentityError (exit 4),
   never a bare OSError or TimeoutError.
-- ``path_policy`` is fixed at bind: "relay-only" sends and accepts nothing
-  direct (and advertises no address); "direct-only" starts no relay client.
+- The path policy is fixed at bind: RELAY_ONLY sends and accepts nothing
+  direct (and advertises no address); DIRECT_ONLY starts no relay client.
 """
 
 from __future__ import annotations
@@ -53,22 +57,21 @@ from typing import Any
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType
 
+from p2pcp.core.config import RelayUrl
 from p2pcp.core.errors import ConnectError, ConnectionLostError, LocalProtocolError, UsageError
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.net._aioquic import tuning
-from p2pcp.net.kinds import PathPolicy
-from p2pcp.net.paths.magicsock import (
-    MagicSock,
-    PeerPath,
-    format_address,
-)
+from p2pcp.net.config import EndpointConfig
+from p2pcp.net.kinds import PathPolicy, format_address
+from p2pcp.net.paths.magicsock import MagicSock, PeerPath
 from p2pcp.net.paths.stun import StunClient
-from p2pcp.net.pmtu.probe import FLOOR_BYTES, MAX_DATAGRAM_BYTES
+from p2pcp.net.pmtu.probe import FLOOR_BYTES
 from p2pcp.net.quic import configuration as tls
 from p2pcp.net.quic.connection import Connection
 from p2pcp.net.quic.stream import Stream
 from p2pcp.net.udp.interfaces import interface_addresses
-from p2pcp.net.udp.sockets import Address
+from p2pcp.net.udp.sockets import Address, UdpSocket
+from p2pcp.net.udp.transport import TransportFactory
 from p2pcp.relay.client import RelayClient
 
 # The public API of the net layer: the transfer layer imports these from here.
@@ -105,12 +108,6 @@ STUN_LATE_WAIT_S = 30.0
 # (the peer's relay connection is down) while a direct address would.
 DIRECT_DISCOVERY_GRACE_S = 1.0
 
-# Bind waits at most this long for the home relay's login and STUN answer
-# (module doc). A relay across the world answers both in a few round trips
-# (~0.5 s with TLS at 150 ms); a relay that is black-holed costs no more,
-# so a direct transfer never waits noticeably for a relay that is not there.
-RELAY_JOIN_WAIT_S = 1.0
-
 
 def _normalize(address: tuple[str, int]) -> Address:
     host, port = address
@@ -125,23 +122,18 @@ def _normalize(address: tuple[str, int]) -> Address:
 class Endpoint:
     """A bound node: connect to peers by node id, accept their connections."""
 
-    def __init__(
-        self,
-        secret_key: SecretKey,
-        max_datagram_size: int | None,
-        path_policy: str = "auto",
-        congestion: str = tls.DEFAULT_CONGESTION,
-    ) -> None:
+    def __init__(self, secret_key: SecretKey, config: EndpointConfig) -> None:
         self.node_id: NodeId = secret_key.public
+        self.config = config
         self._seed = secret_key.seed_bytes()
-        self._datagram_size_cap = max_datagram_size
-        self._client_config = tls.client_configuration(self._seed, congestion)
+        self._datagram_size_cap = config.max_datagram_size
+        self._client_config = tls.client_configuration(self._seed, config.congestion)
         self._sole_client_config = tls.sole_client_configuration(self._client_config)
-        self._server_config = tls.server_configuration(self._seed, congestion)
-        self.path_policy = path_policy
+        self._server_config = tls.server_configuration(self._seed, config.congestion)
+        self.path_policy = config.path_policy
         self.magicsock = MagicSock(
             secret_key,
-            policy=path_policy,
+            policy=config.path_policy,
             on_direct_batch=self._receive_quic_batch,
             on_relay_batch=self._receive_relay_batch,
             on_probe_ack=self._receive_probe_ack,
@@ -152,6 +144,7 @@ class Endpoint:
         self._stun = StunClient(self.magicsock.send_stun, format_address)
         self.magicsock.on_stun = self._stun.receive
         self._home_relay: RelayClient | None = None
+        self._home_relay_url: RelayUrl | None = None
         self.observed_address: Address | None = None
         self._connections: set[Connection] = set()
         self._by_cid: dict[bytes, Connection] = {}
@@ -167,46 +160,30 @@ class Endpoint:
     async def bind(
         cls,
         secret_key: SecretKey,
+        config: EndpointConfig | None = None,
         *,
-        port: int = 0,
-        max_datagram_size: int | None = None,
-        relay_url: str | None = None,
-        path_policy: str = "auto",
-        congestion: str = tls.DEFAULT_CONGESTION,
-        relay_timeout_s: float = RELAY_JOIN_WAIT_S,
+        transport: TransportFactory = UdpSocket.bind,
     ) -> Endpoint:
-        """Bind one dual-stack UDP socket (IPv4 if IPv6 is unavailable).
-
-        ``max_datagram_size`` caps the datagram size (1200..16000; None: up
-        to the maximum). ``relay_url`` is the home relay (see the module
-        doc); ``path_policy`` is "auto", "relay-only" or "direct-only";
-        ``congestion`` names the congestion controller (tls.CONGESTION_CONTROLLERS).
+        """Bind one dual-stack UDP socket (IPv4 if IPv6 is unavailable) as
+        ``config`` says (default: any port, no relay, AUTO, BBR), and join
+        its home relay (module doc). ``transport`` binds the datagram
+        transport: real UDP unless a test passes another (udp/transport.py).
         """
-        if max_datagram_size is not None and not (
-            FLOOR_BYTES <= max_datagram_size <= MAX_DATAGRAM_BYTES
-        ):
-            raise UsageError(
-                f"max_datagram_size must be {FLOOR_BYTES}..{MAX_DATAGRAM_BYTES}, "
-                f"got {max_datagram_size}"
-            )
-        if path_policy not in tuple(PathPolicy):
-            raise UsageError(
-                f"path_policy must be one of {', '.join(tuple(PathPolicy))}: {path_policy!r}"
-            )
-        endpoint = cls(secret_key, max_datagram_size, path_policy, congestion)
+        config = EndpointConfig() if config is None else config
+        endpoint = cls(secret_key, config)
         try:
-            endpoint.magicsock.bind(port)
+            endpoint.magicsock.bind(config.port, transport)
         except OSError as exc:
-            raise UsageError(f"cannot bind UDP port {port}: {exc.strerror or exc}") from exc
-        if relay_url is not None and path_policy != PathPolicy.DIRECT_ONLY:
+            raise UsageError(f"cannot bind UDP port {config.port}: {exc.strerror or exc}") from exc
+        if config.uses_relay and config.relay_url is not None:
             try:
-                await endpoint._start_home_relay(relay_url, relay_timeout_s)
+                await endpoint._start_home_relay(config.relay_url, config.relay_timeout_s)
             except BaseException:
                 await endpoint.close()
                 raise
         return endpoint
 
-    async def _start_home_relay(self, url: str, timeout_s: float) -> None:
+    async def _start_home_relay(self, url: RelayUrl, timeout_s: float) -> None:
         """Join the home relay and learn our public address from its STUN
         port, both at once; wait for that at most ``timeout_s``, and not at
         all once the relay refused (module doc). The address is kept when it
@@ -214,10 +191,11 @@ class Endpoint:
         when it is sent, so hole punching still finds it."""
         relay, _is_new = self.magicsock.relay_client(url)
         self._home_relay = relay
+        self._home_relay_url = url
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         learning: asyncio.Task[None] | None = None
-        if self.path_policy != PathPolicy.RELAY_ONLY:
+        if self.path_policy is not PathPolicy.RELAY_ONLY:
             learning = loop.create_task(self._learn_public_address(relay))
             self._background.add(learning)
             learning.add_done_callback(self._background.discard)
@@ -247,9 +225,9 @@ class Endpoint:
         return self.magicsock.local_port
 
     @property
-    def relay_url(self) -> str | None:
-        """The home relay's URL (normalized), or None."""
-        return self._home_relay.url if self._home_relay is not None else None
+    def relay_url(self) -> RelayUrl | None:
+        """The home relay's URL, or None (none named, or DIRECT_ONLY)."""
+        return self._home_relay_url
 
     @property
     def is_relay_connected(self) -> bool:
@@ -258,8 +236,8 @@ class Endpoint:
     def direct_addresses(self) -> list[Address]:
         """Our candidate addresses: the STUN-observed one first, then every
         usable local address with our port, loopback last (or alone).
-        Empty under "relay-only"."""
-        if self.path_policy == PathPolicy.RELAY_ONLY:
+        Empty under RELAY_ONLY."""
+        if self.path_policy is PathPolicy.RELAY_ONLY:
             return []
         port = self.local_port
         found = [a for a in interface_addresses() if self.magicsock.is_dual_stack or not a.is_ipv6]
@@ -275,20 +253,20 @@ class Endpoint:
         addresses: Iterable[tuple[str, int]],
         *,
         timeout_s: float,
-        relay_url: str | None = None,
+        relay_url: RelayUrl | None = None,
     ) -> Connection:
         """Connect to ``node_id`` over its relay and/or ``addresses`` (all at once).
 
-        ``relay_url`` is the peer's home relay (from its ticket). "auto": over
+        ``relay_url`` is the peer's home relay (from its ticket). AUTO: over
         the relay until a direct address answers disco; without a relay, or
-        under "direct-only", straight to the addresses. "relay-only": over
-        the relay alone. Raises ConnectError when nothing answers a
+        under DIRECT_ONLY, straight to the addresses. RELAY_ONLY: over the
+        relay alone. Raises ConnectError when nothing answers a
         handshake within ``timeout_s``, PeerIdentityError when the peer
         holds another key.
         """
         policy = self.path_policy
-        candidates = [] if policy == PathPolicy.RELAY_ONLY else [_normalize(a) for a in addresses]
-        if policy == PathPolicy.DIRECT_ONLY:
+        candidates = [] if policy is PathPolicy.RELAY_ONLY else [_normalize(a) for a in addresses]
+        if policy is PathPolicy.DIRECT_ONLY:
             relay_url = None
         shown = ", ".join(format_address(a) for a in candidates)
         if relay_url is not None:
@@ -296,7 +274,7 @@ class Endpoint:
         where = f"could not reach {node_id.short()} at {shown or 'no address'}"
         if self._is_closed:
             raise ConnectError(f"{where}: endpoint closed")
-        if policy == PathPolicy.RELAY_ONLY and relay_url is None:
+        if policy is PathPolicy.RELAY_ONLY and relay_url is None:
             raise ConnectError(f"{where}: relay-only, and the ticket names no relay")
         if not candidates and relay_url is None:
             raise ConnectError(f"{where}: the ticket lists no address")
@@ -316,7 +294,7 @@ class Endpoint:
                 task = asyncio.get_running_loop().create_task(relay.start(timeout_s=timeout_s))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-        path = self.magicsock.client_path(node_id, candidates, relay)
+        path = self.magicsock.client_path(node_id, candidates, relay_url)
         is_sole = NO_CID not in self._by_cid and tuning.can_forgo_connection_ids()
         quic = QuicConnection(
             configuration=self._sole_client_config if is_sole else self._client_config

@@ -7,8 +7,8 @@ from aioquic.quic.congestion.cubic import CubicCongestionControl
 from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import QuicConnection
 
-from p2pcp.cli.common import Congestion
 from p2pcp.core.errors import UsageError
+from p2pcp.net import Congestion, EndpointConfig
 from p2pcp.net._aioquic import pacing, tuning
 from p2pcp.net.congestion.bbr import BbrCongestionControl
 from p2pcp.net.quic import configuration
@@ -22,11 +22,11 @@ def _connection(congestion: str) -> QuicConnection:
     return quic
 
 
-def test_cli_choices_are_the_controllers() -> None:
-    assert [c.value for c in Congestion] == list(configuration.CONGESTION_CONTROLLERS)
+def test_the_choices_are_the_controllers() -> None:
+    assert list(Congestion) == list(configuration.CONGESTION_CONTROLLERS)
     assert configuration.DEFAULT_CONGESTION in configuration.CONGESTION_CONTROLLERS
-    # the CLI's default (cmd_send, cmd_receive) is the net layer's
-    assert Congestion.bbr.value == configuration.DEFAULT_CONGESTION
+    # EndpointConfig's default (the CLI's without a flag) is the net layer's
+    assert EndpointConfig().congestion is configuration.DEFAULT_CONGESTION
 
 
 @pytest.mark.parametrize(
