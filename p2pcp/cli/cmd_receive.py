@@ -57,7 +57,7 @@ def receive(
     from p2pcp.cli.common import endpoint_config, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging
     from p2pcp.cli.progress import ReceiveView
-    from p2pcp.core.config import RelayUrl, load_config
+    from p2pcp.core.config import load_config, relay_from_flag
     from p2pcp.core.errors import Interrupted, UsageError
     from p2pcp.core.identity import load_or_create_secret_key
     from p2pcp.core.ticket import decode_ticket
@@ -86,7 +86,7 @@ def receive(
         endpoint=endpoint_config(
             settings=load_config(),
             congestion=congestion,
-            relay_url=RelayUrl.parse(relay) if relay else None,
+            relay_url=relay_from_flag(relay) if relay else None,
             path_policy=policy,
         ),
         retry_for_s=retry_for,

@@ -213,8 +213,17 @@ def choose_relay(flag_url: str | None, no_relay: bool, config: Config) -> RelayU
     if no_relay:
         return None
     if flag_url:
-        return RelayUrl.parse(flag_url)
+        return relay_from_flag(flag_url)
     return config.relay_url
+
+
+def relay_from_flag(text: str) -> RelayUrl:
+    """``--relay``'s URL; a bad one is the same error as from P2PCP_RELAY or
+    the config file, behind the flag's name instead of theirs."""
+    try:
+        return RelayUrl.parse(text)
+    except UsageError as exc:
+        raise UsageError(f"--relay: {exc}") from None
 
 
 def is_debug() -> bool:

@@ -160,6 +160,51 @@ def test_parser_errors_are_one_line_and_one_json_event(
         assert result.stdout == ""
 
 
+# A bad value for a setting that reaches net/: (flag or None, variable, config key, value).
+BAD_SETTINGS = {
+    "congestion": ("--congestion", "P2PCP_CONGESTION", 'congestion = "vegas"', "vegas"),
+    "datagram-size": (None, "P2PCP_MAX_DATAGRAM_SIZE", "max_datagram_size = 99999", "99999"),
+    "relay": ("--relay", "P2PCP_RELAY", 'relay = "gopher://x"', "gopher://x"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+def test_a_bad_setting_is_the_same_error_from_flag_variable_and_config_file(
+    case: str, tmp_path: Path, make_node: Any
+) -> None:
+    """One check (EndpointConfig, RelayUrl) whatever the source: exit 2 and
+    one line, "SOURCE: MESSAGE", with the same MESSAGE from each source."""
+    flag, variable, line, value = BAD_SETTINGS[case]
+    path = tmp_path / "file.txt"
+    path.write_bytes(b"x")
+    node = make_node()
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    if flag is not None:
+        results[flag] = node.run("send", flag, value, str(path))
+    results[variable] = subprocess.run(
+        [*p2pcp_command(), "send", str(path)],
+        env={**node.env, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    node.home.mkdir(parents=True, exist_ok=True)
+    config_file = node.home / "config.toml"
+    config_file.write_text(line + "\n")
+    results[str(config_file)] = node.run("send", str(path))
+    messages = set()
+    for source, result in results.items():
+        assert result.returncode == 2, (source, result.stderr)
+        error = _assert_only_one_line_error(result.stderr)
+        prefix = f"p2pcp: error: {source}: "
+        assert error.startswith(prefix), (source, error)
+        messages.add(error[len(prefix) :])
+    assert len(messages) == 1, messages
+    assert value in messages.pop()
+
+
 def test_every_error_under_json_is_one_error_event(tmp_path: Path, make_node: Any) -> None:
     """A bad ticket (ticket and receive) and an unreachable sender: exactly
     one ``error`` event with its exit code, and the one stderr line."""
