@@ -14,16 +14,14 @@ Probation first: a new guard sends whole datagrams and starts fragmenting
 only once a window of ``PROBATION_PACKETS`` of them lost at most
 ``PROBATION_MAX_LOSS``. A path that loses whole datagrams at random loses
 fragmented ones ~k times as often, so trying fragments there costs a second
-of heavy loss that the congestion controller reads as congestion (the bench's
-WAN and bad Wi-Fi profiles lost 8-40% of their fragmented datagrams before
-the guard fell back). The first windows may hold a start-up overshoot, so up
-to ``PROBATION_WINDOWS`` run back to back; after that, and after any
-fall-back, a window that fails puts the next attempt off by ``RETRY_S``.
-A fast path that loses a little (1 Gbit/s, 0.1%) passes now and then and
-fragments until the reassembly budget below ends it: measured on the bench's
-long fat pipe, those attempts are worth ~10% (a rule that also budgeted the
-probation never tried, and was slower). Loss that comes in bursts can leave
-a window clean by chance; the rules below then end the attempt.
+of heavy loss that the congestion controller reads as congestion. The first
+windows may hold a start-up overshoot, so up to ``PROBATION_WINDOWS`` run
+back to back; after that, and after any fall-back, a window that fails puts
+the next attempt off by ``RETRY_S``. A fast path that loses a little
+(1 Gbit/s, 0.1%) passes now and then and fragments until the reassembly
+budget below ends it: those attempts gain more than they cost, so the
+probation itself is not budgeted. Loss that comes in bursts can leave a
+window clean by chance; the rules below then end the attempt.
 
 How: while fragmenting, one transmit in ``WHOLE_EVERY`` builds whole
 datagrams (``next_size``), so both kinds cross the path together. Every

@@ -3,10 +3,9 @@
 aioquic raises a stream's window (MAX_STREAM_DATA) and the connection's
 (MAX_DATA) as data ARRIVES: it doubles a limit once half of it is used. A
 reader slower than the network (verification, hashing, a slow disk) then
-lets received data pile up without bound: a receiver held 1.2 GB of queued
-STREAM frames while taking in a 2 GiB file. Here the windows move with the
-reader instead, so a slow reader slows the sender rather than filling
-memory:
+lets received data pile up without bound, up to most of a large file.
+Here the windows move with the reader instead, so a slow reader slows the
+sender rather than filling memory:
 
 - a stream's limit is the bytes its reader has consumed plus
   ``stream_window`` (the connection's ``max_stream_data``);

@@ -23,11 +23,11 @@ Invariants:
 - Receiving is flow-controlled by the reader (credit.py): the stream's
   window moves with ``read_offset``, the bytes the reader has taken, so a
   reader slower than the network holds at most a stream window here
-  (``configuration.MAX_STREAM_DATA_BYTES``) and slows the sender. Every byte leaves
-  the queue through ``_take`` or a reset, which report it to the connection;
-  while the stream still receives, its queued bytes count against the
-  connection's window, and once its end has arrived they no longer do (no
-  more can come, and a reader may drop such a stream unread).
+  (``configuration.MAX_STREAM_DATA_BYTES``) and slows the sender. Every
+  byte leaves the queue through ``_take`` or a reset, which report it to
+  the connection; while the stream still receives, its queued bytes count
+  against the connection's window, and once its end has arrived they no
+  longer do (no more can come, and a reader may drop such a stream unread).
 """
 
 from __future__ import annotations
@@ -54,10 +54,15 @@ class StreamOwner(Protocol):
     loop: asyncio.AbstractEventLoop
 
     @property
-    def is_closed(self) -> bool: ...
+    def is_closed(self) -> bool:
+        """The connection is closing or gone."""
 
-    def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None: ...
-    def reset_stream(self, stream_id: int, code: int) -> None: ...
+    def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        """Queue ``data`` (and the FIN) for sending."""
+
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        """Send RESET_STREAM and STOP_SENDING with ``code``."""
+
     def receive_queued(self, nbytes: int) -> None:
         """``nbytes`` more wait in a stream's queue for its reader (credit.py)."""
 

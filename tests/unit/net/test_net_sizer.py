@@ -1,4 +1,4 @@
-"""The datagram-size policy (pmtu/sizer.py) on a virtual clock: one test per rule, no sockets."""
+"""The datagram-size policy (net/pmtu/sizer.py) on a virtual clock, one test per rule."""
 
 from __future__ import annotations
 
