@@ -176,6 +176,14 @@ class Goal:
     met: bool | None  # None: not measured
 
 
+def _at_least(
+    text: str, value: float | None, pattern: str, bound: float, target: str, suffix: str = ""
+) -> Goal:
+    """The goal "value >= bound", value shown with pattern (or "not measured")."""
+    met = None if value is None else value >= bound
+    return Goal(text, _fmt(value, pattern, "not measured") + suffix, target, met)
+
+
 # The goal lines show one digit more than the table: a figure a hair under
 # its target must not read as the target itself.
 def goals(results: list[ProfileResult]) -> list[Goal]:
@@ -192,38 +200,32 @@ def goals(results: list[ProfileResult]) -> list[Goal]:
         if result.profile.shape.loss_percent > 0:
             share = _ratio(speed, result.link_mb_per_s)
             found.append(
-                Goal(
+                _at_least(
                     f"{name}: p2pcp / link rate",
-                    _fmt(share, "{:.1%}", "not measured") + unfinished,
+                    share,
+                    "{:.1%}",
+                    LINK_SHARE_GOAL,
                     f">= {LINK_SHARE_GOAL:.0%}",
-                    None if share is None else share >= LINK_SHARE_GOAL,
+                    unfinished,
                 )
             )
             versus_tcp = _ratio(speed, result.speed(TCP_TOOL))
-            found.append(
-                Goal(
-                    f"{name}: p2pcp / TCP",
-                    _fmt(versus_tcp, "{:.3f}x", "not measured"),
-                    ">= 1.0x",
-                    None if versus_tcp is None else versus_tcp >= 1.0,
-                )
-            )
+            found.append(_at_least(f"{name}: p2pcp / TCP", versus_tcp, "{:.3f}x", 1.0, ">= 1.0x"))
         if result.profile.name == "lan":
             found.append(
-                Goal(
+                _at_least(
                     "LAN: p2pcp",
-                    _fmt(speed, "{:.1f} MB/s", "not measured") + unfinished,
+                    speed,
+                    "{:.1f} MB/s",
+                    LAN_GOAL_MB_PER_S,
                     f">= {LAN_GOAL_MB_PER_S:.0f} MB/s",
-                    None if speed is None else speed >= LAN_GOAL_MB_PER_S,
+                    unfinished,
                 )
             )
         versus_floor = _ratio(speed, result.speed(FLOOR_VARIANT))
         found.append(
-            Goal(
-                f"{name}: p2pcp / aioquic reno @1452",
-                _fmt(versus_floor, "{:.3f}x", "not measured"),
-                ">= 1.0x",
-                None if versus_floor is None else versus_floor >= 1.0,
+            _at_least(
+                f"{name}: p2pcp / aioquic reno @1452", versus_floor, "{:.3f}x", 1.0, ">= 1.0x"
             )
         )
     return found

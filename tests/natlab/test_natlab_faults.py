@@ -1,6 +1,6 @@
 """Issue 4, "Faults under real conditions": the real CLI on a damaged network.
 
-Each test builds a NAT lab (lab.py: two hosts behind easy NATs, a relay on
+Each test builds a NAT lab (natlab.py: two hosts behind easy NATs, a relay on
 the lab internet), damages the network in one way, and proves the promise of
 issue 4: the receive completes, every file on disk is byte-for-byte the
 source, the exit codes are 0, and the receiver reports it (the ``done`` JSON

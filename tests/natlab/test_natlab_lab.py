@@ -100,7 +100,7 @@ def test_udp_hole_punch_succeeds_between_two_easy_nats(make_lab: MakeLab) -> Non
     """Simultaneous punching works through two endpoint-independent NATs.
 
     This proves the inbound-drop rule does its job (without it two plain
-    masquerades fail: see lab.py's module docstring), so p2pcp is expected to go direct here.
+    masquerades fail: see natlab.py's module docstring), so p2pcp is expected to go direct here.
     """
     lab = make_lab(NatKind.EASY, NatKind.EASY)
     lab.start_address_server()

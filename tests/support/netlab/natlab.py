@@ -137,24 +137,8 @@ class NatLab:
         self.log_dir = log_dir
         self.inet_ns = f"{self.prefix}-inet"
         self.relay_ns = f"{self.prefix}-relay"
-        self.a = Site(
-            name="a",
-            router_ns=f"{self.prefix}-ra",
-            host_ns=f"{self.prefix}-ha",
-            wan_ip="198.18.0.11",
-            router_lan_ip="198.19.1.1",
-            host_ip="198.19.1.2",
-            nat=nat_a,
-        )
-        self.b = Site(
-            name="b",
-            router_ns=f"{self.prefix}-rb",
-            host_ns=f"{self.prefix}-hb",
-            wan_ip="198.18.0.12",
-            router_lan_ip="198.19.2.1",
-            host_ip="198.19.2.2",
-            nat=nat_b,
-        )
+        self.a = self._site("a", 1, nat_a)
+        self.b = self._site("b", 2, nat_b)
         self.processes: list[LabProcess] = []
         self.relay: LabProcess | None = None
         # The delay line on each site's WAN (attach_delay_line), by site name.
@@ -167,6 +151,18 @@ class NatLab:
             self.b.router_ns,
             self.b.host_ns,
         ]
+
+    def _site(self, name: str, number: int, nat: NatKind) -> Site:
+        """Site number n: WAN 198.18.0.1n, LAN 198.19.n.0/24 (router .1, host .2)."""
+        return Site(
+            name=name,
+            router_ns=f"{self.prefix}-r{name}",
+            host_ns=f"{self.prefix}-h{name}",
+            wan_ip=f"198.18.0.1{number}",
+            router_lan_ip=f"198.19.{number}.1",
+            host_ip=f"198.19.{number}.2",
+            nat=nat,
+        )
 
     @property
     def sites(self) -> tuple[Site, Site]:
@@ -223,15 +219,7 @@ class NatLab:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run argv in ns to completion; never raises on its exit code."""
-        return subprocess.run(
-            in_ns(ns, argv),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        return run(in_ns(ns, argv), timeout=timeout, env=env, check=False)
 
     def probe(self, ns: str, *args: str, timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
         """Run one probe (probes.py) in ns and return its last JSON line."""

@@ -56,13 +56,16 @@ def run(
     timeout: float = COMMAND_TIMEOUT_S,
     check: bool = True,
     input_text: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command in the root namespace; on failure raise with its stderr."""
+    """Run a command (in the root namespace unless argv is in_ns's); if check,
+    raise LabError with its stderr when it fails."""
     result = subprocess.run(
         argv,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
         input=input_text,
         stdin=None if input_text is not None else subprocess.DEVNULL,
         check=False,
