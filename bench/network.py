@@ -86,8 +86,7 @@ lowers the figures (a warning is printed when the machine is busy before a
 profile) and makes the line late now and then (the block counts frames more
 than 1 ms late); timing is exact to about +-25 us otherwise; jitter is
 uniform per frame and kept in order, so under load frames bunch up behind
-the slowest draw and the mean delay grows (bad Wi-Fi at its full rate: by
-about 1.7 ms one way, simulated); loss is random and independent per frame
+the slowest draw and the mean delay grows with the load; loss is random and independent per frame
 (no bursts); no reordering, duplication or asymmetric links; IPv4 only.
 """
 
