@@ -12,16 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
 
-from p2pcp.core.identity import SecretKey
 from p2pcp.net.quic.configuration import MAX_STREAM_DATA_BYTES
-from p2pcp.net.quic.endpoint import Endpoint
 from tests.support.aio import run_bounded
+from tests.support.pairs import address_of, endpoint_pair
 
 TEST_TIMEOUT_S = 60.0
-SERVER_KEY = SecretKey(bytes(range(32)))
-CLIENT_KEY = SecretKey(bytes(range(1, 33)))
 MIB = 1024 * 1024
 ANSWER_BYTES = 96 * MIB
 WRITE_BYTES = MIB
@@ -32,68 +28,59 @@ SLOW_READ_BYTES = 256 * 1024
 SLOW_PAUSE_S = 0.004
 
 
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    run_bounded(body, TEST_TIMEOUT_S)
-
-
 def test_a_reader_that_does_not_read_stops_the_sender_and_reading_resumes_it() -> None:
     block = os.urandom(WRITE_BYTES)
     expected = hashlib.sha256(block * (ANSWER_BYTES // WRITE_BYTES)).digest()
 
     async def body() -> None:
-        server = await Endpoint.bind(SERVER_KEY)
-        client = await Endpoint.bind(CLIENT_KEY)
-        written = 0
+        async with endpoint_pair() as (server, client):
+            written = 0
 
-        async def serve() -> None:
-            nonlocal written
-            connection = await server.accept()
-            stream = await connection.accept_stream()
-            await stream.read_exactly(3)
-            for _ in range(ANSWER_BYTES // WRITE_BYTES):
-                await stream.write(block)
-                written += WRITE_BYTES
-            await stream.finish()
+            async def serve() -> None:
+                nonlocal written
+                connection = await server.accept()
+                stream = await connection.accept_stream()
+                await stream.read_exactly(3)
+                for _ in range(ANSWER_BYTES // WRITE_BYTES):
+                    await stream.write(block)
+                    written += WRITE_BYTES
+                await stream.finish()
 
-        serving = asyncio.ensure_future(serve())
-        try:
-            connection = await client.connect(
-                server.node_id, [("127.0.0.1", server.local_port)], timeout_s=5
-            )
-            stream = await connection.open_stream()
-            await stream.write(b"GET")
-            await stream.finish()
+            serving = asyncio.ensure_future(serve())
+            try:
+                connection = await client.connect(server.node_id, [address_of(server)], timeout_s=5)
+                stream = await connection.open_stream()
+                await stream.write(b"GET")
+                await stream.finish()
 
-            # nobody reads: the server's writes stop, the client holds a window at most
-            last = -1
-            while written != last:
-                last = written
-                await asyncio.sleep(STALL_S)
-                assert stream.queued_bytes <= MAX_STREAM_DATA_BYTES
-            assert written < ANSWER_BYTES // 2
-            assert stream.queued_bytes > 0
+                # nobody reads: the server's writes stop, the client holds a window at most
+                last = -1
+                while written != last:
+                    last = written
+                    await asyncio.sleep(STALL_S)
+                    assert stream.queued_bytes <= MAX_STREAM_DATA_BYTES
+                assert written < ANSWER_BYTES // 2
+                assert stream.queued_bytes > 0
 
-            # a slow reader: the transfer completes, still within the window
-            digest = hashlib.sha256()
-            received = 0
-            highest_queued = 0
-            while True:
-                highest_queued = max(highest_queued, stream.queued_bytes)
-                chunk = await stream.read()
-                if not chunk:
-                    break
-                digest.update(chunk)
-                received += len(chunk)
-                if received % SLOW_READ_BYTES < len(chunk):
-                    await asyncio.sleep(SLOW_PAUSE_S)
-            assert received == ANSWER_BYTES
-            assert digest.digest() == expected
-            assert highest_queued <= MAX_STREAM_DATA_BYTES
-            await serving
-            await connection.close()
-        finally:
-            serving.cancel()
-            await client.close()
-            await server.close()
+                # a slow reader: the transfer completes, still within the window
+                digest = hashlib.sha256()
+                received = 0
+                highest_queued = 0
+                while True:
+                    highest_queued = max(highest_queued, stream.queued_bytes)
+                    chunk = await stream.read()
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if received % SLOW_READ_BYTES < len(chunk):
+                        await asyncio.sleep(SLOW_PAUSE_S)
+                assert received == ANSWER_BYTES
+                assert digest.digest() == expected
+                assert highest_queued <= MAX_STREAM_DATA_BYTES
+                await serving
+                await connection.close()
+            finally:
+                serving.cancel()
 
-    run(body)
+    run_bounded(body, TEST_TIMEOUT_S)

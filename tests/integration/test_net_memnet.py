@@ -1,8 +1,9 @@
 """Two Endpoints over the in-memory network (tests/support/memnet.py): the
 whole QUIC stack, MagicSock and the datagram-size prober, with no socket.
 
-Each test runs under ``sockets_forbidden()``: creating any IPv4 or IPv6
-socket would fail it, so passing proves the endpoints used only memnet.
+Each test runs with the ``no_sockets`` fixture (tests/conftest.py): creating
+any IPv4 or IPv6 socket would fail it, so passing proves the endpoints used
+only memnet.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import pytest
 from p2pcp.core.errors import ConnectionLostError
 from p2pcp.net import EndpointConfig
 from tests.support.aio import run_bounded
-from tests.support.memnet import LinkShape, MemoryNetwork, MemoryTransport, sockets_forbidden
+from tests.support.memnet import LinkShape, MemoryNetwork, MemoryTransport
 from tests.support.pairs import SERVER_HOST, address_of, connected, endpoint_pair
 
 TEST_TIMEOUT_S = 60.0
 MIB = 1024 * 1024
 
 
-def test_a_few_mib_cross_a_lossy_reordering_network_byte_exact() -> None:
+def test_a_few_mib_cross_a_lossy_reordering_network_byte_exact(no_sockets: None) -> None:
     """2% loss, 5-8 ms one way (jitter reorders), a 20 MB/s bottleneck and a
     1500-byte path MTU: every byte arrives, in order, verified."""
     data = os.urandom(4 * MIB)
@@ -62,11 +63,10 @@ def test_a_few_mib_cross_a_lossy_reordering_network_byte_exact() -> None:
         assert len(network.transports) == 2
         assert all(isinstance(t, MemoryTransport) for t in network.transports)
 
-    with sockets_forbidden():
-        run_bounded(body, TEST_TIMEOUT_S)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
-def test_the_address_that_answers_is_chosen_among_dead_ones() -> None:
+def test_the_address_that_answers_is_chosen_among_dead_ones(no_sockets: None) -> None:
     """Dialled at an unroutable address, a refusing one and the right one at
     once, the client settles on the one that answered."""
     network = MemoryNetwork(shape=LinkShape(delay_s=0.002))
@@ -80,11 +80,10 @@ def test_the_address_that_answers_is_chosen_among_dead_ones() -> None:
             assert network.counts["refused"] > 0 and network.counts["unroutable"] > 0
             await connection.close()
 
-    with sockets_forbidden():
-        run_bounded(body, TEST_TIMEOUT_S)
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
-def test_a_crashed_peer_is_noticed_by_its_refusals_at_once() -> None:
+def test_a_crashed_peer_is_noticed_by_its_refusals_at_once(no_sockets: None) -> None:
     """The server's socket vanishes without a word (a kill -9): the client's
     next datagrams are refused and the connection fails naming that, long
     before QUIC's idle timeout."""
@@ -102,5 +101,4 @@ def test_a_crashed_peer_is_noticed_by_its_refusals_at_once() -> None:
                 await stream.read()
             assert loop.time() - started < 5.0
 
-    with sockets_forbidden():
-        run_bounded(body, TEST_TIMEOUT_S)
+    run_bounded(body, TEST_TIMEOUT_S)

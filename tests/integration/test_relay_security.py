@@ -7,7 +7,6 @@ import random
 
 from p2pcp.relay import frames
 from p2pcp.relay.limits import RelayLimits
-from p2pcp.relay.server import RelayServer
 from tests.support.aio import run_bounded, wait_until
 from tests.support.relay import (
     KEY_A,
@@ -20,6 +19,7 @@ from tests.support.relay import (
     login_frame,
     raw_connect,
     relay_client,
+    running_relay,
 )
 
 TEST_TIMEOUT_S = 30.0
@@ -27,9 +27,7 @@ TEST_TIMEOUT_S = 30.0
 
 def test_login_with_someone_elses_id_fails() -> None:
     async def body() -> None:
-        server = RelayServer()
-        await server.start()
-        try:
+        async with running_relay() as server:
             connection, challenge = await raw_connect(server.url)
             # Mallory claims B's id and signs with her own key.
             node = bytes(KEY_B.public)
@@ -43,17 +41,13 @@ def test_login_with_someone_elses_id_fails() -> None:
             await expect_error(connection, frames.ERROR_LOGIN_FAILED)
             assert server.metrics.login_failures_total["bad_signature"] == 2
             assert server.client_count == 0
-        finally:
-            await server.close()
 
     run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_a_replayed_login_fails() -> None:
     async def body() -> None:
-        server = RelayServer()
-        await server.start()
-        try:
+        async with running_relay() as server:
             first, challenge = await raw_connect(server.url)
             captured = login_frame(KEY_B, challenge)
             await first.send(captured)
@@ -63,72 +57,66 @@ def test_a_replayed_login_fails() -> None:
             await expect_error(replay, frames.ERROR_LOGIN_FAILED)
             assert server.client_count == 1
             await first.close()
-        finally:
-            await server.close()
 
     run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_packets_reach_only_their_destination() -> None:
     async def body() -> None:
-        server = RelayServer()
-        await server.start()
-        inbox_b, inbox_c = Inbox(), Inbox()
-        a = relay_client(server.url, KEY_A)
-        b = relay_client(server.url, KEY_B, inbox_b)
-        c = relay_client(server.url, KEY_C, inbox_c)
-        lurker, _ = await raw_connect(server.url)  # never logs in
-        try:
-            for each in (a, b, c):
-                assert await each.start(timeout_s=5)
-            secrets = [f"secret {n}".encode() for n in range(200)]
-            for secret in secrets:
-                assert a.send(KEY_B.public, [secret])
-            # The relay handles A's frames in order: when C has the marker,
-            # anything misrouted to C would have arrived before it.
-            assert a.send(KEY_C.public, [b"marker"])
-            await inbox_c.until(lambda: inbox_c.datagrams == [b"marker"])
-            await inbox_b.until(lambda: len(inbox_b.datagrams) == len(secrets))
-            assert inbox_b.datagrams == secrets
-            assert inbox_b.sources == inbox_c.sources == {KEY_A.public}
-            # The connection that never logged in was sent nothing after the challenge.
+        async with running_relay() as server:
+            inbox_b, inbox_c = Inbox(), Inbox()
+            a = relay_client(server.url, KEY_A)
+            b = relay_client(server.url, KEY_B, inbox_b)
+            c = relay_client(server.url, KEY_C, inbox_c)
+            lurker, _ = await raw_connect(server.url)  # never logs in
             try:
-                extra = await asyncio.wait_for(lurker.recv(), 0.2)
-            except asyncio.TimeoutError:
-                extra = None
-            assert extra is None
-        finally:
-            await lurker.close()
-            for each in (a, b, c):
-                await each.close()
-            await server.close()
+                for each in (a, b, c):
+                    assert await each.start(timeout_s=5)
+                secrets = [f"secret {n}".encode() for n in range(200)]
+                for secret in secrets:
+                    assert a.send(KEY_B.public, [secret])
+                # The relay handles A's frames in order: when C has the marker,
+                # anything misrouted to C would have arrived before it.
+                assert a.send(KEY_C.public, [b"marker"])
+                await inbox_c.until(lambda: inbox_c.datagrams == [b"marker"])
+                await inbox_b.until(lambda: len(inbox_b.datagrams) == len(secrets))
+                assert inbox_b.datagrams == secrets
+                assert inbox_b.sources == inbox_c.sources == {KEY_A.public}
+                # The connection that never logged in was sent nothing after the challenge.
+                try:
+                    extra = await asyncio.wait_for(lurker.recv(), 0.2)
+                except asyncio.TimeoutError:
+                    extra = None
+                assert extra is None
+            finally:
+                await lurker.close()
+                for each in (a, b, c):
+                    await each.close()
 
     run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_an_unauthenticated_connection_can_send_nothing() -> None:
     async def body() -> None:
-        server = RelayServer()
-        await server.start()
-        inbox = Inbox()
-        b = relay_client(server.url, KEY_B, inbox)
-        try:
-            assert await b.start(timeout_s=5)
-            for early in (
-                frames.SendPackets(bytes(KEY_B.public), [b"sneaky"]).encode(),
-                frames.Ping(bytes(8)).encode(),
-            ):
+        async with running_relay() as server:
+            inbox = Inbox()
+            b = relay_client(server.url, KEY_B, inbox)
+            try:
+                assert await b.start(timeout_s=5)
+                for early in (
+                    frames.SendPackets(bytes(KEY_B.public), [b"sneaky"]).encode(),
+                    frames.Ping(bytes(8)).encode(),
+                ):
+                    connection, _ = await raw_connect(server.url)
+                    await connection.send(early)
+                    await expect_error(connection, frames.ERROR_PROTOCOL)
                 connection, _ = await raw_connect(server.url)
-                await connection.send(early)
+                await connection.send("a text message")
                 await expect_error(connection, frames.ERROR_PROTOCOL)
-            connection, _ = await raw_connect(server.url)
-            await connection.send("a text message")
-            await expect_error(connection, frames.ERROR_PROTOCOL)
-            assert inbox.datagrams == []
-            assert server.metrics.datagrams_relayed_total == 0
-        finally:
-            await b.close()
-            await server.close()
+                assert inbox.datagrams == []
+                assert server.metrics.datagrams_relayed_total == 0
+            finally:
+                await b.close()
 
     run_bounded(body, TEST_TIMEOUT_S)
 
@@ -156,10 +144,10 @@ def _garbage_frames(rng: random.Random, node: bytes) -> list[bytes | str]:
 
 def test_garbage_does_not_hurt_the_relay() -> None:
     async def body() -> None:
-        server = RelayServer()
-        ports = await server.start()
-        rng = random.Random(1234)
-        try:
+        async with running_relay() as server:
+            ports = server.ports
+            assert ports is not None
+            rng = random.Random(1234)
             # Raw TCP garbage, bad HTTP, a half request.
             for junk in (
                 rng.randbytes(5000),
@@ -196,52 +184,46 @@ def test_garbage_does_not_hurt_the_relay() -> None:
             writer.close()
             await honest_pair_works(server, b"still here")
             assert server.metrics.closes_total["protocol_error"] >= 40
-        finally:
-            await server.close()
 
     run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_a_flooding_client_is_throttled_while_others_keep_going() -> None:
     async def body() -> None:
-        server = RelayServer(relay_limits=RelayLimits(datagrams_per_s=1000))
-        await server.start()
-        sink, inbox_b = Inbox(), Inbox()
-        flooder = relay_client(server.url, KEY_MALLORY)
-        target = relay_client(server.url, KEY_C, sink)
-        a = relay_client(server.url, KEY_A)
-        b = relay_client(server.url, KEY_B, inbox_b)
-        clients = (flooder, target, a, b)
-        try:
-            for each in clients:
-                assert await each.start(timeout_s=5)
-            flood = 5000
-            for _ in range(flood // 50):
-                assert flooder.send(KEY_C.public, [b"f" * 100] * 50)
-            honest = [n.to_bytes(2, "big") * 50 for n in range(500)]
-            for index in range(0, len(honest), 10):
-                assert a.send(KEY_B.public, honest[index : index + 10])
-            await inbox_b.until(lambda: len(inbox_b.datagrams) == len(honest))
-            assert inbox_b.datagrams == honest  # nothing of theirs dropped
-            drops = server.metrics.drops_total
-            await wait_until(lambda: drops["rate_limited"] + len(sink.datagrams) == flood)
-            assert drops["rate_limited"] >= flood - 2 * 1000  # bucket: ~1 s of rate passes
-            assert len(sink.datagrams) >= 1000 - 50
-            assert flooder.is_connected  # throttled, not thrown out
-            assert server.metrics.closes_total["flooding"] == 0
-        finally:
-            for each in clients:
-                await each.close()
-            await server.close()
+        async with running_relay(relay_limits=RelayLimits(datagrams_per_s=1000)) as server:
+            sink, inbox_b = Inbox(), Inbox()
+            flooder = relay_client(server.url, KEY_MALLORY)
+            target = relay_client(server.url, KEY_C, sink)
+            a = relay_client(server.url, KEY_A)
+            b = relay_client(server.url, KEY_B, inbox_b)
+            clients = (flooder, target, a, b)
+            try:
+                for each in clients:
+                    assert await each.start(timeout_s=5)
+                flood = 5000
+                for _ in range(flood // 50):
+                    assert flooder.send(KEY_C.public, [b"f" * 100] * 50)
+                honest = [n.to_bytes(2, "big") * 50 for n in range(500)]
+                for index in range(0, len(honest), 10):
+                    assert a.send(KEY_B.public, honest[index : index + 10])
+                await inbox_b.until(lambda: len(inbox_b.datagrams) == len(honest))
+                assert inbox_b.datagrams == honest  # nothing of theirs dropped
+                drops = server.metrics.drops_total
+                await wait_until(lambda: drops["rate_limited"] + len(sink.datagrams) == flood)
+                assert drops["rate_limited"] >= flood - 2 * 1000  # bucket: ~1 s of rate passes
+                assert len(sink.datagrams) >= 1000 - 50
+                assert flooder.is_connected  # throttled, not thrown out
+                assert server.metrics.closes_total["flooding"] == 0
+            finally:
+                for each in clients:
+                    await each.close()
 
     run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_an_abusive_flood_is_disconnected() -> None:
     async def body() -> None:
-        server = RelayServer(relay_limits=RelayLimits(datagrams_per_s=100))
-        await server.start()
-        try:
+        async with running_relay(relay_limits=RelayLimits(datagrams_per_s=100)) as server:
             connection, challenge = await raw_connect(server.url)
             await connection.send(login_frame(KEY_MALLORY, challenge))
             await connection.recv()
@@ -256,7 +238,5 @@ def test_an_abusive_flood_is_disconnected() -> None:
             await expect_error(connection, frames.ERROR_FLOODING, after_login=True)
             assert server.metrics.closes_total["flooding"] == 1
             await honest_pair_works(server, b"after the flood")
-        finally:
-            await server.close()
 
     run_bounded(body, TEST_TIMEOUT_S)

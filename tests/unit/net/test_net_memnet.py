@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -50,9 +51,8 @@ class Inbox:
             await self.changed.wait()
 
 
-def run(body: object) -> None:
-    with sockets_forbidden():
-        run_bounded(body, TEST_TIMEOUT_S)  # type: ignore[arg-type]
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    run_bounded(body, TEST_TIMEOUT_S)
 
 
 def test_sockets_are_forbidden_inside_the_guard() -> None:
@@ -61,7 +61,7 @@ def test_sockets_are_forbidden_inside_the_guard() -> None:
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()  # and allowed again after
 
 
-def test_datagrams_arrive_in_order_with_their_source_or_are_refused() -> None:
+def test_datagrams_arrive_in_order_with_their_source_or_are_refused(no_sockets: None) -> None:
     async def body() -> None:
         network = MemoryNetwork(shape=LinkShape(delay_s=0.01))
         inbox_a, inbox_b = Inbox(), Inbox()
@@ -104,7 +104,7 @@ def _lossy_run(seed: int) -> list[bytes]:
     return received
 
 
-def test_loss_and_reordering_follow_the_seed() -> None:
+def test_loss_and_reordering_follow_the_seed(no_sockets: None) -> None:
     first, again, other = _lossy_run(7), _lossy_run(7), _lossy_run(8)
     assert 700 <= len(first) <= 900  # 20% loss
     assert sorted(first) != first  # jitter reorders
@@ -112,7 +112,9 @@ def test_loss_and_reordering_follow_the_seed() -> None:
     assert sorted(first) != sorted(other)
 
 
-def test_a_bottleneck_serialises_and_tail_drops_and_a_small_mtu_loses_big_datagrams() -> None:
+def test_a_bottleneck_serialises_and_tail_drops_and_a_small_mtu_loses_big_datagrams(
+    no_sockets: None,
+) -> None:
     async def body() -> None:
         shape = LinkShape(rate_bytes_per_s=1_000_000, queue_bytes=10_000, max_datagram_bytes=1400)
         network = MemoryNetwork(shape=shape)
@@ -147,7 +149,7 @@ def _magicsock(network: MemoryNetwork, host: str, inbox: Inbox) -> MagicSock:
     return magicsock
 
 
-def test_magicsock_answers_probes_and_stranger_pings_statelessly() -> None:
+def test_magicsock_answers_probes_and_stranger_pings_statelessly(no_sockets: None) -> None:
     async def body() -> None:
         network = MemoryNetwork()
         magicsock = _magicsock(network, "10.0.0.1", Inbox())
@@ -179,7 +181,7 @@ class User:
         self.failures.append(reason)
 
 
-def test_a_path_whose_every_address_refuses_fails_its_connections() -> None:
+def test_a_path_whose_every_address_refuses_fails_its_connections(no_sockets: None) -> None:
     """Datagrams sprayed to two candidates where nothing listens come back
     refused; once every candidate refused, the path's users hear why."""
 
