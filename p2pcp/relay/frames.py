@@ -40,6 +40,7 @@ trailing bytes are allowed in any frame.
 from __future__ import annotations
 
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -102,7 +103,7 @@ class RelayProtocolError(RemoteProtocolError):
 _FRAME_TYPES: dict[int, type[Frame]] = {}
 
 
-class Frame:
+class Frame(ABC):
     """One relay frame. Each subclass is a frozen dataclass (without slots:
     ``slots=True`` would make a new class after this one registered) that sets
     ``TYPE`` and ``NAME`` and implements ``encode`` and ``decode``."""
@@ -116,19 +117,18 @@ class Frame:
         super().__init_subclass__()
         if "TYPE" not in vars(cls):
             return  # a shared base (like _Echo), not a frame type of its own
-        other = _FRAME_TYPES.get(cls.TYPE)
-        if other is not None or not 0 <= cls.TYPE <= 255:
+        if cls.TYPE in _FRAME_TYPES or not 0 <= cls.TYPE <= 255:
             raise TypeError(f"relay frame {cls.__name__}: type 0x{cls.TYPE:02x} is taken or bad")
         _FRAME_TYPES[cls.TYPE] = cls
 
+    @abstractmethod
     def encode(self) -> bytes:
         """The frame's bytes, type byte first; ``RelayProtocolError`` if a field is out of range."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def decode(cls, frame: bytes) -> Frame:
         """The frame from its bytes (whose first byte is ``TYPE``); ``RelayProtocolError`` else."""
-        raise NotImplementedError
 
 
 def frame_types() -> Mapping[int, type[Frame]]:
@@ -137,7 +137,7 @@ def frame_types() -> Mapping[int, type[Frame]]:
 
 
 def decode_frame(frame: bytes) -> Frame:
-    """Decode any frame; raise ``RelayProtocolError`` for anything malformed."""
+    """Decode any frame (the inverse of ``Frame.encode``); ``RelayProtocolError`` if malformed."""
     if not isinstance(frame, (bytes, bytearray)):
         raise RelayProtocolError("relay frame: text messages are not part of the protocol")
     frame = bytes(frame)
@@ -147,11 +147,6 @@ def decode_frame(frame: bytes) -> Frame:
     if frame_class is None:
         raise RelayProtocolError(f"relay frame: unknown type 0x{frame[0]:02x}")
     return frame_class.decode(frame)
-
-
-def encode_frame(frame: Frame) -> bytes:
-    """Encode any frame (the inverse of ``decode_frame``)."""
-    return frame.encode()
 
 
 def login_message(server_id: bytes, challenge: bytes, node_id: bytes) -> bytes:
