@@ -164,10 +164,7 @@ def test_auto_starts_on_relay_and_becomes_direct() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with (
-            running_relay() as relay,
-            endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
-        ):
+        async with relay_and_pair() as (relay, server, client):
             serving = asyncio.ensure_future(serve_one_download(server, data))
             connection = await dial(client, server, relay)
             log = PathLog(connection)
@@ -197,10 +194,7 @@ def test_dead_ticket_address_still_goes_direct_by_call_me_maybe() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with (
-            running_relay() as relay,
-            endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
-        ):
+        async with relay_and_pair() as (relay, server, client):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as black_hole:
                 black_hole.bind(("127.0.0.1", 0))
                 dead = black_hole.getsockname()
@@ -264,10 +258,7 @@ def test_relay_killed_after_direct_transfer_completes() -> None:
     data = pattern(size)
 
     async def body() -> None:
-        async with (
-            running_relay() as relay,
-            endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
-        ):
+        async with relay_and_pair() as (relay, server, client):
             serving = asyncio.ensure_future(serve_one_download(server, data))
             connection = await dial(client, server, relay)
             await wait_for_kind(connection, PathKind.DIRECT)
@@ -351,10 +342,7 @@ BREAK_SIZE = 48 * 1024 * 1024
 async def _break_mid_transfer() -> None:
     """Runs inside the namespace: relay to direct, then drop all direct UDP."""
     data = pattern(BREAK_SIZE)
-    async with (
-        running_relay() as relay,
-        endpoint_pair(on_relay(relay), on_relay(relay)) as (server, client),
-    ):
+    async with relay_and_pair() as (relay, server, client):
         serving = asyncio.ensure_future(serve_one_download(server, data))
         connection = await dial(client, server, relay)
         log = PathLog(connection)

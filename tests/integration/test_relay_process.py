@@ -18,7 +18,7 @@ from tests.support.processes import relay_process
 
 TEST_TIMEOUT_S = 60.0
 IDLE_CLIENTS = 1000
-# Generous: measured ~30-40 MiB for 1,000 idle clients (the figure is printed).
+# Generous: several times what 1,000 idle clients cost (the test prints the figure).
 RSS_LIMIT_MIB = 300
 
 

@@ -24,6 +24,7 @@ from tests.support.relay import (
     KEY_C,
     Inbox,
     http_get,
+    logged_in_pair,
     raw_login,
     relay_client,
     running_relay,
@@ -34,30 +35,23 @@ TEST_TIMEOUT_S = 30.0
 
 def test_two_clients_exchange_packets_by_node_id() -> None:
     async def body() -> None:
-        async with running_relay() as server:
-            inbox_a, inbox_b = Inbox(), Inbox()
-            a, b = (
-                relay_client(server.url, KEY_A, inbox_a),
-                relay_client(server.url, KEY_B, inbox_b),
-            )
-            try:
-                assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
-                assert inbox_a.states == [True] and a.is_connected
-                big = bytes(range(256)) * 256  # 65,536 bytes: one over the limit
-                datagrams = [b"one", b"two", big[:65535], *(bytes([n]) * 1200 for n in range(100))]
-                assert a.send(KEY_B.public, datagrams)
-                assert b.send(KEY_A.public, [b"back"])
-                await inbox_b.until(lambda: len(inbox_b.datagrams) == len(datagrams))
-                await inbox_a.until(lambda: inbox_a.datagrams == [b"back"])
-                assert inbox_b.datagrams == datagrams
-                assert {source for source, _ in inbox_b.batches} == {KEY_A.public}
-                assert len(inbox_b.batches) >= 2  # over a frame's limits: split
-                assert a.bytes_sent == b.bytes_received == sum(map(len, datagrams))
-                assert server.metrics.datagrams_relayed_total == len(datagrams) + 1
-                assert server.metrics.logins_total == 2
-            finally:
-                await a.close()
-                await b.close()
+        async with (
+            running_relay() as server,
+            logged_in_pair(server) as (a, b, inbox_a, inbox_b),
+        ):
+            assert inbox_a.states == [True] and a.is_connected
+            big = bytes(range(256)) * 256  # 65,536 bytes: one over the limit
+            datagrams = [b"one", b"two", big[:65535], *(bytes([n]) * 1200 for n in range(100))]
+            assert a.send(KEY_B.public, datagrams)
+            assert b.send(KEY_A.public, [b"back"])
+            await inbox_b.until(lambda: len(inbox_b.datagrams) == len(datagrams))
+            await inbox_a.until(lambda: inbox_a.datagrams == [b"back"])
+            assert inbox_b.datagrams == datagrams
+            assert {source for source, _ in inbox_b.batches} == {KEY_A.public}
+            assert len(inbox_b.batches) >= 2  # over a frame's limits: split
+            assert a.bytes_sent == b.bytes_received == sum(map(len, datagrams))
+            assert server.metrics.datagrams_relayed_total == len(datagrams) + 1
+            assert server.metrics.logins_total == 2
         assert inbox_a.states == [True, False]
 
     run_bounded(body, TEST_TIMEOUT_S)
@@ -65,24 +59,17 @@ def test_two_clients_exchange_packets_by_node_id() -> None:
 
 def test_peer_gone_for_unknown_and_departed_destinations() -> None:
     async def body() -> None:
-        async with running_relay() as server:
-            inbox_a, inbox_b = Inbox(), Inbox()
-            a, b = (
-                relay_client(server.url, KEY_A, inbox_a),
-                relay_client(server.url, KEY_B, inbox_b),
-            )
-            try:
-                assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
-                assert a.send(KEY_C.public, [b"anyone?"])
-                await inbox_a.until(lambda: inbox_a.gone == [KEY_C.public])
-                assert server.metrics.drops_total["no_destination"] == 1
-                assert a.send(KEY_B.public, [b"hello"])
-                await inbox_b.until(lambda: len(inbox_b.datagrams) == 1)
-                await b.close()
-                await inbox_a.until(lambda: inbox_a.gone == [KEY_C.public, KEY_B.public])
-            finally:
-                await a.close()
-                await b.close()
+        async with (
+            running_relay() as server,
+            logged_in_pair(server) as (a, b, inbox_a, inbox_b),
+        ):
+            assert a.send(KEY_C.public, [b"anyone?"])
+            await inbox_a.until(lambda: inbox_a.gone == [KEY_C.public])
+            assert server.metrics.drops_total["no_destination"] == 1
+            assert a.send(KEY_B.public, [b"hello"])
+            await inbox_b.until(lambda: len(inbox_b.datagrams) == 1)
+            await b.close()
+            await inbox_a.until(lambda: inbox_a.gone == [KEY_C.public, KEY_B.public])
 
     run_bounded(body, TEST_TIMEOUT_S)
 

@@ -85,6 +85,22 @@ def relay_client(server_url: str, key: SecretKey, inbox: Inbox | None = None) ->
     )
 
 
+@contextlib.asynccontextmanager
+async def logged_in_pair(
+    server: RelayServer,
+) -> AsyncIterator[tuple[RelayClient, RelayClient, Inbox, Inbox]]:
+    """Clients of A and B, logged in to ``server``, and their inboxes; closed at the end."""
+    inbox_a, inbox_b = Inbox(), Inbox()
+    a = relay_client(server.url, KEY_A, inbox_a)
+    b = relay_client(server.url, KEY_B, inbox_b)
+    try:
+        assert await a.start(timeout_s=5) and await b.start(timeout_s=5)
+        yield a, b, inbox_a, inbox_b
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def honest_pair_works(server: RelayServer, payload: bytes) -> None:
     """Two fresh clients can still exchange ``payload`` through ``server``."""
     inbox = Inbox()

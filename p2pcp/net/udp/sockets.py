@@ -30,9 +30,10 @@ Invariants:
   datagrams stops watching the socket for ``COALESCE_S`` (asyncio sleeps at
   least 1 ms), so that datagrams paced out over a moderate-rate link are read
   several per wake-up instead of one: each wake-up costs the Python driver
-  ~100-200 us, which on a 100 Mbit/s link arriving one datagram at a time
-  took most of a core. The first datagram after a quiet spell is read at
-  once; the rest wait at most ~1.5 ms in the kernel's buffer.
+  ~100-200 us, so a 100 Mbit/s link (~8,500 datagrams a second) read one
+  datagram at a time would cost most of a core. The first datagram after a
+  quiet spell is read at once; the rest wait at most ~1.5 ms in the
+  kernel's buffer.
 - ``UDP_SEGMENT``/``UDP_GRO`` are switched off for the socket's life at the
   first sign the kernel or device refuses them.
 - Refusals: an unconnected UDP socket hears of an ICMP "port unreachable"
@@ -89,8 +90,7 @@ RECEIVE_BUFFER_BYTES = 65535
 # The kernel caps SO_RCVBUF/SO_SNDBUF at net.core.rmem_max/wmem_max (often
 # 208 KiB-4 MiB); a process allowed to (CAP_NET_ADMIN, e.g. root) asks with
 # the FORCE options, which ignore that cap, as quic-go does. A busy receiver
-# on a fast link otherwise drops datagrams it would have read a moment later
-# (the network bench saw hundreds per transfer with 4 MiB).
+# on a fast link otherwise drops datagrams it would have read a moment later.
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
