@@ -10,11 +10,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.support.processes import p2pcp_command, stop
 
-from .conftest import PROCESS_TIMEOUT_S, Node
+from .conftest import PROCESS_TIMEOUT_S, SLOW_LINK, Node
 
 Event = dict[str, Any]
 
@@ -104,3 +105,8 @@ class Watched:
 
 def bytes_at_least(count: int) -> Callable[[Event], bool]:
     return lambda event: int(event.get("bytes_done", 0)) >= count
+
+
+def watched_receive(node: Node, ticket: str, out: Path, *args: str) -> Watched:
+    """``p2pcp receive TICKET --out OUT --json ARGS`` on a slow link, watched."""
+    return Watched(node, "receive", ticket, "--out", str(out), "--json", *args, env=SLOW_LINK)

@@ -21,7 +21,7 @@ from tests.support.disks import big_file
 from tests.support.ports import black_hole, free_port
 
 from .conftest import SLOW_LINK, assert_one_line_error, json_lines
-from .netkit import Watched, bytes_at_least
+from .netkit import Watched, bytes_at_least, watched_receive
 
 pytestmark = pytest.mark.e2e
 
@@ -121,16 +121,7 @@ def _start_transfer(tmp_path: Path, make_node: Any, *receive_args: str) -> tuple
     src = big_file(tmp_path / "big.bin", 160 * MIB)
     sender = Watched(make_node(), "send", "--json", "--no-relay", str(src), env=SLOW_LINK)
     _at, ready = sender.wait_event("ticket", timeout=30)
-    receiver = Watched(
-        make_node(),
-        "receive",
-        ready["ticket"],
-        "--out",
-        str(tmp_path / "out"),
-        "--json",
-        *receive_args,
-        env=SLOW_LINK,
-    )
+    receiver = watched_receive(make_node(), ready["ticket"], tmp_path / "out", *receive_args)
     receiver.wait_event("progress", where=bytes_at_least(16 * MIB), timeout=60)
     return sender, receiver
 

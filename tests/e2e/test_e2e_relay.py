@@ -19,7 +19,7 @@ from tests.support.disks import big_file
 from tests.support.processes import p2pcp_command, relay_process
 
 from .conftest import SLOW_LINK, assert_one_line_error, json_lines, tree_of
-from .netkit import Watched, bytes_at_least
+from .netkit import Watched, bytes_at_least, watched_receive
 
 pytestmark = pytest.mark.e2e
 
@@ -144,16 +144,7 @@ def test_relay_stopped_mid_transfer(
         try:
             _at, ready = sender.wait_event("ticket", timeout=30)
             args = ("--retry-for", "2") + ((policy,) if policy != "auto" else ())
-            receiver = Watched(
-                make_node(),
-                "receive",
-                ready["ticket"],
-                "--out",
-                str(tmp_path / "out"),
-                "--json",
-                *args,
-                env=SLOW_LINK,
-            )
+            receiver = watched_receive(make_node(), ready["ticket"], tmp_path / "out", *args)
             receiver.wait_event("progress", where=bytes_at_least(8 * MIB), timeout=60)
             relay.send_signal(how)
             stopped = time.monotonic()
