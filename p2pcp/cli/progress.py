@@ -161,7 +161,7 @@ class ReceiveView(_View):
                 "connecting",
                 node=event.node,
                 address_count=event.address_count,
-                relay_url=event.relay_url,
+                relay_url=str(event.relay_url) if event.relay_url is not None else None,
             )
 
     def _on_PeerConnected(self, event: events.PeerConnected) -> None:
