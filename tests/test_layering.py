@@ -25,6 +25,10 @@ SANS_IO = {"blobs": {"asyncio", "socket", "selectors"}}
 # Nor may these modules of net/ (they decide; their drivers do the I/O).
 NET_SANS_IO = (
     "net/kinds.py",
+    "net/config.py",
+    "net/quic/configuration.py",
+    "net/quic/identity.py",
+    "net/udp/transport.py",
     "net/quic/credit.py",
     "net/paths/pathstate.py",
     "net/paths/disco.py",

@@ -40,8 +40,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from p2pcp.net.udp.sockets import Address, ReceiveCallback, RefusedCallback, TooBigCallback
-from p2pcp.net.udp.transport import TransportFactory
+from p2pcp.net.udp.transport import (
+    Address,
+    ReceiveCallback,
+    RefusedCallback,
+    TooBigCallback,
+    TransportFactory,
+)
 
 # Ports handed out for ``port=0``, per host (the usual ephemeral range).
 FIRST_EPHEMERAL_PORT = 49152

@@ -66,8 +66,8 @@ from p2pcp.net.pmtu.probe import (
     decode_control,
     encode_probe_ack,
 )
-from p2pcp.net.udp.sockets import Address, UdpSocket
-from p2pcp.net.udp.transport import DatagramTransport, TransportFactory
+from p2pcp.net.udp.sockets import UdpSocket
+from p2pcp.net.udp.transport import Address, DatagramTransport, TransportFactory
 from p2pcp.relay.client import RelayClient
 from p2pcp.relay.stun import is_stun_packet
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from p2pcp.core.errors import RemoteProtocolError
-from p2pcp.net.udp.sockets import Address
+from p2pcp.net.udp.transport import Address
 from p2pcp.relay.stun import decode_binding_response, encode_binding_request, new_transaction_id
 
 logger = logging.getLogger(__name__)

@@ -86,7 +86,7 @@ from p2pcp.net.pmtu.sizer import (
 from p2pcp.net.quic.credit import ReceiveCredit
 from p2pcp.net.quic.identity import certificate_node_key, check_peer_certificate
 from p2pcp.net.quic.stream import Stream
-from p2pcp.net.udp.sockets import Address
+from p2pcp.net.udp.transport import Address
 
 logger = logging.getLogger(__name__)
 

@@ -66,12 +66,12 @@ from p2pcp.net.kinds import PathPolicy, format_address
 from p2pcp.net.paths.magicsock import MagicSock, PeerPath
 from p2pcp.net.paths.stun import StunClient
 from p2pcp.net.pmtu.probe import FLOOR_BYTES
-from p2pcp.net.quic import configuration as tls
+from p2pcp.net.quic import configuration
 from p2pcp.net.quic.connection import Connection
 from p2pcp.net.quic.stream import Stream
 from p2pcp.net.udp.interfaces import interface_addresses
-from p2pcp.net.udp.sockets import Address, UdpSocket
-from p2pcp.net.udp.transport import TransportFactory
+from p2pcp.net.udp.sockets import UdpSocket
+from p2pcp.net.udp.transport import Address, TransportFactory
 from p2pcp.relay.client import RelayClient
 
 # The public API of the net layer: the transfer layer imports these from here.
@@ -93,8 +93,8 @@ HANDSHAKE_TIMEOUT_S = 10.0
 # it: servers' ids are 8 bytes, clients' 4, and one client connection per
 # endpoint has none (configuration.py says why). A short-header datagram goes to the
 # first of them that names a connection (a wrong guess fails to decrypt).
-SERVER_CID_BYTES = tls.SERVER_CID_BYTES
-CLIENT_CID_BYTES = tls.CLIENT_CID_BYTES
+SERVER_CID_BYTES = configuration.SERVER_CID_BYTES
+CLIENT_CID_BYTES = configuration.CLIENT_CID_BYTES
 NO_CID = b""
 
 # A relay named by host name gives its STUN address only with a login: how
@@ -127,9 +127,9 @@ class Endpoint:
         self.config = config
         self._seed = secret_key.seed_bytes()
         self._datagram_size_cap = config.max_datagram_size
-        self._client_config = tls.client_configuration(self._seed, config.congestion)
-        self._sole_client_config = tls.sole_client_configuration(self._client_config)
-        self._server_config = tls.server_configuration(self._seed, config.congestion)
+        self._client_config = configuration.client_configuration(self._seed, config.congestion)
+        self._sole_client_config = configuration.sole_client_configuration(self._client_config)
+        self._server_config = configuration.server_configuration(self._seed, config.congestion)
         self.path_policy = config.path_policy
         self.magicsock = MagicSock(
             secret_key,
@@ -301,7 +301,7 @@ class Endpoint:
         )
         if is_sole:
             tuning.forgo_connection_ids(quic)
-        tuning.set_initial_destination_cid(quic, os.urandom(tls.INITIAL_DCID_BYTES))
+        tuning.set_initial_destination_cid(quic, os.urandom(configuration.INITIAL_DCID_BYTES))
         connection = Connection(
             self,
             quic,
@@ -445,7 +445,7 @@ class Endpoint:
             header.packet_type != QuicPacketType.INITIAL
             or header.version not in self._server_config.supported_versions
             # RFC 9000 7.2: a client's first Destination id has >= 8 bytes
-            or len(header.destination_cid) < tls.INITIAL_DCID_BYTES
+            or len(header.destination_cid) < configuration.INITIAL_DCID_BYTES
         ):
             return None
         quic = QuicConnection(

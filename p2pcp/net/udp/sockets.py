@@ -56,7 +56,9 @@ import socket
 import struct
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from p2pcp.net.udp.transport import Address, ReceiveCallback, RefusedCallback, TooBigCallback
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +125,6 @@ _U16 = struct.Struct("=H")
 _INT = struct.Struct("=i")
 
 WireAddress = tuple[object, ...]
-Address = tuple[str, int]
-ReceiveCallback = Callable[[list[tuple[bytes, Address]]], None]
-TooBigCallback = Callable[[bytes, Address], None]
-RefusedCallback = Callable[[Address], None]
 
 
 def public_address(wire: WireAddress) -> Address:

@@ -19,12 +19,23 @@ datagrams excepted), ``on_refused`` of an address that refused one; after
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from p2pcp.net.udp.sockets import Address, ReceiveCallback, RefusedCallback, TooBigCallback
+__all__ = [
+    "Address",
+    "DatagramTransport",
+    "ReceiveCallback",
+    "RefusedCallback",
+    "TooBigCallback",
+    "TransportFactory",
+]
 
-__all__ = ["DatagramTransport", "TransportFactory"]
+Address = tuple[str, int]
+"""A peer's ``(host, port)``, the host as text (IPv4 or IPv6)."""
+ReceiveCallback = Callable[[list[tuple[bytes, Address]]], None]
+TooBigCallback = Callable[[bytes, Address], None]
+RefusedCallback = Callable[[Address], None]
 
 
 class DatagramTransport(Protocol):

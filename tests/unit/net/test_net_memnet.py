@@ -15,7 +15,7 @@ from p2pcp.net import PathPolicy
 from p2pcp.net.paths.disco import DiscoBox, Ping, Pong
 from p2pcp.net.paths.magicsock import MagicSock
 from p2pcp.net.pmtu.probe import encode_probe, encode_probe_ack
-from p2pcp.net.udp.sockets import Address
+from p2pcp.net.udp.transport import Address
 from tests.support.aio import run_bounded
 from tests.support.memnet import LinkShape, MemoryNetwork, MemoryTransport, sockets_forbidden
 
