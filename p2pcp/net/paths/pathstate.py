@@ -101,8 +101,8 @@ DIRECT_QUIET_S = 2.0
 
 # Once a Pong is late (none for HEARTBEAT_LATE_AFTER_S, a heartbeat and a
 # half), ping at HEARTBEAT_LATE_S until one comes. A transfer that fills the
-# bottleneck queue loses packets in bursts (the bench's WAN: 6.7% of frames,
-# bunched where BBR probes); four heartbeats in a row can fall into such
+# bottleneck queue loses packets in bursts (bunched where BBR probes; see
+# docs/design-notes.md, "Paths"); four heartbeats in a row can fall into such
 # bursts while the path works. At this gap about 13 Pings must all be lost
 # before DIRECT_QUIET_S runs out; a dead path is still left at that time.
 HEARTBEAT_LATE_AFTER_S = 0.75
