@@ -13,7 +13,6 @@ cannot is covered by the store's own tests.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import unicodedata
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import p2pcp_command, stop
+from tests.support.processes import p2pcp_command, stop, unprivileged_prefix
 
 from .conftest import PROCESS_TIMEOUT_S, assert_one_line_error, json_lines
 
@@ -157,24 +156,6 @@ def test_a_folder_1000_levels_deep_is_sent(
 # -- files that cannot be read ----------------------------------------------------
 
 
-def _unprivileged() -> list[str]:
-    """A command prefix under which a mode-000 file cannot be opened: none
-    for a normal user; for root, setpriv dropping the two capabilities that
-    let root read any file (root stays uid 0, so the interpreter under a
-    private home stays reachable)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot make a file unreadable")
-    caps = "-dac_override,-dac_read_search"
-    prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
-    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr.decode().strip()}")
-    return prefix
-
-
 def _tree_with_an_unreadable_file(tmp_path: Path) -> Path:
     top = tmp_path / "top"
     (top / "sub").mkdir(parents=True)
@@ -190,7 +171,7 @@ def test_an_unreadable_file_is_reported_and_the_rest_sent(tmp_path: Path, make_n
     top = _tree_with_an_unreadable_file(tmp_path)
     node = make_node()
     sender = subprocess.Popen(
-        [*_unprivileged(), *p2pcp_command(), "send", "--once", str(top)],
+        [*unprivileged_prefix(), *p2pcp_command(), "send", "--once", str(top)],
         env=node.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -218,7 +199,7 @@ def test_an_unreadable_file_is_reported_and_the_rest_sent(tmp_path: Path, make_n
 def test_strict_send_stops_at_an_unreadable_file(tmp_path: Path, make_node: Any) -> None:
     top = _tree_with_an_unreadable_file(tmp_path)
     result = subprocess.run(
-        [*_unprivileged(), *p2pcp_command(), "send", "--strict", "--once", str(top)],
+        [*unprivileged_prefix(), *p2pcp_command(), "send", "--strict", "--once", str(top)],
         env=make_node().env,
         capture_output=True,
         text=True,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 # How long a relay process may take to print its start line.
 RELAY_START_TIMEOUT_S = 20.0
 
@@ -108,3 +110,21 @@ def relay_process(*extra: str, home: Path | None = None) -> Iterator[RelayProces
         if reader is not None:
             reader.join(timeout=10)
         stop(process)
+
+
+def unprivileged_prefix() -> list[str]:
+    """A command prefix under which a mode-000 file cannot be opened: none
+    for a normal user; for root, setpriv dropping the two capabilities that
+    let root read any file (root stays uid 0, so the interpreter under a
+    private home stays reachable)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot make a file unreadable")
+    caps = "-dac_override,-dac_read_search"
+    prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr.decode().strip()}")
+    return prefix

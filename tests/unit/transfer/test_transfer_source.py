@@ -23,6 +23,7 @@ import pytest
 from p2pcp.blobs.collection import decode_manifest
 from p2pcp.core.errors import EXIT_UNEXPECTED, StorageError, UsageError
 from p2pcp.transfer.source import import_scan, scan_paths
+from tests.support.processes import unprivileged_prefix
 
 
 def remove_tree(top: Path) -> None:
@@ -191,24 +192,6 @@ else:
 """
 
 
-def _unprivileged() -> list[str]:
-    """A command prefix under which a mode-000 file cannot be opened: none
-    for a normal user; for root, setpriv dropping the two capabilities that
-    let root read any file (root stays uid 0, so the interpreter under a
-    private home stays reachable)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot make a file unreadable")
-    caps = "-dac_override,-dac_read_search"
-    prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
-    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr.decode().strip()}")
-    return prefix
-
-
 @pytest.fixture
 def unreadable_tree() -> Iterator[Path]:
     """``top/`` with readable files, a mode-000 file and a mode-000 folder."""
@@ -230,7 +213,7 @@ def unreadable_tree() -> Iterator[Path]:
 
 def _scan_unprivileged(top: Path, mode: str) -> dict[str, Any]:
     result = subprocess.run(
-        [*_unprivileged(), sys.executable, "-c", _SCAN_SCRIPT, str(top), mode],
+        [*unprivileged_prefix(), sys.executable, "-c", _SCAN_SCRIPT, str(top), mode],
         capture_output=True,
         text=True,
         check=False,
