@@ -61,6 +61,15 @@ class ConfigError(UsageError):
     """The configuration file or an environment variable is malformed."""
 
 
+class CodeError(UsageError):
+    """A short code cannot be used: wrong, unknown, already used or expired.
+
+    Raised by the rendezvous (a wrong code found by the PAKE) and by the relay
+    client's mailbox ("no such code (nameplate 7)", "code already used", "code
+    expired"). The message never contains the code's words.
+    """
+
+
 class ConnectError(P2pcpError):
     """The peer cannot be reached (no address answered, handshake failed)."""
 
