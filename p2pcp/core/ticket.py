@@ -20,12 +20,20 @@ Binary record (version 1; integers are unsigned LEB128 varints)::
             u8 family (4 or 6), 4 or 16 address bytes, u16 big-endian port
 
 Anything after the last address, or a record that ends early, is refused.
+
+Record version 2 is version 1 with one more byte after the version, the
+ticket's kind: 0 files (written as version 1, so older receivers read every
+file ticket), 1 a text message (``send --text``), 2 a stream
+(``send -``). A stream's content hash cannot be known when its ticket is
+printed: its 32-byte root field is a random stream id instead, and its
+total size is 0. An older p2pcp refuses version 2 with "update p2pcp".
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -34,6 +42,8 @@ from p2pcp.core.errors import TicketError
 
 TICKET_PREFIX = "p2pcp"
 TICKET_VERSION = 1
+# Text and stream tickets: version 1 with a kind byte (module docstring).
+TICKET_VERSION_KIND = 2
 CHECKSUM_BYTES = 4
 HASH_BYTES = 32
 # A ticket lists the sender's interface addresses; 16 covers a busy laptop
@@ -50,13 +60,26 @@ _CHECKSUM_CONTEXT = b"p2pcp ticket v1"
 _WHITESPACE = re.compile(r"\s+")
 
 
+class TicketKind(enum.Enum):
+    """What a ticket offers; the value is its byte in a version 2 record."""
+
+    FILES = 0
+    TEXT = 1
+    STREAM = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
 @dataclass(frozen=True)
 class Ticket:
     node_id: bytes
     relay_url: str | None
     addresses: tuple[tuple[str, int], ...]
     root_hash: bytes
+    """The manifest's root; for a STREAM ticket, the stream's random id."""
     total_size: int
+    kind: TicketKind = TicketKind.FILES
 
 
 def _checksum(record: bytes) -> bytes:
@@ -112,7 +135,10 @@ def encode_ticket(ticket: Ticket) -> str:
     url = (ticket.relay_url or "").encode("utf-8")
     if len(url) > MAX_RELAY_URL_BYTES:
         raise TicketError("relay URL is too long")
-    record = bytearray([TICKET_VERSION])
+    if ticket.kind is TicketKind.FILES:
+        record = bytearray([TICKET_VERSION])
+    else:
+        record = bytearray([TICKET_VERSION_KIND, ticket.kind.value])
     record += ticket.node_id + ticket.root_hash
     record += _encode_varint(ticket.total_size)
     record += _encode_varint(len(url)) + url
@@ -156,11 +182,19 @@ def decode_ticket(text: str) -> Ticket:
 def _decode_record(record: bytes) -> Ticket:
     reader = _Reader(record)
     version = reader.take(1)[0]
-    if version != TICKET_VERSION:
+    if version not in (TICKET_VERSION, TICKET_VERSION_KIND):
         raise TicketError(
-            f"ticket version {version} is not supported by this p2pcp (it reads version "
-            f"{TICKET_VERSION}); update p2pcp"
+            f"ticket version {version} is not supported by this p2pcp (it reads versions "
+            f"{TICKET_VERSION} and {TICKET_VERSION_KIND}); update p2pcp"
         )
+    kind = TicketKind.FILES
+    if version == TICKET_VERSION_KIND:
+        try:
+            kind = TicketKind(reader.take(1)[0])
+        except ValueError:
+            raise TicketError(
+                "ticket is of a kind this p2pcp does not know; update p2pcp"
+            ) from None
     node_id = reader.take(HASH_BYTES)
     root_hash = reader.take(HASH_BYTES)
     total_size = reader.varint()
@@ -197,4 +231,5 @@ def _decode_record(record: bytes) -> Ticket:
         addresses=tuple(addresses),
         root_hash=root_hash,
         total_size=total_size,
+        kind=kind,
     )

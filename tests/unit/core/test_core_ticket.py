@@ -97,10 +97,10 @@ def test_wrong_prefix_and_alphabet() -> None:
 def test_unknown_version_says_update() -> None:
     import blake3
 
-    record = b"\x02" + bytes(70)
+    record = b"\x03" + bytes(70)  # 2 is the text and stream tickets' version
     checksum = blake3.blake3(b"p2pcp ticket v1" + record).digest()[:4]
     body = base64.b32encode(record + checksum).decode().rstrip("=").lower()
-    with pytest.raises(TicketError, match="version 2"):
+    with pytest.raises(TicketError, match="version 3"):
         decode_ticket("p2pcp" + body)
 
 
