@@ -73,6 +73,24 @@ def relay(
             help="Close a connection that has not logged in after this long.",
         ),
     ] = 10.0,
+    code_expiry: Annotated[
+        float,
+        typer.Option(
+            "--code-expiry",
+            metavar="SECONDS",
+            help="End a short code's nameplate unclaimed or idle for this long.",
+        ),
+    ] = 3600.0,
+    max_codes: Annotated[
+        int,
+        typer.Option("--max-codes", metavar="N", min=1, help="Most short codes open at once."),
+    ] = 10_000,
+    codes_per_client: Annotated[
+        int,
+        typer.Option(
+            "--codes-per-client", metavar="N", min=1, help="Most short codes one client holds."
+        ),
+    ] = 8,
     stun_host: Annotated[
         str | None,
         typer.Option(
@@ -127,6 +145,9 @@ def relay(
             queue_depth=queue_depth,
             idle_timeout_s=idle_timeout,
             login_timeout_s=login_timeout,
+            code_expiry_s=code_expiry,
+            max_nameplates=max_codes,
+            nameplates_per_client=codes_per_client,
         ),
         stun_host=stun_host,
         stun_port=stun_port,

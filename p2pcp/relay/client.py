@@ -10,6 +10,14 @@ API (used by ``net/paths/magicsock.py``; keep it stable)::
     client.bytes_sent, client.bytes_received    # datagram payload bytes
     await client.close()
 
+    # The mailbox (short codes; docs/PROTOCOL.md, "Mailbox"):
+    nameplate = await client.allocate_nameplate(timeout_s)   # -> int, we are its first side
+    await client.claim_nameplate(nameplate, timeout_s)       # we are its second side
+    client.mailbox_send(nameplate, body)                     # never blocks; body <= 4 KiB
+    body = await client.mailbox_receive(nameplate, timeout_s)  # the other side's next message
+    client.release_nameplate(nameplate)                      # idempotent
+
+
 - ``url`` is ``http://HOST:PORT`` or ``https://HOST:PORT``, checked and tidied
   by ``core.config.normalize_relay_url`` (a bad one raises ``UsageError``;
   a URL without a port means 3340, the relay's default). The client speaks
@@ -40,6 +48,16 @@ API (used by ``net/paths/magicsock.py``; keep it stable)::
   refused connection costs no wait; a relay that never answers costs at most
   ``timeout_s``). ``try_now`` cuts the backoff short: a caller that needs the
   relay now learns within one attempt whether it is there.
+- Mailbox: ``allocate_nameplate`` and ``claim_nameplate`` connect first
+  (``start`` or ``try_now``) and raise ``ConnectError`` when the relay cannot
+  be reached or does not answer within ``timeout_s``. A nameplate that is
+  unknown, already used, expired, or closed by the other side raises
+  ``CodeError`` (exit 2) with a one-line reason ("no such code (nameplate
+  7)", "code already used", "code expired"), from the call that meets it;
+  messages that arrived before the end are still received first.
+  ``mailbox_receive`` raises ``ConnectError`` on a timeout. A lost relay
+  connection ends every nameplate of this client (the relay closes them
+  too): ``ConnectError``. Bodies are never logged.
 - Nothing here lets a library's traceback reach a user: a connection that
   ends in any way is an ordinary event (``last_error`` says how), and
   unexpected failures are logged at debug level only (``-vv`` shows them).
@@ -56,12 +74,13 @@ import random
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from p2pcp import __version__
 from p2pcp.core.config import normalize_relay_url
-from p2pcp.core.errors import ConnectError, LocalProtocolError, P2pcpError
+from p2pcp.core.errors import CodeError, ConnectError, LocalProtocolError, P2pcpError
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.relay import frames
 from p2pcp.relay.wsio import write_now
@@ -102,10 +121,24 @@ RECEIVE_QUEUE_MESSAGES = 32
 CLOSE_TIMEOUT_S = 2.0
 # Node ids of senders kept as NodeId objects (cleared when full).
 _NODE_CACHE_SIZE = 1024
+# Mailbox messages received and not yet read, per nameplate: the relay passes
+# at most 64 in a nameplate's life; more means a broken relay.
+MAILBOX_INBOX_MESSAGES = 64
+
+_T = TypeVar("_T")
 
 PacketsCallback = Callable[[NodeId, list[bytes]], None]
 PeerGoneCallback = Callable[[NodeId], None]
 ConnectedCallback = Callable[[bool], None]
+
+
+@dataclass
+class _Nameplate:
+    """A nameplate this client is a side of: what arrived, and how it ended."""
+
+    inbox: deque[bytes] = field(default_factory=deque)
+    error: P2pcpError | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def websocket_url(url: str) -> str:
@@ -159,6 +192,10 @@ class RelayClient:
         self._last_receive = 0.0
         self._node_ids: dict[bytes, NodeId] = {}
         self._is_closing = False
+        # Mailbox: ALLOCATE answers come in order (a timed-out one stays, cancelled).
+        self._allocating: deque[asyncio.Future[int]] = deque()
+        self._claiming: dict[int, asyncio.Future[None]] = {}
+        self._nameplates: dict[int, _Nameplate] = {}
 
     def __repr__(self) -> str:
         return f"RelayClient({self.url}, connected={self.is_connected})"
@@ -244,6 +281,187 @@ class RelayClient:
                 self._wake.set()
                 break
         return True
+
+    # -- the mailbox ------------------------------------------------------------
+
+    async def allocate_nameplate(self, timeout_s: float) -> int:
+        """A new nameplate from the relay, with this client as its first side."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        await self._ensure_connected(timeout_s)
+        future: asyncio.Future[int] = loop.create_future()
+        self._allocating.append(future)
+        self._send_mailbox(frames.Allocate().encode())
+        return await self._answer(future, deadline - loop.time())
+
+    async def claim_nameplate(self, nameplate: int, timeout_s: float) -> None:
+        """Become the second side of ``nameplate``; its waiting messages follow."""
+        if not 1 <= nameplate <= frames.MAX_NAMEPLATE:
+            raise CodeError(f"no such code (nameplate {nameplate})")
+        if nameplate in self._nameplates or nameplate in self._claiming:
+            raise CodeError("code already used")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        await self._ensure_connected(timeout_s)
+        future: asyncio.Future[None] = loop.create_future()
+        self._claiming[nameplate] = future
+        try:
+            self._send_mailbox(frames.Claim(nameplate).encode())
+            await self._answer(future, deadline - loop.time())
+        finally:
+            if self._claiming.get(nameplate) is future:
+                del self._claiming[nameplate]
+
+    def mailbox_send(self, nameplate: int, body: bytes) -> None:
+        """Queue ``body`` (at most 4 KiB) for the other side of ``nameplate``."""
+        state = self._nameplates.get(nameplate)
+        if state is None:
+            raise CodeError(f"no such code (nameplate {nameplate})")
+        if state.error is not None:
+            raise state.error
+        if len(body) > frames.MAX_MAILBOX_BODY_BYTES:
+            raise LocalProtocolError(
+                f"a mailbox message has at most {frames.MAX_MAILBOX_BODY_BYTES} bytes"
+            )
+        self._send_mailbox(frames.Add(nameplate, bytes(body)).encode())
+
+    async def mailbox_receive(self, nameplate: int, timeout_s: float) -> bytes:
+        """The other side's next message; CodeError once the nameplate ended and
+        every message before the end was read; ConnectError after ``timeout_s``."""
+        state = self._nameplates.get(nameplate)
+        if state is None:
+            raise CodeError(f"no such code (nameplate {nameplate})")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if state.inbox:
+                return state.inbox.popleft()
+            if state.error is not None:
+                raise state.error
+            state.changed.clear()
+            try:
+                await asyncio.wait_for(state.changed.wait(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise ConnectError(
+                    f"no answer through the relay {self.url} within {timeout_s:g} s"
+                ) from None
+
+    def release_nameplate(self, nameplate: int) -> None:
+        """Leave ``nameplate``: the relay ends it and tells the other side. Idempotent."""
+        state = self._nameplates.pop(nameplate, None)
+        if state is not None and state.error is None and self.is_connected:
+            self._send_mailbox(frames.Release(nameplate).encode())
+
+    async def _ensure_connected(self, timeout_s: float) -> None:
+        if self.is_connected:
+            return
+        if self._is_closing:
+            raise LocalProtocolError("RelayClient used after close()")
+        if self._run_task is None:
+            is_connected = await self.start(timeout_s=timeout_s)
+        else:
+            is_connected = await self.try_now(timeout_s=timeout_s)
+        if not is_connected:
+            raise self.last_error or ConnectError(f"cannot reach the relay {self.url}")
+
+    async def _answer(self, future: asyncio.Future[_T], timeout_s: float) -> _T:
+        """The relay's answer to a mailbox request, or ConnectError after ``timeout_s``."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, timeout_s))
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise ConnectError(f"the relay {self.url} did not answer in time") from None
+
+    def _send_mailbox(self, message: bytes) -> None:
+        """Queue a mailbox frame in order (never dropped: the relay bounds them)."""
+        connection = self._connection
+        if (
+            self._queue
+            or connection is None
+            or not write_now(connection, message, WRITE_LIMIT_BYTES)
+        ):
+            self._queue.append(message)
+            self._queued_bytes += len(message)
+            self._wake.set()
+
+    def _on_mailbox(self, frame: frames.Frame) -> None:
+        match frame:
+            case frames.Allocated(nameplate=nameplate):
+                waiter = self._allocating.popleft() if self._allocating else None
+                if waiter is None or waiter.done():
+                    self._send_mailbox(frames.Release(nameplate).encode())  # asked, gave up
+                    return
+                self._nameplates[nameplate] = _Nameplate()
+                waiter.set_result(nameplate)
+            case frames.Claimed(nameplate=nameplate):
+                claim = self._claiming.pop(nameplate, None)
+                if claim is None or claim.done():
+                    self._send_mailbox(frames.Release(nameplate).encode())
+                    return
+                self._nameplates[nameplate] = _Nameplate()
+                claim.set_result(None)
+            case frames.Message(nameplate=nameplate, body=body):
+                state = self._nameplates.get(nameplate)
+                if state is None or state.error is not None:
+                    return
+                if len(state.inbox) >= MAILBOX_INBOX_MESSAGES:
+                    state.error = CodeError(
+                        f"too many messages for the code (nameplate {nameplate})"
+                    )
+                else:
+                    state.inbox.append(body)
+                state.changed.set()
+            case frames.Closed(nameplate=0, reason=reason):
+                waiter = self._allocating.popleft() if self._allocating else None
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(self._mailbox_error(0, reason))
+            case frames.Closed(nameplate=nameplate, reason=reason):
+                claim = self._claiming.pop(nameplate, None)
+                if claim is not None and not claim.done():
+                    claim.set_exception(self._mailbox_error(nameplate, reason))
+                    return
+                state = self._nameplates.get(nameplate)
+                if state is not None and state.error is None:
+                    state.error = self._mailbox_error(nameplate, reason)
+                    state.changed.set()
+
+    def _mailbox_error(self, nameplate: int, reason: int) -> P2pcpError:
+        """The one-line error for a CLOSED reason."""
+        match reason:
+            case frames.CLOSED_UNKNOWN:
+                return CodeError(f"no such code (nameplate {nameplate})")
+            case frames.CLOSED_USED:
+                return CodeError("code already used")
+            case frames.CLOSED_EXPIRED:
+                return CodeError("code expired")
+            case frames.CLOSED_RELEASED:
+                return CodeError(f"the other side closed the code (nameplate {nameplate})")
+            case frames.CLOSED_DISCONNECTED:
+                return CodeError(f"the other side of the code went away (nameplate {nameplate})")
+            case frames.CLOSED_TOO_MANY:
+                return CodeError(f"the relay {self.url} holds too many codes of this client")
+            case frames.CLOSED_FULL:
+                return ConnectError(f"the relay {self.url} holds too many codes: try again later")
+            case frames.CLOSED_OVER_LIMIT:
+                return CodeError(f"too many messages for the code (nameplate {nameplate})")
+        return CodeError(f"the relay closed the code (nameplate {nameplate}, reason {reason})")
+
+    def _mailbox_lost(self) -> None:
+        """The connection ended: so did every nameplate and request of ours."""
+        lost = ConnectError(f"the connection to the relay {self.url} was lost")
+        waiters: list[asyncio.Future[int] | asyncio.Future[None]] = [
+            *self._allocating,
+            *self._claiming.values(),
+        ]
+        self._allocating.clear()
+        self._claiming.clear()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(lost)
+        for state in self._nameplates.values():
+            if state.error is None:
+                state.error = lost
+                state.changed.set()
 
     async def close(self) -> None:
         """Stop: close the connection and stop reconnecting. Idempotent."""
@@ -375,6 +593,7 @@ class RelayClient:
             self.is_connected = False
             self._connection = None
             self._connected.clear()
+            self._mailbox_lost()
             if self.last_error is None:
                 self.last_error = ConnectError(f"the connection to the relay {self.url} ended")
             for task in tasks:
@@ -417,6 +636,10 @@ class RelayClient:
                         logger.info("%s", self.last_error)
                     case frames.Pong():
                         pass  # it kept the connection alive (_last_receive), nothing more
+                    case (
+                        frames.Allocated() | frames.Claimed() | frames.Message() | frames.Closed()
+                    ) as mail:
+                        self._on_mailbox(mail)
                     case frame:
                         raise frames.RelayProtocolError(
                             f"unexpected {type(frame).__name__} frame after login"

@@ -461,3 +461,177 @@ class Error(Frame):
         except UnicodeDecodeError:
             raise RelayProtocolError("relay frame: an error reason is not UTF-8") from None
         return cls(frame[1], reason)
+
+
+# -- mailbox (short codes' rendezvous; docs/PROTOCOL.md, "Mailbox") ----------------
+
+# A mailbox message's body: a SPAKE2 message or a sealed ticket fits many times.
+MAX_MAILBOX_BODY_BYTES = 4096
+# Nameplates are 1 .. 2**32 - 1; 0 in a CLOSED frame answers a refused ALLOCATE.
+MAX_NAMEPLATE = 0xFFFF_FFFF
+
+# CLOSED reasons: why a nameplate ended, or why a request about one was refused.
+CLOSED_RELEASED = 1  # a side released it
+CLOSED_DISCONNECTED = 2  # the other side's connection ended
+CLOSED_EXPIRED = 3  # unclaimed or idle for the code expiry
+CLOSED_UNKNOWN = 4  # no such nameplate (or not one of yours)
+CLOSED_USED = 5  # it already has two sides
+CLOSED_TOO_MANY = 6  # this client holds its maximum number of nameplates
+CLOSED_FULL = 7  # the relay holds its maximum number of nameplates
+CLOSED_OVER_LIMIT = 8  # too many messages or bytes for one nameplate
+
+_NAMEPLATE = struct.Struct(">I")
+
+
+def _check_nameplate(nameplate: int, *, zero_ok: bool = False) -> None:
+    if not (0 if zero_ok else 1) <= nameplate <= MAX_NAMEPLATE:
+        raise RelayProtocolError("relay frame: a nameplate is 1 to 2**32 - 1")
+
+
+def _decode_nameplate(frame: bytes, name: str, *, zero_ok: bool = False) -> int:
+    nameplate = int(_NAMEPLATE.unpack_from(frame, 1)[0])
+    if nameplate == 0 and not zero_ok:
+        raise RelayProtocolError(f"relay frame: a {name} frame names nameplate 0")
+    return nameplate
+
+
+_N = TypeVar("_N", bound="_NameplateOnly")
+
+
+@dataclass(frozen=True)
+class _NameplateOnly(Frame):
+    """ALLOCATED, CLAIM, CLAIMED and RELEASE: ``type | nameplate u32`` (1 or more)."""
+
+    nameplate: int
+
+    def encode(self) -> bytes:
+        _check_nameplate(self.nameplate)
+        return bytes((self.TYPE,)) + _NAMEPLATE.pack(self.nameplate)
+
+    @classmethod
+    def decode(cls: type[_N], frame: bytes) -> _N:
+        _exact(frame, 5, cls.NAME.lower())
+        return cls(_decode_nameplate(frame, cls.NAME.lower()))
+
+
+@dataclass(frozen=True)
+class Allocate(Frame):
+    """ALLOCATE, client -> relay: ``0x40`` (no body); answered by ALLOCATED, or
+    CLOSED with nameplate 0 when refused. Answers come in the order asked."""
+
+    TYPE: ClassVar[int] = 0x40
+    NAME: ClassVar[str] = "ALLOCATE"
+
+    def encode(self) -> bytes:
+        return bytes((self.TYPE,))
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Allocate:
+        _exact(frame, 1, "allocate")
+        return cls()
+
+
+@dataclass(frozen=True)
+class Allocated(_NameplateOnly):
+    """ALLOCATED, relay -> client: ``0x41 | nameplate u32``; the client is its first side."""
+
+    TYPE: ClassVar[int] = 0x41
+    NAME: ClassVar[str] = "ALLOCATED"
+
+
+@dataclass(frozen=True)
+class Claim(_NameplateOnly):
+    """CLAIM, client -> relay: ``0x42 | nameplate u32``; answered by CLAIMED or CLOSED."""
+
+    TYPE: ClassVar[int] = 0x42
+    NAME: ClassVar[str] = "CLAIM"
+
+
+@dataclass(frozen=True)
+class Claimed(_NameplateOnly):
+    """CLAIMED, relay -> client: ``0x43 | nameplate u32``; the client is its second side.
+
+    The messages the first side added so far follow as MESSAGE frames."""
+
+    TYPE: ClassVar[int] = 0x43
+    NAME: ClassVar[str] = "CLAIMED"
+
+
+_B = TypeVar("_B", bound="_NameplateBody")
+
+
+@dataclass(frozen=True)
+class _NameplateBody(Frame):
+    """ADD and MESSAGE: ``type | nameplate u32 | body (0 to 4,096 bytes)``."""
+
+    nameplate: int
+    body: bytes
+
+    def encode(self) -> bytes:
+        _check_nameplate(self.nameplate)
+        if len(self.body) > MAX_MAILBOX_BODY_BYTES:
+            raise RelayProtocolError(
+                f"relay frame: a mailbox message has at most {MAX_MAILBOX_BODY_BYTES} bytes"
+            )
+        return bytes((self.TYPE,)) + _NAMEPLATE.pack(self.nameplate) + bytes(self.body)
+
+    @classmethod
+    def decode(cls: type[_B], frame: bytes) -> _B:
+        name = cls.NAME.lower()
+        if not 5 <= len(frame) <= 5 + MAX_MAILBOX_BODY_BYTES:
+            raise RelayProtocolError(
+                f"relay frame: a {name} frame has a nameplate and at most "
+                f"{MAX_MAILBOX_BODY_BYTES} bytes"
+            )
+        return cls(_decode_nameplate(frame, name), frame[5:])
+
+
+@dataclass(frozen=True)
+class Add(_NameplateBody):
+    """ADD, client -> relay: ``0x44 | nameplate u32 | body (at most 4,096 bytes)``;
+    the relay passes the body on to the nameplate's other side (queued until
+    it claims)."""
+
+    TYPE: ClassVar[int] = 0x44
+    NAME: ClassVar[str] = "ADD"
+
+
+@dataclass(frozen=True)
+class Message(_NameplateBody):
+    """MESSAGE, relay -> client: ``0x45 | nameplate u32 | body``: the other side's ADD."""
+
+    TYPE: ClassVar[int] = 0x45
+    NAME: ClassVar[str] = "MESSAGE"
+
+
+@dataclass(frozen=True)
+class Release(_NameplateOnly):
+    """RELEASE, client -> relay: ``0x46 | nameplate u32``; the nameplate ends
+    (the other side gets CLOSED, reason 1). Not answered."""
+
+    TYPE: ClassVar[int] = 0x46
+    NAME: ClassVar[str] = "RELEASE"
+
+
+@dataclass(frozen=True)
+class Closed(Frame):
+    """CLOSED, relay -> client: ``0x47 | nameplate u32 | reason u8`` (``CLOSED_*``).
+
+    The nameplate ended for this client, or its ALLOCATE (nameplate 0), CLAIM
+    or ADD was refused."""
+
+    TYPE: ClassVar[int] = 0x47
+    NAME: ClassVar[str] = "CLOSED"
+
+    nameplate: int
+    reason: int
+
+    def encode(self) -> bytes:
+        _check_nameplate(self.nameplate, zero_ok=True)
+        _check_byte("a closed reason", self.reason)
+        return bytes((self.TYPE,)) + _NAMEPLATE.pack(self.nameplate) + bytes((self.reason,))
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Closed:
+        _exact(frame, 6, "closed")
+        return cls(_decode_nameplate(frame, "closed", zero_ok=True), frame[5])

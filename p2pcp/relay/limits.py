@@ -68,6 +68,28 @@ STUN_RESPONSES_PER_S = 10_000
 # Pending TCP connections the kernel holds for accept().
 LISTEN_BACKLOG = 1024
 
+# -- the mailbox (short codes' rendezvous) ---------------------------------------
+# A code is read aloud and typed in minutes; an hour covers a coffee break,
+# and a nameplate left behind by a vanished sender frees itself.
+CODE_EXPIRY_S = 3600.0
+# Nameplates open at once on the whole relay: a few hundred bytes each, so
+# 10,000 is a few MiB, and a two-digit code stays two digits on a quiet relay.
+MAX_NAMEPLATES = 10_000
+# Nameplates one connection holds at once (as allocator or claimer): a
+# person sends a few things at a time; a flood of codes from one client stops here.
+NAMEPLATES_PER_CLIENT = 8
+# Messages waiting in one nameplate for its other side to claim it, and their
+# bytes: a PAKE exchange waits with one or two.
+MAILBOX_QUEUE_MESSAGES = 16
+MAILBOX_QUEUE_BYTES = 16 * 1024
+# Messages one nameplate carries in its life (both sides): a PAKE exchange
+# needs about six; the mailbox is not a data channel.
+MAILBOX_MESSAGES_PER_NAMEPLATE = 64
+# An ended nameplate is remembered this long, and not handed out again
+# meanwhile, so that a second use of its code says "code already used" or
+# "code expired" instead of reaching someone else's new code.
+ENDED_MEMORY_S = 600.0
+
 
 @dataclass(frozen=True)
 class RelayLimits:
@@ -78,6 +100,9 @@ class RelayLimits:
     queue_depth: int = QUEUE_DEPTH_MESSAGES
     idle_timeout_s: float = IDLE_TIMEOUT_S
     login_timeout_s: float = LOGIN_TIMEOUT_S
+    code_expiry_s: float = CODE_EXPIRY_S
+    max_nameplates: int = MAX_NAMEPLATES
+    nameplates_per_client: int = NAMEPLATES_PER_CLIENT
 
     def __post_init__(self) -> None:
         if self.max_clients < 1:
@@ -90,6 +115,12 @@ class RelayLimits:
             raise UsageError("--idle-timeout must be more than 0 seconds")
         if not self.login_timeout_s > 0:
             raise UsageError("--login-timeout must be more than 0 seconds")
+        if not self.code_expiry_s > 0:
+            raise UsageError("--code-expiry must be more than 0 seconds")
+        if self.max_nameplates < 1:
+            raise UsageError("--max-codes must be at least 1")
+        if self.nameplates_per_client < 1:
+            raise UsageError("--codes-per-client must be at least 1")
 
     @property
     def burst_datagrams(self) -> float:

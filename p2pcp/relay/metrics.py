@@ -44,6 +44,15 @@ class RelayMetrics:
         self.peer_gone_sent_total = 0
         self.stun_requests_total = 0
         self.stun_dropped_total: Counter[str] = Counter()
+        # The mailbox (short codes): mailbox.py keeps these.
+        self.nameplates_open = 0
+        self.nameplates_allocated_total = 0
+        self.nameplates_claimed_total = 0
+        self.nameplates_expired_total = 0
+        self.nameplates_refused_total: Counter[str] = Counter(
+            dict.fromkeys(("unknown", "used", "expired", "too_many", "full", "over_limit"), 0)
+        )
+        self.mailbox_messages_total = 0
 
     def render(self) -> str:
         """Prometheus text exposition format, version 0.0.4."""
@@ -117,5 +126,36 @@ class RelayMetrics:
             "counter",
             "UDP packets not answered, by reason.",
             self.stun_dropped_total,
+        )
+        metric("nameplates_open", "gauge", "Mailbox nameplates open.", self.nameplates_open)
+        metric(
+            "nameplates_allocated_total",
+            "counter",
+            "Nameplates allocated.",
+            self.nameplates_allocated_total,
+        )
+        metric(
+            "nameplates_claimed_total",
+            "counter",
+            "Nameplates claimed.",
+            self.nameplates_claimed_total,
+        )
+        metric(
+            "nameplates_expired_total",
+            "counter",
+            "Nameplates ended by the code expiry.",
+            self.nameplates_expired_total,
+        )
+        metric(
+            "nameplates_refused_total",
+            "counter",
+            "Mailbox requests refused (allocate, claim, add), by reason.",
+            self.nameplates_refused_total,
+        )
+        metric(
+            "mailbox_messages_total",
+            "counter",
+            "Mailbox messages passed on or queued (bodies are never logged).",
+            self.mailbox_messages_total,
         )
         return "\n".join(lines) + "\n"

@@ -27,6 +27,10 @@ login closes it. After login:
 - A client silent for ``idle_timeout_s`` is closed; malformed frames close
   the connection that sent them (ERROR(protocol)); nothing a client sends
   can stop the server.
+- The mailbox frames (ALLOCATE, CLAIM, ADD, RELEASE) go to the sans-IO
+  ``mailbox.Mailbox``, keyed by a token per connection; the frames it
+  returns are pushed to their sessions' queues. A connection's end closes
+  its nameplates; the sweeper also ends expired ones. No body is logged.
 
 Invariant: a connection is in ``_sessions`` only after it proved its node
 key, and a session receives only frames addressed to that key.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -60,6 +65,7 @@ from p2pcp.relay.listen import (
     raise_open_file_limit,
     server_ssl_context,
 )
+from p2pcp.relay.mailbox import Mailbox, Outgoing
 from p2pcp.relay.wsio import write_now
 
 if TYPE_CHECKING:
@@ -81,6 +87,7 @@ class _Session:
 
     node_id: bytes
     connection: ServerConnection
+    side: int
     tokens: float
     refilled_at: float
     last_receive: float
@@ -140,6 +147,10 @@ class RelayServer:
         self.metrics = metrics.RelayMetrics()
         self.ports: BoundPorts | None = None
         self._sessions: dict[bytes, _Session] = {}
+        self.mailbox = Mailbox(self.limits, self.metrics)
+        # Mailbox side token -> its session (every logged-in connection, replaced ones too).
+        self._sides: dict[int, _Session] = {}
+        self._side_tokens = itertools.count(1)
         self._ws_server: Server | None = None
         self._stun_transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -272,7 +283,9 @@ class RelayServer:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        session = _Session(node_id, connection, self.limits.burst_datagrams, now, now)
+        side = next(self._side_tokens)
+        session = _Session(node_id, connection, side, self.limits.burst_datagrams, now, now)
+        self._sides[side] = session
         old = self._sessions.get(node_id)
         if old is not None:
             self._close_later(old, frames.ERROR_REPLACED, "another connection logged in as you")
@@ -293,6 +306,8 @@ class RelayServer:
                 del self._sessions[node_id]
                 self.metrics.clients = len(self._sessions)
                 self._tell_senders_gone(session)
+            del self._sides[side]
+            self._deliver(self.mailbox.disconnect(side, loop.time()))
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
                 await writer
 
@@ -403,6 +418,14 @@ class RelayServer:
                         session.push(frames.Pong(payload).encode(), depth)
                     case frames.Pong():
                         pass  # it kept the session alive (last_receive), nothing more
+                    case frames.Allocate():
+                        self._deliver(self.mailbox.allocate(session.side, now))
+                    case frames.Claim(nameplate=nameplate):
+                        self._deliver(self.mailbox.claim(session.side, nameplate, now))
+                    case frames.Add(nameplate=nameplate, body=body):
+                        self._deliver(self.mailbox.add(session.side, nameplate, body, now))
+                    case frames.Release(nameplate=nameplate):
+                        self._deliver(self.mailbox.release(session.side, nameplate, now))
                     case frame:
                         raise frames.RelayProtocolError(
                             f"a client may not send {type(frame).__name__} after login"
@@ -430,6 +453,24 @@ class RelayServer:
                 await send(message)
             wake.clear()
             await wake.wait()
+
+    def _deliver(self, outgoing: list[Outgoing]) -> None:
+        """Push the mailbox's frames to their sessions. A message that does not
+        fit its receiver's queue ends its nameplate: a code's messages are
+        never silently lost."""
+        depth = self.limits.queue_depth
+        for item in outgoing:
+            session = self._sides.get(item.side)
+            if session is None or session.is_closing:
+                continue
+            if not session.push(item.frame.encode(), depth) and isinstance(
+                item.frame, frames.Message
+            ):
+                now = asyncio.get_running_loop().time()
+                for closed in self.mailbox.fail(item.frame.nameplate, now):
+                    target = self._sides.get(closed.side)
+                    if target is not None:
+                        target.push(closed.frame.encode(), depth)
 
     def _tell_not_connected(
         self, session: _Session, destination: bytes, now: float, depth: int
@@ -485,11 +526,12 @@ class RelayServer:
 
     async def _sweep_idle(self) -> None:
         idle_s = self.limits.idle_timeout_s
-        interval_s = min(limits.IDLE_SWEEP_INTERVAL_S, idle_s / 4)
+        interval_s = min(limits.IDLE_SWEEP_INTERVAL_S, idle_s / 4, self.limits.code_expiry_s / 4)
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval_s)
             now = loop.time()
+            self._deliver(self.mailbox.expire(now))
             for session in list(self._sessions.values()):
                 if not session.is_closing and now - session.last_receive > idle_s:
                     self.metrics.closes_total[metrics.CLOSE_IDLE] += 1

@@ -21,6 +21,8 @@ ids = st.binary(min_size=32, max_size=32)
 datagram = st.binary(min_size=1, max_size=3000)
 batch = st.lists(datagram, min_size=1, max_size=frames.MAX_BATCH_DATAGRAMS)
 ping_payloads = st.binary(min_size=8, max_size=8)
+nameplates = st.integers(1, frames.MAX_NAMEPLATE)
+bodies = st.binary(max_size=frames.MAX_MAILBOX_BODY_BYTES)
 
 NODE = bytes(range(32))
 SERVER = bytes(range(32, 64))
@@ -77,6 +79,42 @@ CASES = {
         st.builds(frames.Error, st.integers(0, 255), st.text(max_size=40)),
         frames.Error(code=9, reason="\u00e9 stop"),
         b"\x7f\x09\xc3\xa9 stop",
+    ),
+    frames.Allocate: Case(st.just(frames.Allocate()), frames.Allocate(), b"\x40"),
+    frames.Allocated: Case(
+        st.builds(frames.Allocated, nameplates),
+        frames.Allocated(nameplate=7),
+        b"\x41\x00\x00\x00\x07",
+    ),
+    frames.Claim: Case(
+        st.builds(frames.Claim, nameplates),
+        frames.Claim(nameplate=0x01020304),
+        b"\x42\x01\x02\x03\x04",
+    ),
+    frames.Claimed: Case(
+        st.builds(frames.Claimed, nameplates),
+        frames.Claimed(nameplate=7),
+        b"\x43\x00\x00\x00\x07",
+    ),
+    frames.Add: Case(
+        st.builds(frames.Add, nameplates, bodies),
+        frames.Add(nameplate=7, body=b"pake"),
+        b"\x44\x00\x00\x00\x07pake",
+    ),
+    frames.Message: Case(
+        st.builds(frames.Message, nameplates, bodies),
+        frames.Message(nameplate=7, body=b""),
+        b"\x45\x00\x00\x00\x07",
+    ),
+    frames.Release: Case(
+        st.builds(frames.Release, nameplates),
+        frames.Release(nameplate=7),
+        b"\x46\x00\x00\x00\x07",
+    ),
+    frames.Closed: Case(
+        st.builds(frames.Closed, st.integers(0, frames.MAX_NAMEPLATE), st.integers(0, 255)),
+        frames.Closed(nameplate=0, reason=7),
+        b"\x47\x00\x00\x00\x00\x07",
     ),
 }
 
@@ -174,8 +212,8 @@ def test_every_truncation_and_extension_is_refused(
             decoded = frames.decode_frame(damaged)
         except RelayProtocolError:
             continue
-        # Only an ERROR frame's reason may grow or shrink and still parse.
-        assert isinstance(decoded, frames.Error)
+        # Only an ERROR frame's reason and a mailbox body may grow or shrink and still parse.
+        assert isinstance(decoded, (frames.Error, frames.Add, frames.Message))
 
 
 def test_protocol_error_is_a_remote_error() -> None:
@@ -241,3 +279,27 @@ def test_split_batches_makes_one_batch_when_it_fits() -> None:
     datagrams = [b"x" * 16000] * 8
     assert len(list(frames.split_batches(datagrams))) == 1
     assert len(list(frames.split_batches([b"x" * 16000] * 9))) == 2
+
+
+@pytest.mark.parametrize("frame_class", [frames.Add, frames.Message])
+def test_mailbox_bodies_are_bounded(frame_class: type[frames.Add | frames.Message]) -> None:
+    most = frame_class(1, b"x" * frames.MAX_MAILBOX_BODY_BYTES).encode()
+    assert frames.decode_frame(most).encode() == most
+    with pytest.raises(RelayProtocolError):
+        frame_class(1, b"x" * (frames.MAX_MAILBOX_BODY_BYTES + 1)).encode()
+    with pytest.raises(RelayProtocolError):
+        frames.decode_frame(most + b"x")
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"\x41\x00\x00\x00\x00", b"\x42\x00\x00\x00\x00", b"\x44\x00\x00\x00\x00x", b"\x42\x00\x01"],
+    ids=["allocated-0", "claim-0", "add-0", "claim-short"],
+)
+def test_nameplate_zero_only_in_closed(wire: bytes) -> None:
+    with pytest.raises(RelayProtocolError):
+        frames.decode_frame(wire)
+    with pytest.raises(RelayProtocolError):
+        frames.Claim(0).encode()
+    with pytest.raises(RelayProtocolError):
+        frames.Closed(frames.MAX_NAMEPLATE + 1, 1).encode()
