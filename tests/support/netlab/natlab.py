@@ -84,6 +84,12 @@ ROUTER_LEGS = ("wan", "lan")
 _lab_numbers = itertools.count()
 
 
+def new_lab_prefix() -> str:
+    """A fresh ``p2nl<pid>x<n>`` prefix (every topology of the tests takes
+    one, so ``remove_leftover_labs`` finds its namespaces too)."""
+    return f"{LAB_NAME_PREFIX}{os.getpid()}x{next(_lab_numbers)}"
+
+
 class NatKind(str, enum.Enum):
     EASY = "easy"
     HARD = "hard"
@@ -133,7 +139,7 @@ class NatLab:
     """Namespaces, links, routes and NAT rules for one test; see the module doc."""
 
     def __init__(self, nat_a: NatKind, nat_b: NatKind, log_dir: Path) -> None:
-        self.prefix = f"{LAB_NAME_PREFIX}{os.getpid()}x{next(_lab_numbers)}"
+        self.prefix = new_lab_prefix()
         self.log_dir = log_dir
         self.inet_ns = f"{self.prefix}-inet"
         self.relay_ns = f"{self.prefix}-relay"
