@@ -11,7 +11,11 @@ def ticket(
     text: Annotated[str, typer.Argument(metavar="TICKET", help="The ticket to decode.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the fields as JSON.")] = False,
 ) -> None:
-    """Decode a ticket and show what it holds (sender, addresses, size)."""
+    """Decode a ticket and show what it holds (sender, type, addresses, size).
+
+    Its type is how it says to reach the sender: full (a relay and
+    addresses), relay (a relay and no IP address) or addresses (no relay).
+    """
     from p2pcp.cli.output import OutputMode, human_bytes
     from p2pcp.core.identity import NodeId
     from p2pcp.core.ticket import decode_ticket
@@ -23,6 +27,7 @@ def ticket(
         OutputMode(is_json=True).json(
             "ticket",
             node_id=str(node),
+            ticket_type=str(decoded.type) if decoded.type else None,
             relay_url=decoded.relay_url,
             addresses=addresses,
             root_hash=decoded.root_hash.hex(),
@@ -33,6 +38,7 @@ def ticket(
 
     lines = [
         f"node id:    {node}",
+        f"type:       {decoded.type or '(none: neither a relay nor an address)'}",
         f"relay:      {decoded.relay_url or '(none)'}",
         f"addresses:  {', '.join(addresses) or '(none)'}",
         f"root hash:  {decoded.root_hash.hex()}",

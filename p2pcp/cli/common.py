@@ -49,6 +49,17 @@ CongestionOption = Annotated[
         "loss-based cubic or reno. Default: P2PCP_CONGESTION, the config file, or bbr.",
     ),
 ]
+# The flag's text; ``transfer.ratelimit.parse_rate`` reads it (bytes per second).
+LimitRateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--limit-rate",
+        metavar="RATE",
+        show_default=False,
+        help="At most RATE bytes per second, e.g. 10M, 500K, 1.5M (K, M, G: 1000, 1000^2, "
+        "1000^3; Ki, Mi, Gi: powers of 1024; at least 150K). Within 5% over any 5 s.",
+    ),
+]
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
 ]

@@ -27,6 +27,12 @@ file ticket), 1 a text message (``send --text``), 2 a stream
 (``send -``). A stream's content hash cannot be known when its ticket is
 printed: its 32-byte root field is a random stream id instead, and its
 total size is 0. An older p2pcp refuses version 2 with "update p2pcp".
+
+A ticket's type (``--ticket-type``) is how it says to reach the sender,
+read from what it names (no field of its own, so every ticket has one):
+``full`` names a relay and addresses, ``relay`` a relay and no IP address
+(the direct path is then found through the relay), ``addresses``
+addresses and no relay.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from p2pcp.core.errors import TicketError
+from p2pcp.core.errors import TicketError, UsageError
 
 TICKET_PREFIX = "p2pcp"
 TICKET_VERSION = 1
@@ -71,6 +77,32 @@ class TicketKind(enum.Enum):
         return self.name.lower()
 
 
+class TicketType(str, enum.Enum):
+    """How a ticket says to reach its sender; ``str()`` is the word."""
+
+    FULL = "full"
+    """A relay and addresses."""
+    RELAY = "relay"
+    """A relay and no IP address: private, found through the relay."""
+    ADDRESSES = "addresses"
+    """Addresses and no relay: no third party."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @classmethod
+    def parse(cls, text: str) -> TicketType:
+        """``--ticket-type``'s word; a one-line UsageError (exit 2) otherwise."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            words = ", ".join(member.value for member in cls)
+            raise UsageError(f"--ticket-type must be one of {words}, not {text!r}") from None
+
+
 @dataclass(frozen=True)
 class Ticket:
     node_id: bytes
@@ -80,6 +112,16 @@ class Ticket:
     """The manifest's root; for a STREAM ticket, the stream's random id."""
     total_size: int
     kind: TicketKind = TicketKind.FILES
+
+    @property
+    def type(self) -> TicketType | None:
+        """How it says to reach the sender (module doc); None when it names
+        neither a relay nor an address (no receiver can use it)."""
+        if self.relay_url is not None and self.addresses:
+            return TicketType.FULL
+        if self.relay_url is not None:
+            return TicketType.RELAY
+        return TicketType.ADDRESSES if self.addresses else None
 
 
 def _checksum(record: bytes) -> bytes:
