@@ -8,6 +8,8 @@ Worst-case memory of a relay is about ``max_clients x (MAX_QUEUE_BYTES +
 WRITE_LIMIT_BYTES + RECEIVE_QUEUE_MESSAGES x frames.MAX_MESSAGE_BYTES)``,
 ~10 MiB per client; an idle client costs a few tens of KiB
 (``tests/integration/test_relay_process.py`` measures 1,000 idle clients).
+The mailbox adds at most ``max_nameplates x MAILBOX_QUEUE_BYTES`` (160 MiB
+at the defaults, 128 KiB per client) of waiting messages.
 """
 
 from __future__ import annotations
