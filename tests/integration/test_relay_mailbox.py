@@ -248,3 +248,20 @@ def test_mailbox_through_the_real_relay_process() -> None:
 
 def test_frames_stay_within_the_protocol_limit() -> None:
     assert 5 + frames.MAX_MAILBOX_BODY_BYTES < frames.MAX_MESSAGE_BYTES
+
+
+@pytest.mark.e2e
+def test_the_relay_refuses_a_nonsense_code_expiry_in_one_line() -> None:
+    import subprocess
+
+    from tests.support.processes import p2pcp_command
+
+    result = subprocess.run(
+        [*p2pcp_command(), "relay", "--port", "0", "--code-expiry", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "p2pcp: error: --code-expiry must be more than 0 seconds"
