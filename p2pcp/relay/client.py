@@ -448,7 +448,9 @@ class RelayClient:
 
     def _mailbox_lost(self) -> None:
         """The connection ended: so did every nameplate and request of ours."""
-        lost = ConnectError(f"the connection to the relay {self.url} was lost")
+        lost = self.last_error
+        if not isinstance(lost, ConnectError):
+            lost = ConnectError(f"the connection to the relay {self.url} was lost")
         waiters: list[asyncio.Future[int] | asyncio.Future[None]] = [
             *self._allocating,
             *self._claiming.values(),
