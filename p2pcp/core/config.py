@@ -14,9 +14,10 @@ Linux); each key has its environment variable::
     relay = "https://relay.example.net:443"   # P2PCP_RELAY; "" for none
     congestion = "bbr"                         # P2PCP_CONGESTION: bbr, cubic or reno
     max_datagram_size = 1452                   # P2PCP_MAX_DATAGRAM_SIZE: 1200..16000
+    lan = "on"                                 # P2PCP_LAN: on, off, or one IPv4 address
 
 This module is the one place that reads the environment: ``P2PCP_HOME``,
-those three and ``P2PCP_DEBUG``. ``RelayUrl`` is a relay's URL parsed once
+those four and ``P2PCP_DEBUG``. ``RelayUrl`` is a relay's URL parsed once
 (here, from a flag, the environment, the file or a ticket) and passed on as
 that object.
 """
@@ -44,12 +45,16 @@ CONGESTION_ENV = "P2PCP_CONGESTION"
 # the datagram size the path prober may reach.
 MAX_DATAGRAM_ENV = "P2PCP_MAX_DATAGRAM_SIZE"
 DEBUG_ENV = "P2PCP_DEBUG"
+# Short codes on the LAN (rendezvous/lan.py parses it): "on" (every
+# interface), "off", or one IPv4 address whose interface alone is used.
+LAN_ENV = "P2PCP_LAN"
 
 # The config file's keys, each with the environment variable that overrides it.
 _SETTINGS = {
     "relay": RELAY_ENV,
     "congestion": CONGESTION_ENV,
     "max_datagram_size": MAX_DATAGRAM_ENV,
+    "lan": LAN_ENV,
 }
 
 
@@ -105,6 +110,7 @@ class Config:
     relay_url: RelayUrl | None = None
     congestion: str | None = None
     max_datagram_size: int | None = None
+    lan: str | None = None
     where: tuple[tuple[str, str], ...] = ()
 
     def source(self, key: str) -> str:
@@ -198,10 +204,14 @@ def load_config() -> Config:
         raise ConfigError(
             f"{where['max_datagram_size']}: max_datagram_size must be a number of bytes"
         )
+    lan = values.get("lan")
+    if lan is not None and not isinstance(lan, str):
+        raise ConfigError(f'{where["lan"]}: lan must be a string ("on", "off" or an IPv4 address)')
     return Config(
         relay_url=relay_url,
         congestion=congestion,
         max_datagram_size=size,
+        lan=lan,
         where=tuple(sorted(where.items())),
     )
 

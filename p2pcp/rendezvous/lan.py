@@ -50,7 +50,7 @@ import ifaddr
 from zeroconf import InterfaceChoice, IPVersion, NonUniqueNameException
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from p2pcp.core.errors import CodeError, ConnectError, LocalProtocolError
+from p2pcp.core.errors import CodeError, ConfigError, ConnectError, LocalProtocolError
 from p2pcp.rendezvous.channel import MAX_MESSAGE_BYTES
 
 SERVICE_TYPE = "_p2pcp-code._tcp.local."
@@ -109,6 +109,45 @@ class LanConfig:
     None: every interface."""
     find_timeout_s: float = FIND_TIMEOUT_S
     """How long the receiver asks for the nameplate before giving up."""
+
+
+def lan_settings() -> LanConfig | None:
+    """The LAN rendezvous the settings allow (config key ``lan``, ``P2PCP_LAN``):
+    every interface by default, one interface for an IPv4 address, None for
+    "off". A value that is none of these is a ConfigError naming its source."""
+    from p2pcp.core.config import load_config
+
+    config = load_config()
+    text = (config.lan or "on").strip().lower()
+    if text == "on":
+        return LanConfig()
+    if text == "off":
+        return None
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ConfigError(
+            f'{config.source("lan")}: lan must be "on", "off" or an IPv4 address, not {text!r}'
+        ) from None
+    return LanConfig(interface=str(address))
+
+
+class LanRendezvous:
+    """The sender's rendezvous on the LAN (session.py's SenderRendezvous):
+    each nameplate is a new announcement of its own."""
+
+    def __init__(self, config: LanConfig) -> None:
+        self.config = config
+
+    async def allocate(self, timeout_s: float) -> LanChannel:
+        """A new nameplate, announced; timeout_s bounds the announcement."""
+        try:
+            return await asyncio.wait_for(announce(self.config), timeout_s)
+        except asyncio.TimeoutError:
+            raise ConnectError(f"announcing a code on the LAN took over {timeout_s:g} s") from None
+
+    async def close(self) -> None:
+        return None  # every channel withdraws its own announcement
 
 
 class _Connection:

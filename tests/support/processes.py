@@ -34,6 +34,9 @@ def node_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["P2PCP_HOME"] = str(home)
     env.pop("P2PCP_DEBUG", None)
+    # No multicast DNS on the machine's real network (a sender with no relay
+    # announces its code on the LAN); a LAN test sets 127.0.0.1 instead.
+    env["P2PCP_LAN"] = "off"
     env["COLUMNS"] = "120"
     return env
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from p2pcp.core.errors import CodeError, ConnectError, LocalProtocolError
+from p2pcp.core.errors import CodeError, ConfigError, ConnectError, LocalProtocolError
 from p2pcp.rendezvous.lan import (
     ANSWER_OK,
     MAX_FRAME_BYTES,
@@ -27,10 +28,12 @@ from p2pcp.rendezvous.lan import (
     SERVICE_TYPE,
     LanChannel,
     LanConfig,
+    LanRendezvous,
     announce,
     claim_message,
     encode_frame,
     find,
+    lan_settings,
     service_name,
 )
 
@@ -366,5 +369,58 @@ def test_an_announced_sender_that_does_not_listen_is_a_connect_error() -> None:
         finally:
             await zeroconf.async_unregister_service(info)
             await zeroconf.async_close()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, LanConfig()),
+        ("on", LanConfig()),
+        ("OFF", None),
+        ("127.0.0.1", LanConfig(interface="127.0.0.1")),
+    ],
+)
+def test_the_lan_setting_picks_every_interface_one_or_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str | None, expected: LanConfig | None
+) -> None:
+    monkeypatch.setenv("P2PCP_HOME", str(tmp_path))
+    if text is None:
+        monkeypatch.delenv("P2PCP_LAN", raising=False)
+    else:
+        monkeypatch.setenv("P2PCP_LAN", text)
+    assert lan_settings() == expected
+
+
+def test_a_bad_lan_setting_names_its_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("P2PCP_HOME", str(tmp_path))
+    monkeypatch.setenv("P2PCP_LAN", "eth0")
+    with pytest.raises(ConfigError, match="P2PCP_LAN: lan must be"):
+        lan_settings()
+    monkeypatch.delenv("P2PCP_LAN")
+    (tmp_path / "config.toml").write_text('lan = "off"\n')
+    assert lan_settings() is None
+    (tmp_path / "config.toml").write_text("lan = 1\n")
+    with pytest.raises(ConfigError, match=r"config\.toml: lan must be a string"):
+        lan_settings()
+
+
+def test_the_lan_rendezvous_gives_a_new_announced_nameplate_each_time() -> None:
+    async def main() -> None:
+        rendezvous = LanRendezvous(LOOPBACK)
+        first = await rendezvous.allocate(30)
+        second = await rendezvous.allocate(30)
+        try:
+            assert first.nameplate != second.nameplate
+            receiver = await find(LOOPBACK, second.nameplate)
+            await receiver.send(b"to the second")
+            assert await second.receive(5) == b"to the second"
+            await receiver.close()
+        finally:
+            await closing(first, second)
+            await rendezvous.close()
 
     run(main)
