@@ -18,6 +18,7 @@ all integers little-endian, nothing in between and nothing after:
     magic         8 bytes   b"P2PCPMAN"
     version       u8        2
     flags         u8        bit 0: several top-level items (see below);
+                            bit 1: a text message (see below);
                             other bits must be 0
     name          u16 length || bytes (one path component)
     file count    u32
@@ -37,6 +38,10 @@ With flag bit 0 clear, every path is the name (a single file, or the empty
 top folder) or starts with ``name/``. With it set (``send a.txt photos``),
 ``name`` is only a label and each path's first component is one top-level
 item; the name rules below then apply per item.
+
+With flag bit 1 set (``send --text``) the manifest is a single file of at
+most MAX_TEXT_BYTES whose content is a UTF-8 message: a receiver shows it
+and writes nothing to disk. Bits 0 and 1 are never set together.
 
 Invariants checked by :func:`decode_manifest` (and by
 :func:`encode_manifest`, so we never write what a receiver refuses):
@@ -92,6 +97,10 @@ _FILE_TAIL = struct.Struct(f"<Q{HASH_BYTES}sHq")
 _FILE_TAIL_V1 = struct.Struct(f"<Q{HASH_BYTES}sB")
 _EXECUTABLE_V1 = 0x01
 _SEVERAL_ITEMS = 0x01
+_TEXT = 0x02
+# A text message is shown, not stored: 1 MiB is pages of prose, and bounds
+# what a receiver holds in memory to print it. Larger is a file or a pipe.
+MAX_TEXT_BYTES = 1024 * 1024
 # The i64 that stands for "modification time unknown".
 _UNKNOWN_MTIME = -(2**63)
 _MIN_DIR_BYTES = _U16.size + 1
@@ -132,6 +141,8 @@ class Manifest:
     empty_dirs: tuple[str, ...]
     name: str
     has_several_items: bool = False
+    is_text: bool = False
+    """A text message (flag bit 1): one file, at most MAX_TEXT_BYTES, UTF-8."""
 
     @classmethod
     def single_file(
@@ -232,6 +243,8 @@ def check_manifest(manifest: Manifest, error: type[ProtocolError] = RemoteProtoc
             raise error(f"manifest dirs not sorted or repeated at {_shown(path)}")
         previous = encoded
     check_manifest_paths([entry.path for entry in files] + list(dirs))
+    if manifest.is_text and not (is_single and not dirs and files[0].size <= MAX_TEXT_BYTES):
+        raise error(f"a text message is one file of at most {MAX_TEXT_BYTES} bytes")
 
 
 def _encode_text(text: str) -> bytes:
@@ -250,7 +263,8 @@ def encode_manifest(manifest: Manifest) -> bytes:
         _HEAD.pack(
             MANIFEST_MAGIC,
             MANIFEST_VERSION,
-            _SEVERAL_ITEMS if manifest.has_several_items else 0,
+            (_SEVERAL_ITEMS if manifest.has_several_items else 0)
+            | (_TEXT if manifest.is_text else 0),
         )
     )
     out += _encode_text(manifest.name)
@@ -307,8 +321,8 @@ def decode_manifest(data: bytes) -> Manifest:
         raise RemoteProtocolError(
             f"unsupported manifest version {version} (update p2pcp to read it)"
         )
-    if flags & ~_SEVERAL_ITEMS:
-        raise RemoteProtocolError(f"unknown manifest flags {flags}")
+    if flags & ~(_SEVERAL_ITEMS | _TEXT):
+        raise RemoteProtocolError(f"unknown manifest flags {flags} (update p2pcp to read them)")
     name = reader.text(MAX_COMPONENT_BYTES)
     file_count, dir_count = _COUNTS.unpack(reader.take(_COUNTS.size))
     if file_count + dir_count > MAX_MANIFEST_ENTRIES:
@@ -336,6 +350,8 @@ def decode_manifest(data: bytes) -> Manifest:
     dirs = tuple(reader.text(MAX_PATH_BYTES) for _ in range(dir_count))
     if reader.remaining:
         raise RemoteProtocolError("manifest has bytes after its last entry")
-    manifest = Manifest(tuple(files), dirs, name, bool(flags & _SEVERAL_ITEMS))
+    manifest = Manifest(
+        tuple(files), dirs, name, bool(flags & _SEVERAL_ITEMS), is_text=bool(flags & _TEXT)
+    )
     check_manifest(manifest)
     return manifest

@@ -6,6 +6,12 @@ from typing import Annotated
 
 import typer
 
+_KIND_WORDS = {
+    "files": "files (p2pcp send PATH)",
+    "text": "a text message (p2pcp send --text)",
+    "stream": "a stream (p2pcp send -: receive it with --out - or into a folder)",
+}
+
 
 def ticket(
     text: Annotated[str, typer.Argument(metavar="TICKET", help="The ticket to decode.")],
@@ -18,7 +24,7 @@ def ticket(
     """
     from p2pcp.cli.output import OutputMode, human_bytes
     from p2pcp.core.identity import NodeId
-    from p2pcp.core.ticket import decode_ticket
+    from p2pcp.core.ticket import TicketKind, decode_ticket
 
     decoded = decode_ticket(text)
     node = NodeId(decoded.node_id)
@@ -28,6 +34,7 @@ def ticket(
             "ticket",
             node_id=str(node),
             ticket_type=str(decoded.type) if decoded.type else None,
+            kind=str(decoded.kind),
             relay_url=decoded.relay_url,
             addresses=addresses,
             root_hash=decoded.root_hash.hex(),
@@ -39,9 +46,12 @@ def ticket(
     lines = [
         f"node id:    {node}",
         f"type:       {decoded.type or '(none: neither a relay nor an address)'}",
+        f"offers:     {_KIND_WORDS[str(decoded.kind)]}",
         f"relay:      {decoded.relay_url or '(none)'}",
         f"addresses:  {', '.join(addresses) or '(none)'}",
         f"root hash:  {decoded.root_hash.hex()}",
         f"total size: {decoded.total_size:,} bytes ({human_bytes(decoded.total_size)})",
     ]
+    if decoded.kind is TicketKind.STREAM:  # no content hash and no size yet
+        lines[-2:] = [f"stream id:  {decoded.root_hash.hex()}", "total size: (unknown: a stream)"]
     sys.stdout.write("\n".join(lines) + "\n")

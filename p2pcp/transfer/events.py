@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, overload
 
 from p2pcp.core.config import RelayUrl
+from p2pcp.core.ticket import TicketKind
 from p2pcp.net import PathKind, Route
 
 
@@ -33,6 +34,7 @@ class SenderReady:
     skipped: tuple[str, ...] = ()
     relay_url: RelayUrl | None = None
     is_relay_connected: bool = False
+    kind: TicketKind = TicketKind.FILES
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,22 @@ class TransferFinished:
         if not self.bytes_by_path:
             return PathKind.DIRECT
         return max(self.bytes_by_path.items(), key=lambda item: item[1])[0]
+
+
+@dataclass(frozen=True)
+class TextReceived:
+    """A text message arrived, verified (``send --text``); nothing was written."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamStarted:
+    """A stream's answer began (``send -``): its ``name``, and where its
+    bytes go (``out_path``: a file's final path, or "-" for stdout)."""
+
+    name: str
+    out_path: str
 
 
 @dataclass(frozen=True)

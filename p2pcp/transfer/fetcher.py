@@ -69,7 +69,7 @@ from p2pcp.core.errors import (
     UsageError,
 )
 from p2pcp.core.identity import NodeId, SecretKey
-from p2pcp.core.ticket import Ticket
+from p2pcp.core.ticket import Ticket, TicketKind
 from p2pcp.net import Connection, Endpoint, EndpointConfig, PathKind, PathPolicy, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
@@ -120,6 +120,15 @@ async def _read_status(stream: Stream, what: str) -> None:
         raise NotFoundError(f"the sender does not have {what} any more")
     if status[0] != wire.STATUS_OK:
         raise RemoteProtocolError(f"the sender answered with unknown status {status[0]}")
+
+
+async def send_done(connection: Connection, bytes_received: int) -> None:
+    """Tell the sender we have everything; it may exit (--once). Everything
+    is verified and in place by now, so a sender that is gone cannot make
+    the receive fail: the notice is best effort."""
+    with contextlib.suppress(ConnectionLostError):
+        stream = await _request(connection, wire.DoneRequest(bytes_received))
+        await _read_status(stream, "the end of the transfer")
 
 
 def _explain_reset(exc: StreamResetError, what: str) -> P2pcpError:
@@ -245,6 +254,9 @@ async def _fetch_manifest(
         stream, decoder, on_leaf, "the file list", progress_timeout_s, leaf_type=LeafVerified
     )
     manifest = decode_manifest(bytes(data))
+    if manifest.is_text != (ticket.kind is TicketKind.TEXT):
+        _drop(first)
+        raise IntegrityError("the ticket's kind (text or files) does not match the sender's")
     if manifest.total_size != ticket.total_size:
         raise IntegrityError("the ticket's total size does not match the sender's file list")
     return manifest, first
@@ -426,12 +438,7 @@ class Fetcher:
         # place, as a TCP copy's ends at the last byte: the notice below is
         # the protocol's goodbye (a round trip, more when it is lost).
         seconds = time.monotonic() - (self.first_byte_at or started)
-        # Tell the sender we have everything; it may exit (--once). Every
-        # file is verified and in place by now, so a sender that is gone
-        # cannot make this receive fail: the notice is best effort.
-        with contextlib.suppress(ConnectionLostError):
-            stream = await _request(connection, wire.DoneRequest(self.bytes_received))
-            await _read_status(stream, "the end of the transfer")
+        await send_done(connection, self.bytes_received)
         missing = [e.path for e in manifest.files if e.root not in progress.blake3_by_root]
         if missing:
             raise LocalProtocolError(f"internal error: {len(missing)} files were never finished")

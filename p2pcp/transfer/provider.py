@@ -30,6 +30,11 @@ of the ticket's hashes get data) are bounded by ``ProviderLimits``:
 - ``DONE`` ends ``serve(once=True)`` only from a connection that fetched
   something (a GET of a hash we serve), so a stranger cannot stop a
   ``send --once`` before the real receiver has its files.
+
+Besides a collection (or instead of one, ``collection=None``) a provider
+may serve blobs held in memory (a text message: ``text.py``) and one
+stream (``send -``: a ``StreamSource``, ``pipe.py``), asked for by its id
+with GET_STREAM; the source decides who gets it (one receiver).
 """
 
 from __future__ import annotations
@@ -39,9 +44,9 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from p2pcp.blobs.encoding import ALL, Header, LeafRef, Parents, encode_plan
 from p2pcp.blobs.tree import LEAF_SIZE, Outboard, hash_leaf, hash_root
@@ -159,18 +164,37 @@ class ProviderLimits:
     max_connections: int = MAX_RECEIVER_CONNECTIONS
 
 
+class StreamSource(Protocol):
+    """A stream served to GET_STREAM requests naming ``stream_id``."""
+
+    @property
+    def stream_id(self) -> bytes: ...
+
+    async def answer(
+        self, stream: Stream, connection_id: int, on_sent: Callable[[int], None]
+    ) -> None:
+        """Write the whole answer (status included). ``on_sent(0)`` says this
+        connection was given the stream (only its DONE then counts), then
+        ``on_sent(total)`` as stream bytes go out."""
+
+
 class Provider:
     def __init__(
         self,
-        collection: Collection,
+        collection: Collection | None,
         endpoint: Endpoint,
         emit: Emit,
         limits: ProviderLimits | None = None,
+        *,
+        memory_blobs: Mapping[bytes, bytes] | None = None,
+        stream_source: StreamSource | None = None,
     ) -> None:
         self.collection = collection
         self.endpoint = endpoint
         self.emit = emit
         self.limits = limits or ProviderLimits()
+        self.memory_blobs = memory_blobs or {}
+        self.stream_source = stream_source
         self._ids = itertools.count(1)
         self._finished = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -317,6 +341,8 @@ class _Session:
                 return
             if isinstance(request, wire.ManyRequest):
                 await self._answer_many(stream, request)
+            elif isinstance(request, wire.StreamRequest):
+                await self._answer_stream(stream, request)
             else:
                 await self._answer_get(stream, request)
         except RemoteProtocolError:
@@ -342,6 +368,11 @@ class _Session:
         collection = self.provider.collection
         if blob_hash is None:
             return None
+        data = self.provider.memory_blobs.get(blob_hash)
+        if data is not None:
+            return _BlobReader(Outboard.from_bytes(data), None, data)
+        if collection is None:
+            return None
         if blob_hash == collection.root:
             return _BlobReader(
                 collection.manifest_outboard, None, collection.manifest_bytes, is_file=False
@@ -359,6 +390,11 @@ class _Session:
         (small files are not stat'ed: one leaf is all GET_MANY needs to
         know), None if we do not have it."""
         collection = self.provider.collection
+        data = self.provider.memory_blobs.get(blob_hash)
+        if data is not None:
+            return len(data)
+        if collection is None:
+            return None
         if blob_hash == collection.root:
             return len(collection.manifest_bytes)
         blob = collection.blobs.get(blob_hash)
@@ -372,9 +408,10 @@ class _Session:
         collection = self.provider.collection
         blob_hash: bytes | None
         if isinstance(request, wire.ItemRequest):
-            files = collection.manifest.files
-            is_known = request.collection_hash == collection.root and request.index < len(files)
-            blob_hash = files[request.index].root if is_known else None
+            blob_hash = None
+            if collection is not None and request.collection_hash == collection.root:
+                files = collection.manifest.files
+                blob_hash = files[request.index].root if request.index < len(files) else None
             ranges: tuple[tuple[int, int], ...] = ALL
         else:
             blob_hash, ranges = request.blob_hash, request.ranges
@@ -391,6 +428,20 @@ class _Session:
             reader.close()
         await self._flush(stream, pending)
         await stream.finish()
+
+    async def _answer_stream(self, stream: Stream, request: wire.StreamRequest) -> None:
+        source = self.provider.stream_source
+        if source is None or request.stream_id != source.stream_id:
+            await stream.write(bytes([wire.STATUS_NOT_FOUND]))
+            await stream.finish()
+            return
+
+        def on_sent(total: int) -> None:
+            self.has_fetched = True
+            self.bytes_sent = total
+            self.provider.emit(events.ReceiverProgressed(self.connection_id, total))
+
+        await source.answer(stream, self.connection_id, on_sent)
 
     async def _answer_many(self, stream: Stream, request: wire.ManyRequest) -> None:
         """Each blob in turn: status, then its whole body. Small bodies are

@@ -1,4 +1,6 @@
-"""``send`` as one function: import the paths, bind, make the ticket, serve."""
+"""``send`` as one function: import the paths (or take the text), bind,
+make the ticket, serve. ``announce`` (bind and say the ticket) is shared
+with the stream sender (``pipe.py``)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pcp.core.identity import load_or_create_secret_key
-from p2pcp.core.ticket import Ticket, encode_ticket
+from p2pcp.core.identity import SecretKey, load_or_create_secret_key
+from p2pcp.core.ticket import Ticket, TicketKind, encode_ticket
 from p2pcp.net import Endpoint, EndpointConfig
 from p2pcp.transfer import events
 from p2pcp.transfer.provider import Provider
-from p2pcp.transfer.source import import_scan, scan_paths
+from p2pcp.transfer.source import Collection, import_scan, scan_paths
+from p2pcp.transfer.text import text_collection
 
 Emit = Callable[[object], None]
 
@@ -25,10 +28,42 @@ class SendOptions:
     """How to bind: port, home relay (named in the ticket), controller, ..."""
     strict: bool = False
     """The first file that cannot be read or sent is an error, not a skip."""
+    text: str | None = None
+    """Send this text message instead of ``paths`` (``send --text``)."""
+    stream_name: str | None = None
+    """Send standard input as a stream of this name instead (``send -``:
+    ``pipe.run_send_stream``)."""
 
 
 async def run_send(options: SendOptions, emit: Emit) -> None:
-    """Serve ``options.paths`` until cancelled (or one receiver finished, with once)."""
+    """Serve ``options.paths`` (or the text) until cancelled (or one receiver
+    finished, with once)."""
+    memory_blobs: dict[bytes, bytes] = {}
+    if options.text is not None:
+        collection, memory_blobs = text_collection(options.text)
+    else:
+        collection = await _import(options, emit)
+    secret_key = await asyncio.to_thread(load_or_create_secret_key)
+    endpoint = await Endpoint.bind(secret_key, options.endpoint)
+    try:
+        announce(
+            endpoint,
+            secret_key,
+            emit,
+            kind=TicketKind.TEXT if collection.manifest.is_text else TicketKind.FILES,
+            root=collection.root,
+            total_size=collection.manifest.total_size,
+            file_count=len(collection.manifest.files),
+            name=collection.manifest.name,
+            skipped=tuple(collection.skipped),
+        )
+        provider = Provider(collection, endpoint, emit, memory_blobs=memory_blobs)
+        await provider.serve(once=options.once)
+    finally:
+        await endpoint.close()
+
+
+async def _import(options: SendOptions, emit: Emit) -> Collection:
     scan = await asyncio.to_thread(scan_paths, list(options.paths), strict=options.strict)
     loop = asyncio.get_running_loop()
     total = scan.total_size
@@ -39,33 +74,43 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
         done += count
         loop.call_soon_threadsafe(emit, events.ImportProgressed(done, total))
 
-    collection = await asyncio.to_thread(import_scan, scan, on_bytes)
-    del scan  # an object per file, not needed while serving
-    secret_key = await asyncio.to_thread(load_or_create_secret_key)
-    endpoint = await Endpoint.bind(secret_key, options.endpoint)
-    try:
-        addresses = tuple(endpoint.direct_addresses())
-        relay_url = str(endpoint.relay_url) if endpoint.relay_url is not None else None
-        ticket = Ticket(
-            node_id=bytes(secret_key.public),
-            relay_url=relay_url,
+    return await asyncio.to_thread(import_scan, scan, on_bytes)
+
+
+def announce(
+    endpoint: Endpoint,
+    secret_key: SecretKey,
+    emit: Emit,
+    *,
+    kind: TicketKind,
+    root: bytes,
+    total_size: int,
+    file_count: int,
+    name: str,
+    skipped: tuple[str, ...] = (),
+) -> None:
+    """Make the ticket for what ``endpoint`` serves and emit SenderReady."""
+    addresses = tuple(endpoint.direct_addresses())
+    relay_url = str(endpoint.relay_url) if endpoint.relay_url is not None else None
+    ticket = Ticket(
+        node_id=bytes(secret_key.public),
+        relay_url=relay_url,
+        addresses=addresses,
+        root_hash=root,
+        total_size=total_size,
+        kind=kind,
+    )
+    emit(
+        events.SenderReady(
+            ticket=encode_ticket(ticket),
+            node_id=str(secret_key.public),
             addresses=addresses,
-            root_hash=collection.root,
-            total_size=collection.manifest.total_size,
+            total_size=total_size,
+            file_count=file_count,
+            name=name,
+            skipped=skipped,
+            relay_url=endpoint.relay_url,
+            is_relay_connected=endpoint.is_relay_connected,
+            kind=kind,
         )
-        emit(
-            events.SenderReady(
-                ticket=encode_ticket(ticket),
-                node_id=str(secret_key.public),
-                addresses=addresses,
-                total_size=collection.manifest.total_size,
-                file_count=len(collection.manifest.files),
-                name=collection.manifest.name,
-                skipped=tuple(collection.skipped),
-                relay_url=endpoint.relay_url,
-                is_relay_connected=endpoint.is_relay_connected,
-            )
-        )
-        await Provider(collection, endpoint, emit).serve(once=options.once)
-    finally:
-        await endpoint.close()
+    )

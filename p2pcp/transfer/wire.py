@@ -6,7 +6,8 @@ and finishes its side; the sender answers with one status byte and, for
 
 Request layout (version 1; integers big-endian)::
 
-    u8      kind: 0x01 GET, 0x02 DONE, 0x03 GET_ITEM, 0x04 GET_MANY
+    u8      kind: 0x01 GET, 0x02 DONE, 0x03 GET_ITEM, 0x04 GET_MANY,
+            0x05 GET_STREAM
     GET:    32 bytes blob hash
             u16 range count (1..MAX_RANGES)
             per range: u64 start leaf, u64 end leaf (half-open, sorted,
@@ -20,6 +21,9 @@ Request layout (version 1; integers big-endian)::
     GET_MANY: u16 blob count (1..MAX_MANY_BLOBS)
             count times a 32-byte blob hash, no hash twice
             (each whole blob, answered back to back in the order asked)
+    GET_STREAM: 32 bytes stream id (a stream ticket's: ``send -``),
+            answered with the stream's frames (``transfer/stream.py``);
+            a stream is given to one receiver: another gets STATUS_TAKEN
 
 Response: u8 status (0x00 OK, 0x01 NOT_FOUND) then, for an OK GET or
 GET_ITEM, the body. GET_MANY is answered per blob, in order: u8 status,
@@ -45,8 +49,10 @@ REQUEST_GET = 0x01
 REQUEST_DONE = 0x02
 REQUEST_GET_ITEM = 0x03
 REQUEST_GET_MANY = 0x04
+REQUEST_GET_STREAM = 0x05
 STATUS_OK = 0x00
 STATUS_NOT_FOUND = 0x01
+STATUS_TAKEN = 0x02  # GET_STREAM: another receiver has (or had) the stream
 
 # Application error codes for RESET_STREAM / STOP_SENDING.
 ERROR_NOT_FOUND = 0x10
@@ -99,7 +105,14 @@ class ManyRequest:
     blob_hashes: tuple[bytes, ...]
 
 
-Request = GetRequest | DoneRequest | ItemRequest | ManyRequest
+@dataclass(frozen=True)
+class StreamRequest:
+    """The stream of a stream ticket (its random id), from its first byte."""
+
+    stream_id: bytes
+
+
+Request = GetRequest | DoneRequest | ItemRequest | ManyRequest | StreamRequest
 
 _ITEM_REQUEST_BYTES = 1 + HASH_BYTES + 4
 
@@ -111,6 +124,10 @@ def encode_request(request: Request) -> bytes:
         return bytes([REQUEST_GET_MANY]) + count + b"".join(request.blob_hashes)
     if isinstance(request, DoneRequest):
         return bytes([REQUEST_DONE]) + request.bytes_fetched.to_bytes(8, "big")
+    if isinstance(request, StreamRequest):
+        if len(request.stream_id) != HASH_BYTES:
+            raise RemoteProtocolError("stream id must have 32 bytes")
+        return bytes([REQUEST_GET_STREAM]) + request.stream_id
     if isinstance(request, ItemRequest):
         if len(request.collection_hash) != HASH_BYTES:
             raise RemoteProtocolError("collection hash must have 32 bytes")
@@ -148,6 +165,10 @@ def decode_request(data: bytes) -> Request:
         return ItemRequest(bytes(data[1 : 1 + HASH_BYTES]), index)
     if kind == REQUEST_GET_MANY:
         return _decode_many(data)
+    if kind == REQUEST_GET_STREAM:
+        if len(data) != 1 + HASH_BYTES:
+            raise RemoteProtocolError("malformed GET_STREAM request")
+        return StreamRequest(bytes(data[1:]))
     if kind != REQUEST_GET:
         raise RemoteProtocolError(f"unknown request kind 0x{kind:02x}")
     if len(data) < 1 + HASH_BYTES + 2:
