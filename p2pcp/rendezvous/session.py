@@ -25,10 +25,10 @@ sender does not answer.
 Picking the channel happens in two functions and nowhere else:
 ``sender_rendezvous`` (the sender's place to allocate nameplates) and
 ``open_receiver_channel`` (the receiver's way to its nameplate). Each takes
-the relay (or None) and is where the LAN branch goes: with no relay, or
-beside it, a LAN rendezvous implements ``SenderRendezvous`` and the LAN
-channel implements ``Channel`` (``channel.py``), and nothing else here
-changes.
+the relay (or None): a relay means its mailbox (``mailbox.py``); None means
+the LAN (``lan.py``: ``LanRendezvous`` is a ``SenderRendezvous``, its
+channel a ``Channel``), unless the ``lan`` setting is off. A receiver's
+``--lan`` passes None even when a relay is configured.
 """
 
 from __future__ import annotations
@@ -96,9 +96,14 @@ class NameplateChannel(Channel, Protocol):
 
 def sender_rendezvous(relay_url: str | None) -> SenderRendezvous | None:
     """The sender's rendezvous: the relay's mailbox when a relay is
-    configured; None (no code) otherwise. The LAN branch goes here."""
+    configured (then only there: its receivers use that relay); with no
+    relay, its own announcement on the LAN (``lan.py``); None (no code) when
+    the LAN setting is off too."""
     if relay_url is None:
-        return None
+        from p2pcp.rendezvous.lan import LanRendezvous, lan_settings
+
+        lan = lan_settings()
+        return LanRendezvous(lan) if lan is not None else None
     from p2pcp.rendezvous.mailbox import RelayMailbox
 
     return RelayMailbox(relay_url)
@@ -108,12 +113,19 @@ async def open_receiver_channel(
     code: Code, *, relay_url: str | None, timeout_s: float
 ) -> tuple[Channel, Callable[[], Awaitable[None]]]:
     """The receiver's channel to ``code``'s nameplate and what closes it
-    (the channel, then its connection). The LAN branch goes here."""
+    (the channel, then its connection). With no relay, the LAN: the
+    sender's announcement of the nameplate (``lan.py``)."""
     if relay_url is None:
-        raise CodeError(
-            "a code needs a relay (--relay URL, P2PCP_RELAY or the config file) "
-            "or a sender on this LAN"
-        )
+        from p2pcp.rendezvous.lan import find, lan_settings
+
+        lan = lan_settings()
+        if lan is None:
+            raise CodeError(
+                "a code needs a relay (--relay URL, P2PCP_RELAY or the config file) "
+                "or the LAN (the lan setting is off)"
+            )
+        lan_channel = await find(lan, code.nameplate)
+        return lan_channel, lan_channel.close
     from p2pcp.rendezvous.mailbox import RelayMailbox
 
     mailbox = RelayMailbox(relay_url)

@@ -4,6 +4,7 @@ sender's offer and the receiver's claim with real RelayClients."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -121,7 +122,13 @@ def test_a_lost_relay_ends_the_offer_without_a_traceback() -> None:
     run_bounded(body, TEST_TIMEOUT_S)
 
 
-def test_a_code_without_a_relay_is_a_one_line_usage_error() -> None:
+def test_a_code_without_a_relay_is_a_one_line_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # With the LAN off too (with it on, the LAN is the rendezvous: lan.py).
+    monkeypatch.setenv("P2PCP_HOME", str(tmp_path))
+    monkeypatch.setenv("P2PCP_LAN", "off")
+
     async def body() -> None:
         with pytest.raises(CodeError, match="a code needs a relay"):
             await claim(parse_code("7-crossbow-puzzle"), relay_url=None, timeout_s=5)
