@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from p2pcp.cli.codes import VerifyOption
 from p2pcp.cli.common import (
     CongestionOption,
     JsonOption,
@@ -18,7 +19,13 @@ from p2pcp.cli.common import (
 
 
 def receive(
-    ticket: Annotated[str, typer.Argument(metavar="TICKET", help="The ticket the sender printed.")],
+    ticket: Annotated[
+        str,
+        typer.Argument(
+            metavar="TICKET|CODE",
+            help="The ticket the sender printed, or its short code (7-crossbow-puzzle).",
+        ),
+    ],
     out: Annotated[
         str,
         typer.Option("--out", "-o", metavar="DIR", help="Folder to receive into."),
@@ -44,6 +51,7 @@ def receive(
             help="Keep reconnecting this long after the connection drops (0: never).",
         ),
     ] = 60.0,
+    verify: VerifyOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
@@ -54,6 +62,7 @@ def receive(
     under its final name; existing identical files are kept, different ones
     are never replaced without --force.
     """
+    from p2pcp.cli.codes import claim_ticket
     from p2pcp.cli.common import endpoint_config, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging
     from p2pcp.cli.progress import ReceiveView
@@ -62,16 +71,26 @@ def receive(
     from p2pcp.core.identity import load_or_create_secret_key
     from p2pcp.core.ticket import decode_ticket
     from p2pcp.net import PathPolicy
+    from p2pcp.rendezvous.codes import looks_like_code, parse_code
     from p2pcp.transfer.fetcher import Fetcher, FetchOptions
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
-    decoded = decode_ticket(ticket)
+    # A code is parsed (and a ticket decoded) before anything else happens.
+    code = parse_code(ticket) if looks_like_code(ticket) else None
+    if code is None:
+        decoded = decode_ticket(ticket)
     out_dir = _out_dir(path_argument(out, "--out"))
     if relay_only and (direct_only or no_relay):
         raise UsageError("--relay-only contradicts --direct-only and --no-relay")
     if relay and no_relay:
         raise UsageError("--relay and --no-relay contradict each other")
+    if code is not None:
+        # Every usage error above comes first: claiming spends the code. Its
+        # relay is the configured one (or --relay), which must be the sender's.
+        decoded = decode_ticket(
+            claim_ticket(code, relay=relay, no_relay=no_relay, verify=verify, mode=mode)
+        )
     if relay_only:
         policy = PathPolicy.RELAY_ONLY
     elif direct_only or no_relay:

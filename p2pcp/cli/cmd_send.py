@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from p2pcp.cli.codes import CodeOption, CodeWordsOption, NoCodeOption, VerifyOption
 from p2pcp.cli.common import (
     CongestionOption,
     JsonOption,
@@ -63,6 +64,10 @@ def send(
     congestion: CongestionOption = None,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
+    code_words: CodeWordsOption = 2,
+    code: CodeOption = None,
+    no_code: NoCodeOption = False,
+    verify: VerifyOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
@@ -75,6 +80,7 @@ def send(
     sender with a summary (receivers served, bytes sent) and exit 0; with
     --once, stopping it while a receiver is still fetching exits 130.
     """
+    from p2pcp.cli.codes import send_code_plan, send_with_code
     from p2pcp.cli.common import endpoint_config, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
@@ -87,13 +93,17 @@ def send(
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
     settings = load_config()
+    relay_url = choose_relay(relay, no_relay, settings)
+    code_plan = send_code_plan(
+        code=code, code_words=code_words, no_code=no_code, verify=verify, relay_url=relay_url
+    )
     options = SendOptions(
         paths=tuple(path_argument(path, "PATH") for path in paths),
         once=once,
         endpoint=endpoint_config(
             settings=settings,
             congestion=congestion,
-            relay_url=choose_relay(relay, no_relay, settings),
+            relay_url=relay_url,
             path_policy=PathPolicy.AUTO,
             port=port,
         ),
@@ -110,7 +120,7 @@ def send(
             view.handle(event)
 
         try:
-            run_async(run_send(options, emit))
+            run_async(send_with_code(code_plan, lambda out: run_send(options, out), emit, view))
         except Interrupted:
             # Stopping a sender is how it ends, not a failure; only a --once
             # sender stopped before its receiver had everything failed its job.

@@ -298,6 +298,8 @@ class SendView(_View):
     def __init__(self, mode: OutputMode, *, ticket_to_stdout: bool, out: Console = console) -> None:
         super().__init__(mode, out=out)
         self.ticket_to_stdout = ticket_to_stdout
+        # The short code offered beside the ticket, if any (cli/codes.py).
+        self.code: str | None = None
         self.hash_task: TaskID | None = None
         self.hashed = 0
         self.receivers: dict[int, TaskID] = {}
@@ -347,6 +349,7 @@ class SendView(_View):
                 name=event.name,
                 relay_url=str(event.relay_url) if event.relay_url is not None else None,
                 skipped=list(event.skipped),
+                code=self.code,
             )
         elif self.ticket_to_stdout:
             sys.stdout.write(event.ticket + "\n")
@@ -358,6 +361,13 @@ class SendView(_View):
             self._say(f"Relay: {event.relay_url} ({state})")
         self._say("On the other machine, run:")
         self._say(f"p2pcp receive {event.ticket}", style="bold")
+        if self.code is not None and not self.mode.is_json:
+            # Shown even with -q: like the ticket, it is what send is for.
+            self.console.print(
+                f"Code: {self.code} (p2pcp receive {self.code}; single use, valid for 1 h)",
+                markup=False,
+                highlight=False,
+            )
 
     def _on_ReceiverConnected(self, event: events.ReceiverConnected) -> None:
         self.active.add(event.connection_id)
