@@ -73,6 +73,7 @@ from p2pcp.core.ticket import Ticket, TicketKind
 from p2pcp.net import Connection, Endpoint, EndpointConfig, PathKind, PathPolicy, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
+from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.store import Plan, Store
 
 Emit = Callable[[object], None]
@@ -105,6 +106,9 @@ class FetchOptions:
     retry_for_s: float = RETRY_FOR_S
     # A response that yields no verified leaf for this long is abandoned.
     progress_timeout_s: float = PROGRESS_TIMEOUT_S
+    # Read at most this many bytes a second (--limit-rate; ratelimit.py):
+    # the reads drive QUIC's receive credit, so the sender slows too.
+    limit_rate_bps: int | None = None
 
 
 async def _request(connection: Connection, request: wire.Request) -> Stream:
@@ -314,6 +318,8 @@ class Fetcher:
         # (``seconds``, hence the speed) runs from it, so the time spent
         # binding, joining a relay or dialling never counts as transfer.
         self.first_byte_at: float | None = None
+        rate = options.limit_rate_bps
+        self.pacer = Pacer(rate) if rate else None
 
     async def run(self, secret_key: SecretKey) -> events.TransferFinished:
         started = time.monotonic()
@@ -622,6 +628,8 @@ class Fetcher:
                     answer = await body.take(one_leaf_size(size))
                 data = verify_one_leaf(root, size, answer)
                 watchdog.feed()
+                if self.pacer is not None:
+                    await self.pacer.pace(size)
                 self._mark_first_byte()
                 batch.add(SmallFile(root, entries, _blake3_hex(data), data))
                 self.bytes_received += size
@@ -671,6 +679,8 @@ class Fetcher:
                 decoder = RangeDecoder(root, ranges, expected_size=first.size, check_leaves=False)
 
                 async def on_leaf(leaf: LeafReceived) -> None:
+                    if self.pacer is not None:  # no more is read until allowed
+                        await self.pacer.pace(len(leaf.data))
                     await partial.write_leaf(leaf)
                     self.bytes_received += len(leaf.data)
                     progress.accounted[root] = leaf.offset + len(leaf.data)

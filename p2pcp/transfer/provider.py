@@ -58,6 +58,7 @@ from p2pcp.core.defaults import (
 from p2pcp.core.errors import ConnectionLostError, P2pcpError, RemoteProtocolError
 from p2pcp.net import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
+from p2pcp.transfer.ratelimit import Pacer, write_paced
 from p2pcp.transfer.source import Collection
 
 Emit = Callable[[object], None]
@@ -188,8 +189,11 @@ class Provider:
         *,
         memory_blobs: Mapping[bytes, bytes] | None = None,
         stream_source: StreamSource | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.collection = collection
+        self.pacer = pacer
+        """Paces the answers' bytes (``--limit-rate``), all receivers together."""
         self.endpoint = endpoint
         self.emit = emit
         self.limits = limits or ProviderLimits()
@@ -520,9 +524,9 @@ class _Session:
                         await self._flush(stream, pending)
                     continue
                 if pending:  # the proof nodes before the leaf
-                    await stream.write(bytes(pending))
+                    await write_paced(self.provider.pacer, stream.write, bytes(pending))
                     pending.clear()
-                await stream.write(leaf)
+                await write_paced(self.provider.pacer, stream.write, leaf)
                 self.provider.emit(events.ReceiverProgressed(self.connection_id, self.bytes_sent))
 
     async def _flush(self, stream: Stream, pending: bytearray) -> None:
@@ -530,6 +534,6 @@ class _Session:
         write, not per small file: a view redrawn per file costs more than
         sending it)."""
         if pending:
-            await stream.write(bytes(pending))
+            await write_paced(self.provider.pacer, stream.write, bytes(pending))
             pending.clear()
             self.provider.emit(events.ReceiverProgressed(self.connection_id, self.bytes_sent))

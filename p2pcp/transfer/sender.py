@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pcp.core.identity import SecretKey, load_or_create_secret_key
-from p2pcp.core.ticket import Ticket, TicketKind, encode_ticket
+from p2pcp.core.ticket import Ticket, TicketKind, TicketType, encode_ticket
 from p2pcp.net import Endpoint, EndpointConfig
 from p2pcp.transfer import events
 from p2pcp.transfer.provider import Provider
+from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.source import Collection, import_scan, scan_paths
 from p2pcp.transfer.text import text_collection
 
@@ -33,6 +34,12 @@ class SendOptions:
     stream_name: str | None = None
     """Send standard input as a stream of this name instead (``send -``:
     ``pipe.run_send_stream``)."""
+    ticket_type: TicketType = TicketType.FULL
+    """What the ticket names: relay and addresses, the relay only (no IP
+    address), or the addresses only (no relay)."""
+    limit_rate_bps: int | None = None
+    """Pace everything written to receivers to this many bytes a second
+    (``--limit-rate``; ratelimit.py), all receivers together."""
 
 
 async def run_send(options: SendOptions, emit: Emit) -> None:
@@ -56,8 +63,10 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
             file_count=len(collection.manifest.files),
             name=collection.manifest.name,
             skipped=tuple(collection.skipped),
+            ticket_type=options.ticket_type,
         )
-        provider = Provider(collection, endpoint, emit, memory_blobs=memory_blobs)
+        pacer = Pacer(options.limit_rate_bps) if options.limit_rate_bps else None
+        provider = Provider(collection, endpoint, emit, memory_blobs=memory_blobs, pacer=pacer)
         await provider.serve(once=options.once)
     finally:
         await endpoint.close()
@@ -88,10 +97,18 @@ def announce(
     file_count: int,
     name: str,
     skipped: tuple[str, ...] = (),
+    ticket_type: TicketType = TicketType.FULL,
 ) -> None:
-    """Make the ticket for what ``endpoint`` serves and emit SenderReady."""
+    """Make the ticket for what ``endpoint`` serves and emit SenderReady
+    (which says what the ticket names). A RELAY ticket holds no address, an
+    ADDRESSES one no relay (the sender stays on its relay all the same, for
+    a receiver that gives ``--relay``)."""
     addresses = tuple(endpoint.direct_addresses())
+    if ticket_type is TicketType.RELAY:
+        addresses = ()
     relay_url = str(endpoint.relay_url) if endpoint.relay_url is not None else None
+    if ticket_type is TicketType.ADDRESSES:
+        relay_url = None
     ticket = Ticket(
         node_id=bytes(secret_key.public),
         relay_url=relay_url,
@@ -109,7 +126,7 @@ def announce(
             file_count=file_count,
             name=name,
             skipped=skipped,
-            relay_url=endpoint.relay_url,
+            relay_url=endpoint.relay_url if relay_url is not None else None,
             is_relay_connected=endpoint.is_relay_connected,
             kind=kind,
         )
