@@ -16,6 +16,7 @@ from p2pcp.cli.common import (
     RelayOption,
     VerboseOption,
 )
+from p2pcp.cli.pipes import check_stdout_out
 
 
 def receive(
@@ -28,7 +29,13 @@ def receive(
     ],
     out: Annotated[
         str,
-        typer.Option("--out", "-o", metavar="DIR", help="Folder to receive into."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR|-",
+            help="Folder to receive into; - writes a single file or a stream to standard "
+            "output (not with --json).",
+        ),
     ] = ".",
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
@@ -72,7 +79,8 @@ def receive(
     from p2pcp.core.ticket import decode_ticket
     from p2pcp.net import PathPolicy
     from p2pcp.rendezvous.codes import looks_like_code, parse_code
-    from p2pcp.transfer.fetcher import Fetcher, FetchOptions
+    from p2pcp.transfer.fetcher import FetchOptions
+    from p2pcp.transfer.pipeout import fetcher_for
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
@@ -80,7 +88,8 @@ def receive(
     code = parse_code(ticket) if looks_like_code(ticket) else None
     if code is None:
         decoded = decode_ticket(ticket)
-    out_dir = _out_dir(path_argument(out, "--out"))
+    to_stdout = check_stdout_out(out, as_json=as_json)
+    out_dir = Path(".") if to_stdout else _out_dir(path_argument(out, "--out"))
     if relay_only and (direct_only or no_relay):
         raise UsageError("--relay-only contradicts --direct-only and --no-relay")
     if relay and no_relay:
@@ -113,9 +122,10 @@ def receive(
     secret_key = load_or_create_secret_key()
     with ReceiveView(mode) as view:
         try:
-            result = run_async(Fetcher(decoded, options, view.handle).run(secret_key))
+            fetcher = fetcher_for(decoded, options, view.handle, to_stdout=to_stdout)
+            result = run_async(fetcher.run(secret_key))
         except Interrupted:
-            if not view.has_manifest:
+            if not view.has_manifest or to_stdout:
                 raise
             # What verified is kept in the partial folder; the same command
             # picks it up (the ticket names the same content).

@@ -18,6 +18,7 @@ from p2pcp.cli.common import (
     RelayOption,
     VerboseOption,
 )
+from p2pcp.cli.pipes import what_to_send
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -36,8 +37,13 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def send(
     paths: Annotated[
-        list[str], typer.Argument(metavar="PATH...", help="Files and folders to send.")
-    ],
+        list[str] | None,
+        typer.Argument(
+            metavar="PATH...",
+            help="Files and folders to send; - sends standard input as a stream.",
+            show_default=False,
+        ),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Exit after the first receiver has everything.")
     ] = False,
@@ -61,6 +67,23 @@ def send(
             " instead of reporting it as skipped and sending the rest.",
         ),
     ] = False,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text",
+            metavar="TEXT",
+            help="Send TEXT as a message instead of files (- reads it from standard input, "
+            "at most 1 MiB); the receiver prints it.",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="With -: the file name a receiver writing to a folder uses (default: stdin).",
+        ),
+    ] = None,
     congestion: CongestionOption = None,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
@@ -88,18 +111,23 @@ def send(
     from p2pcp.core.errors import Interrupted
     from p2pcp.net import PathPolicy
     from p2pcp.transfer import events
+    from p2pcp.transfer.pipe import run_send_stream
     from p2pcp.transfer.sender import SendOptions, run_send
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
     settings = load_config()
+    what = what_to_send(paths, text, name)
+    runner = run_send_stream if what.stream_name is not None else run_send
     relay_url = choose_relay(relay, no_relay, settings)
     code_plan = send_code_plan(
         code=code, code_words=code_words, no_code=no_code, verify=verify, relay_url=relay_url
     )
     options = SendOptions(
-        paths=tuple(path_argument(path, "PATH") for path in paths),
-        once=once,
+        paths=tuple(path_argument(path, "PATH") for path in what.paths),
+        text=what.text,
+        stream_name=what.stream_name,
+        once=once or what.stream_name is not None,  # a stream has one receiver
         endpoint=endpoint_config(
             settings=settings,
             congestion=congestion,
@@ -120,11 +148,11 @@ def send(
             view.handle(event)
 
         try:
-            run_async(send_with_code(code_plan, lambda out: run_send(options, out), emit, view))
+            run_async(send_with_code(code_plan, lambda out: runner(options, out), emit, view))
         except Interrupted:
             # Stopping a sender is how it ends, not a failure; only a --once
             # sender stopped before its receiver had everything failed its job.
-            is_unfinished = once and view.is_mid_transfer
+            is_unfinished = options.once and view.is_mid_transfer
             view.stopped()
             if is_unfinished:
                 raise Interrupted("interrupted while a receiver was still fetching") from None

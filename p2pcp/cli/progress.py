@@ -34,6 +34,7 @@ from rich.progress import (
 from p2pcp.blobs.names import display_path
 from p2pcp.cli.output import OutputMode, console, human_bytes, plural
 from p2pcp.core.defaults import JSON_PROGRESS_INTERVAL_S
+from p2pcp.core.ticket import TicketKind
 from p2pcp.net import PathKind, Route
 from p2pcp.transfer import events
 
@@ -71,6 +72,16 @@ def _shorten(path: str, width: int = 32) -> str:
     """A file name for a bar: escaped, and its end kept if it is long."""
     shown = display_path(path)
     return shown if len(shown) <= width else "…" + shown[-(width - 1) :]
+
+
+def _sending(event: events.SenderReady) -> str:
+    """What a sender offers, in one line."""
+    if event.kind is TicketKind.TEXT:
+        return f"Sending a text message ({human_bytes(event.total_size)})"
+    if event.kind is TicketKind.STREAM:
+        return f"Sending standard input as a stream named {display_path(event.name)}"
+    files = plural(event.file_count, "file")
+    return f"Sending {display_path(event.name)}: {files}, {human_bytes(event.total_size)}"
 
 
 def _speed(count: int, seconds: float) -> str:
@@ -149,6 +160,7 @@ class ReceiveView(_View):
         # True once the file list arrived: an interrupted receive from then
         # on can be resumed by running the same command again.
         self.has_manifest = False
+        self.is_text = False  # a text message: shown, nothing written
 
     def _on_Connecting(self, event: events.Connecting) -> None:
         count = event.address_count
@@ -220,6 +232,25 @@ class ReceiveView(_View):
                 "total", total=event.total_size, completed=event.bytes_present
             )
 
+    def _on_TextReceived(self, event: events.TextReceived) -> None:
+        import sys
+
+        self.is_text = True
+        if self.mode.is_json:
+            self.mode.json("text", text=event.text)
+            return
+        # The message exactly, and a line end if it has none (a prompt after it).
+        sys.stdout.write(event.text if event.text.endswith("\n") else event.text + "\n")
+        sys.stdout.flush()
+
+    def _on_StreamStarted(self, event: events.StreamStarted) -> None:
+        where = "standard output" if event.out_path == "-" else display_path(event.out_path)
+        self._say(f"Receiving the stream {display_path(event.name)} into {where}")
+        if self.mode.is_json:
+            self.mode.json("stream", name=event.name, path=event.out_path)
+        if self.progress is not None:
+            self.overall = self.progress.add_task("stream", total=None)
+
     def _add_file_bar(self, path: str, arriving: _Arriving) -> None:
         if self.progress is not None and self.file_bars < MAX_FILE_BARS:
             arriving.task = self.progress.add_task(
@@ -275,8 +306,12 @@ class ReceiveView(_View):
     def finished(self, result: events.TransferFinished) -> None:
         self.stop_bars()
         kept = f", {human_bytes(result.bytes_present)} already here" if result.bytes_present else ""
+        where = "standard output" if result.out_path == "-" else display_path(result.out_path)
+        count = plural(len(result.files), "file")
+        if self.is_text:
+            where, count = "a text message", "shown above"
         self._say(
-            f"Done: {display_path(result.out_path)} ({plural(len(result.files), 'file')}, "
+            f"Done: {where} ({count}, "
             f"{human_bytes(result.bytes_received)} received{kept}; {result.seconds:.1f} s at "
             f"{_speed(result.bytes_received, result.seconds)}, mostly {result.main_path})"
         )
@@ -350,12 +385,12 @@ class SendView(_View):
                 relay_url=str(event.relay_url) if event.relay_url is not None else None,
                 skipped=list(event.skipped),
                 code=self.code,
+                kind=str(event.kind),
             )
         elif self.ticket_to_stdout:
             sys.stdout.write(event.ticket + "\n")
             sys.stdout.flush()
-        files = plural(event.file_count, "file")
-        self._say(f"Sending {display_path(event.name)}: {files}, {human_bytes(event.total_size)}")
+        self._say(_sending(event))
         if event.relay_url:
             state = "connected" if event.is_relay_connected else "not reachable yet, retrying"
             self._say(f"Relay: {event.relay_url} ({state})")

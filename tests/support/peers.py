@@ -240,6 +240,33 @@ def trickle_answer(body: bytes, interval_s: float) -> Answer:
     return answer
 
 
+def stream_answer(
+    data: bytes,
+    *,
+    announced_length: int | None = None,
+    announced_blake3: bytes | None = None,
+    name: str = "stdin",
+) -> Callable[[Stream, wire.StreamRequest], Awaitable[None]]:
+    """Answer GET_STREAM with ``data`` in honest frames (``transfer/stream.py``)
+    and an end that announces ``announced_length`` and ``announced_blake3``
+    (by default the true ones; give either to lie)."""
+    import blake3
+
+    from p2pcp.transfer.stream import encode_end, encode_frame_header, encode_head
+
+    async def answer(stream: Stream, request: wire.StreamRequest) -> None:
+        await stream.write(bytes([wire.STATUS_OK]) + encode_head(name))
+        for at in range(0, len(data), _WRITE_BYTES):
+            piece = data[at : at + _WRITE_BYTES]
+            await stream.write(encode_frame_header(len(piece)) + piece)
+        length = len(data) if announced_length is None else announced_length
+        digest = blake3.blake3(data).digest() if announced_blake3 is None else announced_blake3
+        await stream.write(encode_end(length, digest))
+        await stream.finish()
+
+    return answer
+
+
 def reset_answer(code: int) -> Answer:
     async def answer(stream: Stream, request: wire.GetRequest) -> None:
         stream.reset(code)
@@ -270,6 +297,8 @@ class HostileSender:
     # whole request from its hash list (a hostile answer of any shape).
     many: Callable[[Stream, wire.ManyRequest], Awaitable[None]] | None = None
     many_requests: list[wire.ManyRequest] = field(default_factory=list)
+    # GET_STREAM (a stream ticket): NOT_FOUND unless ``stream`` answers it.
+    stream: Callable[[Stream, wire.StreamRequest], Awaitable[None]] | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -315,6 +344,13 @@ class HostileSender:
                     stream.reset(wire.ERROR_BAD_REQUEST)
                 else:
                     await self.many(stream, request)
+                return
+            if isinstance(request, wire.StreamRequest):
+                if self.stream is None:
+                    await stream.write(bytes([wire.STATUS_NOT_FOUND]))
+                    await stream.finish()
+                else:
+                    await self.stream(stream, request)
                 return
             if isinstance(request, wire.ItemRequest):
                 self.item_requests.append(request)
