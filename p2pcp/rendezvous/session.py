@@ -34,6 +34,7 @@ channel a ``Channel``), unless the ``lan`` setting is off. A receiver's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -149,13 +150,16 @@ async def _run_exchange(
     says in answer is sent before this returns."""
     timeout_s = first_timeout_s
     while True:
-        for message in exchange.outgoing():
-            await channel.send(message)
         event = exchange.next_event()
         if event is not None:
-            for message in exchange.outgoing():
-                await channel.send(message)
+            # The last word (a confirmation, or BAD) is a courtesy: the other
+            # side may have ended the nameplate already.
+            with contextlib.suppress(CodeError, ConnectError):
+                for message in exchange.outgoing():
+                    await channel.send(message)
             return event
+        for message in exchange.outgoing():
+            await channel.send(message)
         message = await channel.receive(timeout_s)
         timeout_s = EXCHANGE_TIMEOUT_S
         exchange.receive(message)
