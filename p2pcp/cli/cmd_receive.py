@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from p2pcp.cli.codes import VerifyOption
+from p2pcp.cli.codes import LanOption, VerifyOption
 from p2pcp.cli.common import (
     CongestionOption,
     JsonOption,
@@ -59,6 +59,7 @@ def receive(
         ),
     ] = 60.0,
     verify: VerifyOption = False,
+    lan: LanOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
@@ -98,7 +99,7 @@ def receive(
         # Every usage error above comes first: claiming spends the code. Its
         # relay is the configured one (or --relay), which must be the sender's.
         decoded = decode_ticket(
-            claim_ticket(code, relay=relay, no_relay=no_relay, verify=verify, mode=mode)
+            claim_ticket(code, relay=relay, no_relay=no_relay, verify=verify, mode=mode, is_lan=lan)
         )
     if relay_only:
         policy = PathPolicy.RELAY_ONLY

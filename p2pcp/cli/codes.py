@@ -2,13 +2,16 @@
 sender's offer beside its ticket, the receiver's claim, and their messages.
 
 ``p2pcp send`` offers a code when a rendezvous is there (a relay from
-``--relay``, P2PCP_RELAY or the config file: ``core.config.choose_relay``):
+``--relay``, P2PCP_RELAY or the config file: ``core.config.choose_relay``;
+with no relay, the LAN, by multicast DNS, unless the ``lan`` setting is
+off; a sender with a relay offers its code on the relay only):
 the code is shown beside the ticket on stderr (``Code: 7-crossbow-puzzle``),
 and ``-q`` does not hide it (like the ticket, it is what the command is
 for); with ``--json`` the ``ticket`` event carries ``"code"`` and later code
 events are JSON lines too; stdout otherwise carries the ticket alone.
-``p2pcp receive CODE`` claims it on the same relay, learns the ticket and
-then receives exactly as with the ticket.
+``p2pcp receive CODE`` claims it on the same relay (with no relay, or with
+``--lan``, on the LAN), learns the ticket and then receives exactly as with
+the ticket.
 
 ``--code WORDS`` lets a script choose the words (``crossbow-puzzle``); the
 relay chooses the number, so the whole code is in the ``ticket`` event (or
@@ -18,6 +21,7 @@ on stderr). A code is never logged: only the user who asked sees it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,7 +35,6 @@ if TYPE_CHECKING:
     from p2pcp.cli.progress import SendView
     from p2pcp.core.config import RelayUrl
     from p2pcp.rendezvous.codes import Code
-    from p2pcp.rendezvous.session import CodeOffer
 
 CodeWordsOption = Annotated[
     int,
@@ -53,6 +56,14 @@ CodeOption = Annotated[
 NoCodeOption = Annotated[
     bool, typer.Option("--no-code", help="Offer no short code, only the ticket.")
 ]
+LanOption = Annotated[
+    bool,
+    typer.Option(
+        "--lan",
+        help="Find the code's sender on this LAN (multicast DNS) even when a relay is "
+        "configured (a sender with no relay offers its code there).",
+    ),
+]
 VerifyOption = Annotated[
     bool,
     typer.Option(
@@ -66,9 +77,9 @@ VerifyOption = Annotated[
 @dataclass(frozen=True)
 class SendCodePlan:
     """What the sender was asked for: a code with these words (or random
-    ones), on this relay."""
+    ones), on this relay (None: on the LAN)."""
 
-    relay_url: RelayUrl
+    relay_url: RelayUrl | None
     word_count: int
     words: tuple[str, ...] | None
     is_verify: bool
@@ -98,10 +109,23 @@ def send_code_plan(
             )
         words = parse_words(code, "--code")
     if relay_url is None:
-        if code is not None:
-            raise UsageError("--code needs a relay (--relay URL, P2PCP_RELAY or the config file)")
-        return None
+        from p2pcp.rendezvous.lan import lan_settings
+
+        if lan_settings() is None:
+            if code is not None:
+                raise UsageError(
+                    "--code needs a relay (--relay URL, P2PCP_RELAY or the config file) "
+                    "or the LAN (the lan setting is off)"
+                )
+            return None
     return SendCodePlan(relay_url, len(words) if words else code_words, words, verify)
+
+
+# How long a ready sender holds its ticket back for the first code, when the
+# relay is slow to hand out a nameplate: the code then appears beside the
+# ticket. A relay that does not answer in this time costs no more: the
+# ticket is shown, and the code follows on its own line when it comes.
+FIRST_CODE_WAIT_S = 2.0
 
 
 async def send_with_code(
@@ -110,44 +134,63 @@ async def send_with_code(
     emit: Callable[[object], None],
     view: SendView,
 ) -> None:
-    """``run_send(emit)`` with a code offered beside its ticket: the first
-    code is allocated before the ticket is shown (so the ticket event can
-    carry it); the offer runs once the sender is ready, until the code is
-    used, expires or the sender stops. No code (no relay reached) is one
-    line, and the sender goes on with its ticket."""
-    from p2pcp.core.errors import CodeError, ConnectError
+    """``run_send(emit)`` with a code offered beside its ticket. The first
+    nameplate is allocated while the sender starts; the ticket event waits
+    for it at most FIRST_CODE_WAIT_S (so that it can carry the code). The
+    offer then runs until the code is used, expires or the sender stops. No
+    code (no relay reached) is one line, and the sender goes on."""
+    from p2pcp.core.errors import P2pcpError
     from p2pcp.rendezvous.session import CodeOffer, sender_rendezvous
     from p2pcp.transfer import events
 
-    if plan is None:
+    rendezvous = sender_rendezvous(str(plan.relay_url)) if plan is not None else None
+    if plan is None or rendezvous is None:
         await run_send(emit)
         return
     code_view = CodeView(view.mode, is_verify=plan.is_verify)
-    offer: CodeOffer | None = None
-    rendezvous = sender_rendezvous(str(plan.relay_url))
-    if rendezvous is not None:
-        offer = CodeOffer(rendezvous, word_count=plan.word_count, words=plan.words)
+    offer = CodeOffer(rendezvous, word_count=plan.word_count, words=plan.words)
+    allocating = asyncio.create_task(offer.start())
+    tasks: list[asyncio.Task[None]] = []
+    # Events held back (the ticket and what follows it) until the first code
+    # is there or FIRST_CODE_WAIT_S passed.
+    held: list[object] | None = None
+
+    async def offer_when_ready(ticket: str) -> None:
+        nonlocal held
+        with contextlib.suppress(asyncio.TimeoutError, P2pcpError):
+            await asyncio.wait_for(asyncio.shield(allocating), FIRST_CODE_WAIT_S)
+        if allocating.done() and allocating.exception() is None:
+            view.code = str(allocating.result())
+        waiting, held = held or [], None
+        for event in waiting:
+            emit(event)
         try:
-            view.code = str(await offer.start())
-        except (CodeError, ConnectError) as exc:
-            await offer.close()
-            offer = None
+            code = await allocating
+        except P2pcpError as exc:
             code_view.unavailable(str(exc))
-    serving: list[asyncio.Task[None]] = []
+            await offer.close()  # no reconnecting in the background for nothing
+            return
+        if view.code is None:
+            code_view.first_code(str(code))
+        await offer.serve(ticket, code_view.handle)
 
     def emit_and_offer(event: object) -> None:
-        emit(event)
-        if offer is not None and not serving and isinstance(event, events.SenderReady):
-            serving.append(asyncio.create_task(offer.serve(event.ticket, code_view.handle)))
+        nonlocal held
+        if held is not None:
+            held.append(event)
+        elif isinstance(event, events.SenderReady) and not tasks:
+            held = [event]
+            tasks.append(asyncio.create_task(offer_when_ready(event.ticket)))
+        else:
+            emit(event)
 
     try:
         await run_send(emit_and_offer)
     finally:
-        for task in serving:
+        for task in [allocating, *tasks]:
             task.cancel()
-        await asyncio.gather(*serving, return_exceptions=True)
-        if offer is not None:
-            await offer.close()
+        await asyncio.gather(allocating, *tasks, return_exceptions=True)
+        await offer.close()
 
 
 class CodeView:
@@ -183,6 +226,11 @@ class CodeView:
             case events.CodeUnavailable(reason=reason):
                 self.unavailable(reason)
 
+    def first_code(self, code: str) -> None:
+        """The first code, come after the ticket was shown without it."""
+        self._json("code", code=code)
+        self._say(f"Code: {code} (p2pcp receive {code}; single use, valid for 1 h)", always=True)
+
     def unavailable(self, reason: str) -> None:
         self._json("code_unavailable", reason=reason)
         self._say(f"no code: {reason}; the ticket still works")
@@ -199,16 +247,23 @@ class CodeView:
 
 
 def claim_ticket(
-    code: Code, *, relay: str | None, no_relay: bool, verify: bool, mode: OutputMode
+    code: Code,
+    *,
+    relay: str | None,
+    no_relay: bool,
+    verify: bool,
+    mode: OutputMode,
+    is_lan: bool = False,
 ) -> str:
     """``p2pcp receive CODE``: the sender's ticket for the code (CodeError,
-    exit 2, for a wrong, unknown, used or expired code)."""
+    exit 2, for a wrong, unknown, used or expired code); is_lan (``--lan``)
+    looks on the LAN whatever relay is configured."""
     from p2pcp.cli.common import run_async
     from p2pcp.cli.output import console
     from p2pcp.core.config import choose_relay, load_config
     from p2pcp.rendezvous.session import RENDEZVOUS_TIMEOUT_S, claim
 
-    relay_url = choose_relay(relay, no_relay, load_config())
+    relay_url = None if is_lan else choose_relay(relay, no_relay, load_config())
     claimed = run_async(
         claim(
             code,

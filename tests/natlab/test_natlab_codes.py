@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +95,78 @@ def test_the_lan_lab_carries_multicast_dns_between_its_hosts(lan_lab: LanLab) ->
     assert json.loads(found.stdout.splitlines()[-1]) == {"event": "received", "message": "pong"}
     assert announcer.wait_event("received", timeout=10)["message"] == "ping"
     assert announcer.wait(10) == 0
+
+
+def test_a_code_finds_its_sender_on_the_lan_and_the_files_arrive_verified(
+    lan_lab: LanLab, make_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    source = make_files(tmp_path / "source")
+    sender, code = start_sender(lan_lab, make_node(), source)
+    nameplate = int(code.split("-", 1)[0])
+    assert 1 <= nameplate <= 99, code
+    out = tmp_path / "out"
+    out.mkdir()
+    result = receive(lan_lab, make_node(), code, out)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{sender.describe()}"
+    assert received(out) == {f"source/{name}": data for name, data in FILES.items()}
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert any(event.get("event") == "code_opened" for event in events), result.stdout
+    used = sender.wait_event("code_used", timeout=30)
+    assert used["nameplate"] == nameplate
+
+
+def test_a_lan_host_answering_for_someone_elses_nameplate_cannot_get_its_ticket_accepted(
+    lan_lab: LanLab, make_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    lab = lan_lab
+    source = make_files(tmp_path / "source")
+    sender, code = start_sender(lab, make_node(), source)
+    nameplate, _, words = code.partition("-")
+    # C announces A's nameplate with other words; B hears only C's answers.
+    hostile_code = f"{nameplate}-{'-'.join(reversed(words.split('-')))}"
+    if hostile_code == code:
+        hostile_code = f"{nameplate}-{words}-{words.split('-')[0]}"
+    hostile = lab.start(
+        lab.c,
+        [sys.executable, str(LAN_PEER), "hostile", nameplate, hostile_code, lab.c.ip],
+        name="hostile",
+    )
+    hostile.wait_event("announced", timeout=30)
+    lab.drop_udp_from(lab.b, lab.a, MDNS_PORT)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    result = receive(lab, make_node(), code, out)
+    assert result.returncode == 2, f"{result.stdout}\n{result.stderr}\n{hostile.describe()}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("p2pcp: error: wrong code"), result.stderr
+    assert received(out) == {}
+    assert hostile.wait_event("claimed", timeout=10)
+    assert hostile.wait_event("finished", timeout=30)["result"] == "WrongCode"
+    hostile.wait(30)
+
+    # A never saw that claim: its code is intact and works once C is gone.
+    lab.restore_udp(lab.b)
+    assert not any(event.get("event") == "code_rejected" for event in sender.events)
+    result = receive(lab, make_node(), code, out)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{sender.describe()}"
+    assert received(out) == {f"source/{name}": data for name, data in FILES.items()}
+
+
+def test_receive_lan_finds_the_code_on_the_lan_even_with_a_relay_configured(
+    lan_lab: LanLab, make_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    source = make_files(tmp_path / "source")
+    sender, code = start_sender(lan_lab, make_node(), source)
+    out = tmp_path / "out"
+    out.mkdir()
+    # A relay nobody runs: without --lan the receiver would look for the code there.
+    env = {**lan_env(make_node()), "P2PCP_RELAY": f"http://{lan_lab.c.ip}:3340"}
+    result = lan_lab.exec(
+        lan_lab.b,
+        [*p2pcp_command(), "receive", "--lan", "--json", "--out", str(out), code],
+        env=env,
+        timeout=RECEIVE_TIMEOUT_S,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{sender.describe()}"
+    assert received(out) == {f"source/{name}": data for name, data in FILES.items()}
