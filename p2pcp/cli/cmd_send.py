@@ -97,6 +97,9 @@ def send(
 ) -> None:
     """Send files and folders: print a ticket, then serve until stopped (or --once).
 
+    'p2pcp send --text TEXT' sends a message instead; 'p2pcp send -' streams
+    standard input to one receiver as it comes (tar c dir | p2pcp send -).
+
     When stdout is not a terminal, only the ticket is written there, so
     TICKET=$(p2pcp send file) works; with --json, one JSON object per line.
     With -q on a terminal, the ticket alone. Ctrl-C or SIGTERM stops the

@@ -338,7 +338,7 @@ class SendView(_View):
         self.hash_task: TaskID | None = None
         self.hashed = 0
         self.receivers: dict[int, TaskID] = {}
-        self.total = 0
+        self.total: int | None = 0  # None: a stream (its size is unknown)
         # File bytes sent to each receiver so far, for the summary.
         self.sent_to: dict[int, int] = {}
         # Receivers connected and neither finished nor failed.
@@ -365,7 +365,7 @@ class SendView(_View):
     def _on_SenderReady(self, event: events.SenderReady) -> None:
         import sys
 
-        self.total = event.total_size
+        self.total = None if event.kind is TicketKind.STREAM else event.total_size
         if self.progress is not None and self.hash_task is not None:
             self.progress.remove_task(self.hash_task)
             self.hash_task = None
