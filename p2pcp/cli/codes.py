@@ -143,7 +143,11 @@ async def send_with_code(
     from p2pcp.rendezvous.session import CodeOffer, sender_rendezvous
     from p2pcp.transfer import events
 
-    rendezvous = sender_rendezvous(str(plan.relay_url)) if plan is not None else None
+    rendezvous = None
+    if plan is not None:
+        # The relay's mailbox, or the LAN for a plan with no relay.
+        relay_text = str(plan.relay_url) if plan.relay_url is not None else None
+        rendezvous = sender_rendezvous(relay_text)
     if plan is None or rendezvous is None:
         await run_send(emit)
         return
