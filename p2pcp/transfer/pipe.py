@@ -134,18 +134,18 @@ class PipeSource:
         encode_head(self.name)  # a bad name is refused before the ticket is shown
         self._reader = FdThread("p2pcp-stdin")
 
-    def _ended(self) -> asyncio.Future[None]:
+    def ended_future(self) -> asyncio.Future[None]:
         if self.ended is None:
             self.ended = asyncio.get_running_loop().create_future()
         return self.ended
 
     def fail(self, error: P2pcpError) -> None:
-        if not self._ended().done():
-            self._ended().set_exception(error)
+        if not self.ended_future().done():
+            self.ended_future().set_exception(error)
 
     def finished(self) -> None:
-        if not self._ended().done():
-            self._ended().set_result(None)
+        if not self.ended_future().done():
+            self.ended_future().set_result(None)
 
     def close(self) -> None:
         self._reader.close()
@@ -214,7 +214,7 @@ async def run_send_stream(options: SendOptions, emit: Emit) -> None:
                 file_count=1,
                 name=source.name,
             )
-            ended = source._ended()
+            ended = source.ended_future()
             provider = Provider(None, endpoint, source.watch(emit), stream_source=source)
             serving = asyncio.ensure_future(provider.serve())
             try:
