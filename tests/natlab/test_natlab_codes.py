@@ -71,8 +71,9 @@ def start_sender(lab: LanLab, node: Node, source: Path) -> tuple[Any, str]:
         env=lan_env(node),
     )
     ticket = sender.wait_event("ticket", timeout=60)
-    code = ticket.get("code")
-    assert isinstance(code, str), f"no code in the ticket event: {ticket}\n{sender.describe()}"
+    # The ticket waits a moment for the first code; a slower one follows it.
+    code = ticket.get("code") or sender.wait_event("code", timeout=30)["code"]
+    assert isinstance(code, str), f"no code: {ticket}\n{sender.describe()}"
     return sender, code
 
 
