@@ -11,6 +11,7 @@ from p2pcp.cli.codes import LanOption, VerifyOption
 from p2pcp.cli.common import (
     CongestionOption,
     JsonOption,
+    LimitRateOption,
     NoRelayOption,
     QuietOption,
     RelayOption,
@@ -60,6 +61,7 @@ def receive(
     ] = 60.0,
     verify: VerifyOption = False,
     lan: LanOption = False,
+    limit_rate: LimitRateOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
@@ -82,6 +84,7 @@ def receive(
     from p2pcp.rendezvous.codes import looks_like_code, parse_code
     from p2pcp.transfer.fetcher import FetchOptions
     from p2pcp.transfer.pipeout import fetcher_for
+    from p2pcp.transfer.ratelimit import parse_rate
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
@@ -89,6 +92,7 @@ def receive(
     code = parse_code(ticket) if looks_like_code(ticket) else None
     if code is None:
         decoded = decode_ticket(ticket)
+    limit_rate_bps = parse_rate(limit_rate) if limit_rate is not None else None
     to_stdout = check_stdout_out(out, as_json=as_json)
     out_dir = Path(".") if to_stdout else _out_dir(path_argument(out, "--out"))
     if relay_only and (direct_only or no_relay):
@@ -119,6 +123,7 @@ def receive(
             path_policy=policy,
         ),
         retry_for_s=retry_for,
+        limit_rate_bps=limit_rate_bps,
     )
     secret_key = load_or_create_secret_key()
     with ReceiveView(mode) as view:

@@ -13,9 +13,12 @@ from p2pcp.cli.codes import CodeOption, CodeWordsOption, NoCodeOption, VerifyOpt
 from p2pcp.cli.common import (
     CongestionOption,
     JsonOption,
+    LimitRateOption,
     NoRelayOption,
+    QrOption,
     QuietOption,
     RelayOption,
+    TicketTypeOption,
     VerboseOption,
 )
 from p2pcp.cli.pipes import what_to_send
@@ -91,6 +94,9 @@ def send(
     code: CodeOption = None,
     no_code: NoCodeOption = False,
     verify: VerifyOption = False,
+    ticket_type_word: TicketTypeOption = "full",
+    limit_rate: LimitRateOption = None,
+    qr: QrOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
@@ -107,14 +113,16 @@ def send(
     --once, stopping it while a receiver is still fetching exits 130.
     """
     from p2pcp.cli.codes import send_code_plan, send_with_code
-    from p2pcp.cli.common import endpoint_config, path_argument, run_async
+    from p2pcp.cli.common import endpoint_config, path_argument, run_async, ticket_type
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
+    from p2pcp.cli.qr import show_qr
     from p2pcp.core.config import choose_relay, load_config
     from p2pcp.core.errors import Interrupted
     from p2pcp.net import PathPolicy
     from p2pcp.transfer import events
     from p2pcp.transfer.pipe import run_send_stream
+    from p2pcp.transfer.ratelimit import parse_rate
     from p2pcp.transfer.sender import SendOptions, run_send
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
@@ -139,6 +147,8 @@ def send(
             port=port,
         ),
         strict=strict,
+        ticket_type=ticket_type(ticket_type_word, relay_url),
+        limit_rate_bps=parse_rate(limit_rate) if limit_rate is not None else None,
     )
     # The ticket is the one thing -q never hides: on a terminal without -q
     # it is in the "run this" message on stderr, otherwise alone on stdout.
@@ -149,6 +159,8 @@ def send(
             if ticket_file is not None and isinstance(event, events.SenderReady):
                 _write_atomically(ticket_file, event.ticket + "\n")
             view.handle(event)
+            if qr and isinstance(event, events.SenderReady):
+                show_qr(view.code or event.ticket, "the code" if view.code else "the ticket")
 
         try:
             run_async(send_with_code(code_plan, lambda out: runner(options, out), emit, view))

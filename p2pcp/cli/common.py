@@ -15,6 +15,7 @@ from p2pcp.core.errors import Interrupted, UsageError
 
 if TYPE_CHECKING:
     from p2pcp.core.config import Config, RelayUrl
+    from p2pcp.core.ticket import TicketType
     from p2pcp.net import EndpointConfig, PathPolicy
 
 T = TypeVar("T")
@@ -60,6 +61,21 @@ LimitRateOption = Annotated[
         "1000^3; Ki, Mi, Gi: powers of 1024; at least 150K). Within 5% over any 5 s.",
     ),
 ]
+# send's privacy and display options; ``ticket_type`` reads the first.
+TicketTypeOption = Annotated[
+    str,
+    typer.Option(
+        "--ticket-type",
+        metavar="full|relay|addresses",
+        help="What the ticket names to reach this sender: full (the relay and this machine's "
+        "addresses), relay (the relay only: no IP address in the ticket; a direct path is "
+        "still found through the relay) or addresses (no relay).",
+    ),
+]
+QrOption = Annotated[
+    bool,
+    typer.Option("--qr", help="Also show the code (or the ticket) as a QR code on stderr."),
+]
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
 ]
@@ -98,6 +114,18 @@ def endpoint_config(
         if not where:
             raise
         raise UsageError(f"{where}: {exc}") from None
+
+
+def ticket_type(text: str, relay_url: RelayUrl | None) -> TicketType:
+    """``--ticket-type``'s word; ``relay`` with no relay to name is a usage error."""
+    from p2pcp.core.ticket import TicketType
+
+    chosen = TicketType.parse(text)
+    if chosen is TicketType.RELAY and relay_url is None:
+        raise UsageError(
+            "--ticket-type relay needs a relay (--relay URL, P2PCP_RELAY or the config file)"
+        )
+    return chosen
 
 
 def path_argument(text: str, what: str) -> Path:
