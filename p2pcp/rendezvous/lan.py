@@ -260,12 +260,12 @@ class LanChannel:
     @property
     def is_claimed(self) -> bool:
         """Whether a receiver holds the nameplate (always, on the receiver)."""
-        return self._claimed.done() and not self._claimed.cancelled()
+        return self._is_taken
 
     async def send(self, message: bytes) -> None:
         if self._is_closed:
             raise CodeError("the LAN code channel is closed")
-        if not self.is_claimed:
+        if not self._claimed.done():
             encode_frame(message)  # the same bounds as on the wire
             if len(self._waiting) >= MAX_FRAMES:
                 raise LocalProtocolError(f"more than {MAX_FRAMES} LAN messages waiting")
@@ -278,7 +278,7 @@ class LanChannel:
             raise CodeError("the LAN code channel is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        if not self.is_claimed:
+        if not self._claimed.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._claimed), timeout_s)
             except asyncio.TimeoutError:
@@ -300,10 +300,10 @@ class LanChannel:
                 if self._info is not None:
                     await self._zeroconf.async_unregister_service(self._info)
                 await self._zeroconf.async_close()
-        if self.is_claimed:
+        if self._claimed.done():
             await self._claimed.result().close()
-        elif not self._claimed.done():
-            self._claimed.cancel()
+        else:  # a receive still waiting for the claim hears that the channel closed
+            self._claimed.set_result(_FailedConnection("the LAN code channel is closed"))
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -323,14 +323,17 @@ class LanChannel:
                 await connection.send(ANSWER_USED)
                 return
             self._is_taken = True
-            waiting, self._waiting = self._waiting, []
-            for message in (ANSWER_OK, *waiting):
-                await connection.send(message)
+            await connection.send(ANSWER_OK)
+            while self._waiting:  # until none is left (a send may add one meanwhile)
+                await connection.send(self._waiting.pop(0))
+            if self._claimed.done():
+                return  # the channel was closed meanwhile
             self._claimed.set_result(connection)
             is_handed_over = True
         except (CodeError, ConnectError) as error:
             if self._is_taken and not self._claimed.done():
-                self._claimed.set_result(_FailedConnection(error))
+                failed = _FailedConnection(f"the receiver's LAN connection failed: {error}")
+                self._claimed.set_result(failed)
         finally:
             self._pending -= 1
             if not is_handed_over:
@@ -338,10 +341,11 @@ class LanChannel:
 
 
 class _FailedConnection(_Connection):
-    """The claim was accepted but its connection failed: the nameplate is burnt."""
+    """No connection will come: the claimed one failed (the nameplate is
+    burnt) or the channel was closed. Every call says why."""
 
-    def __init__(self, error: CodeError | ConnectError) -> None:
-        self._error = CodeError(f"the receiver's LAN connection failed: {error}")
+    def __init__(self, message: str) -> None:
+        self._error = CodeError(message)
 
     async def receive(self, timeout_s: float, *, waited_s: float | None = None) -> bytes:
         raise CodeError(self._error.message)

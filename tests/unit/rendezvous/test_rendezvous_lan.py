@@ -424,3 +424,16 @@ def test_the_lan_rendezvous_gives_a_new_announced_nameplate_each_time() -> None:
             await rendezvous.close()
 
     run(main)
+
+
+def test_closing_the_sender_ends_a_receive_that_waits_for_the_claim() -> None:
+    async def main() -> None:
+        sender = await announce(LOOPBACK)
+        waiting = asyncio.create_task(sender.receive(30))
+        await asyncio.sleep(0.1)
+        await sender.close()
+        with pytest.raises(CodeError, match="channel is closed"):
+            await waiting
+        assert not sender.is_claimed
+
+    run(main)
