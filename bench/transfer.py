@@ -39,6 +39,10 @@ from quic_raw import parse_size, run_case  # noqa: E402
 from p2pcp.transfer.source import hash_file  # noqa: E402
 from tests.support.processes import p2pcp_command  # noqa: E402
 
+# The bench's p2pcp nodes announce no short code on this host's real
+# network (multicast DNS): traffic stays on loopback.
+os.environ["P2PCP_LAN"] = "off"
+
 
 def make_file(path: Path, size: int) -> None:
     chunk = os.urandom(16 * 1024 * 1024)
