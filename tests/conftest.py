@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.memnet import sockets_forbidden
+
+# No p2pcp that a test starts announces a short code by multicast DNS on this
+# machine's real network (a sender with no relay would): traffic stays on
+# loopback and in the labs' namespaces. A LAN test sets P2PCP_LAN itself.
+os.environ["P2PCP_LAN"] = "off"
 
 
 @pytest.fixture
