@@ -38,6 +38,7 @@ from p2pcp.core.ticket import TicketKind
 from p2pcp.net import Endpoint, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.provider import Provider
+from p2pcp.transfer.ratelimit import Pacer, write_paced
 from p2pcp.transfer.sender import Emit, SendOptions, announce
 from p2pcp.transfer.stream import (
     DEFAULT_STREAM_NAME,
@@ -129,6 +130,8 @@ class PipeSource:
     bytes_sent: int = 0
     ended: asyncio.Future[None] | None = None
     """Done when the send is over: result on the taker's DONE, else its error."""
+    pacer: Pacer | None = None
+    """Paces the stream's bytes (``--limit-rate``)."""
 
     def __post_init__(self) -> None:
         encode_head(self.name)  # a bad name is refused before the ticket is shown
@@ -164,7 +167,7 @@ class PipeSource:
             await stream.write(bytes([wire.STATUS_OK]) + encode_head(self.name))
             while data := await self._reader.call(source.read):
                 await stream.write(encode_frame_header(len(data)))
-                await stream.write(data)
+                await write_paced(self.pacer, stream.write, data)
                 self.bytes_sent = source.length
                 on_sent(source.length)
             await stream.write(encode_end(source.length, source.hasher.digest()))
@@ -200,6 +203,7 @@ async def run_send_stream(options: SendOptions, emit: Emit) -> None:
     (``options.stream_name``, its endpoint); return when that receiver
     confirmed the whole stream."""
     source = PipeSource(options.stream_name or DEFAULT_STREAM_NAME)
+    source.pacer = Pacer(options.limit_rate_bps) if options.limit_rate_bps else None
     try:
         secret_key = await asyncio.to_thread(load_or_create_secret_key)
         endpoint = await Endpoint.bind(secret_key, options.endpoint)
@@ -213,6 +217,7 @@ async def run_send_stream(options: SendOptions, emit: Emit) -> None:
                 total_size=0,
                 file_count=1,
                 name=source.name,
+                ticket_type=options.ticket_type,
             )
             ended = source.ended_future()
             provider = Provider(None, endpoint, source.watch(emit), stream_source=source)

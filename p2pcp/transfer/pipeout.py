@@ -238,6 +238,8 @@ class StreamFetcher(Fetcher):
                 name = ""
                 ended: StreamEnded | None = None
                 while chunks := await stream.read_chunks():
+                    if self.pacer is not None:  # no more is read until allowed
+                        await self.pacer.pace(sum(map(len, chunks)))
                     pending = bytearray()
                     for chunk in chunks:
                         decoder.receive_data(chunk)
@@ -394,6 +396,8 @@ class StdoutFetcher(Fetcher):
             stream = await _request(connection, wire.GetRequest(entry.root, ranges))
 
         async def on_leaf(leaf: LeafVerified) -> None:
+            if self.pacer is not None:
+                await self.pacer.pace(len(leaf.data))
             await sink.write(leaf.data)
             hasher.update(leaf.data)
             self.bytes_received += len(leaf.data)

@@ -5,12 +5,14 @@ whichever side sets it, and every byte is verified."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from p2pcp.core.ticket import Ticket, encode_ticket
+from tests.support.processes import p2pcp_command, stop
 
 from .conftest import assert_one_line_error, json_lines
 
@@ -59,3 +61,33 @@ def test_a_bad_rate_is_one_line_and_exit_2(
     assert_one_line_error(result.stderr)
     assert "--limit-rate" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_stream_stays_within_the_rate(tmp_path: Path, make_node: Any) -> None:
+    """`send -` paces the stream it writes, and the receiver its reads."""
+    source = tmp_path / "input.bin"
+    source.write_bytes(os.urandom(SIZE))
+    with open(source, "rb") as stdin:
+        sender = subprocess.Popen(
+            [*p2pcp_command(), "send", "-", "--json", "--limit-rate", LIMIT],
+            env=make_node().env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+    try:
+        assert sender.stdout is not None
+        ticket = json_lines(sender.stdout.readline())[0]["ticket"]
+        out = tmp_path / "out"
+        result = make_node().run(
+            "receive", ticket, "--out", str(out), "--json", "--limit-rate", LIMIT, timeout=90
+        )
+        assert result.returncode == 0, result.stderr
+        assert sender.wait(timeout=60) == 0
+    finally:
+        stop(sender)
+    done = json_lines(result.stdout)[-1]
+    rate = done["bytes_received"] / done["seconds"]
+    assert 0.25 * LIMIT_BPS <= rate <= 1.05 * LIMIT_BPS, (rate, done["seconds"])
+    assert (out / "stdin").read_bytes() == source.read_bytes()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from p2pcp.core.ticket import decode_ticket
-from tests.support.processes import p2pcp_command, relay_process
+from tests.support.processes import p2pcp_command, relay_process, stop
 
 from .conftest import assert_one_line_error, json_lines
 
@@ -128,3 +128,32 @@ def test_relay_ticket_without_a_relay_is_a_usage_error(tmp_path: Path, make_node
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "--ticket-type" in result.stderr
         assert result.stdout == ""
+
+
+def test_a_stream_ticket_of_relay_type_has_no_address(
+    tmp_path: Path, relay_url: str, make_node: Any
+) -> None:
+    source = tmp_path / "input.bin"
+    source.write_bytes(os.urandom(MIB + 3))
+    args = ("send", "-", "--json", "--relay", relay_url, "--ticket-type", "relay")
+    with open(source, "rb") as stdin:
+        sender = subprocess.Popen(
+            [*p2pcp_command(), *args],
+            env=make_node().env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+    try:
+        assert sender.stdout is not None
+        ready = json_lines(sender.stdout.readline())[0]
+        decoded = decode_ticket(ready["ticket"])
+        assert decoded.addresses == () and ready["addresses"] == []
+        out = tmp_path / "out"
+        result = make_node().run("receive", ready["ticket"], "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert sender.wait(timeout=60) == 0
+    finally:
+        stop(sender)
+    assert (out / "stdin").read_bytes() == source.read_bytes()
