@@ -13,7 +13,9 @@ from p2pcp.core.errors import ConfigError, UsageError
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("P2PCP_HOME", str(tmp_path))
-    for name in ("P2PCP_RELAY", "P2PCP_CONGESTION", "P2PCP_MAX_DATAGRAM_SIZE"):
+    # Every variable that overrides a setting of the file (the test session
+    # sets P2PCP_LAN=off for all it starts).
+    for name in ("P2PCP_RELAY", "P2PCP_CONGESTION", "P2PCP_MAX_DATAGRAM_SIZE", "P2PCP_LAN"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
