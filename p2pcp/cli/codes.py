@@ -13,9 +13,13 @@ events are JSON lines too; stdout otherwise carries the ticket alone.
 ``--lan``, on the LAN), learns the ticket and then receives exactly as with
 the ticket.
 
-``--code WORDS`` lets a script choose the words (``crossbow-puzzle``); the
-relay chooses the number, so the whole code is in the ``ticket`` event (or
-on stderr). A code is never logged: only the user who asked sees it.
+``--code CODE`` lets a script choose the code: a full code
+(``7-crossbow-puzzle``: the number too, refused with one line when the relay
+or the LAN has it in use) or the words only (``crossbow-puzzle``: the relay
+chooses the number, so the whole code is in the ``ticket`` event, or on
+stderr). It serves once: after a wrong guess the sender offers a new random
+code, in a ``code`` event. A code is never logged: only the user who asked
+sees it.
 """
 
 from __future__ import annotations
@@ -48,9 +52,11 @@ CodeOption = Annotated[
     str | None,
     typer.Option(
         "--code",
-        metavar="WORDS",
-        help="Choose the code's words (e.g. crossbow-puzzle, from p2pcp's word list); the "
-        "relay adds the number. For scripts: the full code is in the --json ticket event.",
+        metavar="CODE",
+        help="Choose the code: a full one (e.g. 42-crossbow-puzzle; the number is 1 to "
+        "999999) or the words only (crossbow-puzzle; the relay adds the number), words from "
+        "p2pcp's word list. For scripts: the full code is in the --json ticket event; after "
+        "a wrong guess the sender offers a new random code, in a --json code event.",
     ),
 ]
 NoCodeOption = Annotated[
@@ -83,6 +89,8 @@ class SendCodePlan:
     word_count: int
     words: tuple[str, ...] | None
     is_verify: bool
+    # The nameplate of a full code given with --code (None: any).
+    nameplate: int | None = None
 
 
 def send_code_plan(
@@ -94,7 +102,7 @@ def send_code_plan(
     relay_url: RelayUrl | None,
 ) -> SendCodePlan | None:
     """The sender's code options, checked before anything starts; None: no code."""
-    from p2pcp.rendezvous.codes import check_word_count, looks_like_code, parse_words
+    from p2pcp.rendezvous.codes import check_word_count, looks_like_code, parse_code, parse_words
 
     check_word_count(code_words)
     if no_code:
@@ -102,12 +110,13 @@ def send_code_plan(
             raise UsageError("--code and --no-code contradict each other")
         return None
     words = None
+    nameplate = None
     if code is not None:
         if looks_like_code(code):
-            raise UsageError(
-                "--code: give the words only (e.g. crossbow-puzzle); the relay chooses the number"
-            )
-        words = parse_words(code, "--code")
+            chosen = parse_code(code)
+            nameplate, words = check_chosen_nameplate(chosen.nameplate), chosen.words
+        else:
+            words = parse_words(code, "--code")
     if relay_url is None:
         from p2pcp.rendezvous.lan import lan_settings
 
@@ -118,7 +127,19 @@ def send_code_plan(
                     "or the LAN (the lan setting is off)"
                 )
             return None
-    return SendCodePlan(relay_url, len(words) if words else code_words, words, verify)
+    return SendCodePlan(relay_url, len(words) if words else code_words, words, verify, nameplate)
+
+
+def check_chosen_nameplate(nameplate: int) -> int:
+    """The number of a code given with ``--code``: 1 to 999,999 (a number people type)."""
+    from p2pcp.relay.frames import MAX_REQUESTED_NAMEPLATE
+
+    if not 1 <= nameplate <= MAX_REQUESTED_NAMEPLATE:
+        raise UsageError(
+            f"--code: the number of a chosen code is 1 to {MAX_REQUESTED_NAMEPLATE:,} "
+            f"(got {nameplate:,})"
+        )
+    return nameplate
 
 
 # How long a ready sender holds its ticket back for the first code, when the
@@ -152,7 +173,9 @@ async def send_with_code(
         await run_send(emit)
         return
     code_view = CodeView(view.mode, is_verify=plan.is_verify)
-    offer = CodeOffer(rendezvous, word_count=plan.word_count, words=plan.words)
+    offer = CodeOffer(
+        rendezvous, word_count=plan.word_count, words=plan.words, nameplate=plan.nameplate
+    )
     allocating = asyncio.create_task(offer.start())
     tasks: list[asyncio.Task[None]] = []
     # Events held back (the ticket and what follows it) until the first code
@@ -189,6 +212,12 @@ async def send_with_code(
             emit(event)
 
     try:
+        if plan.nameplate is not None:
+            # A code the script chose is what it relies on: a refusal (the
+            # nameplate is in use) or no rendezvous stops the sender before
+            # it starts, with one line, instead of a ticket without the code.
+            await asyncio.wait({allocating})
+            allocating.result()
         await run_send(emit_and_offer)
     finally:
         for task in [allocating, *tasks]:

@@ -88,6 +88,12 @@ from p2pcp.relay.wsio import write_now
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
+
+class _NameplateTaken(CodeError):
+    """A refused ALLOCATE of a requested nameplate (CLOSED(0, used));
+    ``allocate_nameplate`` names the nameplate in the error it raises."""
+
+
 logger = logging.getLogger(__name__)
 # websockets logs through this logger; without a handler of its own, Python's
 # last-resort handler would print its warnings and tracebacks to stderr
@@ -284,15 +290,27 @@ class RelayClient:
 
     # -- the mailbox ------------------------------------------------------------
 
-    async def allocate_nameplate(self, timeout_s: float) -> int:
-        """A new nameplate from the relay, with this client as its first side."""
+    async def allocate_nameplate(self, timeout_s: float, nameplate: int | None = None) -> int:
+        """A new nameplate from the relay, with this client as its first side:
+        ``nameplate`` when given (1 to ``frames.MAX_REQUESTED_NAMEPLATE``; a
+        CodeError when it is open or recently ended there), else any free one."""
+        if nameplate is not None and not 1 <= nameplate <= frames.MAX_REQUESTED_NAMEPLATE:
+            raise CodeError(
+                f"nameplate {nameplate} is out of range (1 to {frames.MAX_REQUESTED_NAMEPLATE:,})"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         await self._ensure_connected(timeout_s)
         future: asyncio.Future[int] = loop.create_future()
         self._allocating.append(future)
-        self._send_mailbox(frames.Allocate().encode())
-        return await self._answer(future, deadline - loop.time())
+        self._send_mailbox(frames.Allocate(nameplate).encode())
+        try:
+            return await self._answer(future, deadline - loop.time())
+        except _NameplateTaken:
+            raise CodeError(
+                f"nameplate {nameplate} is in use on the relay {self.url} (or was used in "
+                "the last 10 minutes): choose another code"
+            ) from None
 
     async def claim_nameplate(self, nameplate: int, timeout_s: float) -> None:
         """Become the second side of ``nameplate``; its waiting messages follow."""
@@ -427,6 +445,8 @@ class RelayClient:
 
     def _mailbox_error(self, nameplate: int, reason: int) -> P2pcpError:
         """The one-line error for a CLOSED reason."""
+        if nameplate == 0 and reason == frames.CLOSED_USED:
+            return _NameplateTaken("the nameplate asked for is in use")
         match reason:
             case frames.CLOSED_UNKNOWN:
                 return CodeError(f"no such code (nameplate {nameplate})")

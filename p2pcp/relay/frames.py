@@ -469,6 +469,8 @@ class Error(Frame):
 MAX_MAILBOX_BODY_BYTES = 4096
 # Nameplates are 1 .. 2**32 - 1; 0 in a CLOSED frame answers a refused ALLOCATE.
 MAX_NAMEPLATE = 0xFFFF_FFFF
+# A nameplate a client asks for (a code the user chose): a number people type.
+MAX_REQUESTED_NAMEPLATE = 999_999
 
 # CLOSED reasons: why a nameplate ended, or why a request about one was refused.
 CLOSED_RELEASED = 1  # a side released it
@@ -516,19 +518,37 @@ class _NameplateOnly(Frame):
 
 @dataclass(frozen=True)
 class Allocate(Frame):
-    """ALLOCATE, client -> relay: ``0x40`` (no body); answered by ALLOCATED, or
-    CLOSED with nameplate 0 when refused. Answers come in the order asked."""
+    """ALLOCATE, client -> relay: ``0x40`` (no body: any free nameplate) or
+    ``0x40 | nameplate u32`` (1 to ``MAX_REQUESTED_NAMEPLATE``: that one, for
+    a code the user chose); answered by ALLOCATED, or CLOSED with nameplate 0
+    when refused. Answers come in the order asked."""
 
     TYPE: ClassVar[int] = 0x40
     NAME: ClassVar[str] = "ALLOCATE"
 
+    nameplate: int | None = None
+
     def encode(self) -> bytes:
-        return bytes((self.TYPE,))
+        if self.nameplate is None:
+            return bytes((self.TYPE,))
+        _check_requested(self.nameplate)
+        return bytes((self.TYPE,)) + _NAMEPLATE.pack(self.nameplate)
 
     @classmethod
     def decode(cls, frame: bytes) -> Allocate:
-        _exact(frame, 1, "allocate")
-        return cls()
+        if len(frame) == 1:
+            return cls()
+        _exact(frame, 5, "allocate")
+        nameplate = int(_NAMEPLATE.unpack_from(frame, 1)[0])
+        _check_requested(nameplate)
+        return cls(nameplate)
+
+
+def _check_requested(nameplate: int) -> None:
+    if not 1 <= nameplate <= MAX_REQUESTED_NAMEPLATE:
+        raise RelayProtocolError(
+            f"relay frame: a requested nameplate is 1 to {MAX_REQUESTED_NAMEPLATE:,}"
+        )
 
 
 @dataclass(frozen=True)

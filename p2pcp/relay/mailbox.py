@@ -17,7 +17,10 @@ Rules:
   first side. A number is free when it is not open and has not ended within
   ``ENDED_MEMORY_S`` (an ended nameplate is remembered, at most
   ``max_nameplates`` of them, so that a late claim learns "already used" or
-  "expired" instead of landing on someone else's new code).
+  "expired" instead of landing on someone else's new code). An ALLOCATE that
+  names a nameplate (a code the user chose) gets that one if it is free and
+  within the bounds below, else CLOSED(0, ``CLOSED_USED``) or the bound's
+  reason.
 - CLAIM makes a client the second side; every later claim is refused
   (``CLOSED_USED``), and so is a claim of one's own nameplate. The messages
   the first side added meanwhile follow the CLAIMED frame, in order.
@@ -105,13 +108,16 @@ class Mailbox:
 
     # -- requests ------------------------------------------------------------------
 
-    def allocate(self, side: int, now: float) -> list[Outgoing]:
-        """ALLOCATE: ALLOCATED(n), or CLOSED(0, reason) when over a bound."""
+    def allocate(self, side: int, now: float, requested: int | None = None) -> list[Outgoing]:
+        """ALLOCATE: ALLOCATED(n), or CLOSED(0, reason) when over a bound, or
+        when ``requested`` (a nameplate the client asks for) is not free."""
         self._forget_ended(now)
         refusal = self._over_bounds(side)
+        if refusal is None and requested is not None and not self._is_free(requested):
+            refusal = frames.CLOSED_USED
         if refusal is not None:
             return [self._refuse(side, 0, refusal)]
-        number = heapq.heappop(self._free) if self._free else self._take_next()
+        number = requested if requested is not None else self._take_free()
         self._nameplates[number] = _Nameplate(number, side, now + self.limits.code_expiry_s)
         self._by_side.setdefault(side, set()).add(number)
         self.metrics.nameplates_allocated_total += 1
@@ -202,10 +208,27 @@ class Mailbox:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _take_next(self) -> int:
+    def _is_free(self, number: int) -> bool:
+        """Neither open nor ended within ENDED_MEMORY_S (still remembered)."""
+        return number not in self._nameplates and number not in self._ended
+
+    def _take_free(self) -> int:
+        """The smallest free number. A requested nameplate may sit in ``_free``
+        or at or past ``_next``: such entries are skipped here."""
+        while self._free:
+            number = heapq.heappop(self._free)
+            if self._is_free(number):
+                return number
+        while not self._is_free(self._next):
+            self._next += 1
         number = self._next
         self._next += 1
         return number
+
+    def _forgotten(self, number: int) -> None:
+        # A number at or past _next is reached by _next itself.
+        if number < self._next:
+            heapq.heappush(self._free, number)
 
     def _over_bounds(self, side: int, *, counts_total: bool = True) -> int | None:
         if len(self._by_side.get(side, ())) >= self.limits.nameplates_per_client:
@@ -242,7 +265,7 @@ class Mailbox:
         self._ended[number] = (now, remembered)
         if len(self._ended) > self.limits.max_nameplates:
             forgotten, _ = self._ended.popitem(last=False)
-            heapq.heappush(self._free, forgotten)
+            self._forgotten(forgotten)
         self._gauge()
         return [Outgoing(side, frames.Closed(number, reason)) for side in tell if side is not None]
 
@@ -252,7 +275,7 @@ class Mailbox:
             if now - ended_at < limits.ENDED_MEMORY_S:
                 return
             del self._ended[number]
-            heapq.heappush(self._free, number)
+            self._forgotten(number)
 
     def _gauge(self) -> None:
         self.metrics.nameplates_open = len(self._nameplates)

@@ -418,8 +418,8 @@ class RelayServer:
                         session.push(frames.Pong(payload).encode(), depth)
                     case frames.Pong():
                         pass  # it kept the session alive (last_receive), nothing more
-                    case frames.Allocate():
-                        self._deliver(self.mailbox.allocate(session.side, now))
+                    case frames.Allocate(nameplate=requested):
+                        self._deliver(self.mailbox.allocate(session.side, now, requested))
                     case frames.Claim(nameplate=nameplate):
                         self._deliver(self.mailbox.claim(session.side, nameplate, now))
                     case frames.Add(nameplate=nameplate, body=body):

@@ -139,10 +139,12 @@ class LanRendezvous:
     def __init__(self, config: LanConfig) -> None:
         self.config = config
 
-    async def allocate(self, timeout_s: float) -> LanChannel:
-        """A new nameplate, announced; timeout_s bounds the announcement."""
+    async def allocate(self, timeout_s: float, nameplate: int | None = None) -> LanChannel:
+        """A new nameplate (``nameplate`` when given: a code the user chose;
+        CodeError when another host announces it), announced; timeout_s
+        bounds the announcement."""
         try:
-            return await asyncio.wait_for(announce(self.config), timeout_s)
+            return await asyncio.wait_for(announce(self.config, nameplate), timeout_s)
         except asyncio.TimeoutError:
             raise ConnectError(f"announcing a code on the LAN took over {timeout_s:g} s") from None
 

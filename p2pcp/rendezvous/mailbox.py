@@ -55,9 +55,10 @@ class RelayMailbox:
         self.relay_url = relay_url
         self._client = RelayClient(relay_url, SecretKey.generate(), on_packets=_no_packets)
 
-    async def allocate(self, timeout_s: float) -> MailboxChannel:
-        """A new nameplate, this side its first (ConnectError, CodeError)."""
-        nameplate = await self._client.allocate_nameplate(timeout_s)
+    async def allocate(self, timeout_s: float, nameplate: int | None = None) -> MailboxChannel:
+        """A new nameplate (``nameplate`` when given: a code the user chose),
+        this side its first (ConnectError, CodeError)."""
+        nameplate = await self._client.allocate_nameplate(timeout_s, nameplate)
         return MailboxChannel(self._client, nameplate)
 
     async def claim(self, nameplate: int, timeout_s: float) -> MailboxChannel:

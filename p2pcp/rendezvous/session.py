@@ -84,7 +84,9 @@ class SenderRendezvous(Protocol):
     """Where a sender gets nameplates: the relay's mailbox (``RelayMailbox``)
     or, on the LAN, its own announcement."""
 
-    async def allocate(self, timeout_s: float) -> NameplateChannel: ...
+    async def allocate(
+        self, timeout_s: float, nameplate: int | None = None
+    ) -> NameplateChannel: ...
 
     async def close(self) -> None: ...
 
@@ -201,11 +203,13 @@ class CodeOffer:
         *,
         word_count: int,
         words: tuple[str, ...] | None = None,
+        nameplate: int | None = None,
         expiry_s: float = CODE_EXPIRY_S,
     ) -> None:
         self._rendezvous = rendezvous
         self._word_count = len(words) if words else word_count
         self._words = words
+        self._nameplate = nameplate
         self._expiry_s = expiry_s
         self._channel: NameplateChannel | None = None
         self.code: Code | None = None
@@ -216,10 +220,12 @@ class CodeOffer:
         return await self._next_code(timeout_s)
 
     async def _next_code(self, timeout_s: float) -> Code:
-        channel = await self._rendezvous.allocate(timeout_s)
+        # The caller's nameplate and words serve once; a new code (after a
+        # wrong guess) is a new random one, announced by a CodeOffered event.
+        nameplate, self._nameplate = self._nameplate, None
+        channel = await self._rendezvous.allocate(timeout_s, nameplate)
         self._channel = channel
         if self._words is not None:
-            # The caller's words serve once; a new code gets new words.
             self.code, self._words = Code(channel.nameplate, self._words), None
         else:
             self.code = new_code(channel.nameplate, self._word_count)

@@ -221,6 +221,47 @@ def test_a_chosen_code_and_the_json_ticket_event(
     assert tree_of(tmp_path / "o" / "stuff") == tree_of(src)
 
 
+def test_a_chosen_full_code_is_exactly_the_code_and_receives(
+    tmp_path: Path, relay_url: str, make_node: Any, start_code_sender: Any
+) -> None:
+    """``send --code 42-crossbow-puzzle``: the script chose the number too;
+    the receiver uses exactly that code and the files verify."""
+    src = _files(tmp_path)
+    sender = start_code_sender("--relay", relay_url, "--code", "42-crossbow-puzzle", "--once", src)
+    assert sender.code == "42-crossbow-puzzle"
+    result = make_node().run(
+        "receive", "42-crossbow-puzzle", "--relay", relay_url, "--out", str(tmp_path / "o")
+    )
+    assert result.returncode == 0, result.stderr
+    assert tree_of(tmp_path / "o" / "stuff") == tree_of(src)
+    assert sender.next_event("code_used")["nameplate"] == 42
+    assert sender.wait() == 0
+
+
+def test_a_chosen_nameplate_in_use_is_one_clear_line_and_the_first_goes_on(
+    tmp_path: Path, relay_url: str, make_node: Any, start_code_sender: Any
+) -> None:
+    src = _files(tmp_path)
+    first = start_code_sender("--relay", relay_url, "--code", "42-crossbow-puzzle", "--once", src)
+    assert first.code == "42-crossbow-puzzle"
+    second = make_node().run(
+        "send", "--relay", relay_url, "--code", "42-apple-banjo", str(src), timeout=60
+    )
+    assert second.returncode == 2, second.stderr
+    assert_one_line_error(second.stderr)
+    last = second.stderr.strip().splitlines()[-1]
+    assert "nameplate 42 is in use on the relay" in last, second.stderr
+    assert "choose another code" in last
+    assert "apple" not in second.stderr and "banjo" not in second.stderr  # a code is a secret
+    # The first sender and its code are untouched.
+    result = make_node().run(
+        "receive", first.code, "--relay", relay_url, "--out", str(tmp_path / "o")
+    )
+    assert result.returncode == 0, result.stderr
+    assert tree_of(tmp_path / "o" / "stuff") == tree_of(src)
+    assert first.wait() == 0
+
+
 def test_stdout_that_is_not_a_terminal_carries_the_ticket_alone(
     tmp_path: Path, relay_url: str, make_node: Any
 ) -> None:
@@ -257,7 +298,9 @@ def test_code_option_rules(tmp_path: Path, relay_url: str, make_node: Any) -> No
     node = make_node()
     cases = [
         (("--relay", relay_url, "--code-words", "9"), "2 to 8 words"),
-        (("--relay", relay_url, "--code", "7-crossbow-puzzle"), "words only"),
+        # A chosen number is one people type: checked before any network.
+        (("--relay", relay_url, "--code", "1000000-crossbow-puzzle"), "1 to 999,999"),
+        (("--relay", relay_url, "--code", "0-crossbow-puzzle"), "out of range"),
         (("--relay", relay_url, "--code", "crossbow-puzzel"), "not one of p2pcp's code words"),
         (("--relay", relay_url, "--code", "crossbow-puzzle", "--no-code"), "contradict"),
         (("--no-relay", "--code", "crossbow-puzzle"), "needs a relay"),

@@ -80,7 +80,16 @@ CASES = {
         frames.Error(code=9, reason="\u00e9 stop"),
         b"\x7f\x09\xc3\xa9 stop",
     ),
-    frames.Allocate: Case(st.just(frames.Allocate()), frames.Allocate(), b"\x40"),
+    # The form that asks for a nameplate; the empty form is pinned in
+    # test_allocate_without_a_nameplate_is_the_type_byte_alone.
+    frames.Allocate: Case(
+        st.one_of(
+            st.just(frames.Allocate()),
+            st.builds(frames.Allocate, st.integers(1, frames.MAX_REQUESTED_NAMEPLATE)),
+        ),
+        frames.Allocate(nameplate=7),
+        b"\x40\x00\x00\x00\x07",
+    ),
     frames.Allocated: Case(
         st.builds(frames.Allocated, nameplates),
         frames.Allocated(nameplate=7),
@@ -212,6 +221,10 @@ def test_every_truncation_and_extension_is_refused(
             decoded = frames.decode_frame(damaged)
         except RelayProtocolError:
             continue
+        if isinstance(decoded, frames.Allocate):
+            # An ALLOCATE that asks for a nameplate, cut to its type byte, is a plain one.
+            assert damaged == b"\x40" and encoded != damaged
+            continue
         # Only an ERROR frame's reason and a mailbox body may grow or shrink and still parse.
         assert isinstance(decoded, (frames.Error, frames.Add, frames.Message))
 
@@ -303,3 +316,24 @@ def test_nameplate_zero_only_in_closed(wire: bytes) -> None:
         frames.Claim(0).encode()
     with pytest.raises(RelayProtocolError):
         frames.Closed(frames.MAX_NAMEPLATE + 1, 1).encode()
+
+
+def test_allocate_without_a_nameplate_is_the_type_byte_alone() -> None:
+    """Old clients send ``0x40`` alone: any free nameplate, as before."""
+    assert frames.Allocate().encode() == b"\x40"
+    assert frames.decode_frame(b"\x40") == frames.Allocate()
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"\x40\x00\x00\x00\x00", b"\x40\x00\x0f\x42\x40", b"\x40\x00\x07", b"\x40" + bytes(5)],
+    ids=["zero", "over-999999", "short", "long"],
+)
+def test_a_requested_nameplate_is_1_to_999999(wire: bytes) -> None:
+    with pytest.raises(RelayProtocolError):
+        frames.decode_frame(wire)
+    most = frames.Allocate(frames.MAX_REQUESTED_NAMEPLATE).encode()
+    assert frames.decode_frame(most) == frames.Allocate(999_999)
+    for bad in (0, frames.MAX_REQUESTED_NAMEPLATE + 1):
+        with pytest.raises(RelayProtocolError):
+            frames.Allocate(bad).encode()

@@ -175,6 +175,51 @@ def test_nameplates_per_client_and_in_total_are_bounded() -> None:
     assert (refused["too_many"], refused["full"]) == (2, 1)
 
 
+def test_a_requested_free_nameplate_is_granted() -> None:
+    box = mailbox()
+    assert box.allocate(A, 0.0, 42) == [Outgoing(A, frames.Allocated(42))]
+    assert box.nameplates_of(A) == {42}
+    # It is a nameplate like any other: claimed, then used.
+    assert box.claim(B, 42, 1.0) == [Outgoing(B, frames.Claimed(42))]
+    # Random allocation goes on from 1 and never lands on it.
+    assert [allocated(box, C) for _ in range(3)] == [1, 2, 3]
+
+
+def test_a_requested_open_or_recently_ended_nameplate_is_refused() -> None:
+    box = mailbox()
+    assert box.allocate(A, 0.0, 7) == [Outgoing(A, frames.Allocated(7))]
+    assert box.allocate(B, 1.0, 7) == [closed(B, 0, frames.CLOSED_USED)]
+    # The holder is untouched by the refusal.
+    assert box.nameplates_of(A) == {7} and box.nameplates_of(B) == frozenset()
+    box.release(A, 7, 2.0)
+    # Ended: remembered for ENDED_MEMORY_S, so a late claim cannot meet a new code.
+    assert box.allocate(B, 3.0, 7) == [closed(B, 0, frames.CLOSED_USED)]
+    later = 2.0 + limits.ENDED_MEMORY_S
+    assert box.allocate(B, later, 7) == [Outgoing(B, frames.Allocated(7))]
+    assert box.metrics.nameplates_refused_total["used"] == 2
+
+
+def test_requested_nameplates_keep_the_bounds() -> None:
+    box = mailbox(nameplates_per_client=2, max_nameplates=3)
+    assert isinstance(box.allocate(A, 0.0, 5)[0].frame, frames.Allocated)
+    assert isinstance(box.allocate(A, 0.0, 6)[0].frame, frames.Allocated)
+    assert box.allocate(A, 0.0, 8) == [closed(A, 0, frames.CLOSED_TOO_MANY)]
+    assert isinstance(box.allocate(B, 0.0, 9)[0].frame, frames.Allocated)
+    assert box.allocate(C, 0.0, 10) == [closed(C, 0, frames.CLOSED_FULL)]
+    assert box.open_count == 3
+
+
+def test_random_allocation_skips_requested_nameplates() -> None:
+    box = mailbox()
+    box.allocate(A, 0.0, 2)
+    assert [allocated(box, B) for _ in range(3)] == [1, 3, 4]
+    # A requested number back in the free list (forgotten) is skipped while open.
+    box.release(B, 3, 1.0)
+    later = 1.0 + limits.ENDED_MEMORY_S
+    assert box.allocate(C, later, 3) == [Outgoing(C, frames.Allocated(3))]
+    assert allocated(box, B, later) == 5
+
+
 def test_ended_memory_is_bounded_by_the_total() -> None:
     box = mailbox(max_nameplates=4)
     for now in range(20):
@@ -199,7 +244,9 @@ def test_fail_ends_the_nameplate_for_both_sides() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["allocate", "claim", "add", "release", "disconnect", "expire"]),
+            st.sampled_from(
+                ["allocate", "request", "claim", "add", "release", "disconnect", "expire"]
+            ),
             st.sampled_from([A, B, C]),
             st.integers(0, 12),
             st.floats(0, 5),
@@ -214,9 +261,12 @@ def test_any_sequence_keeps_the_invariants(
     now = 0.0
     for action, side, nameplate, step in steps:
         now += step
+        was_open = {number for each in (A, B, C) for number in box.nameplates_of(each)}
         match action:
             case "allocate":
                 out = box.allocate(side, now)
+            case "request":
+                out = box.allocate(side, now, nameplate or 1)
             case "claim":
                 out = box.claim(side, nameplate or 1, now)
             case "add":
@@ -229,6 +279,9 @@ def test_any_sequence_keeps_the_invariants(
                 out = box.expire(now)
         for item in out:
             item.frame.encode()  # every frame it makes is well formed
+            if isinstance(item.frame, frames.Allocated):
+                # Asked for or not, a nameplate is never handed out twice at once.
+                assert item.frame.nameplate not in was_open
         assert box.open_count <= 5
         for each in (A, B, C):
             assert len(box.nameplates_of(each)) <= 3

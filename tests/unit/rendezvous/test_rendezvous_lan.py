@@ -426,6 +426,28 @@ def test_the_lan_rendezvous_gives_a_new_announced_nameplate_each_time() -> None:
     run(main)
 
 
+def test_the_lan_rendezvous_announces_a_requested_nameplate_once() -> None:
+    """``send --code 42-crossbow-puzzle`` on the LAN: nameplate 42 itself; a
+    second sender asking for it while it is announced hears so."""
+
+    async def main() -> None:
+        rendezvous = LanRendezvous(LOOPBACK)
+        first = await rendezvous.allocate(30, 42)
+        try:
+            assert first.nameplate == 42
+            with pytest.raises(CodeError, match="already announces nameplate 42: choose another"):
+                await LanRendezvous(LOOPBACK).allocate(30, 42)
+            receiver = await find(LOOPBACK, 42)
+            await receiver.send(b"to 42")
+            assert await first.receive(5) == b"to 42"
+            await receiver.close()
+        finally:
+            await closing(first)
+            await rendezvous.close()
+
+    run(main)
+
+
 def test_closing_the_sender_ends_a_receive_that_waits_for_the_claim() -> None:
     async def main() -> None:
         sender = await announce(LOOPBACK)
