@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import node_env, p2pcp_command, stop
+from tests.support.processes import node_env, p2pcp_command, relay_process, stop
 
 # Every wait in these tests is bounded by this (a transfer here takes < 5 s).
 PROCESS_TIMEOUT_S = 60
@@ -162,3 +162,10 @@ def wait_for_bytes(process: subprocess.Popen[str], at_least: int) -> None:
             return
         assert event["event"] != "done", "the transfer finished before it could be interrupted"
     raise AssertionError("the process stopped before reaching the byte count")
+
+
+@pytest.fixture
+def relay_url(tmp_path: Path) -> Iterator[str]:
+    """A real ``p2pcp relay`` process for the test; its URL."""
+    with relay_process(home=tmp_path / "relay-home") as relay:
+        yield relay.url

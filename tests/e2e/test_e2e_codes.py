@@ -28,12 +28,6 @@ WRONG_CODE_LINE = re.compile(
 )
 
 
-@pytest.fixture
-def relay_url(tmp_path: Path) -> Iterator[str]:
-    with relay_process(home=tmp_path / "relay-home") as relay:
-        yield relay.url
-
-
 class CodeSender:
     """A running ``p2pcp send --json``: its JSON lines as they come, and the
     ticket event (with its code)."""

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from .netkit import Watched, bytes_at_least, watched_receive
 pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def relay_url(tmp_path: Path) -> Iterator[str]:
-    with relay_process(home=tmp_path / "relay-home") as relay:
-        yield relay.url
 
 
 def _folder(root: Path) -> Path:

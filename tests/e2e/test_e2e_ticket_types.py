@@ -8,26 +8,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from p2pcp.core.ticket import decode_ticket
-from tests.support.processes import p2pcp_command, relay_process, stop
+from tests.support.processes import p2pcp_command, stop
 
 from .conftest import assert_one_line_error, json_lines
 
 pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def relay_url(tmp_path: Path) -> Iterator[str]:
-    with relay_process(home=tmp_path / "relay-home") as relay:
-        yield relay.url
 
 
 def _shown_type(node: Any, ticket: str) -> tuple[str, str]:
