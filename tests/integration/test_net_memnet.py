@@ -14,11 +14,20 @@ import os
 
 import pytest
 
-from p2pcp.core.errors import ConnectionLostError
+from p2pcp.core.errors import ConnectionLostError, PeerIdentityError
 from p2pcp.net import EndpointConfig
 from tests.support.aio import run_bounded
 from tests.support.memnet import LinkShape, MemoryNetwork, MemoryTransport
-from tests.support.pairs import SERVER_HOST, address_of, connected, endpoint_pair
+from tests.support.pairs import (
+    CLIENT_HOST,
+    CONNECT_TIMEOUT_S,
+    OTHER_KEY,
+    SERVER_HOST,
+    address_of,
+    bind,
+    connected,
+    endpoint_pair,
+)
 
 TEST_TIMEOUT_S = 60.0
 MIB = 1024 * 1024
@@ -100,5 +109,50 @@ def test_a_crashed_peer_is_noticed_by_its_refusals_at_once(no_sockets: None) -> 
                 await stream.write(b"anyone there?")
                 await stream.read()
             assert loop.time() - started < 5.0
+
+    run_bounded(body, TEST_TIMEOUT_S)
+
+
+def test_an_address_that_answers_with_another_key_is_dropped(no_sockets: None) -> None:
+    """A ticket's address may reach another node (its loopback address on
+    the receiver's machine, where another p2pcp holds the same port): that
+    node answers first, with the wrong key; the client drops the address and
+    reaches the right node at the other one, instead of failing (exit 4)."""
+    network = MemoryNetwork(shape=LinkShape(delay_s=0.001))
+    impostor_host = network.add_host("10.0.0.3")
+    slow = LinkShape(delay_s=0.05)
+    network.set_shape(CLIENT_HOST, SERVER_HOST, slow)
+    network.set_shape(SERVER_HOST, CLIENT_HOST, slow)
+
+    async def body() -> None:
+        impostor = await bind(OTHER_KEY, network=network, host=impostor_host)
+        try:
+            async with endpoint_pair(network=network) as (server, client):
+                addresses = [address_of(impostor), address_of(server)]
+                connection, _incoming = await connected(server, client, addresses)
+                assert connection.peer_node_id == server.node_id
+                assert connection.path_description == f"direct {SERVER_HOST}:{server.local_port}"
+                await connection.close()
+        finally:
+            await impostor.close()
+
+    run_bounded(body, TEST_TIMEOUT_S)
+
+
+def test_a_sole_address_with_another_key_is_refused(no_sockets: None) -> None:
+    """With no other address and no relay, the wrong key ends the dial (exit 4)."""
+    network = MemoryNetwork(shape=LinkShape(delay_s=0.001))
+    impostor_host = network.add_host("10.0.0.3")
+
+    async def body() -> None:
+        impostor = await bind(OTHER_KEY, network=network, host=impostor_host)
+        try:
+            async with endpoint_pair(network=network) as (server, client):
+                with pytest.raises(PeerIdentityError):
+                    await client.connect(
+                        server.node_id, [address_of(impostor)], timeout_s=CONNECT_TIMEOUT_S
+                    )
+        finally:
+            await impostor.close()
 
     run_bounded(body, TEST_TIMEOUT_S)

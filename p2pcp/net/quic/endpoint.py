@@ -58,11 +58,17 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType
 
 from p2pcp.core.config import RelayUrl
-from p2pcp.core.errors import ConnectError, ConnectionLostError, LocalProtocolError, UsageError
+from p2pcp.core.errors import (
+    ConnectError,
+    ConnectionLostError,
+    LocalProtocolError,
+    PeerIdentityError,
+    UsageError,
+)
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.net._aioquic import tuning
 from p2pcp.net.config import EndpointConfig
-from p2pcp.net.kinds import PathPolicy, format_address
+from p2pcp.net.kinds import PathKind, PathPolicy, format_address
 from p2pcp.net.paths.magicsock import MagicSock, PeerPath
 from p2pcp.net.paths.stun import StunClient
 from p2pcp.net.pmtu.probe import FLOOR_BYTES
@@ -263,7 +269,14 @@ class Endpoint:
         relay alone. Raises ConnectError when nothing answers a
         handshake within ``timeout_s``, PeerIdentityError when the peer
         holds another key.
+
+        A direct address whose answer holds another key is dropped and the
+        others are dialled again (within ``timeout_s``): a ticket's loopback
+        and LAN addresses may reach an unrelated node on the receiver's
+        machine or network (another p2pcp on the same port). Only when no
+        address and no relay is left does the wrong key end the dial.
         """
+        started = asyncio.get_running_loop().time()
         policy = self.path_policy
         candidates = [] if policy is PathPolicy.RELAY_ONLY else [_normalize(a) for a in addresses]
         if policy is PathPolicy.DIRECT_ONLY:
@@ -329,13 +342,35 @@ class Endpoint:
             if type(exc) is ConnectError:
                 raise ConnectError(f"{where}: {exc}") from None
             raise
+        except PeerIdentityError:
+            others = self._other_candidates(connection, candidates)
+            remaining = timeout_s - (loop.time() - started)
+            if others is None or (not others and relay_url is None) or remaining <= 0:
+                raise
+            wrong = format_address(connection.peer_address)
+            logger.info("%s at %s holds another key; dialling its other addresses", node_id, wrong)
+            if not path.users:
+                self.magicsock.forget(path)
         except asyncio.CancelledError:
             connection.abort(ConnectError(f"{where}: cancelled"))
             raise
+        else:
+            path.start_discovery(loop.time())
+            return connection
         finally:
             handshake.cancel()
-        path.start_discovery(loop.time())
-        return connection
+        return await self.connect(node_id, others, timeout_s=remaining, relay_url=relay_url)
+
+    @staticmethod
+    def _other_candidates(
+        connection: Connection, candidates: list[Address]
+    ) -> list[Address] | None:
+        """The candidates but the direct address that answered ``connection``'s
+        handshake (None: the answer did not come from one of them)."""
+        route = connection.route
+        if route.kind is not PathKind.DIRECT or route.address not in candidates:
+            return None
+        return [c for c in candidates if c != route.address]
 
     async def accept(self) -> Connection:
         """The next incoming connection whose handshake completed."""
