@@ -26,6 +26,7 @@ from p2pcp.relay import frames
 from p2pcp.rendezvous.exchange import PHASE_TICKET
 from tests.hostile.harness import error_line, final_files, run_cli
 from tests.support.aio import run_bounded
+from tests.support.peers import flip
 from tests.support.processes import node_env, p2pcp_command, relay_process
 
 TEST_TIMEOUT_S = 90.0
@@ -33,12 +34,6 @@ STEP_TIMEOUT_S = 30.0
 
 # (is the frame going to the receiver, the MESSAGE's number on that side, body) -> body
 Tamper = Callable[[bool, int, bytes], bytes]
-
-
-def _flip(body: bytes, position: int) -> bytes:
-    data = bytearray(body)
-    data[position % len(data)] ^= 0x20
-    return bytes(data)
 
 
 def _own_ticket(body: bytes) -> bytes:
@@ -51,16 +46,16 @@ def _own_ticket(body: bytes) -> bytes:
 
 TAMPERS: dict[str, Tamper] = {
     "sender's SPAKE2 message, flipped": lambda to_receiver, number, body: (
-        _flip(body, 7) if to_receiver and number == 0 else body
+        flip(body, 7) if to_receiver and number == 0 else body
     ),
     "sealed ticket, flipped": lambda to_receiver, number, body: (
-        _flip(body, 30) if to_receiver and number == 1 else body
+        flip(body, 30) if to_receiver and number == 1 else body
     ),
     "sealed ticket, the relay's own": lambda to_receiver, number, body: (
         _own_ticket(body) if to_receiver and number == 1 else body
     ),
     "receiver's SPAKE2 message, flipped": lambda to_receiver, number, body: (
-        _flip(body, 12) if not to_receiver and number == 0 else body
+        flip(body, 12) if not to_receiver and number == 0 else body
     ),
 }
 
