@@ -377,3 +377,39 @@ def test_direct_path_broken_mid_transfer_falls_back_to_the_relay(
     assert done["paths"]["relay"] >= remaining // 2, (remaining, done)
     stall = transfer.longest_stall_s()
     assert stall <= STALL_LIMIT_S, f"progress stalled {stall:.1f} s"
+
+
+def test_a_short_code_through_the_relay_across_two_nats(
+    tmp_path: Path, make_lab: MakeLab, make_node: Callable[..., Node]
+) -> None:
+    """Issue 19: a person reads the code to another across two NATs. The
+    sender (host A) offers a code on the shared relay; the receiver (host B)
+    runs ``p2pcp receive CODE --relay URL`` with nothing else, the PAKE runs
+    through the relay's mailbox, and the files arrive verified."""
+    lab = make_lab(NatKind.EASY, NatKind.EASY)
+    lab.start_relay(p2pcp_command(), make_node().env)
+    source = make_payload(tmp_path / "src", 4 * MIB)
+    sender = lab.start(
+        lab.a.host_ns,
+        [*p2pcp_command(), "send", "--relay", RELAY_URL, "--json", "--once", str(source)],
+        name="sender",
+        env=make_node().env,
+    )
+    ticket = sender.wait_event("ticket", TICKET_TIMEOUT_S)
+    # The ticket waits a moment for the first code; a slower one follows it.
+    code = ticket.get("code") or sender.wait_event("code", TICKET_TIMEOUT_S)["code"]
+    assert isinstance(code, str) and code[0].isdigit(), f"no code: {ticket}\n{sender.describe()}"
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = lab.start(
+        lab.b.host_ns,
+        [*p2pcp_command(), "receive", "--json", "--out", str(out), "--relay", RELAY_URL, code],
+        name="receiver",
+        env=make_node().env,
+    )
+    described = f"{sender.describe()}\n\n{receiver.describe()}"
+    assert receiver.wait(TRANSFER_TIMEOUT_S) == 0, described
+    assert sender.wait(SENDER_EXIT_TIMEOUT_S) == 0, described
+    assert [e["event"] for e in receiver.events].count("done") == 1, described
+    assert digests(out / "payload") == digests(source)
+    assert "code_opened" in [e["event"] for e in receiver.events], described
