@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import plumbing
 from .natlab import new_lab_prefix
-from .plumbing import COMMAND_TIMEOUT_S, LabProcess, in_ns, run
+from .plumbing import COMMAND_TIMEOUT_S, LabProcess
 
 LAN_PREFIX_LEN = 24
 HOST_NAMES = ("a", "b", "c")
@@ -90,7 +90,7 @@ class LanLab:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run argv on host to completion; never raises on its exit code."""
-        return run(in_ns(host.ns, argv), timeout=timeout, env=env, check=False)
+        return plumbing.exec_in(host.ns, argv, timeout=timeout, env=env)
 
     def start(
         self, host: LanHost, argv: list[str], *, name: str, env: dict[str, str] | None = None

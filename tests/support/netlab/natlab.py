@@ -64,7 +64,7 @@ from typing import Any
 
 from . import plumbing
 from .delayline import DelayLine
-from .plumbing import COMMAND_TIMEOUT_S, LabProcess, in_ns, run
+from .plumbing import COMMAND_TIMEOUT_S, LabProcess, run
 
 LAB_NAME_PREFIX = "p2nl"
 _LAB_NAME = re.compile(rf"^{LAB_NAME_PREFIX}(\d+)x\d+-")
@@ -225,7 +225,7 @@ class NatLab:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run argv in ns to completion; never raises on its exit code."""
-        return run(in_ns(ns, argv), timeout=timeout, env=env, check=False)
+        return plumbing.exec_in(ns, argv, timeout=timeout, env=env)
 
     def probe(self, ns: str, *args: str, timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
         """Run one probe (probes.py) in ns and return its last JSON line."""

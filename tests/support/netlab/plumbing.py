@@ -83,6 +83,17 @@ def in_ns(ns: str, argv: list[str]) -> list[str]:
 # -- namespaces and links ----------------------------------------------------
 
 
+def exec_in(
+    ns: str,
+    argv: list[str],
+    *,
+    timeout: float = COMMAND_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run argv in ns to completion; never raises on its exit code."""
+    return run(in_ns(ns, argv), timeout=timeout, env=env, check=False)
+
+
 def list_namespaces() -> list[str]:
     out = run(["ip", "netns", "list"]).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
