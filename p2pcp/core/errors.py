@@ -70,6 +70,12 @@ class CodeError(UsageError):
     """
 
 
+class AccessDeniedError(UsageError):
+    """A share refused this receiver: its secret is unknown (the share's ticket
+    changed, e.g. ``share --rotate``) or this receiver's node id is not on the
+    share's ``--allow`` list. The message says what to do."""
+
+
 class ConnectError(P2pcpError):
     """The peer cannot be reached (no address answered, handshake failed)."""
 
