@@ -24,13 +24,22 @@ folder of another (a name cannot be a file and a folder at once).
 Every refusal raises :class:`UnsafePathError` with one line naming the path
 as :func:`display_path` shows it, so a control character in a name never
 reaches a terminal raw.
+
+A symbolic link's target is any text (the manifest checks only its length
+and NUL); :func:`link_escape_reason` is the receiver's safety rule for it:
+a target that is absolute, or that, resolved lexically from the link's
+folder, steps above the link's top-level item, is unsafe. Resolving
+follows the manifest's own links met on the way (``d/l -> deep/up/..``
+where ``d/deep/up -> ..`` leaves ``d`` although its text alone stays
+inside), at most MAX_LINK_HOPS of them, as the kernel would.
 """
 
 from __future__ import annotations
 
 import itertools
 import unicodedata
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Mapping
 
 from p2pcp.core.errors import UnsafePathError
 
@@ -38,6 +47,8 @@ from p2pcp.core.errors import UnsafePathError
 MAX_COMPONENT_BYTES = 255
 # Linux PATH_MAX: a longer relative path cannot be opened in one call anyway.
 MAX_PATH_BYTES = 4096
+# Links followed while resolving one target: Linux's limit (ELOOP).
+MAX_LINK_HOPS = 40
 # How much of a path a message shows: a terminal line, with room for the
 # words around it.
 _SHOWN_CHARS = 100
@@ -188,3 +199,46 @@ def check_manifest_paths(paths: Iterable[str]) -> None:
             raise _refuse(path, "listed twice")
         if next_key.startswith(key + b"\x00"):
             raise _refuse(path, f"is also a folder of '{display_path(next_path)}'")
+
+
+def link_escape_reason(
+    path: str, target: str, links: Mapping[str, str] | None = None
+) -> str | None:
+    """Why the link at manifest ``path`` (a checked path with at least two
+    components) pointing at ``target`` would reach outside its top-level
+    item (a few words), or None when it stays inside.
+
+    Lexical: each ``..`` leaves a folder, ``.`` and empty components do
+    nothing; stepping above the item at any point is an escape (even if a
+    later component comes back). A component that is itself one of
+    ``links`` (manifest path -> target) and has more components after it
+    is replaced by that link's target, resolved from that link's folder."""
+    if target.startswith("/"):
+        return "its target is absolute"
+    item, _, inside = path.partition("/")
+    folder = inside.split("/")[:-1]
+    pending = deque(target.split("/"))
+    hops = 0
+    while pending:
+        part = pending.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not folder:
+                return f"its target leaves '{display_path(item)}'"
+            folder.pop()
+            continue
+        folder.append(part)
+        if links is None or not any(rest not in ("", ".") for rest in pending):
+            continue
+        hop = links.get("/".join([item, *folder]))
+        if hop is None:
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            return "its target goes through too many links"
+        if hop.startswith("/"):
+            return "its target goes through a link whose target is absolute"
+        folder.pop()
+        pending.extendleft(reversed(hop.split("/")))
+    return None
