@@ -354,6 +354,23 @@ class SendView(_View):
         if self._bars_due():
             self.update_bars()
 
+    def _on_ImportFinished(self, event: events.ImportFinished) -> None:
+        if self.mode.is_json:
+            self.mode.json(
+                "import_done",
+                files_hashed=event.files_hashed,
+                bytes_hashed=event.bytes_hashed,
+                files_cached=event.files_cached,
+                bytes_cached=event.bytes_cached,
+            )
+        elif self.mode.verbosity > 0:
+            hashed = f"{plural(event.files_hashed, 'file')} hashed"
+            self._say(
+                f"{hashed} ({human_bytes(event.bytes_hashed)}), "
+                f"{event.files_cached} unchanged ({human_bytes(event.bytes_cached)}) "
+                "from the hash cache"
+            )
+
     def update_bars(self) -> None:
         if self.progress is None:
             return

@@ -135,6 +135,18 @@ def config_path() -> Path:
     return Path(platformdirs.user_config_dir("p2pcp", appauthor=False)) / CONFIG_FILE_NAME
 
 
+def cache_dir() -> Path:
+    """Where p2pcp keeps what it can rebuild (the sender's hash cache):
+    ``$P2PCP_HOME/cache`` when P2PCP_HOME is set, else the user cache dir
+    (``~/.cache/p2pcp`` on Linux)."""
+    home = home_override()
+    if home is not None:
+        return home / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("p2pcp", appauthor=False))
+
+
 def _read_file(path: Path) -> dict[str, object]:
     if sys.version_info >= (3, 11):
         import tomllib

@@ -232,3 +232,15 @@ class Connecting:
     node: str
     address_count: int
     relay_url: RelayUrl | None
+
+
+@dataclass(frozen=True)
+class ImportFinished:
+    """The sender's import is done: ``files_hashed`` files
+    (``bytes_hashed`` bytes) were read and hashed, ``files_cached``
+    (``bytes_cached``) came from the hash cache unread."""
+
+    files_hashed: int
+    bytes_hashed: int
+    files_cached: int
+    bytes_cached: int

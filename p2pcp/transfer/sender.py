@@ -13,6 +13,7 @@ from p2pcp.core.identity import SecretKey, load_or_create_secret_key
 from p2pcp.core.ticket import Ticket, TicketKind, TicketType, encode_ticket
 from p2pcp.net import Endpoint, EndpointConfig
 from p2pcp.transfer import events
+from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.provider import Provider
 from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.source import Collection, import_scan, scan_paths
@@ -83,7 +84,19 @@ async def _import(options: SendOptions, emit: Emit) -> Collection:
         done += count
         loop.call_soon_threadsafe(emit, events.ImportProgressed(done, total))
 
-    return await asyncio.to_thread(import_scan, scan, on_bytes)
+    # The hash cache (hashcache.py): unchanged files are not read again.
+    cache = await asyncio.to_thread(HashCache.open_default)
+    try:
+        collection = await asyncio.to_thread(import_scan, scan, on_bytes, cache=cache)
+    finally:
+        await asyncio.to_thread(cache.close)
+    stats = collection.stats
+    emit(
+        events.ImportFinished(
+            stats.files_hashed, stats.bytes_hashed, stats.files_cached, stats.bytes_cached
+        )
+    )
+    return collection
 
 
 def announce(

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,9 +46,18 @@ from pathlib import Path
 
 from p2pcp.blobs.collection import MODE_BITS, Entry, Manifest, encode_manifest
 from p2pcp.blobs.names import display_path, unsafe_reason
-from p2pcp.blobs.tree import LEAF_SIZE, Outboard, TreeBuilder, hash_leaf, hash_root
+from p2pcp.blobs.tree import (
+    HASH_BYTES,
+    LEAF_SIZE,
+    Outboard,
+    TreeBuilder,
+    hash_leaf,
+    hash_root,
+    leaf_count,
+)
 from p2pcp.core.defaults import IMPORT_READ_BYTES
 from p2pcp.core.errors import P2pcpError, StorageError, UsageError
+from p2pcp.transfer.hashcache import CachedHash, HashCache, is_racy
 
 ProgressCallback = Callable[[int], None]
 
@@ -110,6 +120,17 @@ class BlobIndex:
         return len(self._small) + len(self._large)
 
 
+@dataclass(frozen=True)
+class ImportStats:
+    """What an import read: files (and their bytes) hashed, and those the
+    hash cache knew, so nothing of them was read."""
+
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    files_cached: int = 0
+    bytes_cached: int = 0
+
+
 @dataclass
 class Collection:
     manifest: Manifest
@@ -117,6 +138,7 @@ class Collection:
     manifest_outboard: Outboard
     blobs: BlobIndex
     skipped: list[str] = field(default_factory=list)
+    stats: ImportStats = field(default_factory=ImportStats)
 
     @property
     def root(self) -> bytes:
@@ -274,104 +296,223 @@ def scan_paths(paths: list[Path], *, strict: bool = False) -> Scan:
     return scan
 
 
-def _hash_small(path: str, size: int) -> tuple[int, bytes]:
-    """A file of at most one leaf: (bytes read, its leaf hash). Reads one
-    byte more than ``size`` so that a file that grew is noticed."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
+# A file that changes while it is read is read again, up to this many reads
+# in all (a file changed within the racy margin needs two that agree), then
+# skipped as "changed while it was being read".
+READ_ATTEMPTS = 4
+CHANGED_REASON = "changed while it was being read"
+
+
+@dataclass(frozen=True, slots=True)
+class HashedFile:
+    """A file hashed from one version of its bytes: ``st`` is the fstat
+    taken before they were read (size, mode and mtime of that version),
+    ``outboard`` None for one leaf or less, ``is_cached`` when the hash
+    cache knew it and nothing was read."""
+
+    st: os.stat_result
+    root: bytes
+    outboard: Outboard | None
+    is_cached: bool = False
+
+
+class _Changed:
+    """The file kept changing while it was read (READ_ATTEMPTS times)."""
+
+
+_CHANGED = _Changed()
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _from_cache(st: os.stat_result, hit: CachedHash) -> HashedFile | None:
+    """A cache hit as a HashedFile, or None if it does not hold together."""
+    if st.st_size <= LEAF_SIZE:
+        return HashedFile(st, hit.root, None, True) if hit.leaf_hashes is None else None
+    if hit.leaf_hashes is None or len(hit.leaf_hashes) != HASH_BYTES * leaf_count(st.st_size):
+        return None
+    outboard = Outboard.from_leaf_hashes(st.st_size, hit.leaf_hashes, None)
+    return HashedFile(st, hit.root, outboard, True) if outboard.root == hit.root else None
+
+
+def _read_fd(fd: int, size: int, progress: _Progress | None) -> tuple[int, bytes, Outboard | None]:
+    """Read and hash an open file expected to hold ``size`` bytes: (bytes
+    read, root, outboard or None for one leaf). Reads at most ``size + 1``
+    bytes, so that a file that grew is noticed without reading on forever."""
+    if size <= LEAF_SIZE:
         data = os.read(fd, size + 1)
-        if len(data) == size:  # a short read of a file that kept its size: read on
-            while chunk := os.read(fd, 1):
-                data += chunk
-    finally:
-        os.close(fd)
-    return len(data), hash_leaf(data)
+        while 0 < len(data) < size:  # a short read: read on
+            chunk = os.read(fd, size + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if progress is not None:
+            progress.count(len(data))
+        return len(data), hash_root(hash_leaf(data), len(data)), None
+    # The sender needs only the tree; the receiver computes and reports the
+    # standard BLAKE3 of what it verified.
+    builder = TreeBuilder(with_blake3=False)
+    buffer = bytearray(IMPORT_READ_BYTES)
+    view = memoryview(buffer)
+    length = 0
+    with open(fd, "rb", buffering=0, closefd=False) as handle:
+        while length <= size:
+            count = handle.readinto(view[: min(len(buffer), size + 1 - length)])
+            if not count:
+                break
+            builder.update(view[:count])
+            length += count
+            if progress is not None:
+                progress.count(count)
+    outboard = builder.finalize()
+    if length <= LEAF_SIZE:
+        return length, outboard.root, None
+    return length, outboard.root, outboard
 
 
-# A small file's (size read, leaf hash), the OSError that stopped it, or
-# None for a larger file (hashed by the caller, which reports its progress).
-_Hashed = tuple[int, bytes] | OSError | None
+def hash_consistent(
+    path: str,
+    cache: HashCache | None = None,
+    *,
+    max_size: int | None = None,
+    progress: _Progress | None = None,
+) -> HashedFile | _Changed | None:
+    """Hash one version of the file at ``path`` (see the module: fstat before
+    and after each read; a racy file read twice), from ``cache`` when it
+    knows the file and into it when it did not. ``_CHANGED`` when it kept
+    changing; None when it is larger than ``max_size`` (left to the caller).
+    OSError when it cannot be opened or read."""
+    previous: tuple[tuple[int, int, int, int, int], bytes] | None = None
+    for attempt in range(READ_ATTEMPTS):
+        started_ns = time.time_ns()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            before = os.fstat(fd)
+            if max_size is not None and before.st_size > max_size:
+                return None
+            if cache is not None:
+                hit = cache.lookup(path, before)
+                found = None if hit is None else _from_cache(before, hit)
+                if found is not None:
+                    return found
+            if progress is not None and attempt:
+                progress.file_restarted()
+            length, root, outboard = _read_fd(fd, before.st_size, progress)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        stamp = _stamp(before)
+        if length != before.st_size or stamp != _stamp(after):
+            previous = None
+            continue
+        if is_racy(before, started_ns) and previous != (stamp, root):
+            # Changed within a timestamp tick of this read: a write during
+            # it may not show in the times. Accept it only when a second
+            # read of the same stamp gives the same bytes.
+            previous = (stamp, root)
+            continue
+        if cache is not None:
+            leaves = None if outboard is None else outboard.leaf_hashes
+            cache.remember(path, before, root, leaves, started_ns=started_ns)
+        return HashedFile(before, root, outboard)
+    return _CHANGED
 
 
-def _hash_found(scan: Scan, found: _Found) -> _Hashed:
+# A small file's HashedFile, the OSError that stopped it, _CHANGED, or None
+# for a larger file (hashed by the caller, which reports its progress).
+_Result = HashedFile | OSError | _Changed | None
+
+
+def _hash_found(scan: Scan, found: _Found, cache: HashCache | None) -> _Result:
     if found.size > LEAF_SIZE:
         return None
     try:
-        return _hash_small(scan.disk_path(found.rel), found.size)
+        return hash_consistent(scan.disk_path(found.rel), cache, max_size=LEAF_SIZE)
     except OSError as exc:
         return exc
 
 
-def _hash_chunk(scan: Scan, chunk: list[_Found]) -> list[_Hashed]:
-    return [_hash_found(scan, found) for found in chunk]
+def _hash_chunk(scan: Scan, chunk: list[_Found], cache: HashCache | None) -> list[_Result]:
+    return [_hash_found(scan, found, cache) for found in chunk]
 
 
-def _hash_all(scan: Scan) -> Iterator[tuple[_Found, _Hashed]]:
+def _hash_all(scan: Scan, cache: HashCache | None) -> Iterator[tuple[_Found, _Result]]:
     """Every file of the scan with its small-file hash, in scan order. Small
-    files are hashed in chunks on IMPORT_THREADS threads, at most twice that
-    many chunks ahead (so memory does not grow with the number of files)."""
+    files are hashed (or found in the cache) in chunks on IMPORT_THREADS
+    threads, at most twice that many chunks ahead (so memory does not grow
+    with the number of files)."""
     chunks = [
         scan.files[at : at + IMPORT_CHUNK_FILES]
         for at in range(0, len(scan.files), IMPORT_CHUNK_FILES)
     ]
     if len(chunks) <= 1:
         for chunk in chunks:
-            yield from zip(chunk, _hash_chunk(scan, chunk), strict=True)
+            yield from zip(chunk, _hash_chunk(scan, chunk, cache), strict=True)
         return
     ahead = 2 * IMPORT_THREADS
     with ThreadPoolExecutor(IMPORT_THREADS, thread_name_prefix="p2pcp-import") as pool:
-        futures = deque(pool.submit(_hash_chunk, scan, chunk) for chunk in chunks[:ahead])
+        futures = deque(pool.submit(_hash_chunk, scan, chunk, cache) for chunk in chunks[:ahead])
         try:
             for number, chunk in enumerate(chunks):
                 results = futures.popleft().result()
                 if number + ahead < len(chunks):
-                    futures.append(pool.submit(_hash_chunk, scan, chunks[number + ahead]))
+                    futures.append(pool.submit(_hash_chunk, scan, chunks[number + ahead], cache))
                 yield from zip(chunk, results, strict=True)
         finally:
             for future in futures:
                 future.cancel()
 
 
-def import_scan(scan: Scan, on_bytes: ProgressCallback | None = None) -> Collection:
+def import_scan(
+    scan: Scan, on_bytes: ProgressCallback | None = None, *, cache: HashCache | None = None
+) -> Collection:
     """Hash what a scan found into a collection. Blocking: run it in a thread.
 
-    A file inside a folder that cannot be read is skipped (``scan.skip``);
-    its bytes still count towards ``on_bytes``, so progress ends at the
-    total the scan announced. ``on_bytes`` is called from this thread: as a
-    large file is read, and once per IMPORT_READ_BYTES of small files."""
+    A file inside a folder that cannot be read, or that kept changing while
+    it was read, is skipped (``scan.skip``); its bytes still count towards
+    ``on_bytes``, so progress ends at the total the scan announced.
+    ``on_bytes`` is called from this thread: as a large file is read, and
+    once per IMPORT_READ_BYTES of small files. ``cache``: files it knows
+    (same inode, size, mtime and ctime) are not read; the others go into it
+    (the caller flushes and closes it)."""
     entries: list[Entry] = []
     blobs = BlobIndex(scan.bases)
     progress = _Progress(on_bytes)
-    for found, small in _hash_all(scan):
+    counts = [0, 0, 0, 0]  # files hashed, bytes hashed, files cached, bytes cached
+    for found, small in _hash_all(scan, cache):
         progress.file_started()
-        outboard: Outboard | None = None
-        hashed: tuple[int, bytes] | OSError
+        result: HashedFile | OSError | _Changed | None = small
         if small is None:
-            # The sender needs only the tree; the receiver computes and
-            # reports the standard BLAKE3 of what it verified.
             try:
-                path = Path(scan.disk_path(found.rel))
-                outboard = _hash(path, progress.count, with_blake3=False)
-                hashed = (outboard.size, outboard.root)
+                result = hash_consistent(scan.disk_path(found.rel), cache, progress=progress)
             except OSError as exc:
-                hashed = exc
-        else:
-            hashed = small
-            progress.count_small(found.size)
-        if isinstance(hashed, OSError):
-            if "/" not in found.rel:  # a PATH given by name
-                raise StorageError(f"cannot read {display_path(found.rel)}: {_why(hashed)}")
-            scan.skip(found.rel, _why(hashed))
+                result = exc
+        if small is None or isinstance(result, (OSError, _Changed)):
             progress.count_rest(found.size)
+        else:
+            progress.count_small(found.size)
+        if isinstance(result, OSError):
+            if "/" not in found.rel:  # a PATH given by name
+                raise StorageError(f"cannot read {display_path(found.rel)}: {_why(result)}")
+            scan.skip(found.rel, _why(result))
             continue
-        size = hashed[0]
-        if size != found.size:
-            raise StorageError(
-                f"{display_path(scan.disk_path(found.rel))} changed size while it was being read"
-            )
-        root = bytes(hashed[1]) if outboard is not None else hash_root(hashed[1], size)
-        blobs.add(root, found.rel, outboard)
-        entries.append(Entry(found.rel, found.size, root, found.mode, found.mtime_ns))
+        if not isinstance(result, HashedFile):  # kept changing
+            if "/" not in found.rel:
+                raise StorageError(
+                    f"{display_path(scan.disk_path(found.rel))} {CHANGED_REASON}: "
+                    "send it again when it is no longer being written"
+                )
+            scan.skip(found.rel, CHANGED_REASON)
+            continue
+        st = result.st
+        at = 2 if result.is_cached else 0
+        counts[at] += 1
+        counts[at + 1] += st.st_size
+        blobs.add(result.root, found.rel, result.outboard)
+        mode = stat.S_IMODE(st.st_mode) & MODE_BITS
+        entries.append(Entry(found.rel, st.st_size, result.root, mode, st.st_mtime_ns))
     progress.flush()
     if not entries and not scan.empty_dirs:
         raise UsageError(f"nothing to send: every item in {display_path(scan.name)} was skipped")
@@ -385,26 +526,34 @@ def import_scan(scan: Scan, on_bytes: ProgressCallback | None = None) -> Collect
         manifest_outboard=Outboard.from_bytes(manifest_bytes),
         blobs=blobs,
         skipped=scan.skipped,
+        stats=ImportStats(*counts),
     )
 
 
 class _Progress:
     """Hands hashed byte counts to a progress callback: a large file's as
     it is read, small files' gathered (a call per file would cost more than
-    hashing a small file)."""
+    hashing a small file). A file read again (it changed) counts once."""
 
     def __init__(self, on_bytes: ProgressCallback | None) -> None:
         self.on_bytes = on_bytes
         self.unreported = 0  # small files' bytes not yet handed on
-        self.read = 0  # of the current file
+        self.read = 0  # of the current file, in this read
+        self.shown = 0  # of the current file, handed on
 
     def file_started(self) -> None:
+        self.read = 0
+        self.shown = 0
+
+    def file_restarted(self) -> None:
         self.read = 0
 
     def count(self, chunk: int) -> None:
         self.read += chunk
-        if self.on_bytes is not None:
-            self.on_bytes(chunk)
+        if self.read > self.shown:
+            if self.on_bytes is not None:
+                self.on_bytes(self.read - self.shown)
+            self.shown = self.read
 
     def count_small(self, size: int) -> None:
         self.unreported += size
@@ -412,9 +561,11 @@ class _Progress:
             self.flush()
 
     def count_rest(self, size: int) -> None:
-        """A skipped file still counts in full."""
-        if size > self.read:
-            self.count(size - self.read)
+        """A file's bytes not yet counted (cached, skipped, or shrunk)."""
+        if size > self.shown:
+            if self.on_bytes is not None:
+                self.on_bytes(size - self.shown)
+            self.shown = size
 
     def flush(self) -> None:
         if self.on_bytes is not None and self.unreported:

@@ -1,0 +1,417 @@
+"""The hash cache: a file's root (and leaf hashes) remembered by its inode.
+
+A second ``send`` of a folder that did not change reads none of its files:
+``import_scan`` looks each file up here by what ``fstat`` says of it and
+hashes only the files it does not find. The receiver (``--update``) uses
+it the same way for the files already in its output folder.
+
+The cache is one SQLite file, ``<cache dir>/hashes.sqlite`` (see
+``core.config.cache_dir``: ``$P2PCP_HOME/cache`` or the user cache dir),
+in WAL mode. Rules:
+
+- **Never trusted for a file that changed.** An entry is keyed by
+  (st_dev, st_ino) and matches only when size, mtime_ns AND ctime_ns are
+  all the same as the file's now. ctime cannot be set by a user (``touch
+  -d`` and ``os.utime`` move it to now), so a file rewritten and given its
+  old mtime back still misses; a new file at the same path has a new inode
+  (or, for a reused inode, a newer ctime: see the next rule).
+- **No racy entries** (git's "racy clean" rule). A timestamp is taken from
+  a clock that ticks (the kernel's coarse clock: 1-10 ms; whole seconds
+  on some file systems, two on FAT). A file written within the same tick
+  as the stat taken before hashing can change without its mtime or ctime
+  changing, and an entry made from it would then be trusted for content
+  it never held. So an entry is stored only when the file's mtime and
+  ctime are older than the moment the read started by more than
+  ``racy_margin_ns`` (that tick, with room to spare); a file changed in
+  that margin is simply hashed again next time. The same rule makes a
+  reused inode safe: a file created after the hashing started has a
+  ctime newer than any stored one.
+- **Crash-safe.** Every write is a SQLite transaction in WAL mode
+  (synchronous=NORMAL: a killed process loses nothing committed, a power
+  cut at most the last transactions, never consistency). A file that is
+  not a database or is damaged is moved aside (``hashes.sqlite.corrupt``)
+  and a new one made; whatever still fails makes a *disabled* cache that
+  caches nothing. Nothing here ever raises to the user: a cache that does
+  not work only costs the time to hash.
+- **Several processes at once.** SQLite's locks keep them apart; a writer
+  waits at most ``BUSY_TIMEOUT_S`` for another, and a lookup or a write
+  that still finds the database locked is a miss or a write dropped,
+  never a hang or an error.
+- **Bounded**: at most ``MAX_ENTRIES`` entries and ``MAX_LEAF_HASH_BYTES``
+  of stored leaf hashes; the least recently used entries go first.
+- **Private**: the folder is made 0700 and the file 0600 (SQLite gives its
+  -wal and -shm files the database's mode): paths are not stored, but
+  inode numbers and hashes of a user's files are nobody else's business.
+- **Batched**: ``remember`` queues; the queue is written in one
+  transaction per ``BATCH_ENTRIES`` (100,000 small files cost a few
+  commits, not 100,000), and by ``flush`` and ``close``.
+
+Threads: every method may be called from any thread (one lock around the
+connection); ``import_scan`` looks up and remembers from its hashing
+threads. ``close`` ends it; calls after it do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pcp.core.config import cache_dir
+
+CACHE_FILE_NAME = "hashes.sqlite"
+SCHEMA_VERSION = 1
+
+# Bounds. An entry of a small file costs about 100 bytes in the file, so
+# 250,000 of them (a large home folder's worth of files, more than any one
+# backup set we aim at) cost about 25 MB. Leaf hashes are 32 bytes per
+# 256 KiB leaf (1/8192 of the data): 128 MiB of them describe 1 TiB of
+# large files, about the most one machine would send; one file's are
+# stored only up to a quarter of that (a 256 GiB file), so a single huge
+# file cannot push everything else out.
+MAX_ENTRIES = 250_000
+MAX_LEAF_HASH_BYTES = 128 * 1024 * 1024
+MAX_ENTRY_LEAF_HASH_BYTES = MAX_LEAF_HASH_BYTES // 4
+# When over a bound, evict down to this fraction of it, so that eviction
+# (an ordered scan of the table) runs seldom.
+EVICT_TO_FRACTION = 0.9
+# Entries queued before they are written in one transaction.
+BATCH_ENTRIES = 20_000
+# A hit refreshes the entry's last use at most this often (a write per hit
+# would make a cached run cost as many writes as a first one).
+TOUCH_INTERVAL_S = 3600
+# How long a write waits for another process's transaction.
+BUSY_TIMEOUT_S = 1.0
+# The racy margin: Linux stamps files from a clock that ticks every 1 to
+# 10 ms (CONFIG_HZ), so 100 ms is one tick with ample room for the clock
+# being read at slightly different moments. A file whose times are whole
+# seconds lives on a file system that keeps seconds (or FAT's 2 s): 3 s.
+RACY_MARGIN_NS = 100_000_000
+COARSE_RACY_MARGIN_NS = 3_000_000_000
+
+_I64 = 1 << 63
+
+
+def racy_margin_ns(st: os.stat_result) -> int:
+    """How much older than "now" a file's timestamps must be before its
+    content can no longer change without them changing (see the module)."""
+    if st.st_mtime_ns % 1_000_000_000 == 0 and st.st_ctime_ns % 1_000_000_000 == 0:
+        return COARSE_RACY_MARGIN_NS
+    return RACY_MARGIN_NS
+
+
+def is_racy(st: os.stat_result, started_ns: int) -> bool:
+    """Whether ``st`` (taken just after ``started_ns``, ``time.time_ns()``)
+    is too recent to prove that the content did not change in its tick."""
+    newest = max(st.st_mtime_ns, st.st_ctime_ns)
+    return newest >= started_ns - racy_margin_ns(st)
+
+
+def _signed(value: int) -> int:
+    """An unsigned 64-bit number (st_dev, st_ino) as SQLite's signed INTEGER."""
+    return value - (1 << 64) if value >= _I64 else value
+
+
+@dataclass(frozen=True)
+class CachedHash:
+    """What the cache knows of a file: its blob root, its size, and its
+    leaf hashes when it is larger than one leaf (None: one leaf or less)."""
+
+    root: bytes
+    size: int
+    leaf_hashes: bytes | None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hashes (
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    leaves BLOB,
+    leaf_bytes INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (dev, ino)
+);
+CREATE INDEX IF NOT EXISTS hashes_used ON hashes (used);
+"""
+
+_Row = tuple[int, int, int, int, int, bytes, bytes | None, int, int]
+
+
+class HashCache:
+    """See the module. ``HashCache.open_default()`` for the user's cache,
+    ``HashCache.open(path)`` for a given file, ``HashCache.disabled()`` for
+    one that caches nothing."""
+
+    def __init__(self, connection: sqlite3.Connection | None, path: Path | None) -> None:
+        self._connection = connection
+        self.path = path
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, int], _Row] = {}
+        self._touched: set[tuple[int, int]] = set()
+        self._inserted = 0
+
+    # -- opening ---------------------------------------------------------
+
+    @classmethod
+    def disabled(cls) -> HashCache:
+        return cls(None, None)
+
+    @classmethod
+    def open_default(cls) -> HashCache:
+        """The user's cache (a disabled one if it cannot be had)."""
+        return cls.open(cache_dir() / CACHE_FILE_NAME)
+
+    @classmethod
+    def open(cls, path: Path) -> HashCache:
+        """The cache in ``path`` (made if missing; moved aside and made
+        again if it is not a usable database); disabled when that fails."""
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.chmod(path.parent, 0o700)
+        except OSError:
+            return cls.disabled()
+        for attempt in range(2):
+            try:
+                return cls(_connect(path), path)
+            except sqlite3.OperationalError:
+                return cls.disabled()  # locked, read-only, no space, ...: no cache this run
+            except (sqlite3.DatabaseError, ValueError):
+                if attempt == 0 and _move_aside(path):
+                    continue
+                return cls.disabled()
+            except OSError:
+                return cls.disabled()
+        return cls.disabled()
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._connection is not None
+
+    # -- use ---------------------------------------------------------------
+
+    def lookup(self, path: str | os.PathLike[str], st: os.stat_result) -> CachedHash | None:
+        """The file's hashes if it is known with this very dev, inode,
+        size, mtime and ctime; else None. (``path`` only names it.)"""
+        key = (_signed(st.st_dev), _signed(st.st_ino))
+        with self._lock:
+            connection = self._connection
+            if connection is None:
+                return None
+            row: tuple[int, int, int, bytes, bytes | None, int] | None
+            pending = self._pending.get(key)
+            if pending is not None:
+                row = (pending[2], pending[3], pending[4], pending[5], pending[6], pending[8])
+            else:
+                try:
+                    row = connection.execute(
+                        "SELECT size, mtime_ns, ctime_ns, root, leaves, used FROM hashes"
+                        " WHERE dev = ? AND ino = ?",
+                        key,
+                    ).fetchone()
+                except sqlite3.OperationalError:
+                    return None
+                except sqlite3.DatabaseError:
+                    self._broken()
+                    return None
+            if row is None:
+                return None
+            size, mtime_ns, ctime_ns, root, leaves, used = row
+            if (size, mtime_ns, ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                return None
+            if used < int(time.time()) - TOUCH_INTERVAL_S:
+                self._touched.add(key)
+        return CachedHash(bytes(root), size, None if leaves is None else bytes(leaves))
+
+    def remember(
+        self,
+        path: str | os.PathLike[str],
+        st: os.stat_result,
+        root: bytes,
+        leaf_hashes: bytes | None,
+        *,
+        started_ns: int | None = None,
+    ) -> None:
+        """Remember that the file ``st`` describes hashed to ``root``.
+
+        ``st`` must be the stat taken BEFORE the bytes were read, and the
+        read must have been checked against a stat taken after it (the
+        file did not change meanwhile). ``started_ns``: ``time.time_ns()``
+        taken just before ``st``; without it, now. A racy entry (the file
+        changed within the racy margin of that moment) is not stored."""
+        if started_ns is None:
+            started_ns = time.time_ns()
+        if is_racy(st, started_ns):
+            return
+        leaf_bytes = 0 if leaf_hashes is None else len(leaf_hashes)
+        if leaf_bytes > MAX_ENTRY_LEAF_HASH_BYTES:
+            return
+        key = (_signed(st.st_dev), _signed(st.st_ino))
+        row: _Row = (
+            key[0],
+            key[1],
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            bytes(root),
+            None if leaf_hashes is None else bytes(leaf_hashes),
+            leaf_bytes,
+            int(time.time()),
+        )
+        with self._lock:
+            if self._connection is None:
+                return
+            self._pending[key] = row
+            if len(self._pending) >= BATCH_ENTRIES:
+                self._write_locked()
+
+    def flush(self) -> None:
+        """Write what is queued (one transaction), then keep to the bounds."""
+        with self._lock:
+            self._write_locked()
+            if self._inserted:
+                self._evict_locked()
+
+    def close(self) -> None:
+        """Flush, then let go of the file. Never raises."""
+        self.flush()
+        with self._lock:
+            connection, self._connection = self._connection, None
+            self._pending.clear()
+            self._touched.clear()
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    def __enter__(self) -> HashCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- inside the lock -------------------------------------------------------
+
+    def _write_locked(self) -> None:
+        connection = self._connection
+        if connection is None or not (self._pending or self._touched):
+            return
+        rows = list(self._pending.values())
+        touched = [(int(time.time()), dev, ino) for dev, ino in self._touched]
+        self._pending.clear()
+        self._touched.clear()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                connection.executemany(
+                    "UPDATE hashes SET used = ? WHERE dev = ? AND ino = ?", touched
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError:
+            return  # locked by another process past the timeout, or no space: dropped
+        except sqlite3.DatabaseError:
+            self._broken()
+            return
+        self._inserted += len(rows)
+
+    def _evict_locked(self) -> None:
+        """Drop the least recently used entries while over a bound."""
+        connection = self._connection
+        if connection is None:
+            return
+        self._inserted = 0
+        try:
+            count, leaf_bytes = connection.execute(
+                "SELECT count(*), coalesce(sum(leaf_bytes), 0) FROM hashes"
+            ).fetchone()
+            if count <= MAX_ENTRIES and leaf_bytes <= MAX_LEAF_HASH_BYTES:
+                return
+            drop_count = max(0, count - int(MAX_ENTRIES * EVICT_TO_FRACTION))
+            drop_bytes = max(0, leaf_bytes - int(MAX_LEAF_HASH_BYTES * EVICT_TO_FRACTION))
+            victims: list[tuple[int, int]] = []
+            freed = 0
+            for dev, ino, size in connection.execute(
+                "SELECT dev, ino, leaf_bytes FROM hashes ORDER BY used, rowid"
+            ):
+                if len(victims) >= drop_count and freed >= drop_bytes:
+                    break
+                victims.append((dev, ino))
+                freed += size
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany("DELETE FROM hashes WHERE dev = ? AND ino = ?", victims)
+                connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError:
+            return
+        except sqlite3.DatabaseError:
+            self._broken()
+
+    def _broken(self) -> None:
+        """The file turned out damaged: stop using it, move it aside (the
+        next run makes a new one)."""
+        connection, self._connection = self._connection, None
+        self._pending.clear()
+        self._touched.clear()
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+        if self.path is not None:
+            _move_aside(self.path)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open (or make) the cache file: 0600, WAL, the schema in place."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    connection = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            # A later p2pcp's cache: leave it alone, cache nothing.
+            raise sqlite3.OperationalError(f"unknown hash cache version {version}")
+        if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise sqlite3.OperationalError("the hash cache cannot use WAL mode")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        if version == 0:
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # Reads the table's first page: a damaged file fails here, not later.
+        connection.execute("SELECT count(*) FROM (SELECT 1 FROM hashes LIMIT 1)").fetchone()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _move_aside(path: Path) -> bool:
+    """Rename a damaged cache (and its -wal, -shm) out of the way."""
+    try:
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.unlink(path.with_name(path.name + suffix))
+    return True
