@@ -112,7 +112,7 @@ BYTES_GOAL = 1.1
 # The share's hash cache leaves out a file changed in the last moments (its
 # entry could be racy); the bench lets the generated files age this long
 # before the share first hashes them, as a backup's files have.
-SETTLE_S = 3.0
+SETTLE_S = 3.5
 
 os.environ["P2PCP_LAN"] = "off"  # no multicast DNS on the host's network
 
@@ -500,7 +500,7 @@ class Backup:
         share_events = [
             e
             for e in json_lines(sender.log, send_log_start)
-            if e.get("event") in ("snapshot", "import_done")
+            if e.get("event") in ("snapshot", "import_done") or "files_hashed" in e
         ]
         kinds: dict[str, int] = {}
         for e in events:
