@@ -22,7 +22,15 @@ Rules:
   modification time.
 - Symbolic links to files are sent as the files they point to; links to
   folders are not followed (no loops, no surprises) and are reported as
-  skipped, as are sockets, FIFOs, devices and broken links.
+  skipped, as are sockets, FIFOs, devices and broken links. With
+  ``links`` (``send --links``), every symbolic link inside a folder is
+  sent as a link instead: its target text exactly as ``readlink`` gives
+  it, never followed. A PATH given by name is always followed.
+- A ``ScanFilter`` (``exclude.py``: ``--exclude``, ``--exclude-from``,
+  ``--gitignore``) is asked about each entry of a folder before anything
+  is stat'ed; an excluded folder is never listed, an excluded item is
+  counted (``Scan.excluded``), not reported as skipped. A folder whose
+  every entry is excluded is sent as an empty folder.
 - Inside a folder, an item that cannot be read (a file that will not open
   or read, a folder that will not list) or whose path is unsafe everywhere
   (over 4096 bytes: see ``blobs.names``) is reported as skipped and the
@@ -44,7 +52,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pcp.blobs.collection import MODE_BITS, Entry, Manifest, encode_manifest
+from p2pcp.blobs.collection import (
+    MAX_LINK_TARGET_BYTES,
+    MODE_BITS,
+    Entry,
+    Link,
+    Manifest,
+    encode_manifest,
+)
 from p2pcp.blobs.names import display_path, unsafe_reason
 from p2pcp.blobs.tree import (
     HASH_BYTES,
@@ -57,6 +72,7 @@ from p2pcp.blobs.tree import (
 )
 from p2pcp.core.defaults import IMPORT_READ_BYTES
 from p2pcp.core.errors import P2pcpError, StorageError, UsageError
+from p2pcp.transfer.exclude import Rules, ScanFilter
 from p2pcp.transfer.hashcache import CachedHash, HashCache, is_racy
 
 ProgressCallback = Callable[[int], None]
@@ -198,6 +214,10 @@ class Scan:
     # Each top-level item's name -> the folder that holds it (a file's path
     # on disk is that folder joined with its manifest path).
     bases: dict[str, str] = field(default_factory=dict)
+    # Symbolic links sent as links (``links``), in walk order.
+    links: list[Link] = field(default_factory=list)
+    # Items the ScanFilter left out (an excluded folder counts once).
+    excluded: int = 0
 
     def disk_path(self, rel: str) -> str:
         return os.path.join(self.bases[rel.split("/", 1)[0]], rel)
@@ -217,14 +237,53 @@ def _found(rel: str, st: os.stat_result) -> _Found:
     return _Found(rel, st.st_size, stat.S_IMODE(st.st_mode) & MODE_BITS, st.st_mtime_ns)
 
 
-def _walk(top: Path, name: str, scan: Scan) -> None:
-    """Add the tree under folder ``top`` (sent as ``name``) to ``scan``.
+def _keep(
+    scan: Scan, rules: Rules, folder: str, folder_rel: str, entries: list[os.DirEntry[str]]
+) -> tuple[Rules, list[os.DirEntry[str]]]:
+    """The folder's rules (its own ``.gitignore`` added) and the entries
+    they do not exclude; each excluded one is counted."""
+    inside = folder_rel.partition("/")[2]  # the folder's path inside its item
+    rules = rules.enter(folder, inside, [entry.name for entry in entries])
+    kept = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)  # a link is a file to git
+        except OSError:
+            is_dir = False
+        path = f"{inside}/{entry.name}" if inside else entry.name
+        if rules.is_excluded(path, is_dir=is_dir):
+            scan.excluded += 1
+        else:
+            kept.append(entry)
+    return rules, kept
+
+
+def _add_link(scan: Scan, path: str, rel: str) -> None:
+    """Send the link at ``path`` as a link: its target text, unresolved."""
+    try:
+        target = os.readlink(path)
+    except OSError as exc:
+        scan.skip(rel, _why(exc))
+        return
+    # readlink's bytes, as the file system decoded them (like every name).
+    size = len(target.encode("utf-8", "surrogateescape"))
+    if not 0 < size <= MAX_LINK_TARGET_BYTES:
+        scan.skip(rel, f"its target is empty or longer than {MAX_LINK_TARGET_BYTES} bytes")
+    else:
+        scan.links.append(Link(rel, target))
+
+
+def _walk(
+    top: Path, name: str, scan: Scan, rules: Rules | None = None, *, keep_links: bool = False
+) -> None:
+    """Add the tree under folder ``top`` (sent as ``name``) to ``scan``,
+    leaving out what ``rules`` exclude; ``keep_links``: links as links.
 
     Depth-first with an explicit stack, children in name order, so the
     walk is as deep as the file system's paths and its output is stable."""
-    pending: list[tuple[str, str]] = [(str(top), name)]
+    pending: list[tuple[str, str, Rules | None]] = [(str(top), name, rules)]
     while pending:
-        folder, folder_rel = pending.pop()
+        folder, folder_rel, folder_rules = pending.pop()
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
@@ -233,15 +292,20 @@ def _walk(top: Path, name: str, scan: Scan) -> None:
                 raise StorageError(f"cannot list {display_path(folder)}: {_why(exc)}") from None
             scan.skip(folder_rel, _why(exc))
             continue
+        if folder_rules is not None and entries:
+            folder_rules, entries = _keep(scan, folder_rules, folder, folder_rel, entries)
         if not entries:
             scan.empty_dirs.append(folder_rel)
             continue
-        subfolders: list[tuple[str, str]] = []
+        subfolders: list[tuple[str, str, Rules | None]] = []
         for entry in entries:
             rel = f"{folder_rel}/{entry.name}"
             reason = unsafe_reason(rel)
             if reason is not None:
                 scan.skip(rel, reason, UsageError)
+                continue
+            if keep_links and entry.is_symlink():
+                _add_link(scan, entry.path, rel)
                 continue
             try:
                 st = os.stat(entry.path)  # follows links to files
@@ -254,7 +318,7 @@ def _walk(top: Path, name: str, scan: Scan) -> None:
             if entry.is_symlink() and stat.S_ISDIR(st.st_mode):
                 scan.skipped.append(f"{display_path(rel)} (link to a folder)")
             elif stat.S_ISDIR(st.st_mode):
-                subfolders.append((entry.path, rel))
+                subfolders.append((entry.path, rel, folder_rules))
             elif stat.S_ISREG(st.st_mode):
                 scan.files.append(_found(rel, st))
             else:
@@ -262,11 +326,19 @@ def _walk(top: Path, name: str, scan: Scan) -> None:
         pending.extend(reversed(subfolders))
 
 
-def scan_paths(paths: list[Path], *, strict: bool = False) -> Scan:
+def scan_paths(
+    paths: list[Path],
+    *,
+    strict: bool = False,
+    scan_filter: ScanFilter | None = None,
+    links: bool = False,
+) -> Scan:
     """Find what to send (see the module's rules; ``strict``: the first
-    unreadable or unsendable item is an error, not a skip)."""
+    unreadable or unsendable item is an error, not a skip; ``scan_filter``:
+    what to leave out; ``links``: symbolic links inside folders as links)."""
     if not paths:
         raise UsageError("nothing to send: give at least one PATH")
+    rules = None if scan_filter is None else scan_filter.rules()
     scan = Scan([], [], [], "", is_strict=strict)
     names: list[str] = []
     for given in paths:
@@ -286,7 +358,7 @@ def scan_paths(paths: list[Path], *, strict: bool = False) -> Scan:
             raise StorageError(f"cannot read {shown}: {_why(exc)}") from None
         scan.bases[name] = str(path.parent)
         if stat.S_ISDIR(st.st_mode):
-            _walk(path, name, scan)
+            _walk(path, name, scan, rules, keep_links=links)
         elif stat.S_ISREG(st.st_mode):
             scan.files.append(_found(name, st))
         else:
@@ -514,10 +586,14 @@ def import_scan(
         mode = stat.S_IMODE(st.st_mode) & MODE_BITS
         entries.append(Entry(found.rel, st.st_size, result.root, mode, st.st_mtime_ns))
     progress.flush()
-    if not entries and not scan.empty_dirs:
+    if not entries and not scan.empty_dirs and not scan.links:
         raise UsageError(f"nothing to send: every item in {display_path(scan.name)} was skipped")
     manifest = Manifest.folder(
-        scan.name, entries, scan.empty_dirs, has_several_items=scan.has_several_items
+        scan.name,
+        entries,
+        scan.empty_dirs,
+        has_several_items=scan.has_several_items,
+        links=scan.links,
     )
     manifest_bytes = encode_manifest(manifest)
     return Collection(
