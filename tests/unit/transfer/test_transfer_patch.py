@@ -1,0 +1,162 @@
+"""receive --update's plan and file work (transfer/patch.py), on real files.
+
+The plan: a leaf the base holds at its index is kept, one the old file
+holds anywhere is copied, the rest is fetched, in requests of at most
+wire.MAX_RANGES ranges that never name a leaf we have. The file work: the
+new version is built beside the old file (which is never written), and
+only a result that hashes to the root counts.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from p2pcp.blobs.encoding import LeafReceived
+from p2pcp.blobs.tree import HASH_BYTES, LEAF_SIZE, Outboard, hash_leaf
+from p2pcp.core.errors import IntegrityError, LocalProtocolError
+from p2pcp.transfer import wire
+from p2pcp.transfer.patch import (
+    PatchFile,
+    check_tree,
+    plan_patch,
+    ranges_bytes,
+    request_ranges,
+)
+
+
+def _leaves(*names: str, last: int = LEAF_SIZE) -> bytes:
+    """Leaves named by a letter each (a leaf of that byte), the last ``last`` long."""
+    data = b"".join(name.encode() * LEAF_SIZE for name in names)
+    return data[: len(data) - LEAF_SIZE + last]
+
+
+def _hashes(data: bytes) -> bytes:
+    return Outboard.from_bytes(data).leaf_hashes
+
+
+def test_plan_keeps_copies_from_any_offset_and_fetches_the_rest() -> None:
+    old = _leaves("a", "b", "c", "d")
+    new = _leaves("b", "a", "c", "x", "d")  # a and b swapped, x inserted, d moved
+    plan = plan_patch(_hashes(new), len(new), _hashes(old), _hashes(old))
+    assert plan.kept_bytes == LEAF_SIZE  # c at index 2 in both
+    assert sorted(plan.copies) == [(0, 1), (1, 0), (4, 3)]
+    assert plan.fetch == [3]
+
+
+def test_plan_matches_a_short_last_leaf_only_with_the_same_bytes() -> None:
+    old = _leaves("a", "b", last=100)
+    grown = _leaves("a", "b", "c")  # b is now a full leaf: not the old short one
+    plan = plan_patch(_hashes(grown), len(grown), _hashes(old), _hashes(old))
+    assert plan.kept_bytes == LEAF_SIZE and plan.copies == [] and plan.fetch == [1, 2]
+    shrunk = _leaves("a", last=100)
+    plan = plan_patch(_hashes(shrunk), len(shrunk), _hashes(old), _hashes(old))
+    assert plan.fetch == [0]  # "a" * 100 is no leaf of the old file
+
+
+def test_plan_uses_the_base_only_where_it_already_matches() -> None:
+    """An interrupted run's base holds new leaves at their place (kept) and
+    old ones elsewhere: copies come from the old file, never the base."""
+    old = _leaves("a", "b", "c")
+    new = _leaves("c", "b", "a")
+    base = _leaves("c", "b", "c")  # leaf 0 already copied, then a kill
+    plan = plan_patch(_hashes(new), len(new), _hashes(base), _hashes(old))
+    assert plan.kept_bytes == 2 * LEAF_SIZE
+    assert plan.copies == [(2, 0)] and plan.fetch == []
+
+
+def test_plan_with_nothing_in_common_fetches_everything() -> None:
+    new = _leaves("x", "y", last=7)
+    plan = plan_patch(_hashes(new), len(new), b"", b"")
+    assert plan.kept_bytes == 0 and plan.copies == [] and plan.fetch == [0, 1]
+    with pytest.raises(LocalProtocolError):
+        plan_patch(_hashes(new)[:HASH_BYTES], len(new), b"", b"")
+
+
+def test_requests_merge_runs_and_name_only_missing_leaves() -> None:
+    assert request_ranges([]) == []
+    assert request_ranges([3, 4, 5, 9, 11, 12]) == [((3, 6), (9, 10), (11, 13))]
+    with pytest.raises(LocalProtocolError):
+        request_ranges([4, 3])
+
+
+def test_requests_hold_at_most_max_ranges_each() -> None:
+    missing = list(range(0, 2 * 2500, 2))  # 2,500 isolated leaves
+    requests = request_ranges(missing)
+    assert [len(ranges) for ranges in requests] == [wire.MAX_RANGES, wire.MAX_RANGES, 452]
+    asked = [leaf for ranges in requests for start, end in ranges for leaf in range(start, end)]
+    assert asked == missing
+    for ranges in requests:  # each one a valid GET
+        wire.decode_request(wire.encode_request(wire.GetRequest(bytes(32), ranges)))
+    assert ranges_bytes(((0, 2), (5, 6)), 5 * LEAF_SIZE + 10) == 2 * LEAF_SIZE + 10
+
+
+def test_check_tree_refuses_hashes_that_do_not_make_the_root() -> None:
+    data = random.Random(3).randbytes(3 * LEAF_SIZE + 5)
+    outboard = Outboard.from_bytes(data)
+    check_tree(outboard.root, len(data), outboard.leaf_hashes, "f")
+    lie = bytearray(outboard.leaf_hashes)
+    lie[40] ^= 1
+    with pytest.raises(IntegrityError):
+        check_tree(outboard.root, len(data), bytes(lie), "f")
+    with pytest.raises(IntegrityError):
+        check_tree(outboard.root, len(data), outboard.leaf_hashes[:-HASH_BYTES], "f")
+
+
+def _leaf(data: bytes, index: int) -> LeafReceived:
+    piece = data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
+    return LeafReceived(index, index * LEAF_SIZE, piece, hash_leaf(piece))
+
+
+def test_patch_file_builds_the_new_version_and_leaves_the_old_one_alone(tmp_path: Path) -> None:
+    rng = random.Random(8)
+    blocks = [rng.randbytes(LEAF_SIZE) for _ in range(6)]
+    old_data = b"".join(blocks)
+    new_data = blocks[3] + blocks[0] + rng.randbytes(LEAF_SIZE) + blocks[5] + b"tail"
+    old = tmp_path / "file"
+    old.write_bytes(old_data)
+    new = Outboard.from_bytes(new_data)
+    patch = PatchFile(tmp_path / "x.patch", old, new.root, len(new_data), new.leaf_hashes)
+    plan = patch.prepare(None)
+    assert plan.fetch == [2, 4]  # the new leaf and the short tail
+    assert patch.reused_bytes == 3 * LEAF_SIZE
+    patch.write_leaves([_leaf(new_data, 2), _leaf(new_data, 4)])
+    assert patch.finish()
+    assert (tmp_path / "x.patch").read_bytes() == new_data
+    assert patch.result is not None and patch.result.root == new.root
+    assert old.read_bytes() == old_data
+
+
+def test_patch_file_refuses_a_leaf_that_is_not_its_hash(tmp_path: Path) -> None:
+    new_data = random.Random(9).randbytes(2 * LEAF_SIZE)
+    new = Outboard.from_bytes(new_data)
+    patch = PatchFile(tmp_path / "y.patch", None, new.root, len(new_data), new.leaf_hashes)
+    assert patch.prepare(None).fetch == [0, 1]
+    good = _leaf(new_data, 0)
+    with pytest.raises(IntegrityError):
+        patch.write_leaves([LeafReceived(0, 0, b"x" + good.data[1:], good.hash)])
+    patch.close()
+
+
+def test_a_stale_base_is_planned_again_from_its_real_hashes(tmp_path: Path) -> None:
+    """A ``.patch`` left by a run, damaged since: the result does not hash
+    to the root, and the second plan (from the result's own hashes) fetches
+    exactly the damaged leaf."""
+    rng = random.Random(10)
+    new_data = rng.randbytes(4 * LEAF_SIZE)
+    new = Outboard.from_bytes(new_data)
+    path = tmp_path / "z.patch"
+    path.write_bytes(new_data)
+    patch = PatchFile(path, None, new.root, len(new_data), new.leaf_hashes)
+    patch.base_hashes = new.leaf_hashes  # what the plan believes
+    assert patch.prepare(None).fetch == []
+    with open(path, "r+b") as handle:  # the base changes under it
+        handle.seek(LEAF_SIZE + 7)
+        handle.write(b"!")
+    assert not patch.finish()
+    assert patch.prepare(None).fetch == [1]
+    patch.write_leaves([_leaf(new_data, 1)])
+    assert patch.finish()
+    assert path.read_bytes() == new_data
