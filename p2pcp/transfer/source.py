@@ -38,6 +38,22 @@ Rules:
   (StorageError for I/O, exit 1; UsageError for a name, exit 2). A PATH
   given by name that cannot be read is always an error.
 - Two PATHs with the same name are refused: they would collide on arrival.
+- A file is hashed from one version of its bytes, never a mix
+  (``hash_consistent``): the open file is fstat'ed before and after each
+  read, and a read whose size, mtime or ctime moved (or whose length is
+  not the size) is done again; a file changed within a timestamp tick of
+  the read (``hashcache.is_racy``: a write then may not move the times)
+  must give the same hash twice. One that still changes after
+  READ_ATTEMPTS reads is skipped as "changed while it was being read"
+  inside a folder (StorageError with ``strict``), and is an error when it
+  is a PATH given by name, as an unreadable one is. The manifest entry
+  takes size, mode and mtime from that version's fstat. (Timestamps cannot
+  reveal a change made through a shared memory map, nor one single write
+  call that lasts longer than the racy margin; the provider re-hashes
+  every leaf it serves, so such a file is refused to the receiver, never
+  sent wrong.)
+- With a hash cache (``hashcache.py``), a file whose inode, size, mtime
+  and ctime are those it had when it was last hashed is not read at all.
 - Every skipped item and error names its path with ``display_path``.
 """
 
