@@ -41,6 +41,14 @@ def receive(
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
     ] = False,
+    unsafe_links: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-links",
+            help="Also create the sender's symbolic links whose target is absolute or points "
+            "outside the received folder (by default they are skipped, with a warning).",
+        ),
+    ] = False,
     congestion: CongestionOption = None,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
@@ -124,6 +132,7 @@ def receive(
         ),
         retry_for_s=retry_for,
         limit_rate_bps=limit_rate_bps,
+        unsafe_links=unsafe_links,
     )
     secret_key = load_or_create_secret_key()
     with ReceiveView(mode) as view:

@@ -12,8 +12,12 @@ import typer
 from p2pcp.cli.codes import CodeOption, CodeWordsOption, NoCodeOption, VerifyOption
 from p2pcp.cli.common import (
     CongestionOption,
+    ExcludeFromOption,
+    ExcludeOption,
+    GitignoreOption,
     JsonOption,
     LimitRateOption,
+    LinksOption,
     NoRelayOption,
     QrOption,
     QuietOption,
@@ -87,6 +91,10 @@ def send(
             help="With -: the file name a receiver writing to a folder uses (default: stdin).",
         ),
     ] = None,
+    exclude: ExcludeOption = None,
+    exclude_from: ExcludeFromOption = None,
+    gitignore: GitignoreOption = False,
+    links: LinksOption = False,
     congestion: CongestionOption = None,
     relay: RelayOption = None,
     no_relay: NoRelayOption = False,
@@ -113,7 +121,13 @@ def send(
     --once, stopping it while a receiver is still fetching exits 130.
     """
     from p2pcp.cli.codes import send_code_plan, send_with_code
-    from p2pcp.cli.common import endpoint_config, path_argument, run_async, ticket_type
+    from p2pcp.cli.common import (
+        endpoint_config,
+        path_argument,
+        run_async,
+        scan_filter,
+        ticket_type,
+    )
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
     from p2pcp.cli.qr import show_qr
@@ -147,6 +161,8 @@ def send(
             port=port,
         ),
         strict=strict,
+        scan_filter=scan_filter(exclude, exclude_from, gitignore),
+        links=links,
         ticket_type=ticket_type(ticket_type_word, relay_url),
         limit_rate_bps=parse_rate(limit_rate) if limit_rate is not None else None,
     )

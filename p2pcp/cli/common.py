@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from p2pcp.core.config import Config, RelayUrl
     from p2pcp.core.ticket import TicketType
     from p2pcp.net import EndpointConfig, PathPolicy
+    from p2pcp.transfer.exclude import ScanFilter
 
 T = TypeVar("T")
 
@@ -79,6 +80,48 @@ QrOption = Annotated[
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More detail (repeat for more).")
 ]
+# What a send or a share leaves out, and its links (transfer/exclude.py);
+# ``scan_filter`` turns the first three into a ScanFilter.
+ExcludeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude",
+        metavar="PATTERN",
+        show_default=False,
+        help="Leave out what PATTERN matches (repeatable; gitignore syntax), matched against "
+        "paths inside each sent folder as a .gitignore at its top would be: '*.tmp' anywhere, "
+        "'node_modules/' folders only, '/build' only at the top, '!keep.tmp' takes a name "
+        "back. An excluded folder is not read at all; a PATH given is never excluded.",
+    ),
+]
+ExcludeFromOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--exclude-from",
+        metavar="FILE",
+        show_default=False,
+        help="Read --exclude patterns from FILE, one a line (gitignore syntax: # comments, "
+        "blank lines ignored).",
+    ),
+]
+GitignoreOption = Annotated[
+    bool,
+    typer.Option(
+        "--gitignore",
+        help="Also leave out what the .gitignore files inside the sent folders ignore (each "
+        "relative to its own folder, deeper ones overriding, ! as git does), and .git.",
+    ),
+]
+LinksOption = Annotated[
+    bool,
+    typer.Option(
+        "--links",
+        help="Send symbolic links inside the folders as links (their target text, not "
+        "followed). Without it a link to a file is sent as the file and a link to a folder "
+        "is skipped. The receiver refuses a link pointing outside what it received unless "
+        "it gives --unsafe-links.",
+    ),
+]
 
 
 def endpoint_config(
@@ -126,6 +169,19 @@ def ticket_type(text: str, relay_url: RelayUrl | None) -> TicketType:
             "--ticket-type relay needs a relay (--relay URL, P2PCP_RELAY or the config file)"
         )
     return chosen
+
+
+def scan_filter(
+    excludes: list[str] | None, exclude_from: Path | None, gitignore: bool
+) -> ScanFilter | None:
+    """The ScanFilter of --exclude, --exclude-from and --gitignore (None:
+    none given). A bad pattern or an unreadable --exclude-from file is a
+    one-line usage error (exit 2), before anything else happens."""
+    if not excludes and exclude_from is None and not gitignore:
+        return None
+    from p2pcp.transfer.exclude import ScanFilter
+
+    return ScanFilter.build(excludes or (), exclude_from, use_gitignore=gitignore)
 
 
 def path_argument(text: str, what: str) -> Path:

@@ -303,6 +303,28 @@ class ReceiveView(_View):
                 already_present=event.was_present,
             )
 
+    def _on_LinkPlaced(self, event: events.LinkPlaced) -> None:
+        if self.mode.verbosity and not event.was_present:
+            self._say(f"  {display_path(event.path)} -> {display_path(event.target)}")
+        if self.mode.is_json:
+            self.mode.json_grouped(
+                "link_done",
+                path=event.path,
+                target=event.target,
+                already_present=event.was_present,
+            )
+
+    def _on_LinkSkipped(self, event: events.LinkSkipped) -> None:
+        self._say(
+            f"warning: not creating the link {display_path(event.path)} -> "
+            f"{display_path(event.target)}: {event.reason} (--unsafe-links creates it)",
+            style="yellow",
+        )
+        if self.mode.is_json:
+            self.mode.json(
+                "link_skipped", path=event.path, target=event.target, reason=event.reason
+            )
+
     def finished(self, result: events.TransferFinished) -> None:
         self.stop_bars()
         kept = f", {human_bytes(result.bytes_present)} already here" if result.bytes_present else ""

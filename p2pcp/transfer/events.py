@@ -244,3 +244,24 @@ class ImportFinished:
     bytes_hashed: int
     files_cached: int
     bytes_cached: int
+
+
+@dataclass(frozen=True)
+class LinkPlaced:
+    """A symbolic link of the manifest is in place at ``path`` (pointing at
+    ``target``); ``was_present``: the same link was there already."""
+
+    path: str
+    target: str
+    was_present: bool = False
+
+
+@dataclass(frozen=True)
+class LinkSkipped:
+    """A symbolic link of the manifest was not created: its target is
+    unsafe (``reason``: absolute, or it leaves the received folder), and
+    the receive did not allow it (``--unsafe-links``)."""
+
+    path: str
+    target: str
+    reason: str

@@ -73,6 +73,7 @@ from p2pcp.core.ticket import Ticket, TicketKind
 from p2pcp.net import Connection, Endpoint, EndpointConfig, PathKind, PathPolicy, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
+from p2pcp.transfer.links import LinkPlan, place_links, plan_links
 from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.store import Plan, Store
 
@@ -109,6 +110,9 @@ class FetchOptions:
     # Read at most this many bytes a second (--limit-rate; ratelimit.py):
     # the reads drive QUIC's receive credit, so the sender slows too.
     limit_rate_bps: int | None = None
+    # --unsafe-links: also create links whose target leaves the received
+    # folder or is absolute (links.py; by default they are skipped).
+    unsafe_links: bool = False
 
 
 async def _request(connection: Connection, request: wire.Request) -> Stream:
@@ -314,6 +318,7 @@ class Fetcher:
         self.emit = emit
         self.bytes_received = 0
         self.bytes_resumed = 0
+        self.link_plan = LinkPlan()  # the manifest's links (links.py), planned by _start
         # When the sender's first verified byte arrived: the transfer's time
         # (``seconds``, hence the speed) runs from it, so the time spent
         # binding, joining a relay or dialling never counts as transfer.
@@ -435,6 +440,7 @@ class Fetcher:
         has_fetched_here = bool(plan.to_fetch) or progress.manifest_connection is connection
         await self._fetch_all(connection, store, plan, progress)
         store.make_empty_dirs()
+        place_links(self.options.out_dir, self.link_plan, self.emit)  # after every file
         if not has_fetched_here:
             # The sender counts DONE only from a connection that fetched
             # something (a stranger must not end `send --once`): after a
@@ -489,6 +495,13 @@ class Fetcher:
             self.options.out_dir, manifest, self.ticket.root_hash, force=self.options.force
         )
         plan = await asyncio.to_thread(store.plan)
+        self.link_plan = await asyncio.to_thread(
+            plan_links,
+            self.options.out_dir,
+            manifest,
+            replace=self.options.force or bool(getattr(self.options, "update", False)),
+            allow_unsafe=self.options.unsafe_links,
+        )
         if not manifest.files or manifest.files[0].root not in plan.to_fetch:
             _drop(progress.first_stream)  # nothing to fetch of the first file
             progress.first_stream = None

@@ -13,6 +13,7 @@ from p2pcp.core.identity import SecretKey, load_or_create_secret_key
 from p2pcp.core.ticket import Ticket, TicketKind, TicketType, encode_ticket
 from p2pcp.net import Endpoint, EndpointConfig
 from p2pcp.transfer import events
+from p2pcp.transfer.exclude import ScanFilter
 from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.provider import Provider
 from p2pcp.transfer.ratelimit import Pacer
@@ -30,6 +31,10 @@ class SendOptions:
     """How to bind: port, home relay (named in the ticket), controller, ..."""
     strict: bool = False
     """The first file that cannot be read or sent is an error, not a skip."""
+    scan_filter: ScanFilter | None = None
+    """What to leave out (``--exclude``, ``--exclude-from``, ``--gitignore``)."""
+    links: bool = False
+    """Symbolic links inside the folders travel as links (``--links``)."""
     text: str | None = None
     """Send this text message instead of ``paths`` (``send --text``)."""
     stream_name: str | None = None
@@ -74,7 +79,13 @@ async def run_send(options: SendOptions, emit: Emit) -> None:
 
 
 async def _import(options: SendOptions, emit: Emit) -> Collection:
-    scan = await asyncio.to_thread(scan_paths, list(options.paths), strict=options.strict)
+    scan = await asyncio.to_thread(
+        scan_paths,
+        list(options.paths),
+        strict=options.strict,
+        scan_filter=options.scan_filter,
+        links=options.links,
+    )
     loop = asyncio.get_running_loop()
     total = scan.total_size
     done = 0
