@@ -75,7 +75,6 @@ SCHEMA_VERSION = 1
 # file cannot push everything else out.
 MAX_ENTRIES = 250_000
 MAX_LEAF_HASH_BYTES = 128 * 1024 * 1024
-MAX_ENTRY_LEAF_HASH_BYTES = MAX_LEAF_HASH_BYTES // 4
 # When over a bound, evict down to this fraction of it, so that eviction
 # (an ordered scan of the table) runs seldom.
 EVICT_TO_FRACTION = 0.9
@@ -150,9 +149,18 @@ class HashCache:
     ``HashCache.open(path)`` for a given file, ``HashCache.disabled()`` for
     one that caches nothing."""
 
-    def __init__(self, connection: sqlite3.Connection | None, path: Path | None) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection | None,
+        path: Path | None,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        max_leaf_hash_bytes: int = MAX_LEAF_HASH_BYTES,
+    ) -> None:
         self._connection = connection
         self.path = path
+        self.max_entries = max_entries
+        self.max_leaf_hash_bytes = max_leaf_hash_bytes
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, int], _Row] = {}
         self._touched: set[tuple[int, int]] = set()
@@ -170,9 +178,16 @@ class HashCache:
         return cls.open(cache_dir() / CACHE_FILE_NAME)
 
     @classmethod
-    def open(cls, path: Path) -> HashCache:
+    def open(
+        cls,
+        path: Path,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        max_leaf_hash_bytes: int = MAX_LEAF_HASH_BYTES,
+    ) -> HashCache:
         """The cache in ``path`` (made if missing; moved aside and made
-        again if it is not a usable database); disabled when that fails."""
+        again if it is not a usable database); disabled when that fails.
+        The bounds are the module's unless given (tests give small ones)."""
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(OSError):
@@ -181,7 +196,12 @@ class HashCache:
             return cls.disabled()
         for attempt in range(2):
             try:
-                return cls(_connect(path), path)
+                return cls(
+                    _connect(path),
+                    path,
+                    max_entries=max_entries,
+                    max_leaf_hash_bytes=max_leaf_hash_bytes,
+                )
             except sqlite3.OperationalError:
                 return cls.disabled()  # locked, read-only, no space, ...: no cache this run
             except (sqlite3.DatabaseError, ValueError):
@@ -252,7 +272,7 @@ class HashCache:
         if is_racy(st, started_ns):
             return
         leaf_bytes = 0 if leaf_hashes is None else len(leaf_hashes)
-        if leaf_bytes > MAX_ENTRY_LEAF_HASH_BYTES:
+        if leaf_bytes > self.max_leaf_hash_bytes // 4:
             return
         key = (_signed(st.st_dev), _signed(st.st_ino))
         row: _Row = (
@@ -338,10 +358,10 @@ class HashCache:
             count, leaf_bytes = connection.execute(
                 "SELECT count(*), coalesce(sum(leaf_bytes), 0) FROM hashes"
             ).fetchone()
-            if count <= MAX_ENTRIES and leaf_bytes <= MAX_LEAF_HASH_BYTES:
+            if count <= self.max_entries and leaf_bytes <= self.max_leaf_hash_bytes:
                 return
-            drop_count = max(0, count - int(MAX_ENTRIES * EVICT_TO_FRACTION))
-            drop_bytes = max(0, leaf_bytes - int(MAX_LEAF_HASH_BYTES * EVICT_TO_FRACTION))
+            drop_count = max(0, count - int(self.max_entries * EVICT_TO_FRACTION))
+            drop_bytes = max(0, leaf_bytes - int(self.max_leaf_hash_bytes * EVICT_TO_FRACTION))
             victims: list[tuple[int, int]] = []
             freed = 0
             for dev, ino, size in connection.execute(
