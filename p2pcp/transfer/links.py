@@ -119,9 +119,7 @@ def _check_names_fit(out_dir: Path, manifest: Manifest) -> None:
         )
 
 
-def plan_links(
-    out_dir: Path, manifest: Manifest, *, replace: bool, allow_unsafe: bool
-) -> LinkPlan:
+def plan_links(out_dir: Path, manifest: Manifest, *, replace: bool, allow_unsafe: bool) -> LinkPlan:
     """Check every link's destination (the module's rules); raises
     WouldOverwriteError (exit 5) or StorageError before anything is written."""
     plan = LinkPlan()
