@@ -114,6 +114,13 @@ class StorageError(P2pcpError):
     exit_code = EXIT_UNEXPECTED
 
 
+class LocalUpdateError(StorageError):
+    """Everything received is verified and in place, but a local change
+    after it failed: a path ``--delete`` should remove, or the metadata
+    ``--update`` should fix (the others were done). Exit 1: a backup must
+    notice."""
+
+
 class ProtocolError(P2pcpError):
     """A protocol machine was misused or fed bad input."""
 

@@ -10,7 +10,8 @@ under a final name, even after kill -9 or a power cut; a re-run resumes):
 
 1. Write. Each verified file's bytes go to ``<partial>/<root>.part`` (and
    ``<root>.<n>.copy`` for each further path with the same content), with
-   its permission bits and modification time, on the store's writer
+   its permission bits and modification time (the store's
+   ``MetadataPolicy``, ``metadata.py``), on the store's writer
    thread, a group at a time while the rest of the answer still arrives.
    Nothing here is under a final name.
 2. Barrier. ``commit`` makes every byte and inode of step 1 durable before
@@ -48,7 +49,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +60,7 @@ from p2pcp.blobs.collection import Entry
 from p2pcp.blobs.names import display_path
 from p2pcp.blobs.tree import LEAF_SIZE, hash_leaf, hash_root
 from p2pcp.core.errors import P2pcpError, StorageError
+from p2pcp.transfer.metadata import MetadataPolicy
 
 # The writer thread gets the verified files of a batch in groups of about
 # this size (or this many files), so that writing overlaps receiving while a
@@ -119,11 +120,17 @@ def _in_partial(partial_dir: Path, fs_fd: int | None, name: str) -> tuple[str, i
 
 
 def write_files(
-    partial_dir: Path, files: list[SmallFile], umask: int, fs_fd: int | None = None
+    partial_dir: Path,
+    files: list[SmallFile],
+    metadata: MetadataPolicy,
+    fs_fd: int | None = None,
+    out_dir: Path | None = None,
 ) -> None:
     """Step 1 (writer thread): each file's bytes and metadata to its
     temporary names (a ``.part`` already on disk gets only its metadata).
-    ``fs_fd``: an open descriptor of the partial folder, if any."""
+    ``fs_fd``: an open descriptor of the partial folder, if any;
+    ``out_dir``: where the files go (``--no-perms`` keeps the mode of a
+    file being replaced there)."""
     write_flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
     for small in files:
         data = small.data
@@ -142,9 +149,10 @@ def write_files(
                             view = memoryview(data)[written:]
                             while view:
                                 view = view[os.write(fd, view) :]
-                    os.fchmod(fd, entry.mode & 0o777 & ~umask)
-                    if entry.mtime_ns is not None:
-                        os.utime(fd, ns=(time.time_ns(), entry.mtime_ns))
+                    existing = None
+                    if out_dir is not None and metadata.needs_existing_mode:
+                        existing = metadata.existing_mode(os.path.join(out_dir, entry.path))
+                    metadata.apply_to_fd(fd, entry, existing)
                 finally:
                     os.close(fd)
             except OSError as exc:
@@ -275,14 +283,14 @@ class SmallBatch:
         partial_dir: Path,
         out_dir: Path,
         *,
-        umask: int,
+        metadata: MetadataPolicy,
         fs_fd: int | None,
         make_parents: Callable[[str], None],
     ) -> None:
         self._writer = writer
         self._partial_dir = partial_dir
         self._out_dir = out_dir
-        self._umask = umask
+        self._metadata = metadata
         self._fs_fd = fs_fd
         self._make_parents = make_parents
         self._group: list[SmallFile] = []
@@ -316,7 +324,12 @@ class SmallBatch:
         if self._group:
             group, self._group, self._group_bytes = self._group, [], 0
             job = self._writer.submit(
-                write_files, self._partial_dir, group, self._umask, self._fs_fd
+                write_files,
+                self._partial_dir,
+                group,
+                self._metadata,
+                self._fs_fd,
+                self._out_dir,
             )
             self._written.append((group, job))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol, overload
 
 from p2pcp.core.config import RelayUrl
@@ -265,3 +266,94 @@ class LinkSkipped:
     path: str
     target: str
     reason: str
+
+
+class _Word(str, Enum):
+    """A member is its word (``str()``, format and JSON), as 3.11's
+    ``StrEnum`` (the package supports 3.10)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class LocalKind(_Word):
+    """What a path in the output folder is (never followed: a link is a link)."""
+
+    FILE = "file"
+    DIR = "dir"
+    LINK = "link"
+
+
+@dataclass(frozen=True)
+class FileDeleted:
+    """``--delete`` removed ``path`` (relative to the output folder): the
+    snapshot does not hold it."""
+
+    path: str
+    kind: LocalKind
+
+
+@dataclass(frozen=True)
+class DeleteFailed:
+    """``--delete`` could not remove ``path`` (``reason``); the rest goes on
+    and the receive then ends with exit 1."""
+
+    path: str
+    kind: LocalKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileTouched:
+    """``--update``: ``path`` held the right content with another
+    modification time or mode; its metadata was fixed in place."""
+
+    path: str
+    has_new_time: bool
+    has_new_mode: bool
+
+
+class Change(_Word):
+    """What a receive would do to one path (``--dry-run``)."""
+
+    ADD = "add"
+    UPDATE = "update"
+    DELETE = "delete"
+    TOUCH = "touch"
+
+
+@dataclass(frozen=True)
+class ChangeFound:
+    """``--dry-run``: the receive would make ``change`` to ``path`` (relative
+    to the output folder): add or update a file of ``size`` bytes, delete
+    a path of ``kind``, or fix a file's time and/or mode."""
+
+    change: Change
+    path: str
+    size: int = 0
+    kind: LocalKind = LocalKind.FILE
+    has_new_time: bool = False
+    has_new_mode: bool = False
+
+
+@dataclass(frozen=True)
+class DryRunFinished:
+    """``--dry-run`` is over and nothing was written: what the receive
+    would do, in counts and bytes. ``would_exit``: the exit code the receive
+    would end with before writing anything (5: files differ and neither
+    ``--update`` nor ``--force`` was given; ``reason`` says so)."""
+
+    out_path: str
+    files_to_add: int = 0
+    bytes_to_add: int = 0
+    files_to_update: int = 0
+    bytes_to_update: int = 0
+    files_to_touch: int = 0
+    paths_to_delete: int = 0
+    files_unchanged: int = 0
+    bytes_unchanged: int = 0
+    would_exit: int = 0
+    reason: str = ""

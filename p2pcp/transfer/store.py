@@ -6,9 +6,11 @@ Invariants (the promise to backup scripts):
   final step is an atomic ``rename``); a file is fsynced, given its mode and
   modification time, and only then renamed into place after every one of
   its leaves verified: a file under its final name has its final metadata.
-- Permissions: a file gets the sender's permission bits (``entry.mode``,
-  never setuid/setgid/sticky) masked by the receiver's umask, as ``scp``
-  does; each path a blob goes to gets its own entry's mode and time.
+- Permissions and times follow the store's ``MetadataPolicy``
+  (``metadata.py``: by default the sender's permission bits masked by the
+  receiver's umask, as ``scp`` does, and its modification time;
+  ``--no-perms``, ``--no-times``); each path a blob goes to gets its own
+  entry's mode and time.
 - Before anything is written, the output folder's file system is probed
   (``fsprobe``) and every name it cannot hold is refused: two paths that
   would become one file there (case or Unicode normalization twins), names
@@ -45,7 +47,6 @@ import fcntl
 import os
 import shutil
 import stat
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
 from p2pcp.core.errors import StorageError, WouldOverwriteError
 from p2pcp.transfer.batch import SmallBatch, SmallFile, find_leftovers
 from p2pcp.transfer.fsprobe import FileSystemTraits, find_unfit_names, probe_folder
+from p2pcp.transfer.metadata import MetadataPolicy
 from p2pcp.transfer.partial import PartialFile
 from p2pcp.transfer.resume import recorded_bytes
 from p2pcp.transfer.source import hash_file
@@ -148,10 +150,23 @@ def check_names_fit(manifest: Manifest, traits: FileSystemTraits) -> None:
 class Store:
     """Places verified files under ``out_dir``."""
 
-    def __init__(self, out_dir: Path, manifest: Manifest, root: bytes, *, force: bool) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        manifest: Manifest,
+        root: bytes,
+        *,
+        force: bool,
+        metadata: MetadataPolicy | None = None,
+        is_dry_run: bool = False,
+    ) -> None:
         self.out_dir = out_dir
         self.manifest = manifest
         self.force = force
+        # Permission bits and times of the files placed (metadata.py).
+        self.metadata = metadata or MetadataPolicy()
+        # A dry run plans without writing anything: no file system probe.
+        self.is_dry_run = is_dry_run
         self.partial_dir = out_dir / f"{PARTIAL_DIR_PREFIX}{root.hex()[:16]}"
         # One writer thread: the disk is one queue anyway, and it keeps each
         # file's writes in order.
@@ -195,7 +210,8 @@ class Store:
             raise WouldOverwriteError(
                 f"the output {_shown(self.out_dir)} exists and is not a folder"
             )
-        check_names_fit(self.manifest, probe_folder(self._probe_folder()))
+        if not self.is_dry_run:  # the probe writes (and removes) a folder
+            check_names_fit(self.manifest, probe_folder(self._probe_folder()))
         plan = Plan()
         # Each folder is inspected once, and nothing under a missing folder
         # at all: a fresh receive of 100,000 files made ~300,000 lstat calls.
@@ -364,7 +380,7 @@ class Store:
             self._writer,
             self.partial_dir,
             self.out_dir,
-            umask=_UMASK,
+            metadata=self.metadata,
             fs_fd=self._lock_fd,
             make_parents=self._make_parents,
         )
@@ -403,7 +419,7 @@ class Store:
             try:
                 shutil.copyfile(partial.path, copy)
                 _fsync_path(copy)
-                _set_metadata(copy, entry)
+                _set_metadata(copy, entry, self.metadata, self.out_dir / entry.path)
                 os.replace(copy, self.out_dir / entry.path)
             except OSError as exc:
                 with contextlib.suppress(OSError):
@@ -414,7 +430,7 @@ class Store:
         first = entries[0]
         self._make_parents(first.path)
         try:
-            _set_metadata(partial.path, first)
+            _set_metadata(partial.path, first, self.metadata, self.out_dir / first.path)
             os.replace(partial.path, self.out_dir / first.path)
             _fsync_dir(self.out_dir / first.path)
         except OSError as exc:
@@ -466,22 +482,11 @@ class Store:
         return "no verified data could be kept for a resume"
 
 
-def _current_umask() -> int:
-    # Reading the umask means setting it; do it once, before any thread runs.
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _current_umask()
-
-
-def _set_metadata(path: Path, entry: Entry) -> None:
-    """The sender's permission bits masked by our umask (as scp), and its
-    modification time when known (the access time is now: we just wrote it)."""
-    os.chmod(path, entry.mode & 0o777 & ~_UMASK)
-    if entry.mtime_ns is not None:
-        os.utime(path, ns=(time.time_ns(), entry.mtime_ns))
+def _set_metadata(path: Path, entry: Entry, policy: MetadataPolicy, dest: Path) -> None:
+    """Give the file at ``path``, about to be renamed to ``dest``, the mode
+    and time ``policy`` wants for ``entry`` (by default the sender's bits
+    masked by our umask, as scp, and its modification time when known)."""
+    policy.apply_to_path(path, entry, policy.existing_mode(dest))
 
 
 def _fsync_path(path: Path) -> None:

@@ -16,6 +16,7 @@ from p2pcp.blobs.tree import hash_leaf, hash_root
 from p2pcp.core.errors import P2pcpError, StorageError, WouldOverwriteError
 from p2pcp.transfer import batch as batch_module
 from p2pcp.transfer.batch import SmallFile, find_leftovers, part_path, write_files
+from p2pcp.transfer.metadata import MetadataPolicy
 from p2pcp.transfer.store import Store
 
 
@@ -109,7 +110,7 @@ def test_a_killed_run_leaves_only_part_files_that_the_next_run_checks(tmp_path: 
     torn = _small(b"bytes cut short", "top/torn")
     wrong = _small(b"the right bytes", "top/wrong")
     store = _store(tmp_path, [good, torn, wrong])
-    write_files(store.partial_dir, [good, torn, wrong], _umask())
+    write_files(store.partial_dir, [good, torn, wrong], MetadataPolicy(umask=_umask()))
     part_path(store.partial_dir, torn.root).write_bytes(b"bytes cut")
     part_path(store.partial_dir, wrong.root).write_bytes(b"the wrong bytes")
     assert not (tmp_path / "top").exists()
