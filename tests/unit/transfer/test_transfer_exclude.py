@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,17 +111,23 @@ def test_command_line_wins_over_gitignore(tmp_path: Path) -> None:
     assert sent([root], scan_filter) == {"repo/.gitignore", "repo/b.txt"}
 
 
-def test_an_excluded_folder_is_never_listed(tmp_path: Path) -> None:
+def test_an_excluded_folder_is_never_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "proj"
     tree(root, ["src/a.py", "node_modules/pkg/index.js"])
-    locked = root / "node_modules" / "pkg"
-    locked.chmod(0)  # listing it would be reported as skipped
-    try:
-        scan = scan_paths([root], scan_filter=ScanFilter.build(["node_modules/"]))
-    finally:
-        locked.chmod(0o755)
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def recording_scandir(path: str) -> Any:
+        listed.append(os.path.relpath(path, root))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", recording_scandir)  # a spy: the real call still runs
+    scan = scan_paths([root], scan_filter=ScanFilter.build(["node_modules/"]))
     assert [found.rel for found in scan.files] == ["proj/src/a.py"]
     assert scan.skipped == [] and scan.excluded == 1
+    assert sorted(listed) == [".", "src"]
 
 
 def test_a_top_level_path_is_never_excluded(tmp_path: Path) -> None:
