@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperCommand
 
 from p2pcp import __version__
-from p2pcp.cli import cmd_id, cmd_receive, cmd_relay, cmd_send, cmd_ticket
+from p2pcp.cli import cmd_id, cmd_receive, cmd_relay, cmd_send, cmd_share, cmd_ticket
 from p2pcp.core.config import is_debug
 
 EXIT_CODES_HELP = (
@@ -106,6 +106,7 @@ def _root(
 for _name, _function in (
     ("send", cmd_send.send),
     ("receive", cmd_receive.receive),
+    ("share", cmd_share.share),
     ("ticket", cmd_ticket.ticket),
     ("id", cmd_id.node_id),
     ("relay", cmd_relay.relay),

@@ -10,6 +10,7 @@ _KIND_WORDS = {
     "files": "files (p2pcp send PATH)",
     "text": "a text message (p2pcp send --text)",
     "stream": "a stream (p2pcp send -: receive it with --out - or into a folder)",
+    "share": "a share (p2pcp share PATH: each receive gets what it holds then)",
 }
 
 
@@ -27,6 +28,7 @@ def ticket(
     from p2pcp.core.ticket import TicketKind, decode_ticket
 
     decoded = decode_ticket(text)
+    is_share = decoded.kind is TicketKind.SHARE
     node = NodeId(decoded.node_id)
     addresses = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in decoded.addresses]
     if as_json:
@@ -37,8 +39,9 @@ def ticket(
             kind=str(decoded.kind),
             relay_url=decoded.relay_url,
             addresses=addresses,
-            root_hash=decoded.root_hash.hex(),
-            total_size=decoded.total_size,
+            # A share's root field is its secret: shown only inside the ticket.
+            root_hash=None if is_share else decoded.root_hash.hex(),
+            total_size=None if is_share else decoded.total_size,
         )
         return
     import sys
@@ -54,4 +57,6 @@ def ticket(
     ]
     if decoded.kind is TicketKind.STREAM:  # no content hash and no size yet
         lines[-2:] = [f"stream id:  {decoded.root_hash.hex()}", "total size: (unknown: a stream)"]
+    if is_share:  # its secret is not shown; the root and size come with each receive
+        lines[-2:] = ["root hash:  (none: the share's current snapshot's, when it is received)"]
     sys.stdout.write("\n".join(lines) + "\n")

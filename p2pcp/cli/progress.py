@@ -80,6 +80,12 @@ def _sending(event: events.SenderReady) -> str:
         return f"Sending a text message ({human_bytes(event.total_size)})"
     if event.kind is TicketKind.STREAM:
         return f"Sending standard input as a stream named {display_path(event.name)}"
+    if event.kind is TicketKind.SHARE:
+        files = plural(event.file_count, "file")
+        return (
+            f"Sharing {display_path(event.name)}: {files}, {human_bytes(event.total_size)} now "
+            "(each receive gets what it holds then)"
+        )
     files = plural(event.file_count, "file")
     return f"Sending {display_path(event.name)}: {files}, {human_bytes(event.total_size)}"
 
@@ -548,3 +554,56 @@ class SendView(_View):
         )
         if self.mode.is_json:
             self.mode.json("stopped", receivers_served=self.receivers_served, bytes_sent=sent)
+
+
+class ShareView(SendView):
+    """``p2pcp share``: a sender's view, and each snapshot and refusal."""
+
+    def note(self, text: str) -> None:
+        self._say(text)
+
+    def _on_ShareOpened(self, event: events.ShareOpened) -> None:
+        if event.is_rotated:
+            self._say("New secret (--rotate): this share's earlier tickets no longer work.")
+        elif event.is_new_secret:
+            self._say("A new share: its ticket stays the same while this command line does.")
+
+    def _on_SnapshotTaken(self, event: events.SnapshotTaken) -> None:
+        self.total = event.total_size
+        for item in event.skipped:
+            self._say(f"skipped {item}")
+        self._say(
+            f"snapshot {event.root[:12]}: {plural(event.file_count, 'file')}, "
+            f"{human_bytes(event.total_size)} ({event.files_hashed} hashed, "
+            f"{event.seconds:.1f} s)"
+        )
+        if self.mode.is_json:
+            self.mode.json(
+                "snapshot",
+                root=event.root,
+                files=event.file_count,
+                bytes=event.total_size,
+                files_hashed=event.files_hashed,
+                seconds=round(event.seconds, 3),
+                skipped=list(event.skipped),
+            )
+
+    def _on_SnapshotFailed(self, event: events.SnapshotFailed) -> None:
+        self._say(f"cannot make a snapshot: {event.reason}")
+        if self.mode.is_json:
+            self.mode.json("snapshot_error", reason=event.reason)
+
+    def _on_ShareRefused(self, event: events.ShareRefused) -> None:
+        who = f"receiver {event.connection_id}" + (f" {event.node_id}" if event.node_id else "")
+        if event.is_unknown_ticket:
+            why = "its ticket is not this share's (an old one, from before --rotate?)"
+        else:
+            why = "not on the --allow list"
+        self._say(f"{who} refused: {why}")
+        if self.mode.is_json:
+            self.mode.json(
+                "refused",
+                receiver=event.connection_id,
+                node_id=event.node_id,
+                reason="unknown_ticket" if event.is_unknown_ticket else "not_allowed",
+            )

@@ -24,9 +24,14 @@ Anything after the last address, or a record that ends early, is refused.
 Record version 2 is version 1 with one more byte after the version, the
 ticket's kind: 0 files (written as version 1, so older receivers read every
 file ticket), 1 a text message (``send --text``), 2 a stream
-(``send -``). A stream's content hash cannot be known when its ticket is
-printed: its 32-byte root field is a random stream id instead, and its
-total size is 0. An older p2pcp refuses version 2 with "update p2pcp".
+(``send -``), 3 a share (``p2pcp share``). A stream's content hash cannot
+be known when its ticket is printed: its 32-byte root field is a random
+stream id instead, and its total size is 0. A share's content changes
+while its ticket stays: its root field is the share's capability secret
+(random, asked for with GET_SNAPSHOT, which answers the current root), and
+its total size is 0; the secret is the one part of a ticket that must not
+be shown apart from it. An older p2pcp refuses version 2 with "update
+p2pcp".
 
 A ticket's type (``--ticket-type``) is how it says to reach the sender,
 read from what it names (no field of its own, so every ticket has one):
@@ -72,6 +77,7 @@ class TicketKind(enum.Enum):
     FILES = 0
     TEXT = 1
     STREAM = 2
+    SHARE = 3
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -109,7 +115,8 @@ class Ticket:
     relay_url: str | None
     addresses: tuple[tuple[str, int], ...]
     root_hash: bytes
-    """The manifest's root; for a STREAM ticket, the stream's random id."""
+    """The manifest's root; for a STREAM ticket, the stream's random id;
+    for a SHARE ticket, the share's capability secret (never shown alone)."""
     total_size: int
     kind: TicketKind = TicketKind.FILES
 

@@ -357,3 +357,49 @@ class DryRunFinished:
     bytes_unchanged: int = 0
     would_exit: int = 0
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class SnapshotTaken:
+    """A share made a snapshot (``p2pcp share``: at start, then for each
+    GET_SNAPSHOT, one scan for the requests that arrived together): its
+    manifest ``root`` (hex), ``file_count`` files of ``total_size`` bytes,
+    of which ``files_hashed`` were read and hashed (the others came from
+    the hash cache), in ``seconds``; ``skipped``: what could not be read."""
+
+    root: str
+    file_count: int
+    total_size: int
+    files_hashed: int
+    seconds: float
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShareRefused:
+    """A share refused receiver ``connection_id``'s GET_SNAPSHOT: its
+    ticket's secret is not the share's (``is_unknown_ticket``: an old
+    ticket after ``--rotate``, or another share's), or the node id it
+    proved (``node_id``, in full) is not on the ``--allow`` list."""
+
+    connection_id: int
+    node_id: str | None
+    is_unknown_ticket: bool
+
+
+@dataclass(frozen=True)
+class SnapshotFailed:
+    """A share could not make a snapshot (a PATH is gone, nothing is left
+    to send): the receiver that asked is told so; the share keeps serving."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ShareOpened:
+    """A share is about to print its ticket: ``is_new_secret`` when its
+    secret was made now (a first run, or ``is_rotated``: earlier tickets of
+    this share no longer work)."""
+
+    is_new_secret: bool
+    is_rotated: bool

@@ -75,6 +75,7 @@ from p2pcp.transfer import events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
 from p2pcp.transfer.links import LinkPlan, place_links, plan_links
 from p2pcp.transfer.ratelimit import Pacer
+from p2pcp.transfer.snapshot import ContentChangedError, ShareFollower
 from p2pcp.transfer.store import Plan, Store
 
 Emit = Callable[[object], None]
@@ -141,9 +142,7 @@ async def send_done(connection: Connection, bytes_received: int) -> None:
 
 def _explain_reset(exc: StreamResetError, what: str) -> P2pcpError:
     if exc.code == wire.ERROR_CONTENT_CHANGED:
-        return IntegrityError(
-            f"the sender's copy of {what} changed since the ticket was made; ask for a new ticket"
-        )
+        return ContentChangedError(what)
     if exc.code == wire.ERROR_SHUTTING_DOWN:
         return ConnectionLostError("the sender stopped before the transfer finished")
     return exc
@@ -325,9 +324,13 @@ class Fetcher:
         self.first_byte_at: float | None = None
         rate = options.limit_rate_bps
         self.pacer = Pacer(rate) if rate else None
+        # A share ticket: each connection asks for the snapshot (snapshot.py).
+        self.share = ShareFollower(ticket) if ticket.kind is TicketKind.SHARE else None
 
     async def run(self, secret_key: SecretKey) -> events.TransferFinished:
         started = time.monotonic()
+        if self.share is not None:
+            self.share.node_id = str(secret_key.public)
         relay_url = self._relay_url()
         config = dataclasses.replace(self.options.endpoint, relay_url=relay_url)
         endpoint = await Endpoint.bind(secret_key, config)
@@ -390,6 +393,11 @@ class Fetcher:
                     connection = await self._reconnect(endpoint, relay_url, exc, deadline)
                     received_at_connect = self.bytes_received
                     continue
+                except (ContentChangedError, NotFoundError) as exc:
+                    if self.share is None or not self.share.may_start_again(exc):
+                        raise
+                    self._forget_snapshot(progress)  # a new one, keeping what verified
+                    continue
                 keep_partial = False
                 progress.bytes_by_path.update(connection.bytes_by_path)
                 await _close_quietly(connection, "done")
@@ -429,9 +437,23 @@ class Fetcher:
                 error = exc
                 attempt += 1
 
+    def _forget_snapshot(self, progress: _Progress) -> None:
+        """Set the share's snapshot aside; the partial folder stays."""
+        if self.share is not None and progress.manifest is not None and progress.plan is not None:
+            present = (entry.path for entry, _digest in progress.plan.present)
+            self.share.note_placed(progress.manifest, present, progress.blake3_by_root)
+        _drop(progress.first_stream)
+        if progress.store is not None:
+            progress.store.close(keep_partial=True)
+        progress.manifest = progress.store = progress.plan = None
+        progress.manifest_connection = progress.first_stream = None
+
     async def _transfer(
         self, connection: Connection, progress: _Progress, started: float
     ) -> events.TransferFinished:
+        if self.share is not None:
+            is_started = progress.manifest is not None
+            self.ticket = await self.share.ticket_for(connection, is_started=is_started)
         if progress.manifest is None:
             await self._start(connection, progress)
         manifest, store, plan = progress.manifest, progress.store, progress.plan
@@ -491,9 +513,11 @@ class Fetcher:
             connection, self.ticket, self.options.progress_timeout_s, self._mark_first_byte
         )
         progress.first_stream = first
-        store = Store(
-            self.options.out_dir, manifest, self.ticket.root_hash, force=self.options.force
-        )
+        if self.share is not None:
+            self.share.check_file_count(len(manifest.files))
+        partial_key = self.ticket.root_hash if self.share is None else self.share.partial_key
+        store = Store(self.options.out_dir, manifest, partial_key, force=self.options.force)
+        store.replaceable = self.share.placed if self.share is not None else frozenset()
         plan = await asyncio.to_thread(store.plan)
         self.link_plan = await asyncio.to_thread(
             plan_links,

@@ -84,6 +84,8 @@ def fetcher_for(ticket: Ticket, options: FetchOptions, emit: Emit, *, to_stdout:
         return TextFetcher(ticket, options, emit)
     if ticket.kind is TicketKind.STREAM:
         return StreamFetcher(ticket, options, emit, to_stdout=to_stdout)
+    if to_stdout and ticket.kind is TicketKind.SHARE:
+        raise UsageError("a share's files go to a folder: give --out DIR, not -")
     if to_stdout:
         return StdoutFetcher(ticket, options, emit)
     return Fetcher(ticket, options, emit)

@@ -35,6 +35,19 @@ Besides a collection (or instead of one, ``collection=None``) a provider
 may serve blobs held in memory (a text message: ``text.py``) and one
 stream (``send -``: a ``StreamSource``, ``pipe.py``), asked for by its id
 with GET_STREAM; the source decides who gets it (one receiver).
+
+A share (``p2pcp share``: a ``SnapshotSource``, ``share.py``) serves no
+fixed collection but snapshots: GET_SNAPSHOT with the share's secret from a
+receiver the source allows makes a fresh one (the source rescans; requests
+that arrive during a scan share the next one) and answers its root. The
+provider keeps the snapshots receivers may still be fetching
+(``_KeptSnapshots``: the newest few, and older ones while a connection that
+was given them is open, at most MAX_KEPT_SNAPSHOTS). Authorization is per
+connection: blob requests on a share's connection are answered only once
+that connection was given a snapshot, and only for blobs of kept snapshots
+(anything else is NOT FOUND); a wrong secret is NOT FOUND, a receiver not
+on the allow list DENIED (and told nothing else), each reported as a
+``ShareRefused`` event while the share keeps serving.
 """
 
 from __future__ import annotations
@@ -44,7 +57,8 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +70,7 @@ from p2pcp.core.defaults import (
     REQUEST_READ_TIMEOUT_S,
 )
 from p2pcp.core.errors import ConnectionLostError, P2pcpError, RemoteProtocolError
+from p2pcp.core.identity import NodeId
 from p2pcp.net import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.ratelimit import Pacer, write_paced
@@ -71,6 +86,14 @@ _COALESCE_BYTES = 256 * 1024
 # took ~10% of the sender's loop on a 1 GiB file; one thread job per leaf
 # would cost nearly as much in hand-offs.
 _READ_GROUP_ITEMS = 16
+
+# A share keeps its newest snapshots this many (a receiver that asked just
+# before a change, or that reconnects after one, still finds its own), and
+# older ones while a connection that was given them is open, but never more
+# than MAX_KEPT_SNAPSHOTS in all: each holds a manifest and its blob index
+# in memory (a receiver whose snapshot went gets NOT FOUND and asks anew).
+KEEP_RECENT_SNAPSHOTS = 2
+MAX_KEPT_SNAPSHOTS = 8
 
 # A node id in a message: enough characters to tell a few receivers apart
 # (10 base32 characters are 50 bits), short enough for one line.
@@ -179,6 +202,61 @@ class StreamSource(Protocol):
         ``on_sent(total)`` as stream bytes go out."""
 
 
+class SnapshotSource(Protocol):
+    """A share's files, snapshotted on request (``share.py``)."""
+
+    def matches(self, secret: bytes) -> bool:
+        """Whether ``secret`` is the share's (compared in constant time)."""
+
+    def is_allowed(self, node_id: NodeId | None) -> bool:
+        """Whether the receiver that proved ``node_id`` may have snapshots."""
+
+    async def snapshot(self) -> Collection:
+        """A snapshot made after this call began (one scan serves every
+        request that arrived while the previous one ran); a P2pcpError when
+        none can be made now (the folder is gone)."""
+
+
+class _KeptSnapshots:
+    """The snapshots receivers may still fetch from, newest last (module
+    doc), and how many open connections were given each."""
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[bytes, Collection] = OrderedDict()
+        self._users: Counter[bytes] = Counter()
+
+    def add(self, collection: Collection) -> None:
+        """Keep ``collection`` as the newest (an unchanged tree has the
+        same root: it replaces its twin)."""
+        self._kept[collection.root] = collection
+        self._kept.move_to_end(collection.root)
+        self._evict()
+
+    def hold(self, root: bytes) -> None:
+        self._users[root] += 1
+
+    def release(self, root: bytes) -> None:
+        self._users[root] -= 1
+        if self._users[root] <= 0:
+            del self._users[root]
+        self._evict()
+
+    def newest_first(self) -> Sequence[Collection]:
+        return list(reversed(self._kept.values()))
+
+    def _evict(self) -> None:
+        """Drop the older snapshots no connection holds, then the oldest
+        ones beyond MAX_KEPT_SNAPSHOTS even if held."""
+        older = list(self._kept)[:-KEEP_RECENT_SNAPSHOTS]
+        for root in older:
+            if not self._users[root]:
+                del self._kept[root]
+        for root in older:
+            if len(self._kept) <= MAX_KEPT_SNAPSHOTS:
+                return
+            self._kept.pop(root, None)
+
+
 class Provider:
     def __init__(
         self,
@@ -190,8 +268,12 @@ class Provider:
         memory_blobs: Mapping[bytes, bytes] | None = None,
         stream_source: StreamSource | None = None,
         pacer: Pacer | None = None,
+        share: SnapshotSource | None = None,
     ) -> None:
         self.collection = collection
+        self.share = share
+        """Serve this share's snapshots (``collection`` is then None)."""
+        self.snapshots = _KeptSnapshots()
         self.pacer = pacer
         """Paces the answers' bytes (``--limit-rate``), all receivers together."""
         self.endpoint = endpoint
@@ -276,6 +358,9 @@ class Provider:
             raise
         finally:
             self._sessions.pop(connection_id, None)
+            session.is_open = False
+            for root in session.snapshot_roots:
+                self.snapshots.release(root)
 
 
 def _short_peer_id(connection: Connection) -> str | None:
@@ -301,6 +386,9 @@ class _Session:
         self.is_refused = False
         # True once this connection asked for a hash we serve: it holds the ticket.
         self.has_fetched = False
+        # The share's snapshots given to this connection (held while it is open).
+        self.snapshot_roots: set[bytes] = set()
+        self.is_open = True
         self.active_requests = 0
         self.last_active = started
 
@@ -347,6 +435,8 @@ class _Session:
                 await self._answer_many(stream, request)
             elif isinstance(request, wire.StreamRequest):
                 await self._answer_stream(stream, request)
+            elif isinstance(request, wire.SnapshotRequest):
+                await self._answer_snapshot(stream, request)
             else:
                 await self._answer_get(stream, request)
         except RemoteProtocolError:
@@ -367,55 +457,62 @@ class _Session:
             if len(data) > wire.MAX_REQUEST_BYTES:
                 raise RemoteProtocolError("request too large")
 
+    def _collections(self) -> Sequence[Collection]:
+        """The collections this connection may fetch from: the one sent, or
+        a share's kept snapshots once this connection was given one."""
+        provider = self.provider
+        if provider.share is not None:
+            return provider.snapshots.newest_first() if self.snapshot_roots else ()
+        return () if provider.collection is None else (provider.collection,)
+
     def _reader(self, blob_hash: bytes | None) -> _BlobReader | None:
         """A reader of a blob we serve, or None if we do not have it."""
-        collection = self.provider.collection
         if blob_hash is None:
             return None
         data = self.provider.memory_blobs.get(blob_hash)
         if data is not None:
             return _BlobReader(Outboard.from_bytes(data), None, data)
-        if collection is None:
-            return None
-        if blob_hash == collection.root:
-            return _BlobReader(
-                collection.manifest_outboard, None, collection.manifest_bytes, is_file=False
-            )
-        path = collection.blobs.small_path(blob_hash)
-        if path is not None:
-            return _BlobReader.small(blob_hash, path)
-        blob = collection.blobs.get(blob_hash)
-        if blob is None:
-            return None
-        return _BlobReader(blob.outboard, blob.path, None)
+        for collection in self._collections():
+            if blob_hash == collection.root:
+                return _BlobReader(
+                    collection.manifest_outboard, None, collection.manifest_bytes, is_file=False
+                )
+            path = collection.blobs.small_path(blob_hash)
+            if path is not None:
+                return _BlobReader.small(blob_hash, path)
+            blob = collection.blobs.get(blob_hash)
+            if blob is not None:
+                return _BlobReader(blob.outboard, blob.path, None)
+        return None
 
     def _size_of(self, blob_hash: bytes) -> int | None:
         """A blob's size when it is larger than one leaf, 0 if it fits one
         (small files are not stat'ed: one leaf is all GET_MANY needs to
         know), None if we do not have it."""
-        collection = self.provider.collection
         data = self.provider.memory_blobs.get(blob_hash)
         if data is not None:
             return len(data)
-        if collection is None:
-            return None
-        if blob_hash == collection.root:
-            return len(collection.manifest_bytes)
-        blob = collection.blobs.get(blob_hash)
-        if blob is not None:
-            return blob.outboard.size
-        return 0 if blob_hash in collection.blobs else None
+        for collection in self._collections():
+            if blob_hash == collection.root:
+                return len(collection.manifest_bytes)
+            blob = collection.blobs.get(blob_hash)
+            if blob is not None:
+                return blob.outboard.size
+            if blob_hash in collection.blobs:
+                return 0
+        return None
 
     async def _answer_get(
         self, stream: Stream, request: wire.GetRequest | wire.ItemRequest
     ) -> None:
-        collection = self.provider.collection
         blob_hash: bytes | None
         if isinstance(request, wire.ItemRequest):
             blob_hash = None
-            if collection is not None and request.collection_hash == collection.root:
-                files = collection.manifest.files
-                blob_hash = files[request.index].root if request.index < len(files) else None
+            for collection in self._collections():
+                if request.collection_hash == collection.root:
+                    files = collection.manifest.files
+                    blob_hash = files[request.index].root if request.index < len(files) else None
+                    break
             ranges: tuple[tuple[int, int], ...] = ALL
         else:
             blob_hash, ranges = request.blob_hash, request.ranges
@@ -431,6 +528,44 @@ class _Session:
         finally:
             reader.close()
         await self._flush(stream, pending)
+        await stream.finish()
+
+    async def _answer_snapshot(self, stream: Stream, request: wire.SnapshotRequest) -> None:
+        """Make a snapshot for an allowed holder of the share's secret and
+        commit to its root; refuse anyone else (module doc)."""
+        provider, share = self.provider, self.provider.share
+        status = wire.STATUS_OK
+        if share is None or not share.matches(request.secret):
+            status = wire.STATUS_NOT_FOUND
+        elif not share.is_allowed(self.connection.peer_node_id):
+            status = wire.STATUS_DENIED
+        if share is None or status != wire.STATUS_OK:
+            if share is not None:
+                node_id = self.connection.peer_node_id
+                provider.emit(
+                    events.ShareRefused(
+                        self.connection_id,
+                        None if node_id is None else str(node_id),
+                        is_unknown_ticket=status == wire.STATUS_NOT_FOUND,
+                    )
+                )
+            await stream.write(bytes([status]))
+            await stream.finish()
+            return
+        try:
+            collection = await share.snapshot()
+        except P2pcpError:  # the share reported why; this receiver is told "none now"
+            stream.reset(wire.ERROR_NOT_FOUND)
+            return
+        provider.snapshots.add(collection)
+        if self.is_open and collection.root not in self.snapshot_roots:
+            self.snapshot_roots.add(collection.root)
+            provider.snapshots.hold(collection.root)
+        self.has_fetched = True
+        answer = wire.Snapshot(
+            collection.root, collection.manifest.total_size, len(collection.manifest.files)
+        )
+        await stream.write(bytes([wire.STATUS_OK]) + wire.encode_snapshot(answer))
         await stream.finish()
 
     async def _answer_stream(self, stream: Stream, request: wire.StreamRequest) -> None:

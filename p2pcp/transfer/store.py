@@ -167,6 +167,9 @@ class Store:
         self.metadata = metadata or MetadataPolicy()
         # A dry run plans without writing anything: no file system probe.
         self.is_dry_run = is_dry_run
+        # Paths this receive placed itself from an earlier snapshot of a
+        # share (snapshot.py): replaced by the new snapshot's like --force.
+        self.replaceable: frozenset[str] = frozenset()
         self.partial_dir = out_dir / f"{PARTIAL_DIR_PREFIX}{root.hex()[:16]}"
         # One writer thread: the disk is one queue anyway, and it keeps each
         # file's writes in order.
@@ -239,7 +242,7 @@ class Store:
                     f"{_shown(dest)} is a symbolic link (use --force to replace the link "
                     "itself with the file; its target is never written)"
                 )
-            if not self.force:
+            if not self.force and entry.path not in self.replaceable:
                 raise WouldOverwriteError(
                     f"{_shown(dest)} exists with different content (use --force to replace it)"
                 )

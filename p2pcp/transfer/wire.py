@@ -7,7 +7,7 @@ and finishes its side; the sender answers with one status byte and, for
 Request layout (version 1; integers big-endian)::
 
     u8      kind: 0x01 GET, 0x02 DONE, 0x03 GET_ITEM, 0x04 GET_MANY,
-            0x05 GET_STREAM
+            0x05 GET_STREAM, 0x07 GET_SNAPSHOT
     GET:    32 bytes blob hash
             u16 range count (1..MAX_RANGES)
             per range: u64 start leaf, u64 end leaf (half-open, sorted,
@@ -24,6 +24,13 @@ Request layout (version 1; integers big-endian)::
     GET_STREAM: 32 bytes stream id (a stream ticket's: ``send -``),
             answered with the stream's frames (``transfer/stream.py``);
             a stream is given to one receiver: another gets STATUS_TAKEN
+    GET_SNAPSHOT: 32 bytes share secret (a share ticket's: ``p2pcp
+            share``). Answer: u8 status, then for OK: 32 bytes manifest
+            root || u64 total size || u32 file count (``encode_snapshot``);
+            NOT_FOUND: no share with that secret (rotated or wrong);
+            STATUS_DENIED: this receiver's node id is not on the allow
+            list. A sender that cannot make a snapshot now (its folder is
+            gone) resets the stream with ERROR_NOT_FOUND.
 
 Response: u8 status (0x00 OK, 0x01 NOT_FOUND) then, for an OK GET or
 GET_ITEM, the body. GET_MANY is answered per blob, in order: u8 status,
@@ -53,6 +60,8 @@ REQUEST_GET_STREAM = 0x05
 STATUS_OK = 0x00
 STATUS_NOT_FOUND = 0x01
 STATUS_TAKEN = 0x02  # GET_STREAM: another receiver has (or had) the stream
+REQUEST_GET_SNAPSHOT = 0x07
+STATUS_DENIED = 0x03  # GET_SNAPSHOT: this receiver is not on the share's allow list
 
 # Application error codes for RESET_STREAM / STOP_SENDING.
 ERROR_NOT_FOUND = 0x10
@@ -112,7 +121,28 @@ class StreamRequest:
     stream_id: bytes
 
 
-Request = GetRequest | DoneRequest | ItemRequest | ManyRequest | StreamRequest
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """The current snapshot of the share whose capability secret this is."""
+
+    secret: bytes
+
+    def __repr__(self) -> str:  # the secret is never shown
+        return "SnapshotRequest(<secret>)"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An OK answer to GET_SNAPSHOT: what the share holds now."""
+
+    root: bytes
+    total_size: int
+    file_count: int
+
+
+SNAPSHOT_ANSWER_BYTES = HASH_BYTES + 8 + 4
+
+Request = GetRequest | DoneRequest | ItemRequest | ManyRequest | StreamRequest | SnapshotRequest
 
 _ITEM_REQUEST_BYTES = 1 + HASH_BYTES + 4
 
@@ -128,6 +158,10 @@ def encode_request(request: Request) -> bytes:
         if len(request.stream_id) != HASH_BYTES:
             raise RemoteProtocolError("stream id must have 32 bytes")
         return bytes([REQUEST_GET_STREAM]) + request.stream_id
+    if isinstance(request, SnapshotRequest):
+        if len(request.secret) != HASH_BYTES:
+            raise RemoteProtocolError("share secret must have 32 bytes")
+        return bytes([REQUEST_GET_SNAPSHOT]) + request.secret
     if isinstance(request, ItemRequest):
         if len(request.collection_hash) != HASH_BYTES:
             raise RemoteProtocolError("collection hash must have 32 bytes")
@@ -169,6 +203,10 @@ def decode_request(data: bytes) -> Request:
         if len(data) != 1 + HASH_BYTES:
             raise RemoteProtocolError("malformed GET_STREAM request")
         return StreamRequest(bytes(data[1:]))
+    if kind == REQUEST_GET_SNAPSHOT:
+        if len(data) != 1 + HASH_BYTES:
+            raise RemoteProtocolError("malformed GET_SNAPSHOT request")
+        return SnapshotRequest(bytes(data[1:]))
     if kind != REQUEST_GET:
         raise RemoteProtocolError(f"unknown request kind 0x{kind:02x}")
     if len(data) < 1 + HASH_BYTES + 2:
@@ -213,3 +251,28 @@ def _check_many(hashes: tuple[bytes, ...]) -> None:
         raise RemoteProtocolError("blob hash must have 32 bytes")
     if len(set(hashes)) != len(hashes):
         raise RemoteProtocolError("a GET_MANY request names a blob twice")
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    """The body of an OK GET_SNAPSHOT answer (after its status byte)."""
+    if len(snapshot.root) != HASH_BYTES:
+        raise RemoteProtocolError("manifest root must have 32 bytes")
+    if not 0 <= snapshot.total_size < 2**63 or not 0 <= snapshot.file_count < 2**32:
+        raise RemoteProtocolError("snapshot size or file count out of range")
+    return (
+        snapshot.root
+        + snapshot.total_size.to_bytes(8, "big")
+        + snapshot.file_count.to_bytes(4, "big")
+    )
+
+
+def decode_snapshot(data: bytes) -> Snapshot:
+    """The body of an OK GET_SNAPSHOT answer; RemoteProtocolError if malformed."""
+    if len(data) != SNAPSHOT_ANSWER_BYTES:
+        raise RemoteProtocolError("malformed GET_SNAPSHOT answer")
+    total_size = int.from_bytes(data[HASH_BYTES : HASH_BYTES + 8], "big")
+    if total_size >= 2**63:
+        raise RemoteProtocolError("GET_SNAPSHOT answer has a total size out of range")
+    return Snapshot(
+        bytes(data[:HASH_BYTES]), total_size, int.from_bytes(data[HASH_BYTES + 8 :], "big")
+    )
