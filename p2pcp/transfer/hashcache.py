@@ -78,6 +78,9 @@ MAX_LEAF_HASH_BYTES = 128 * 1024 * 1024
 # When over a bound, evict down to this fraction of it, so that eviction
 # (an ordered scan of the table) runs seldom.
 EVICT_TO_FRACTION = 0.9
+# Files looked up in one query by lookup_many (SQLite allows 999 values in
+# one statement before 3.32).
+LOOKUP_BATCH = 500
 # Entries queued before they are written in one transaction.
 BATCH_ENTRIES = 20_000
 # A hit refreshes the entry's last use at most this often (a write per hit
@@ -103,11 +106,24 @@ def racy_margin_ns(st: os.stat_result) -> int:
     return RACY_MARGIN_NS
 
 
+def racy_wait_ns(st: os.stat_result, started_ns: int) -> int:
+    """How long to wait before ``st`` (taken just after ``started_ns``,
+    ``time.time_ns()``) stops being racy: 0 when it is not. A timestamp
+    within the racy margin of ``started_ns`` is racy: a write in that tick
+    may leave it as it is. One further in the future than that is not (a
+    write would set it to now, which differs)."""
+    margin = racy_margin_ns(st)
+    wait = 0
+    for stamp in (st.st_mtime_ns, st.st_ctime_ns):
+        if started_ns - margin <= stamp <= started_ns + margin:
+            wait = max(wait, stamp + margin - started_ns + 1)
+    return wait
+
+
 def is_racy(st: os.stat_result, started_ns: int) -> bool:
-    """Whether ``st`` (taken just after ``started_ns``, ``time.time_ns()``)
-    is too recent to prove that the content did not change in its tick."""
-    newest = max(st.st_mtime_ns, st.st_ctime_ns)
-    return newest >= started_ns - racy_margin_ns(st)
+    """Whether ``st`` is too recent to prove that the content did not change
+    without its times changing (``racy_wait_ns``)."""
+    return racy_wait_ns(st, started_ns) > 0
 
 
 def _signed(value: int) -> int:
@@ -250,6 +266,56 @@ class HashCache:
             if used < int(time.time()) - TOUCH_INTERVAL_S:
                 self._touched.add(key)
         return CachedHash(bytes(root), size, None if leaves is None else bytes(leaves))
+
+    def lookup_many(self, stats: list[os.stat_result]) -> list[CachedHash | None]:
+        """``lookup`` for many files at once (one query per device): what
+        the import's threads use for a chunk of small files, where a query
+        per file would cost more than reading them."""
+        results: list[CachedHash | None] = [None] * len(stats)
+        by_device: dict[int, list[int]] = {}
+        for at, st in enumerate(stats):
+            by_device.setdefault(_signed(st.st_dev), []).append(at)
+        stale = int(time.time()) - TOUCH_INTERVAL_S
+        with self._lock:
+            connection = self._connection
+            if connection is None:
+                return results
+            for dev, indexes in by_device.items():
+                for start in range(0, len(indexes), LOOKUP_BATCH):
+                    part = indexes[start : start + LOOKUP_BATCH]
+                    inodes = {_signed(stats[at].st_ino): at for at in part}
+                    rows: list[tuple[int, int, int, int, bytes, bytes | None, int]] = []
+                    for key in ((dev, ino) for ino in inodes):
+                        pending = self._pending.get(key)
+                        if pending is not None:
+                            rows.append((key[1], *pending[2:7], pending[8]))
+                    # Placeholders only: no value is put in the text.
+                    marks = ",".join("?" * len(inodes))
+                    try:
+                        rows += connection.execute(
+                            "SELECT ino, size, mtime_ns, ctime_ns, root, leaves, used FROM hashes"  # noqa: S608
+                            f" WHERE dev = ? AND ino IN ({marks})",
+                            (dev, *inodes),
+                        ).fetchall()
+                    except sqlite3.OperationalError:
+                        continue
+                    except sqlite3.DatabaseError:
+                        self._broken()
+                        return results
+                    for ino, size, mtime_ns, ctime_ns, root, leaves, used in rows:
+                        at = inodes[ino]
+                        st = stats[at]
+                        if results[at] is not None or (size, mtime_ns, ctime_ns) != (
+                            st.st_size,
+                            st.st_mtime_ns,
+                            st.st_ctime_ns,
+                        ):
+                            continue
+                        if used < stale:
+                            self._touched.add((dev, ino))
+                        leaf_hashes = None if leaves is None else bytes(leaves)
+                        results[at] = CachedHash(bytes(root), size, leaf_hashes)
+        return results
 
     def remember(
         self,

@@ -42,9 +42,10 @@ Rules:
   (``hash_consistent``): the open file is fstat'ed before and after each
   read, and a read whose size, mtime or ctime moved (or whose length is
   not the size) is done again; a file changed within a timestamp tick of
-  the read (``hashcache.is_racy``: a write then may not move the times)
-  must give the same hash twice. One that still changes after
-  READ_ATTEMPTS reads is skipped as "changed while it was being read"
+  the read (``hashcache.racy_wait_ns``: a write then may not move the
+  times) is read only once that tick is past (a wait of at most the racy
+  margin, 100 ms on most file systems). One that still changes after
+  READ_ATTEMPTS tries is skipped as "changed while it was being read"
   inside a folder (StorageError with ``strict``), and is an error when it
   is a PATH given by name, as an unreadable one is. The manifest entry
   takes size, mode and mtime from that version's fstat. (Timestamps cannot
@@ -89,7 +90,7 @@ from p2pcp.blobs.tree import (
 from p2pcp.core.defaults import IMPORT_READ_BYTES
 from p2pcp.core.errors import P2pcpError, StorageError, UsageError
 from p2pcp.transfer.exclude import Rules, ScanFilter
-from p2pcp.transfer.hashcache import CachedHash, HashCache, is_racy
+from p2pcp.transfer.hashcache import CachedHash, HashCache, racy_wait_ns
 
 ProgressCallback = Callable[[int], None]
 
@@ -384,9 +385,10 @@ def scan_paths(
     return scan
 
 
-# A file that changes while it is read is read again, up to this many reads
-# in all (a file changed within the racy margin needs two that agree), then
-# skipped as "changed while it was being read".
+# A file that changes while it is read is read again, up to this many tries
+# in all (a try on a file changed within the racy margin waits for the
+# margin to pass instead of reading), then skipped as "changed while it was
+# being read".
 READ_ATTEMPTS = 4
 CHANGED_REASON = "changed while it was being read"
 
@@ -466,40 +468,43 @@ def hash_consistent(
     *,
     max_size: int | None = None,
     progress: _Progress | None = None,
+    is_looked_up: bool = False,
 ) -> HashedFile | _Changed | None:
     """Hash one version of the file at ``path`` (see the module: fstat before
-    and after each read; a racy file read twice), from ``cache`` when it
+    and after each read; a racy file waited for, then read), from ``cache`` when it
     knows the file and into it when it did not. ``_CHANGED`` when it kept
     changing; None when it is larger than ``max_size`` (left to the caller).
-    OSError when it cannot be opened or read."""
-    previous: tuple[tuple[int, int, int, int, int], bytes] | None = None
+    OSError when it cannot be opened or read. ``is_looked_up``: the caller
+    just looked it up and missed (its first read skips the lookup)."""
     for attempt in range(READ_ATTEMPTS):
         started_ns = time.time_ns()
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO put where a file was must not block the open.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise OSError(0, "not a regular file")
             if max_size is not None and before.st_size > max_size:
                 return None
-            if cache is not None:
+            if cache is not None and not (is_looked_up and attempt == 0):
                 hit = cache.lookup(path, before)
                 found = None if hit is None else _from_cache(before, hit)
                 if found is not None:
                     return found
-            if progress is not None and attempt:
-                progress.file_restarted()
-            length, root, outboard = _read_fd(fd, before.st_size, progress)
-            after = os.fstat(fd)
+            # Changed within a timestamp tick of now: a write during the
+            # read might not move the times. Wait until it would.
+            wait_ns = racy_wait_ns(before, started_ns)
+            if not wait_ns:
+                if progress is not None and attempt:
+                    progress.file_restarted()
+                length, root, outboard = _read_fd(fd, before.st_size, progress)
+                after = os.fstat(fd)
         finally:
             os.close(fd)
-        stamp = _stamp(before)
-        if length != before.st_size or stamp != _stamp(after):
-            previous = None
+        if wait_ns:
+            time.sleep(wait_ns / 1e9)
             continue
-        if is_racy(before, started_ns) and previous != (stamp, root):
-            # Changed within a timestamp tick of this read: a write during
-            # it may not show in the times. Accept it only when a second
-            # read of the same stamp gives the same bytes.
-            previous = (stamp, root)
+        if length != before.st_size or _stamp(before) != _stamp(after):
             continue
         if cache is not None:
             leaves = None if outboard is None else outboard.leaf_hashes
@@ -513,17 +518,44 @@ def hash_consistent(
 _Result = HashedFile | OSError | _Changed | None
 
 
-def _hash_found(scan: Scan, found: _Found, cache: HashCache | None) -> _Result:
+def _hash_found(
+    scan: Scan, found: _Found, cache: HashCache | None, *, is_looked_up: bool = False
+) -> _Result:
     if found.size > LEAF_SIZE:
         return None
     try:
-        return hash_consistent(scan.disk_path(found.rel), cache, max_size=LEAF_SIZE)
+        return hash_consistent(
+            scan.disk_path(found.rel), cache, max_size=LEAF_SIZE, is_looked_up=is_looked_up
+        )
     except OSError as exc:
         return exc
 
 
 def _hash_chunk(scan: Scan, chunk: list[_Found], cache: HashCache | None) -> list[_Result]:
-    return [_hash_found(scan, found, cache) for found in chunk]
+    """A chunk of files: the small ones found in the cache (one query for
+    them all, by a stat of each) or hashed, the larger ones left as None."""
+    if cache is None or not cache.is_enabled:
+        return [_hash_found(scan, found, None) for found in chunk]
+    stats: list[os.stat_result] = []
+    known: list[int] = []
+    for at, found in enumerate(chunk):
+        if found.size <= LEAF_SIZE:
+            try:
+                st = os.stat(scan.disk_path(found.rel))
+            except OSError:
+                continue  # hashing it says why
+            if stat.S_ISREG(st.st_mode) and st.st_size <= LEAF_SIZE:
+                stats.append(st)
+                known.append(at)
+    hits: dict[int, HashedFile] = {}
+    for at, st, hit in zip(known, stats, cache.lookup_many(stats), strict=True):
+        cached = None if hit is None else _from_cache(st, hit)
+        if cached is not None:
+            hits[at] = cached
+    return [
+        hits[at] if at in hits else _hash_found(scan, found, cache, is_looked_up=True)
+        for at, found in enumerate(chunk)
+    ]
 
 
 def _hash_all(scan: Scan, cache: HashCache | None) -> Iterator[tuple[_Found, _Result]]:
