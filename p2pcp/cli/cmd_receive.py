@@ -41,6 +41,14 @@ def receive(
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing files whose content differs.")
     ] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Replace files whose content differs, fetching only the parts that changed; "
+            "each is swapped in whole once verified (no --force needed).",
+        ),
+    ] = False,
     unsafe_links: Annotated[
         bool,
         typer.Option(
@@ -78,7 +86,7 @@ def receive(
 
     Every byte is verified against the ticket's hash before it is written
     under its final name; existing identical files are kept, different ones
-    are never replaced without --force.
+    are never replaced without --force or --update.
     """
     from p2pcp.cli.codes import claim_ticket
     from p2pcp.cli.common import endpoint_config, path_argument, run_async
@@ -133,6 +141,8 @@ def receive(
         retry_for_s=retry_for,
         limit_rate_bps=limit_rate_bps,
         unsafe_links=unsafe_links,
+        update=update,
+        use_hash_cache=True,
     )
     secret_key = load_or_create_secret_key()
     with ReceiveView(mode) as view:

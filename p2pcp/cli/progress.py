@@ -299,7 +299,8 @@ class ReceiveView(_View):
                 self.progress.remove_task(arriving.task)
                 self.file_bars -= 1
         elif self.mode.verbosity and self.mode.shows_messages:
-            self._say(f"  {display_path(event.path)} {event.blake3}")
+            updated = f" (updated, {human_bytes(event.bytes_reused)} reused)"
+            self._say(f"  {display_path(event.path)} {event.blake3}{updated * event.was_updated}")
         if self.mode.is_json:
             self.mode.json_grouped(
                 "file_done",
@@ -307,6 +308,8 @@ class ReceiveView(_View):
                 size=event.size,
                 blake3=event.blake3,
                 already_present=event.was_present,
+                updated=event.was_updated,
+                bytes_reused=event.bytes_reused,
             )
 
     def _on_LinkPlaced(self, event: events.LinkPlaced) -> None:
@@ -334,6 +337,8 @@ class ReceiveView(_View):
     def finished(self, result: events.TransferFinished) -> None:
         self.stop_bars()
         kept = f", {human_bytes(result.bytes_present)} already here" if result.bytes_present else ""
+        if result.bytes_reused:
+            kept += f", {human_bytes(result.bytes_reused)} reused from the old versions"
         where = "standard output" if result.out_path == "-" else display_path(result.out_path)
         count = plural(len(result.files), "file")
         if self.is_text:
@@ -351,6 +356,7 @@ class ReceiveView(_View):
                 path=result.out_path,
                 bytes_received=result.bytes_received,
                 bytes_present=result.bytes_present,
+                bytes_reused=result.bytes_reused,
                 seconds=round(result.seconds, 3),
                 paths=result.bytes_by_path,
                 main_path=result.main_path,

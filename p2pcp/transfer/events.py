@@ -132,10 +132,16 @@ class BytesReceived:
 
 @dataclass(frozen=True)
 class FileFinished:
+    """``path`` is in place, verified. ``was_updated`` (``--update``): it
+    replaced a different file there, of which ``bytes_reused`` bytes were
+    kept or copied instead of fetched."""
+
     path: str
     size: int
     blake3: str
     was_present: bool = False
+    was_updated: bool = False
+    bytes_reused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +198,8 @@ class TransferFinished:
     files: Sequence[FileReport] = ()
     # UDP payload bytes carried by each path kind, both ways.
     bytes_by_path: dict[PathKind, int] = field(default_factory=dict)
+    # --update: bytes of the new versions taken from the old files, not fetched.
+    bytes_reused: int = 0
 
     def __repr__(self) -> str:
         # Short: asyncio's Runner formats the main task's repr (and with it

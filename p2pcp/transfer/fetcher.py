@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 import blake3
 
@@ -46,7 +46,8 @@ from p2pcp.blobs.encoding import (
     one_leaf_size,
     verify_one_leaf,
 )
-from p2pcp.blobs.tree import LEAF_SIZE
+from p2pcp.blobs.names import display_path
+from p2pcp.blobs.tree import LEAF_SIZE, leaf_count
 from p2pcp.core.config import RelayUrl
 from p2pcp.core.defaults import (
     CONNECT_TIMEOUT_S,
@@ -73,7 +74,9 @@ from p2pcp.core.ticket import Ticket, TicketKind
 from p2pcp.net import Connection, Endpoint, EndpointConfig, PathKind, PathPolicy, Stream
 from p2pcp.transfer import events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
+from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.links import LinkPlan, place_links, plan_links
+from p2pcp.transfer.patch import PLAN_ATTEMPTS, Patch, check_tree, request_ranges
 from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.snapshot import ContentChangedError, ShareFollower
 from p2pcp.transfer.store import Plan, Store
@@ -111,6 +114,12 @@ class FetchOptions:
     # Read at most this many bytes a second (--limit-rate; ratelimit.py):
     # the reads drive QUIC's receive credit, so the sender slows too.
     limit_rate_bps: int | None = None
+    # --update: a file that differs is replaced by its new version, built
+    # from the leaves it shares with the old one (patch.py).
+    update: bool = False
+    # Look the files already here up in the hash cache (hashcache.py) and
+    # remember what is hashed: the CLI's receive does; tests need not.
+    use_hash_cache: bool = False
     # --unsafe-links: also create links whose target leaves the received
     # folder or is absolute (links.py; by default they are skipped).
     unsafe_links: bool = False
@@ -235,16 +244,38 @@ async def _fetch_blob(
             raise RemoteProtocolError("internal: decoder produced data after its end")
 
 
+@overload
+async def _fetch_manifest(
+    connection: Connection,
+    ticket: Ticket,
+    progress_timeout_s: float,
+    on_data: Callable[[], None] = ...,
+    *,
+    ask_first: Literal[True] = ...,
+) -> tuple[Manifest, Stream]: ...
+@overload
+async def _fetch_manifest(
+    connection: Connection,
+    ticket: Ticket,
+    progress_timeout_s: float,
+    on_data: Callable[[], None] = ...,
+    *,
+    ask_first: bool,
+) -> tuple[Manifest, Stream | None]: ...
 async def _fetch_manifest(
     connection: Connection,
     ticket: Ticket,
     progress_timeout_s: float,
     on_data: Callable[[], None] = lambda: None,
-) -> tuple[Manifest, Stream]:
+    *,
+    ask_first: bool = True,
+) -> tuple[Manifest, Stream | None]:
     """The verified manifest, and a stream already asking for its first file
     (GET_ITEM, sent with the manifest's GET: the file's data is on its way a
     round trip sooner than a GET sent once the manifest is here). ``on_data``
-    is called with each verified piece of it."""
+    is called with each verified piece of it. Not ``ask_first`` (``--update``:
+    the first file may be here already, and its whole answer would arrive
+    before the plan says so): no GET_ITEM, None."""
     data = bytearray()
 
     async def on_leaf(leaf: LeafVerified) -> None:
@@ -254,7 +285,7 @@ async def _fetch_manifest(
             raise RemoteProtocolError("the manifest is larger than p2pcp accepts")
 
     stream = await _request(connection, wire.GetRequest(ticket.root_hash, ALL))
-    first = await _request(connection, wire.ItemRequest(ticket.root_hash, 0))
+    first = await _request(connection, wire.ItemRequest(ticket.root_hash, 0)) if ask_first else None
     # max_size: a manifest larger than we accept is refused from its header.
     decoder = RangeDecoder(ticket.root_hash, ALL, max_size=MAX_MANIFEST_BYTES)
     await _fetch_blob(
@@ -308,6 +339,8 @@ class _Progress:
     first_stream: Stream | None = None
     # False once the sender refused a GET_MANY: it is asked per file then.
     has_get_many: bool = True
+    # --update: per blob being updated, bytes fetched for it in this run.
+    fetched_for_update: Counter[bytes] = dataclasses.field(default_factory=Counter)
 
 
 class Fetcher:
@@ -317,6 +350,8 @@ class Fetcher:
         self.emit = emit
         self.bytes_received = 0
         self.bytes_resumed = 0
+        self.bytes_reused = 0  # --update: taken from the old files
+        self.hash_cache: HashCache | None = None  # opened by _start when asked for
         self.link_plan = LinkPlan()  # the manifest's links (links.py), planned by _start
         # When the sender's first verified byte arrived: the transfer's time
         # (``seconds``, hence the speed) runs from it, so the time spent
@@ -338,6 +373,8 @@ class Fetcher:
             return await self._session(endpoint, relay_url, started)
         finally:
             await endpoint.close()
+            if self.hash_cache is not None:
+                await asyncio.to_thread(self.hash_cache.close)
 
     def _relay_url(self) -> RelayUrl | None:
         """The relay to reach the sender through, by policy and ticket (the
@@ -483,6 +520,7 @@ class Fetcher:
             bytes_present=plan.bytes_present + self.bytes_resumed,
             seconds=seconds,
             files=files,
+            bytes_reused=self.bytes_reused,
         )
 
     def _mark_first_byte(self) -> None:
@@ -510,7 +548,11 @@ class Fetcher:
     async def _start(self, connection: Connection, progress: _Progress) -> None:
         """Fetch and check the manifest, plan against the output folder."""
         manifest, first = await _fetch_manifest(
-            connection, self.ticket, self.options.progress_timeout_s, self._mark_first_byte
+            connection,
+            self.ticket,
+            self.options.progress_timeout_s,
+            self._mark_first_byte,
+            ask_first=not self.options.update,
         )
         progress.first_stream = first
         if self.share is not None:
@@ -518,6 +560,9 @@ class Fetcher:
         partial_key = self.ticket.root_hash if self.share is None else self.share.partial_key
         store = Store(self.options.out_dir, manifest, partial_key, force=self.options.force)
         store.replaceable = self.share.placed if self.share is not None else frozenset()
+        if self.options.use_hash_cache and self.hash_cache is None:
+            self.hash_cache = await asyncio.to_thread(HashCache.open_default)
+        store.update, store.hash_cache = self.options.update, self.hash_cache
         plan = await asyncio.to_thread(store.plan)
         self.link_plan = await asyncio.to_thread(
             plan_links,
@@ -623,8 +668,7 @@ class Fetcher:
         plan.to_fetch.pop(small.root, None)
         progress.accounted.pop(small.root, None)  # counted for good: never fetched again
         progress.blake3_by_root[small.root] = bytes.fromhex(small.blake3_hex)
-        for entry in small.entries:
-            self.emit(events.FileFinished(entry.path, entry.size, small.blake3_hex))
+        self._files_done(small.entries, small.blake3_hex, progress)
 
     async def _fetch_many(
         self,
@@ -694,6 +738,10 @@ class Fetcher:
         entries: tuple[Entry, ...],
         progress: _Progress,
     ) -> None:
+        plan = progress.plan
+        if plan is not None and root in plan.updates:
+            await self._update_file(connection, store, root, entries, progress)
+            return
         first = entries[0]
         self.emit(events.FileStarted(first.path, first.size))
         partial = await store.open_partial(root, first.size)
@@ -741,8 +789,173 @@ class Fetcher:
             raise
         progress.accounted.pop(root, None)  # counted for good: never fetched again
         progress.blake3_by_root[root] = bytes.fromhex(digest)
+        self._files_done(entries, digest, progress)
+
+    def _files_done(
+        self,
+        entries: tuple[Entry, ...],
+        digest: str,
+        progress: _Progress,
+        reused: tuple[Path, int] | None = None,
+    ) -> None:
+        """Report each path of a blob now in place: ``was_updated`` when it
+        replaced a different file (--update); ``reused``: the old file the
+        update started from, and the bytes it gave."""
+        replaced = progress.plan.replaced if progress.plan is not None else set()
         for entry in entries:
-            self.emit(events.FileFinished(entry.path, entry.size, digest))
+            is_base = reused is not None and self.options.out_dir / entry.path == reused[0]
+            self.emit(
+                events.FileFinished(
+                    entry.path,
+                    entry.size,
+                    digest,
+                    was_updated=entry.path in replaced,
+                    bytes_reused=reused[1] if reused is not None and is_base else 0,
+                )
+            )
+
+    async def _update_file(
+        self,
+        connection: Connection,
+        store: Store,
+        root: bytes,
+        entries: tuple[Entry, ...],
+        progress: _Progress,
+    ) -> None:
+        """--update of a blob larger than one leaf: its leaf hashes (GET_TREE),
+        then its new version built from the old file's leaves and the
+        sender's for the rest, verified whole and renamed over the old file
+        (patch.py says why each step is safe)."""
+        plan = progress.plan
+        if plan is None:
+            raise LocalProtocolError("internal: an update without a plan")
+        base = plan.updates[root]
+        first = entries[0]
+        tree = await self._fetch_tree(connection, root, first.size, first.path)
+        if tree is None:  # a sender without GET_TREE: the whole file, as before
+            del plan.updates[root]
+            await self._fetch_file(connection, store, root, entries, progress)
+            return
+        self.emit(events.FileStarted(first.path, first.size))
+        patch = store.open_patch(root, first.size, base, tree)
+        fetched = progress.fetched_for_update
+        try:
+            for _attempt in range(PLAN_ATTEMPTS):
+                fetched_before = fetched[root]
+                work = await patch.prepare(base.leaf_hashes)
+                reported = progress.accounted.get(root, 0)
+                if patch.reused_bytes > reported:  # the progress bar's share of it
+                    progress.accounted[root] = patch.reused_bytes
+                    self.emit(events.BytesReceived(first.path, patch.reused_bytes - reported))
+                await self._fetch_leaves(connection, root, first, patch, work.fetch, progress)
+                if await patch.finish():
+                    break
+            else:
+                raise StorageError(
+                    f"the new version of {display_path(first.path)} changed in the partial "
+                    "folder while it was built; run the same command again"
+                )
+            store.place_patch(patch, entries)
+        finally:
+            await patch.close()
+        result = patch.result
+        if result is None or result.blake3_hex is None:
+            raise LocalProtocolError("internal: an update placed without its hash")
+        # Leaves this run fetched and a later plan kept count as fetched.
+        reused = max(0, patch.reused_bytes - fetched_before)
+        self.bytes_reused += reused
+        progress.accounted.pop(root, None)
+        fetched.pop(root, None)
+        progress.blake3_by_root[root] = bytes.fromhex(result.blake3_hex)
+        self._files_done(entries, result.blake3_hex, progress, (base.path, reused))
+
+    async def _fetch_tree(
+        self, connection: Connection, root: bytes, size: int, what: str
+    ) -> bytes | None:
+        """The leaf hashes of blob ``root`` (GET_TREE), checked against it;
+        None from a sender that does not know GET_TREE."""
+        stream = await _request(connection, wire.TreeRequest(root))
+        body = _BodyReader(stream)
+        watchdog = _Watchdog(self.options.progress_timeout_s)
+        hashes = bytearray()
+        try:
+            try:
+                status = await body.take(1)
+            except StreamResetError as exc:
+                if exc.code == wire.ERROR_BAD_REQUEST:
+                    return None
+                raise
+            if status[0] == wire.STATUS_NOT_FOUND:
+                raise NotFoundError(f"the sender does not have {what} any more")
+            if status[0] != wire.STATUS_OK:
+                raise RemoteProtocolError(f"the sender answered with unknown status {status[0]}")
+            claimed = int.from_bytes(await body.take(wire.TREE_SIZE_BYTES), "big")
+            if claimed != size:
+                raise IntegrityError(
+                    f"the sender's leaf hashes of {what} are for {claimed:,} bytes "
+                    f"where the file list says {size:,}"
+                )
+            wanted = leaf_count(size) * wire.HASH_BYTES
+            while len(hashes) < wanted:
+                hashes += await body.take(min(wanted - len(hashes), MANY_BATCH_BYTES))
+                watchdog.feed()
+            await body.expect_end()
+        except StreamResetError as exc:
+            raise _explain_reset(exc, what) from None
+        except asyncio.CancelledError:
+            if not watchdog.has_fired:
+                raise
+            raise _stalled(stream, what, self.options.progress_timeout_s) from None
+        finally:
+            watchdog.close()
+        leaf_hashes = bytes(hashes)
+        await asyncio.to_thread(check_tree, root, size, leaf_hashes, what)
+        return leaf_hashes
+
+    async def _fetch_leaves(
+        self,
+        connection: Connection,
+        root: bytes,
+        entry: Entry,
+        patch: Patch,
+        leaves: list[int],
+        progress: _Progress,
+    ) -> None:
+        """Fetch ``leaves`` of ``root`` into ``patch``: GET requests of up to
+        wire.MAX_RANGES ranges, the next one asked for while the current
+        one arrives; each leaf proven against the root on the way."""
+        requests = request_ranges(leaves)
+        if not requests:
+            return
+
+        async def on_leaf(leaf: LeafReceived) -> None:
+            if self.pacer is not None:  # no more is read until allowed
+                await self.pacer.pace(len(leaf.data))
+            await patch.write_leaf(leaf)
+            count = len(leaf.data)
+            self.bytes_received += count
+            progress.fetched_for_update[root] += count
+            progress.accounted[root] = progress.accounted.get(root, 0) + count
+            self.emit(events.BytesReceived(entry.path, count))
+
+        upcoming = await _request(connection, wire.GetRequest(root, requests[0]))
+        try:
+            for number, ranges in enumerate(requests):
+                stream = upcoming
+                if number + 1 < len(requests):
+                    request = wire.GetRequest(root, requests[number + 1])
+                    upcoming = await _request(connection, request)
+                decoder = RangeDecoder(root, ranges, expected_size=entry.size, check_leaves=False)
+                await _fetch_blob(
+                    stream,
+                    decoder,
+                    on_leaf,
+                    entry.path,
+                    self.options.progress_timeout_s,
+                    leaf_type=LeafReceived,
+                )
+        finally:
+            _drop(upcoming)
 
     async def _first_stream(
         self, connection: Connection, root: bytes, from_leaf: int, progress: _Progress

@@ -31,6 +31,9 @@ of the ticket's hashes get data) are bounded by ``ProviderLimits``:
   something (a GET of a hash we serve), so a stranger cannot stop a
   ``send --once`` before the real receiver has its files.
 
+GET_TREE (``receive --update``) is answered from the outboard in memory:
+the size and the leaf hashes of a file blob larger than one leaf.
+
 Besides a collection (or instead of one, ``collection=None``) a provider
 may serve blobs held in memory (a text message: ``text.py``) and one
 stream (``send -``: a ``StreamSource``, ``pipe.py``), asked for by its id
@@ -437,6 +440,8 @@ class _Session:
                 await self._answer_stream(stream, request)
             elif isinstance(request, wire.SnapshotRequest):
                 await self._answer_snapshot(stream, request)
+            elif isinstance(request, wire.TreeRequest):
+                await self._answer_tree(stream, request)
             else:
                 await self._answer_get(stream, request)
         except RemoteProtocolError:
@@ -501,6 +506,34 @@ class _Session:
             if blob_hash in collection.blobs:
                 return 0
         return None
+
+    def _outboard(self, blob_hash: bytes) -> Outboard | None:
+        """The tree of a file blob larger than one leaf that we serve, else None."""
+        for collection in self._collections():
+            blob = collection.blobs.get(blob_hash)
+            if blob is not None:
+                return blob.outboard
+        return None
+
+    async def _answer_tree(self, stream: Stream, request: wire.TreeRequest) -> None:
+        """GET_TREE: the size and every leaf hash of a large blob (wire.py),
+        from the outboard in memory (nothing is read from disk). A known
+        blob of one leaf is refused: its root is all there is to know."""
+        outboard = self._outboard(request.blob_hash)
+        if outboard is None:
+            if self._size_of(request.blob_hash) is not None:
+                raise RemoteProtocolError("GET_TREE is for file blobs larger than one leaf")
+            await stream.write(bytes([wire.STATUS_NOT_FOUND]))
+            await stream.finish()
+            return
+        self.has_fetched = True
+        hashes = memoryview(outboard.leaf_hashes)
+        head = bytes([wire.STATUS_OK]) + outboard.size.to_bytes(wire.TREE_SIZE_BYTES, "big")
+        await write_paced(self.provider.pacer, stream.write, head)
+        for at in range(0, len(hashes), _COALESCE_BYTES):
+            piece = bytes(hashes[at : at + _COALESCE_BYTES])
+            await write_paced(self.provider.pacer, stream.write, piece)
+        await stream.finish()
 
     async def _answer_get(
         self, stream: Stream, request: wire.GetRequest | wire.ItemRequest

@@ -20,8 +20,13 @@ Invariants (the promise to backup scripts):
   (the first few, and how many more) and suggests another ``--out``.
 - Before anything is written, every destination is checked: an existing
   file with identical content is left alone and counts as done; a different
-  one stops the receive with exit code 5 (nothing changed) unless ``force``;
-  a folder where a file should go (or the reverse) always stops it.
+  one stops the receive with exit code 5 (nothing changed) unless ``force``
+  or ``update`` (the new version replaces it; one larger than a leaf is
+  built from the old file's leaves: ``patch.py``); a folder where a file
+  should go (or the reverse) always stops it. Files already here are looked
+  up in the hash cache first (``hashcache.py``; what is hashed is
+  remembered): a file it knows to differ is not read again; one that
+  matches is, for the BLAKE3 the report gives, unless the cache keeps it.
 - Symbolic links are local state, not the peer's doing: a link in place of
   a folder of the manifest is never written through (exit 5, even with
   ``force``); a link under a file's final name is replaced, as any other
@@ -47,18 +52,23 @@ import fcntl
 import os
 import shutil
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from p2pcp.blobs.collection import Entry, Manifest
 from p2pcp.blobs.names import display_path
+from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
 from p2pcp.core.errors import StorageError, WouldOverwriteError
 from p2pcp.transfer.batch import SmallBatch, SmallFile, find_leftovers
 from p2pcp.transfer.fsprobe import FileSystemTraits, find_unfit_names, probe_folder
+from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.metadata import MetadataPolicy
 from p2pcp.transfer.partial import PartialFile
+from p2pcp.transfer.patch import Patch, PatchFile
 from p2pcp.transfer.resume import recorded_bytes
 from p2pcp.transfer.source import hash_file
 
@@ -83,6 +93,10 @@ class Plan:
     to_fetch: dict[bytes, tuple[Entry, ...]] = field(default_factory=dict)
     # Entries whose destination already holds identical content, with its BLAKE3.
     present: list[tuple[Entry, str]] = field(default_factory=list)
+    # --update: blobs larger than one leaf to build from an old file (patch.py).
+    updates: dict[bytes, UpdateBase] = field(default_factory=dict)
+    # --update: paths whose differing file (or link) the fetched one replaces.
+    replaced: set[str] = field(default_factory=set)
 
     @property
     def bytes_to_fetch(self) -> int:
@@ -91,6 +105,34 @@ class Plan:
     @property
     def bytes_present(self) -> int:
         return sum(entry.size for entry, _digest in self.present)
+
+
+@dataclass(frozen=True)
+class UpdateBase:
+    """The old file an update starts from, and its leaf hashes when the
+    plan had them (hashed or cached; None: hashed when the update runs)."""
+
+    path: Path
+    leaf_hashes: bytes | None
+
+
+class _Placeable(Protocol):
+    """A complete, verified, fsynced file to put in place."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def forget_record(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _PlacedPatch:
+    """A verified ``.patch`` (it has no resume record to forget)."""
+
+    path: Path
+
+    def forget_record(self) -> None:
+        pass
 
 
 def _add(to_fetch: dict[bytes, tuple[Entry, ...]], entry: Entry) -> None:
@@ -107,6 +149,27 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
     except OSError as exc:
         raise StorageError(f"cannot inspect {_shown(path)}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class _Existing:
+    """What hashing a file already in place found (``blake3_hex``: None when
+    the hash cache answered without it)."""
+
+    root: bytes
+    leaf_hashes: bytes | None
+    blake3_hex: str | None
+
+
+def _unchanged(path: Path, before: os.stat_result) -> bool:
+    """Whether ``path`` still is the file ``before`` described (checked
+    after reading it, before its hashes are remembered)."""
+    try:
+        after = path.lstat()
+    except OSError:
+        return False
+    fields = ("st_ino", "st_dev", "st_size", "st_mtime_ns", "st_ctime_ns")
+    return all(getattr(after, name) == getattr(before, name) for name in fields)
 
 
 def _is_folder(path: Path) -> bool:
@@ -159,10 +222,17 @@ class Store:
         force: bool,
         metadata: MetadataPolicy | None = None,
         is_dry_run: bool = False,
+        update: bool = False,
+        hash_cache: HashCache | None = None,
     ) -> None:
         self.out_dir = out_dir
         self.manifest = manifest
         self.force = force
+        # --update: a differing file (or a link) is replaced by the new
+        # version, built from its leaves where it is larger than one leaf.
+        self.update = update
+        # Hashes of the files already here, so a rerun reads only what changed.
+        self.hash_cache = hash_cache
         # Permission bits and times of the files placed (metadata.py).
         self.metadata = metadata or MetadataPolicy()
         # A dry run plans without writing anything: no file system probe.
@@ -224,6 +294,7 @@ class Store:
                 _add(plan.to_fetch, entry)
                 continue
             dest = self.out_dir / entry.path
+            started_ns = time.time_ns()  # before the stat: the hash cache's racy rule
             st = _lstat(dest)
             if st is None:
                 _add(plan.to_fetch, entry)
@@ -232,11 +303,16 @@ class Store:
                 raise WouldOverwriteError(
                     f"{_shown(dest)} is a folder; a file of that name would replace it"
                 )
+            leaf_hashes: bytes | None = None
             if stat.S_ISREG(st.st_mode) and st.st_size == entry.size:
-                existing = hash_file(dest)
-                if bytes(existing.root) == entry.root:
-                    plan.present.append((entry, existing.blake3_hex or ""))
+                existing = self._existing(dest, st, started_ns, entry.root)
+                if existing.root == entry.root and existing.blake3_hex is not None:
+                    plan.present.append((entry, existing.blake3_hex))
                     continue
+                leaf_hashes = existing.leaf_hashes
+            if self.update:
+                self._plan_update(plan, entry, dest, st, leaf_hashes)
+                continue
             if not self.force and stat.S_ISLNK(st.st_mode):
                 raise WouldOverwriteError(
                     f"{_shown(dest)} is a symbolic link (use --force to replace the link "
@@ -250,6 +326,45 @@ class Store:
         for rel in self.manifest.empty_dirs:
             self._folder_exists(rel, folders)  # a link or a file there is refused
         return plan
+
+    def _existing(self, dest: Path, st: os.stat_result, started_ns: int, root: bytes) -> _Existing:
+        """The hashes of the regular file ``dest`` (``st``: its stat, taken
+        after ``started_ns``): from the hash cache when it knows the file as
+        it is (and, for a file that matches ``root``, its BLAKE3 too), else
+        read and remembered."""
+        cache = self.hash_cache
+        cached = None if cache is None else cache.lookup(dest, st)
+        if cached is not None and cached.size == st.st_size:
+            digest = getattr(cached, "blake3", None)  # a cache that keeps it
+            if cached.root != root:
+                return _Existing(cached.root, cached.leaf_hashes, None)
+            if isinstance(digest, bytes):
+                return _Existing(cached.root, cached.leaf_hashes, digest.hex())
+        outboard = hash_file(dest)
+        leaf_hashes = outboard.leaf_hashes if outboard.leaf_count > 1 else None
+        if cache is not None and _unchanged(dest, st):
+            cache.remember(dest, st, outboard.root, leaf_hashes, started_ns=started_ns)
+        return _Existing(outboard.root, leaf_hashes, outboard.blake3_hex)
+
+    def _plan_update(
+        self,
+        plan: Plan,
+        entry: Entry,
+        dest: Path,
+        st: os.stat_result,
+        leaf_hashes: bytes | None,
+    ) -> None:
+        """--update: the file (or link) at ``dest`` differs; the new version
+        replaces it. One larger than a leaf is built from the old file's
+        leaves (a link is never a base: it is replaced, not followed)."""
+        plan.replaced.add(entry.path)
+        is_base = stat.S_ISREG(st.st_mode) and entry.size > LEAF_SIZE
+        if is_base and entry.root not in plan.updates:
+            if leaf_hashes is None and self.hash_cache is not None:
+                cached = self.hash_cache.lookup(dest, st)
+                leaf_hashes = None if cached is None else cached.leaf_hashes
+            plan.updates[entry.root] = UpdateBase(dest, leaf_hashes)
+        _add(plan.to_fetch, entry)
 
     def _folder_exists(self, rel: str, known: dict[str, bool]) -> bool:
         """Whether folder ``rel`` of the output exists, as a real folder;
@@ -276,7 +391,7 @@ class Store:
             free = shutil.disk_usage(probe).free
         except OSError:
             return
-        already = self.resumable_bytes(plan)
+        already = self.resumable_bytes(plan) + self._patch_bytes(plan)
         # place() copies a blob to every further path that holds it.
         copies = sum(entry.size for entries in plan.to_fetch.values() for entry in entries[1:])
         needed = max(0, plan.bytes_to_fetch - already) + copies + DISK_HEADROOM_BYTES
@@ -363,6 +478,26 @@ class Store:
             return 0
         return sum(sizes.get(f"{root.hex()}.part", 0) for root in plan.to_fetch)
 
+    def _patch_bytes(self, plan: Plan) -> int:
+        """Bytes the ``.patch`` files of earlier runs hold for the updates
+        (an update needs its new version beside the old one: what an
+        earlier run made of it is already taken)."""
+        total = 0
+        for root in plan.updates:
+            with contextlib.suppress(OSError):
+                total += (self.partial_dir / f"{root.hex()}.patch").stat().st_size
+        return total
+
+    def open_patch(self, root: bytes, size: int, base: UpdateBase, leaf_hashes: bytes) -> Patch:
+        """The new version of a blob, to build from ``base`` (patch.py)."""
+        path = self.partial_dir / f"{root.hex()}.patch"
+        return Patch(PatchFile(path, base.path, root, size, leaf_hashes))
+
+    def place_patch(self, patch: Patch, entries: tuple[Entry, ...]) -> None:
+        """Put a verified, fsynced ``.patch`` in place, as ``place`` does:
+        the rename replaces the old file in one step."""
+        self.place(_PlacedPatch(patch.path), entries)
+
     def partial_bytes(self, root: bytes) -> int:
         """Bytes an earlier run left for this blob (not yet re-verified)."""
         try:
@@ -413,7 +548,7 @@ class Store:
                 raise StorageError(f"cannot create {_shown(current)}: {exc.strerror}") from None
             self._made_folders.add(rel)
 
-    def place(self, partial: PartialFile, entries: tuple[Entry, ...]) -> None:
+    def place(self, partial: _Placeable, entries: tuple[Entry, ...]) -> None:
         """Move a verified, fsynced partial file to every path that holds it,
         each with its own entry's mode and modification time."""
         for entry in entries[1:]:

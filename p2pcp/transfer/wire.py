@@ -7,7 +7,7 @@ and finishes its side; the sender answers with one status byte and, for
 Request layout (version 1; integers big-endian)::
 
     u8      kind: 0x01 GET, 0x02 DONE, 0x03 GET_ITEM, 0x04 GET_MANY,
-            0x05 GET_STREAM, 0x07 GET_SNAPSHOT
+            0x05 GET_STREAM, 0x06 GET_TREE, 0x07 GET_SNAPSHOT
     GET:    32 bytes blob hash
             u16 range count (1..MAX_RANGES)
             per range: u64 start leaf, u64 end leaf (half-open, sorted,
@@ -24,6 +24,11 @@ Request layout (version 1; integers big-endian)::
     GET_STREAM: 32 bytes stream id (a stream ticket's: ``send -``),
             answered with the stream's frames (``transfer/stream.py``);
             a stream is given to one receiver: another gets STATUS_TAKEN
+    GET_TREE: 32 bytes blob hash, of a blob larger than one leaf (a
+            smaller one is refused: reset ERROR_BAD_REQUEST). Answer: u8
+            status, then for OK: u64 size || every leaf hash (32 bytes
+            each, leaf_count(size) of them, in order). The receiver checks
+            them against the blob hash before it trusts one (``patch.py``)
     GET_SNAPSHOT: 32 bytes share secret (a share ticket's: ``p2pcp
             share``). Answer: u8 status, then for OK: 32 bytes manifest
             root || u64 total size || u32 file count (``encode_snapshot``);
@@ -61,6 +66,7 @@ STATUS_OK = 0x00
 STATUS_NOT_FOUND = 0x01
 STATUS_TAKEN = 0x02  # GET_STREAM: another receiver has (or had) the stream
 REQUEST_GET_SNAPSHOT = 0x07
+REQUEST_GET_TREE = 0x06
 STATUS_DENIED = 0x03  # GET_SNAPSHOT: this receiver is not on the share's allow list
 
 # Application error codes for RESET_STREAM / STOP_SENDING.
@@ -122,6 +128,17 @@ class StreamRequest:
 
 
 @dataclass(frozen=True)
+class TreeRequest:
+    """The leaf hashes of a blob larger than one leaf (``receive --update``)."""
+
+    blob_hash: bytes
+
+
+# An OK GET_TREE answer starts with the blob's size, then its leaf hashes.
+TREE_SIZE_BYTES = 8
+
+
+@dataclass(frozen=True)
 class SnapshotRequest:
     """The current snapshot of the share whose capability secret this is."""
 
@@ -142,7 +159,15 @@ class Snapshot:
 
 SNAPSHOT_ANSWER_BYTES = HASH_BYTES + 8 + 4
 
-Request = GetRequest | DoneRequest | ItemRequest | ManyRequest | StreamRequest | SnapshotRequest
+Request = (
+    GetRequest
+    | DoneRequest
+    | ItemRequest
+    | ManyRequest
+    | StreamRequest
+    | SnapshotRequest
+    | TreeRequest
+)
 
 _ITEM_REQUEST_BYTES = 1 + HASH_BYTES + 4
 
@@ -158,6 +183,10 @@ def encode_request(request: Request) -> bytes:
         if len(request.stream_id) != HASH_BYTES:
             raise RemoteProtocolError("stream id must have 32 bytes")
         return bytes([REQUEST_GET_STREAM]) + request.stream_id
+    if isinstance(request, TreeRequest):
+        if len(request.blob_hash) != HASH_BYTES:
+            raise RemoteProtocolError("blob hash must have 32 bytes")
+        return bytes([REQUEST_GET_TREE]) + request.blob_hash
     if isinstance(request, SnapshotRequest):
         if len(request.secret) != HASH_BYTES:
             raise RemoteProtocolError("share secret must have 32 bytes")
@@ -203,6 +232,10 @@ def decode_request(data: bytes) -> Request:
         if len(data) != 1 + HASH_BYTES:
             raise RemoteProtocolError("malformed GET_STREAM request")
         return StreamRequest(bytes(data[1:]))
+    if kind == REQUEST_GET_TREE:
+        if len(data) != 1 + HASH_BYTES:
+            raise RemoteProtocolError("malformed GET_TREE request")
+        return TreeRequest(bytes(data[1:]))
     if kind == REQUEST_GET_SNAPSHOT:
         if len(data) != 1 + HASH_BYTES:
             raise RemoteProtocolError("malformed GET_SNAPSHOT request")

@@ -299,6 +299,11 @@ class HostileSender:
     many_requests: list[wire.ManyRequest] = field(default_factory=list)
     # GET_STREAM (a stream ticket): NOT_FOUND unless ``stream`` answers it.
     stream: Callable[[Stream, wire.StreamRequest], Awaitable[None]] | None = None
+    # GET_TREE (receive --update): answered as a sender without it does
+    # (reset, ERROR_BAD_REQUEST) unless ``trees`` maps the blob hash to the
+    # whole answer to send (status byte included: honest or not).
+    trees: dict[bytes, bytes] | None = None
+    tree_requests: list[wire.TreeRequest] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -345,6 +350,15 @@ class HostileSender:
                 else:
                     await self.many(stream, request)
                 return
+            if isinstance(request, wire.TreeRequest):
+                self.tree_requests.append(request)
+                if self.trees is None:
+                    stream.reset(wire.ERROR_BAD_REQUEST)
+                    return
+                answer_bytes = self.trees.get(request.blob_hash, bytes([wire.STATUS_NOT_FOUND]))
+                await stream.write(answer_bytes)
+                await stream.finish()
+                return
             if isinstance(request, wire.StreamRequest):
                 if self.stream is None:
                     await stream.write(bytes([wire.STATUS_NOT_FOUND]))
@@ -381,6 +395,12 @@ async def hostile_sender(key: SecretKey = SENDER_KEY) -> AsyncIterator[HostileSe
             task.cancel()
         await asyncio.gather(*sender._tasks, return_exceptions=True)
         await endpoint.close()
+
+
+def tree_answer(blob: Blob) -> bytes:
+    """The honest GET_TREE answer for ``blob``: status, size, leaf hashes."""
+    size = blob.outboard.size.to_bytes(wire.TREE_SIZE_BYTES, "big")
+    return bytes([wire.STATUS_OK]) + size + blob.outboard.leaf_hashes
 
 
 def single_file(sender: HostileSender, name: str, content: bytes) -> tuple[Blob, Blob]:
