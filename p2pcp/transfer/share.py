@@ -201,50 +201,49 @@ class ShareSource:
         # From here on, new requests queue behind this scan.
         self._running, self._queued = self._queued, None
         try:
-            return await self.scan()
+            return await take_snapshot(self._options, self._emit, self._cache)
         except P2pcpError as exc:  # a PATH is gone, or nothing is left to send
             self._emit(events.SnapshotFailed(str(exc)))
             raise
 
-    async def scan(self, *, shows_progress: bool = False) -> Collection:
-        """Scan and hash the share's PATHs now (on threads) and report it;
-        ``shows_progress``: with ImportProgressed events as it hashes."""
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        done = 0
-        try:
-            options = self._options
-            scan = await asyncio.to_thread(
-                scan_paths,
-                list(options.paths),
-                scan_filter=options.scan_filter,
-                links=options.links,
-            )
-            total = scan.total_size
 
-            def on_bytes(count: int) -> None:  # runs in the hashing thread
-                nonlocal done
-                done += count
-                loop.call_soon_threadsafe(self._emit, events.ImportProgressed(done, total))
-
-            collection = await asyncio.to_thread(
-                import_scan, scan, on_bytes if shows_progress else None, cache=self._cache
-            )
-        finally:
-            if self._cache is not None:
-                await asyncio.to_thread(self._cache.flush)
-        manifest = collection.manifest
-        self._emit(
-            events.SnapshotTaken(
-                root=collection.root.hex(),
-                file_count=len(manifest.files),
-                total_size=manifest.total_size,
-                files_hashed=collection.stats.files_hashed,
-                seconds=time.monotonic() - started,
-                skipped=tuple(collection.skipped),
-            )
+async def take_snapshot(
+    options: ShareOptions, emit: Emit, cache: HashCache | None, *, shows_progress: bool = False
+) -> Collection:
+    """Scan and hash the share's PATHs now (on threads) and report it as a
+    SnapshotTaken event; ``shows_progress``: ImportProgressed events too."""
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    done = 0
+    try:
+        scan = await asyncio.to_thread(
+            scan_paths, list(options.paths), scan_filter=options.scan_filter, links=options.links
         )
-        return collection
+        total = scan.total_size
+
+        def on_bytes(count: int) -> None:  # runs in the hashing thread
+            nonlocal done
+            done += count
+            loop.call_soon_threadsafe(emit, events.ImportProgressed(done, total))
+
+        collection = await asyncio.to_thread(
+            import_scan, scan, on_bytes if shows_progress else None, cache=cache
+        )
+    finally:
+        if cache is not None:
+            await asyncio.to_thread(cache.flush)
+    manifest = collection.manifest
+    emit(
+        events.SnapshotTaken(
+            root=collection.root.hex(),
+            file_count=len(manifest.files),
+            total_size=manifest.total_size,
+            files_hashed=collection.stats.files_hashed,
+            seconds=time.monotonic() - started,
+            skipped=tuple(collection.skipped),
+        )
+    )
+    return collection
 
 
 def _retrieve(task: asyncio.Task[Collection]) -> None:
@@ -267,7 +266,7 @@ async def run_share(options: ShareOptions, emit: Emit) -> None:
 
 async def _serve(options: ShareOptions, emit: Emit, cache: HashCache) -> None:
     # The first scan checks the PATHs before anything is stored or bound.
-    first = await ShareSource(options, b"", emit, cache).scan(shows_progress=True)
+    first = await take_snapshot(options, emit, cache, shows_progress=True)
     key = share_id(options.paths, options.defining_options)
     secret, is_new = await asyncio.to_thread(load_share_secret, key, rotate=options.rotate)
     source = ShareSource(options, secret, emit, cache)
@@ -291,9 +290,7 @@ async def _serve(options: ShareOptions, emit: Emit, cache: HashCache) -> None:
             )
         )
         pacer = Pacer(options.limit_rate_bps) if options.limit_rate_bps else None
-        provider = Provider(None, endpoint, emit, pacer=pacer, share=source)
-        provider.snapshots.add(first)
-        await provider.serve()
+        await Provider(None, endpoint, emit, pacer=pacer, share=source).serve()
     finally:
         await endpoint.close()
 
