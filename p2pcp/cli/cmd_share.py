@@ -82,7 +82,9 @@ def share(
 
     The ticket holds a secret instead of a content hash, so it does not
     change while this machine's key, the relay and the port stay the same
-    (the secret is kept in p2pcp's folder; --rotate replaces it). Every
+    (the secret is kept in p2pcp's folder, one per command line: other
+    PATHs or --exclude, --exclude-from, --gitignore or --links make another
+    share with its own ticket; --rotate replaces it). Every
     receive makes the share look again (files not changed since are not
     read again) and gets a snapshot, verified as a send's files are; with
     'p2pcp receive TICKET --out DIR --update' only what changed moves.

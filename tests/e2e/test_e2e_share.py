@@ -164,11 +164,13 @@ def test_a_relay_ticket_stays_without_a_port(
     folder = _folder(tmp_path)
     node = make_node()
     tickets = []
+    ticket_file = tmp_path / "ticket"
     for _ in range(2):
         process = subprocess.Popen(
             [
                 *p2pcp_command(),
                 *("share", "--json", "--relay", relay_url, "--ticket-type", "relay", str(folder)),
+                *("--ticket-file", str(ticket_file)),
             ],
             env=node.env,
             stdout=subprocess.PIPE,
@@ -186,6 +188,7 @@ def test_a_relay_ticket_stays_without_a_port(
         finally:
             stop(process)
     assert len(tickets) == 2 and tickets[0] == tickets[1]
+    assert ticket_file.read_text() == tickets[0] + "\n"
     decoded = decode_ticket(tickets[0])
     assert decoded.addresses == () and decoded.relay_url == relay_url
 
