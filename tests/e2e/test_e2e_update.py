@@ -205,3 +205,26 @@ def test_kill_9_during_an_update_leaves_old_or_new_and_the_rerun_resumes(
         assert 0 < done["bytes_received"] < size - 8 * MIB - 16 * MIB
         assert done["bytes_reused"] >= 8 * MIB + 16 * MIB
     assert [p.name for p in out.iterdir()] == ["data"]
+
+
+def test_update_replaces_links_at_file_names_and_never_writes_through_them(
+    tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    src = tmp_path / "data"
+    big = _random_file(src / "big.bin", 3 * LEAF_SIZE, seed=9)
+    small = _random_file(src / "small.txt", 100, seed=10)
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"not yours")
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    for name in ("big.bin", "small.txt"):
+        (out / "data" / name).symlink_to(target)
+    sender = start_sender(make_node(), src)
+    lines = _receive(make_node(), sender.ticket, out, "--update")
+    assert (out / "data" / "big.bin").read_bytes() == big
+    assert (out / "data" / "small.txt").read_bytes() == small
+    assert not (out / "data" / "big.bin").is_symlink()
+    assert target.read_bytes() == b"not yours"
+    reports = _file_done(lines)
+    assert reports["data/big.bin"]["updated"] and reports["data/small.txt"]["updated"]
+    assert _done(lines)["bytes_reused"] == 0
