@@ -48,7 +48,6 @@ write batch of leaves at a time; never a file's data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import os
@@ -214,7 +213,7 @@ def _copy_whole(source: int, target: int) -> None:
         fcntl.ioctl(target, _FICLONE, source)
         return
     except OSError as exc:
-        if exc.errno not in _NO_FAST_COPY and exc.errno != errno.EBADF:
+        if exc.errno not in _NO_FAST_COPY:
             raise
     offset = 0
     try:
@@ -445,6 +444,7 @@ class Patch:
         self._batch, self._batch_bytes = [], 0
         pending, self._pending = self._pending, None
         if pending is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait([pending])
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # seen: its error was raised elsewhere or is moot
         await _in_thread(self.file.close)
