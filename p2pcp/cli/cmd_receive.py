@@ -49,6 +49,37 @@ def receive(
             "each is swapped in whole once verified (no --force needed).",
         ),
     ] = False,
+    delete: Annotated[
+        bool,
+        typer.Option(
+            "--delete",
+            help="Once everything arrived verified, remove what the sender's snapshot does not "
+            "hold inside the received folders (each removal is reported).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Fetch and verify the file list, then list what would be added, updated, "
+            "deleted or have its time or mode fixed; write nothing.",
+        ),
+    ] = False,
+    no_times: Annotated[
+        bool,
+        typer.Option(
+            "--no-times",
+            help="Do not set the sender's modification times (files get the time of writing).",
+        ),
+    ] = False,
+    no_perms: Annotated[
+        bool,
+        typer.Option(
+            "--no-perms",
+            help="Do not set the sender's permission bits: new files get the default mode "
+            "(executables stay executable), replaced files keep theirs.",
+        ),
+    ] = False,
     unsafe_links: Annotated[
         bool,
         typer.Option(
@@ -95,7 +126,7 @@ def receive(
     from p2pcp.core.config import load_config, relay_from_flag
     from p2pcp.core.errors import Interrupted, UsageError
     from p2pcp.core.identity import load_or_create_secret_key
-    from p2pcp.core.ticket import decode_ticket
+    from p2pcp.core.ticket import TicketKind, decode_ticket
     from p2pcp.net import PathPolicy
     from p2pcp.rendezvous.codes import looks_like_code, parse_code
     from p2pcp.transfer.fetcher import FetchOptions
@@ -110,6 +141,8 @@ def receive(
         decoded = decode_ticket(ticket)
     limit_rate_bps = parse_rate(limit_rate) if limit_rate is not None else None
     to_stdout = check_stdout_out(out, as_json=as_json)
+    if to_stdout and (delete or dry_run):
+        raise UsageError("--delete and --dry-run work on a folder (--out DIR), not on --out -")
     out_dir = Path(".") if to_stdout else _out_dir(path_argument(out, "--out"))
     if relay_only and (direct_only or no_relay):
         raise UsageError("--relay-only contradicts --direct-only and --no-relay")
@@ -120,6 +153,10 @@ def receive(
         # relay is the configured one (or --relay), which must be the sender's.
         decoded = decode_ticket(
             claim_ticket(code, relay=relay, no_relay=no_relay, verify=verify, mode=mode, is_lan=lan)
+        )
+    if (delete or dry_run) and decoded.kind in (TicketKind.TEXT, TicketKind.STREAM):
+        raise UsageError(
+            f"--delete and --dry-run work on files and folders, not on a {decoded.kind} ticket"
         )
     if relay_only:
         policy = PathPolicy.RELAY_ONLY
@@ -140,17 +177,21 @@ def receive(
         ),
         retry_for_s=retry_for,
         limit_rate_bps=limit_rate_bps,
-        unsafe_links=unsafe_links,
+        delete=delete,
+        dry_run=dry_run,
         update=update,
         use_hash_cache=True,
+        keep_times=not no_times,
+        keep_perms=not no_perms,
+        unsafe_links=unsafe_links,
     )
     secret_key = load_or_create_secret_key()
-    with ReceiveView(mode) as view:
+    with ReceiveView(mode, is_dry_run=dry_run) as view:
         try:
             fetcher = fetcher_for(decoded, options, view.handle, to_stdout=to_stdout)
             result = run_async(fetcher.run(secret_key))
         except Interrupted:
-            if not view.has_manifest or to_stdout:
+            if not view.has_manifest or to_stdout or dry_run:
                 raise
             # What verified is kept in the partial folder; the same command
             # picks it up (the ticket names the same content).

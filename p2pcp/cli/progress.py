@@ -90,6 +90,21 @@ def _sending(event: events.SenderReady) -> str:
     return f"Sending {display_path(event.name)}: {files}, {human_bytes(event.total_size)}"
 
 
+def _local(path: str, kind: events.LocalKind) -> str:
+    """A path of the output folder for people: a folder ends with a slash,
+    a link says so."""
+    shown = display_path(path)
+    if kind is events.LocalKind.DIR:
+        return shown + "/"
+    return f"{shown} (link)" if kind is events.LocalKind.LINK else shown
+
+
+def _touched(has_new_time: bool, has_new_mode: bool) -> str:
+    return " and ".join(
+        what for what, is_new in (("time", has_new_time), ("mode", has_new_mode)) if is_new
+    )
+
+
 def _speed(count: int, seconds: float) -> str:
     return f"{human_bytes(count / max(seconds, 1e-6))}/s"
 
@@ -156,8 +171,14 @@ class _Arriving:
 
 
 class ReceiveView(_View):
-    def __init__(self, mode: OutputMode, *, out: Console = console) -> None:
+    def __init__(
+        self, mode: OutputMode, *, out: Console = console, is_dry_run: bool = False
+    ) -> None:
         super().__init__(mode, out=out)
+        # --dry-run: lists changes, no bars (nothing arrives).
+        self.is_dry_run = is_dry_run
+        if is_dry_run:
+            self.progress = None
         self.overall: TaskID | None = None
         self.arriving: dict[str, _Arriving] = {}
         self.file_bars = 0
@@ -220,7 +241,8 @@ class ReceiveView(_View):
         self.total = event.total_size
         self.bytes_done = event.bytes_present
         files = plural(event.file_count, "file")
-        self._say(f"Receiving {display_path(event.name)}: {files}, {human_bytes(event.total_size)}")
+        doing = "Dry run (nothing is written) of" if self.is_dry_run else "Receiving"
+        self._say(f"{doing} {display_path(event.name)}: {files}, {human_bytes(event.total_size)}")
         if event.bytes_resumable:
             kept = event.bytes_present + event.bytes_resumable
             self._say(f"resuming: {human_bytes(kept)} already here")
@@ -334,8 +356,73 @@ class ReceiveView(_View):
                 "link_skipped", path=event.path, target=event.target, reason=event.reason
             )
 
-    def finished(self, result: events.TransferFinished) -> None:
+    def _on_FileDeleted(self, event: events.FileDeleted) -> None:
+        self._say(f"deleted {_local(event.path, event.kind)}")
+        if self.mode.is_json:
+            self.mode.json_grouped("deleted", path=event.path, kind=event.kind)
+
+    def _on_DeleteFailed(self, event: events.DeleteFailed) -> None:
+        self._say(f"warning: could not delete {_local(event.path, event.kind)}: {event.reason}")
+        if self.mode.is_json:
+            self.mode.json("delete_failed", path=event.path, kind=event.kind, reason=event.reason)
+
+    def _on_FileTouched(self, event: events.FileTouched) -> None:
+        if self.mode.verbosity:
+            what = _touched(event.has_new_time, event.has_new_mode)
+            self._say(f"fixed the {what} of {display_path(event.path)}")
+        if self.mode.is_json:
+            self.mode.json_grouped(
+                "touched", path=event.path, time=event.has_new_time, mode=event.has_new_mode
+            )
+
+    def _on_ChangeFound(self, event: events.ChangeFound) -> None:
+        change = event.change
+        if change is events.Change.DELETE:
+            shown = f"would delete {_local(event.path, event.kind)}"
+            fields: dict[str, Any] = {"kind": event.kind}
+        elif change is events.Change.TOUCH:
+            what = _touched(event.has_new_time, event.has_new_mode)
+            shown = f"would fix the {what} of {display_path(event.path)}"
+            fields = {"time": event.has_new_time, "mode": event.has_new_mode}
+        else:
+            size = f" ({human_bytes(event.size)})" if event.kind is events.LocalKind.FILE else ""
+            shown = f"would {change} {_local(event.path, event.kind)}{size}"
+            fields = {"size": event.size, "kind": event.kind}
+        self._say(shown)
+        if self.mode.is_json:
+            self.mode.json_grouped(f"would_{change}", path=event.path, **fields)
+
+    def _dry_run_done(self, result: events.DryRunFinished) -> None:
+        self._say(
+            f"Dry run: would add {plural(result.files_to_add, 'file')} "
+            f"({human_bytes(result.bytes_to_add)}), update {result.files_to_update} "
+            f"({human_bytes(result.bytes_to_update)}), fix the time or mode of "
+            f"{result.files_to_touch}, delete {plural(result.paths_to_delete, 'path')}; "
+            f"{result.files_unchanged} unchanged. Nothing was written."
+        )
+        if result.reason:
+            self._say(f"note: {result.reason}")
+        if self.mode.is_json:
+            self.mode.json(
+                "dry_run_done",
+                path=result.out_path,
+                files_to_add=result.files_to_add,
+                bytes_to_add=result.bytes_to_add,
+                files_to_update=result.files_to_update,
+                bytes_to_update=result.bytes_to_update,
+                files_to_touch=result.files_to_touch,
+                paths_to_delete=result.paths_to_delete,
+                files_unchanged=result.files_unchanged,
+                bytes_unchanged=result.bytes_unchanged,
+                would_exit=result.would_exit,
+                reason=result.reason or None,
+            )
+
+    def finished(self, result: events.TransferFinished | events.DryRunFinished) -> None:
         self.stop_bars()
+        if isinstance(result, events.DryRunFinished):
+            self._dry_run_done(result)
+            return
         kept = f", {human_bytes(result.bytes_present)} already here" if result.bytes_present else ""
         if result.bytes_reused:
             kept += f", {human_bytes(result.bytes_reused)} reused from the old versions"

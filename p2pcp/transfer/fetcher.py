@@ -15,6 +15,11 @@ Order of work, and why:
    to back, each verified as the answer to a GET is) and placed as a group (``batch.py``);
    a sender that does not know GET_MANY gets a GET per file.
 5. Tell the sender we are done (so ``send --once`` can exit), close.
+6. Only then, with everything verified and in place: ``--update`` fixes
+   the time and mode of files that were already right (``changes.py``),
+   ``--delete`` removes what the snapshot does not hold (``prune.py``).
+   ``--dry-run`` stops after step 3 instead, writes nothing and sends no
+   DONE (it is not a finished receive).
 
 On any failure the partial folder is removed (resume arrives with a resume
 record later) and no unverified byte is ever under a final name.
@@ -62,6 +67,7 @@ from p2pcp.core.errors import (
     ConnectionLostError,
     IntegrityError,
     LocalProtocolError,
+    LocalUpdateError,
     NotFoundError,
     P2pcpError,
     RemoteProtocolError,
@@ -72,11 +78,13 @@ from p2pcp.core.errors import (
 from p2pcp.core.identity import NodeId, SecretKey
 from p2pcp.core.ticket import Ticket, TicketKind
 from p2pcp.net import Connection, Endpoint, EndpointConfig, PathKind, PathPolicy, Stream
-from p2pcp.transfer import events, wire
+from p2pcp.transfer import changes, events, wire
 from p2pcp.transfer.batch import SmallBatch, SmallFile
 from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.links import LinkPlan, place_links, plan_links
+from p2pcp.transfer.metadata import MetadataPolicy
 from p2pcp.transfer.patch import PLAN_ATTEMPTS, Patch, check_tree, request_ranges
+from p2pcp.transfer.prune import prune
 from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.snapshot import ContentChangedError, ShareFollower
 from p2pcp.transfer.store import Plan, Store
@@ -114,6 +122,14 @@ class FetchOptions:
     # Read at most this many bytes a second (--limit-rate; ratelimit.py):
     # the reads drive QUIC's receive credit, so the sender slows too.
     limit_rate_bps: int | None = None
+    # --delete: once everything is verified and in place, remove what the
+    # snapshot does not hold inside its top-level folders (prune.py).
+    delete: bool = False
+    # --dry-run: plan and list the changes, write nothing (changes.py).
+    dry_run: bool = False
+    # --no-times, --no-perms: what metadata a file gets (metadata.py).
+    keep_times: bool = True
+    keep_perms: bool = True
     # --update: a file that differs is replaced by its new version, built
     # from the leaves it shares with the old one (patch.py).
     update: bool = False
@@ -123,6 +139,10 @@ class FetchOptions:
     # --unsafe-links: also create links whose target leaves the received
     # folder or is absolute (links.py; by default they are skipped).
     unsafe_links: bool = False
+
+    @property
+    def metadata(self) -> MetadataPolicy:
+        return MetadataPolicy(keep_times=self.keep_times, keep_perms=self.keep_perms)
 
 
 async def _request(connection: Connection, request: wire.Request) -> Stream:
@@ -339,6 +359,8 @@ class _Progress:
     first_stream: Stream | None = None
     # False once the sender refused a GET_MANY: it is asked per file then.
     has_get_many: bool = True
+    # --dry-run: what the receive would do, once planned (nothing more follows).
+    dry_run: events.DryRunFinished | None = None
     # --update: per blob being updated, bytes fetched for it in this run.
     fetched_for_update: Counter[bytes] = dataclasses.field(default_factory=Counter)
 
@@ -362,7 +384,7 @@ class Fetcher:
         # A share ticket: each connection asks for the snapshot (snapshot.py).
         self.share = ShareFollower(ticket) if ticket.kind is TicketKind.SHARE else None
 
-    async def run(self, secret_key: SecretKey) -> events.TransferFinished:
+    async def run(self, secret_key: SecretKey) -> events.TransferFinished | events.DryRunFinished:
         started = time.monotonic()
         if self.share is not None:
             self.share.node_id = str(secret_key.public)
@@ -407,7 +429,7 @@ class Fetcher:
 
     async def _session(
         self, endpoint: Endpoint, relay_url: RelayUrl | None, started: float
-    ) -> events.TransferFinished:
+    ) -> events.TransferFinished | events.DryRunFinished:
         """Connect (a first failure is final: exit 3), then transfer; a connection
         lost mid-way is retried for ``retry_for_s``, resuming where it stopped."""
         progress = _Progress()
@@ -438,9 +460,14 @@ class Fetcher:
                 keep_partial = False
                 progress.bytes_by_path.update(connection.bytes_by_path)
                 await _close_quietly(connection, "done")
+                if isinstance(result, events.DryRunFinished):
+                    return result
                 return dataclasses.replace(result, bytes_by_path=dict(progress.bytes_by_path))
         except (IntegrityError, RemoteProtocolError):
             keep_partial = False  # nothing from this ticket can be completed
+            raise
+        except LocalUpdateError:
+            keep_partial = False  # everything arrived; only --delete or a fix failed
             raise
         except StorageError as exc:
             # Every file has stopped by now: say what a rerun can resume.
@@ -487,12 +514,14 @@ class Fetcher:
 
     async def _transfer(
         self, connection: Connection, progress: _Progress, started: float
-    ) -> events.TransferFinished:
+    ) -> events.TransferFinished | events.DryRunFinished:
         if self.share is not None:
             is_started = progress.manifest is not None
             self.ticket = await self.share.ticket_for(connection, is_started=is_started)
         if progress.manifest is None:
             await self._start(connection, progress)
+        if progress.dry_run is not None:
+            return progress.dry_run  # no DONE: a dry run is not a finished receive
         manifest, store, plan = progress.manifest, progress.store, progress.plan
         if manifest is None or store is None or plan is None:
             raise LocalProtocolError("internal: the receive has no plan")
@@ -513,6 +542,8 @@ class Fetcher:
         missing = [e.path for e in manifest.files if e.root not in progress.blake3_by_root]
         if missing:
             raise LocalProtocolError(f"internal error: {len(missing)} files were never finished")
+        # Everything is verified and in place: only now fix metadata and prune.
+        await self._finish_locally(manifest, plan)
         files = events.FileReports(manifest.files, progress.blake3_by_root)
         return events.TransferFinished(
             out_path=str(_arrival_path(self.options.out_dir, manifest)),
@@ -552,7 +583,7 @@ class Fetcher:
             self.ticket,
             self.options.progress_timeout_s,
             self._mark_first_byte,
-            ask_first=not self.options.update,
+            ask_first=not (self.options.update or self.options.dry_run),
         )
         progress.first_stream = first
         if self.share is not None:
@@ -560,15 +591,23 @@ class Fetcher:
         partial_key = self.ticket.root_hash if self.share is None else self.share.partial_key
         store = Store(self.options.out_dir, manifest, partial_key, force=self.options.force)
         store.replaceable = self.share.placed if self.share is not None else frozenset()
+        # Metadata of the files placed; a dry run writes nothing and lists every difference.
+        store.metadata, store.is_dry_run = self.options.metadata, self.options.dry_run
+        store.force = store.force or self.options.dry_run
         if self.options.use_hash_cache and self.hash_cache is None:
             self.hash_cache = await asyncio.to_thread(HashCache.open_default)
         store.update, store.hash_cache = self.options.update, self.hash_cache
         plan = await asyncio.to_thread(store.plan)
+        if self.options.dry_run:
+            _drop(first)
+            progress.store = store  # closed by the session (it never took a lock)
+            progress.dry_run = await self._dry_run(store, manifest, plan)
+            return
         self.link_plan = await asyncio.to_thread(
             plan_links,
             self.options.out_dir,
             manifest,
-            replace=self.options.force or bool(getattr(self.options, "update", False)),
+            replace=self.options.force or self.options.update,
             allow_unsafe=self.options.unsafe_links,
         )
         if not manifest.files or manifest.files[0].root not in plan.to_fetch:
@@ -594,6 +633,59 @@ class Fetcher:
         # file): out of the collector's sight, a full collection no longer
         # walks 100,000 files' objects again and again while they arrive.
         gc.freeze()
+
+    async def _dry_run(self, store: Store, manifest: Manifest, plan: Plan) -> events.DryRunFinished:
+        """--dry-run: report what the receive would change (changes.py)."""
+        store.check_free_space(plan)
+        self.emit(
+            events.ManifestReceived(
+                manifest.name, len(manifest.files), manifest.total_size, plan.bytes_present
+            )
+        )
+        report = _from_thread(self.emit)
+        return await asyncio.to_thread(
+            changes.find_changes,
+            self.options.out_dir,
+            manifest,
+            plan,
+            report,
+            metadata=self.options.metadata,
+            is_update=self.options.update,
+            may_replace=self.options.force or self.options.update,
+            has_delete=self.options.delete,
+            allow_unsafe_links=self.options.unsafe_links,
+        )
+
+    async def _finish_locally(self, manifest: Manifest, plan: Plan) -> None:
+        """With everything verified and in place: --update fixes the metadata
+        of the files that were already here, --delete prunes (prune.py). A
+        path that cannot be changed is reported, the rest done, then exit 1."""
+        report = _from_thread(self.emit)
+        problems: list[str] = []
+        if self.options.update:
+            failures = await asyncio.to_thread(
+                changes.fix_metadata,
+                self.options.out_dir,
+                plan.present,
+                self.options.metadata,
+                report,
+            )
+            if failures:
+                problems.append(
+                    f"could not fix the time or mode of {len(failures)} files ({failures[0]})"
+                )
+        if self.options.delete:
+            pruned = await asyncio.to_thread(prune, self.options.out_dir, manifest, report)
+            if pruned.failures:
+                first = pruned.failures[0]
+                problems.append(
+                    f"could not delete {len(pruned.failures)} paths the snapshot does not hold "
+                    f"({display_path(first.path)}: {first.reason})"
+                )
+        if problems:
+            raise LocalUpdateError(
+                "; ".join(problems) + "; everything received is verified and in place"
+            )
 
     async def _fetch_all(
         self, connection: Connection, store: Store, plan: Plan, progress: _Progress
@@ -1040,6 +1132,17 @@ class _BodyReader:
         """The answer must end here: more bytes than asked for are a lie."""
         if self.buffer or await self.stream.read():
             raise RemoteProtocolError("the sender answered with more than was asked for")
+
+
+def _from_thread(emit: Emit) -> Emit:
+    """``emit`` for a worker thread: each event is handed to the event loop,
+    in order (the views are not thread-safe)."""
+    loop = asyncio.get_running_loop()
+
+    def report(event: object) -> None:
+        loop.call_soon_threadsafe(emit, event)
+
+    return report
 
 
 def _drop(stream: Stream | None) -> None:
