@@ -93,16 +93,18 @@ def test_new_files_get_the_metadata_the_flags_say_on_both_paths(
             assert got.st_mtime_ns == _sent_mtime(name), name
 
 
+@pytest.mark.parametrize("replace", ["--force", "--update"])
 def test_no_perms_keeps_the_mode_of_a_file_it_replaces(
-    tmp_path: Path, make_node: Any, start_sender: Any
+    replace: str, tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
     sender = start_sender(make_node(), _source(tmp_path))
     out = tmp_path / "out" / "folder"
     out.mkdir(parents=True)
     for name in ("small-tool", "big-private"):
-        (out / name).write_bytes(b"an older version")
+        # An older version: for --update, the big one shares its first leaf.
+        (out / name).write_bytes(FILES[name][1][:LEAF_SIZE] + b"older")
         (out / name).chmod(0o711)
-    _done(_receive(make_node(), sender.ticket, out.parent, "--force", "--no-perms"))
+    _done(_receive(make_node(), sender.ticket, out.parent, replace, "--no-perms"))
     for name in ("small-tool", "big-private"):
         assert (out / name).read_bytes() == FILES[name][1]
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o711, name
