@@ -132,7 +132,7 @@ def send(
     from p2pcp.cli.progress import SendView
     from p2pcp.cli.qr import show_qr
     from p2pcp.core.config import choose_relay, load_config
-    from p2pcp.core.errors import Interrupted
+    from p2pcp.core.errors import Interrupted, UsageError
     from p2pcp.net import PathPolicy
     from p2pcp.transfer import events
     from p2pcp.transfer.pipe import run_send_stream
@@ -142,6 +142,13 @@ def send(
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
     settings = load_config()
+    if (exclude or exclude_from or gitignore or links) and (
+        text is not None or "-" in (paths or [])
+    ):
+        raise UsageError(
+            "--exclude, --exclude-from, --gitignore and --links choose what a folder sends: "
+            "they do not apply to --text or - (standard input)"
+        )
     what = what_to_send(paths, text, name)
     runner = run_send_stream if what.stream_name is not None else run_send
     relay_url = choose_relay(relay, no_relay, settings)

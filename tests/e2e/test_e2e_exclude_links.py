@@ -110,6 +110,19 @@ def test_a_bad_exclude_from_is_one_line_exit_2(tmp_path: Path, make_node: Any) -
     assert "--exclude-from" in result.stderr and result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("what", "option"),
+    [(["--text", "hello"], "--exclude=*.log"), (["-"], "--links"), (["-"], "--gitignore")],
+)
+def test_folder_options_with_text_or_a_stream_are_exit_2(
+    make_node: Any, what: list[str], option: str
+) -> None:
+    result = make_node().run("send", *what, option)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result.stderr)
+    assert "do not apply to --text or -" in result.stderr and result.stdout == ""
+
+
 def linked_tree(root: Path) -> None:
     make_tree(root, {"file.txt": "content", "sub/inner.txt": "inner"})
     os.symlink("file.txt", root / "to_file")
