@@ -254,6 +254,8 @@ class ReceiveView(_View):
                 total_size=event.total_size,
                 bytes_present=event.bytes_present,
                 bytes_resumable=event.bytes_resumable,
+                files_checked=event.files_checked,
+                files_from_cache=event.files_from_cache,
             )
         if self.progress is not None:
             self.overall = self.progress.add_task(
@@ -465,6 +467,9 @@ class SendView(_View):
         # Receivers connected and neither finished nor failed.
         self.active: set[int] = set()
         self.receivers_served = 0
+        # --json: the import_done line waits for the ticket line, which
+        # stays the first line on stdout (scripts read it as the ticket).
+        self.import_done: dict[str, Any] | None = None
 
     def _on_ImportProgressed(self, event: events.ImportProgressed) -> None:
         if self.progress is None:
@@ -476,14 +481,13 @@ class SendView(_View):
             self.update_bars()
 
     def _on_ImportFinished(self, event: events.ImportFinished) -> None:
-        if self.mode.is_json:
-            self.mode.json(
-                "import_done",
-                files_hashed=event.files_hashed,
-                bytes_hashed=event.bytes_hashed,
-                files_cached=event.files_cached,
-                bytes_cached=event.bytes_cached,
-            )
+        if self.mode.is_json:  # printed right after the ticket line
+            self.import_done = {
+                "files_hashed": event.files_hashed,
+                "bytes_hashed": event.bytes_hashed,
+                "files_cached": event.files_cached,
+                "bytes_cached": event.bytes_cached,
+            }
         elif self.mode.verbosity > 0:
             hashed = f"{plural(event.files_hashed, 'file')} hashed"
             self._say(
@@ -525,6 +529,9 @@ class SendView(_View):
                 code=self.code,
                 kind=str(event.kind),
             )
+            if self.import_done is not None:
+                self.mode.json("import_done", **self.import_done)
+                self.import_done = None
         elif self.ticket_to_stdout:
             sys.stdout.write(event.ticket + "\n")
             sys.stdout.flush()

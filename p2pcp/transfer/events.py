@@ -107,13 +107,17 @@ class RetryScheduled:
 class ManifestReceived:
     """The file list arrived. ``bytes_present``: identical files already in
     place; ``bytes_resumable``: partial data an earlier run left for the
-    files still to fetch (checked again before it counts)."""
+    files still to fetch (checked again before it counts);
+    ``files_checked``: files already here compared with the list, of which
+    ``files_from_cache`` the hash cache answered without reading them."""
 
     name: str
     file_count: int
     total_size: int
     bytes_present: int
     bytes_resumable: int = 0
+    files_checked: int = 0
+    files_from_cache: int = 0
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.links import LinkPlan, place_links, plan_links
 from p2pcp.transfer.metadata import MetadataPolicy
 from p2pcp.transfer.patch import PLAN_ATTEMPTS, Patch, check_tree, request_ranges
+from p2pcp.transfer.placed import PlacedFiles
 from p2pcp.transfer.prune import prune
 from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.snapshot import ContentChangedError, ShareFollower
@@ -374,6 +375,8 @@ class Fetcher:
         self.bytes_resumed = 0
         self.bytes_reused = 0  # --update: taken from the old files
         self.hash_cache: HashCache | None = None  # opened by _start when asked for
+        # What this receive placed, remembered in the hash cache at its end.
+        self.placed = PlacedFiles(is_on=options.use_hash_cache)
         self.link_plan = LinkPlan()  # the manifest's links (links.py), planned by _start
         # When the sender's first verified byte arrived: the transfer's time
         # (``seconds``, hence the speed) runs from it, so the time spent
@@ -544,6 +547,8 @@ class Fetcher:
             raise LocalProtocolError(f"internal error: {len(missing)} files were never finished")
         # Everything is verified and in place: only now fix metadata and prune.
         await self._finish_locally(manifest, plan)
+        if self.hash_cache is not None:  # a rerun reads none of the files placed
+            await asyncio.to_thread(self.placed.remember, self.hash_cache, self.options.out_dir)
         files = events.FileReports(manifest.files, progress.blake3_by_root)
         return events.TransferFinished(
             out_path=str(_arrival_path(self.options.out_dir, manifest)),
@@ -621,6 +626,8 @@ class Fetcher:
                 manifest.total_size,
                 plan.bytes_present,
                 store.resumable_bytes(plan),
+                plan.files_checked,
+                plan.files_from_cache,
             )
         )
         for entry, digest in plan.present:
@@ -760,6 +767,7 @@ class Fetcher:
         plan.to_fetch.pop(small.root, None)
         progress.accounted.pop(small.root, None)  # counted for good: never fetched again
         progress.blake3_by_root[small.root] = bytes.fromhex(small.blake3_hex)
+        self.placed.add(small.entries, small.blake3_hex)
         self._files_done(small.entries, small.blake3_hex, progress)
 
     async def _fetch_many(
@@ -881,6 +889,7 @@ class Fetcher:
             raise
         progress.accounted.pop(root, None)  # counted for good: never fetched again
         progress.blake3_by_root[root] = bytes.fromhex(digest)
+        self.placed.add(entries, digest, partial.leaf_hashes)
         self._files_done(entries, digest, progress)
 
     def _files_done(
@@ -959,6 +968,7 @@ class Fetcher:
         progress.accounted.pop(root, None)
         fetched.pop(root, None)
         progress.blake3_by_root[root] = bytes.fromhex(result.blake3_hex)
+        self.placed.add(entries, result.blake3_hex, result.leaf_hashes)
         self._files_done(entries, result.blake3_hex, progress, (base.path, reused))
 
     async def _fetch_tree(

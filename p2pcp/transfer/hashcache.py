@@ -3,7 +3,12 @@
 A second ``send`` of a folder that did not change reads none of its files:
 ``import_scan`` looks each file up here by what ``fstat`` says of it and
 hashes only the files it does not find. The receiver (``--update``) uses
-it the same way for the files already in its output folder.
+it the same way for the files already in its output folder, and keeps the
+standard BLAKE3 it reports for each file here too (``CachedHash.blake3``;
+the sender never computes it, so its entries have none), so that a
+re-run reads nothing that did not change on either side. At the end of a
+receive, the files it placed are remembered (``fetcher.py``): their
+content was verified before it was renamed into place.
 
 The cache is one SQLite file, ``<cache dir>/hashes.sqlite`` (see
 ``core.config.cache_dir``: ``$P2PCP_HOME/cache`` or the user cache dir),
@@ -45,6 +50,17 @@ in WAL mode. Rules:
 - **Batched**: ``remember`` queues; the queue is written in one
   transaction per ``BATCH_ENTRIES`` (100,000 small files cost a few
   commits, not 100,000), and by ``flush`` and ``close``.
+  ``remember_many`` queues many at once (the import's threads hand over
+  a chunk of files at a time).
+- **Free when empty**: whether the cache holds any entry of a device is
+  asked once per device per scan (``begin_scan``), so on a first run every
+  lookup of that device's files is answered without a query (until this
+  cache itself writes some), and the import does not even stat them for
+  it (``holds_device`` keeps the scan's first answer: a scan looks each
+  file up once).
+- **Upgraded in place**: a cache of an earlier schema version is migrated
+  (version 1 had no ``blake3`` column); one of a later version, made by a
+  newer p2pcp, is left alone (this run caches nothing).
 
 Threads: every method may be called from any thread (one lock around the
 connection); ``import_scan`` looks up and remembers from its hashing
@@ -58,13 +74,16 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from p2pcp.core.config import cache_dir
 
 CACHE_FILE_NAME = "hashes.sqlite"
-SCHEMA_VERSION = 1
+# 1: no blake3 column; 2: blake3 (NULL when unknown).
+SCHEMA_VERSION = 2
 
 # Bounds. An entry of a small file costs about 100 bytes in the file, so
 # 250,000 of them (a large home folder's worth of files, more than any one
@@ -133,12 +152,25 @@ def _signed(value: int) -> int:
 
 @dataclass(frozen=True)
 class CachedHash:
-    """What the cache knows of a file: its blob root, its size, and its
-    leaf hashes when it is larger than one leaf (None: one leaf or less)."""
+    """What the cache knows of a file: its blob root, its size, its leaf
+    hashes when it is larger than one leaf (None: one leaf or less, or
+    not known), and its standard BLAKE3 (32 bytes; None: not known, as
+    for every file only a sender hashed)."""
 
     root: bytes
     size: int
     leaf_hashes: bytes | None
+    blake3: bytes | None = None
+
+
+class Remembered(NamedTuple):
+    """One file for ``remember_many``: the arguments of ``remember``."""
+
+    st: os.stat_result
+    root: bytes
+    leaf_hashes: bytes | None
+    started_ns: int
+    blake3: bytes | None = None
 
 
 _SCHEMA = """
@@ -152,12 +184,55 @@ CREATE TABLE IF NOT EXISTS hashes (
     leaves BLOB,
     leaf_bytes INTEGER NOT NULL,
     used INTEGER NOT NULL,
+    blake3 BLOB,
     PRIMARY KEY (dev, ino)
 );
 CREATE INDEX IF NOT EXISTS hashes_used ON hashes (used);
 """
+_COLUMNS = "dev, ino, size, mtime_ns, ctime_ns, root, leaves, leaf_bytes, used, blake3"
+# An entry written again for the same version of a file (same stamps and
+# root: the sender re-hashed a file the receiver placed, say) keeps what
+# the new row does not know (leaf hashes, BLAKE3); any other version's go.
+_SAME = (
+    "(hashes.size, hashes.mtime_ns, hashes.ctime_ns, hashes.root)"
+    " = (excluded.size, excluded.mtime_ns, excluded.ctime_ns, excluded.root)"
+)
+_UPSERT = (
+    f"INSERT INTO hashes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+    " ON CONFLICT (dev, ino) DO UPDATE SET"
+    " size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,"
+    " root = excluded.root, used = excluded.used,"
+    f" leaves = CASE WHEN excluded.leaves IS NULL AND {_SAME}"
+    " THEN hashes.leaves ELSE excluded.leaves END,"
+    f" leaf_bytes = CASE WHEN excluded.leaves IS NULL AND {_SAME}"
+    " THEN hashes.leaf_bytes ELSE excluded.leaf_bytes END,"
+    f" blake3 = CASE WHEN excluded.blake3 IS NULL AND {_SAME}"
+    " THEN hashes.blake3 ELSE excluded.blake3 END"
+)
 
-_Row = tuple[int, int, int, int, int, bytes, bytes | None, int, int]
+# dev, ino, size, mtime_ns, ctime_ns, root, leaves, leaf_bytes, used, blake3
+_Row = tuple[int, int, int, int, int, bytes, bytes | None, int, int, bytes | None]
+
+
+def _merged(old: _Row | None, new: _Row) -> _Row:
+    """``new``, keeping the leaf hashes and BLAKE3 ``old`` knew when both
+    describe the same version of the file (what ``_UPSERT`` does)."""
+    if old is None or old[2:6] != new[2:6]:
+        return new
+    leaves, leaf_bytes = (new[6], new[7]) if new[6] is not None else (old[6], old[7])
+    blake3 = new[9] if new[9] is not None else old[9]
+    return (*new[:6], leaves, leaf_bytes, new[8], blake3)
+
+
+def _cached(row: tuple[int, bytes, bytes | None, bytes | None]) -> CachedHash:
+    """(size, root, leaves, blake3) as a CachedHash."""
+    size, root, leaves, blake3 = row
+    return CachedHash(
+        bytes(root),
+        size,
+        None if leaves is None else bytes(leaves),
+        None if blake3 is None else bytes(blake3),
+    )
 
 
 class HashCache:
@@ -181,6 +256,11 @@ class HashCache:
         self._pending: dict[tuple[int, int], _Row] = {}
         self._touched: set[tuple[int, int]] = set()
         self._inserted = 0
+        # Devices (signed st_dev) -> whether the file held any entry of
+        # theirs when first asked in this scan (begin_scan asks again);
+        # and the devices this cache wrote entries of since.
+        self._devices: dict[int, bool] = {}
+        self._written_devices: set[int] = set()
 
     # -- opening ---------------------------------------------------------
 
@@ -242,14 +322,16 @@ class HashCache:
             connection = self._connection
             if connection is None:
                 return None
-            row: tuple[int, int, int, bytes, bytes | None, int] | None
+            row: tuple[int, int, int, bytes, bytes | None, int, bytes | None] | None
             pending = self._pending.get(key)
             if pending is not None:
-                row = (pending[2], pending[3], pending[4], pending[5], pending[6], pending[8])
+                row = (*pending[2:7], pending[8], pending[9])
+            elif not self._may_hold_locked(key[0]):
+                return None
             else:
                 try:
                     row = connection.execute(
-                        "SELECT size, mtime_ns, ctime_ns, root, leaves, used FROM hashes"
+                        "SELECT size, mtime_ns, ctime_ns, root, leaves, used, blake3 FROM hashes"
                         " WHERE dev = ? AND ino = ?",
                         key,
                     ).fetchone()
@@ -260,12 +342,28 @@ class HashCache:
                     return None
             if row is None:
                 return None
-            size, mtime_ns, ctime_ns, root, leaves, used = row
+            size, mtime_ns, ctime_ns, root, leaves, used, blake3 = row
             if (size, mtime_ns, ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
                 return None
             if used < int(time.time()) - TOUCH_INTERVAL_S:
                 self._touched.add(key)
-        return CachedHash(bytes(root), size, None if leaves is None else bytes(leaves))
+        return _cached((size, root, leaves, blake3))
+
+    def holds_device(self, st_dev: int) -> bool:
+        """Whether the cache held any file of device ``st_dev`` when this
+        scan began (False: a lookup of a file not remembered during the
+        scan misses, so the scan need not even stat its files for it).
+        Asked of the file once per device per scan."""
+        with self._lock:
+            return self._connection is not None and self._holds_device_locked(_signed(st_dev))
+
+    def begin_scan(self) -> None:
+        """A new scan (an import, a receiver's plan): whether each device
+        holds entries is asked of the file again (a long-lived share finds
+        what its earlier scans remembered)."""
+        with self._lock:
+            self._devices.clear()
+            self._written_devices.clear()
 
     def lookup_many(self, stats: list[os.stat_result]) -> list[CachedHash | None]:
         """``lookup`` for many files at once (one query per device): what
@@ -281,28 +379,33 @@ class HashCache:
             if connection is None:
                 return results
             for dev, indexes in by_device.items():
+                holds = self._may_hold_locked(dev)
+                if not holds and not self._pending:
+                    continue
                 for start in range(0, len(indexes), LOOKUP_BATCH):
                     part = indexes[start : start + LOOKUP_BATCH]
                     inodes = {_signed(stats[at].st_ino): at for at in part}
-                    rows: list[tuple[int, int, int, int, bytes, bytes | None, int]] = []
+                    rows: list[tuple[int, int, int, int, bytes, bytes | None, int, bytes | None]]
+                    rows = []
                     for key in ((dev, ino) for ino in inodes):
                         pending = self._pending.get(key)
                         if pending is not None:
-                            rows.append((key[1], *pending[2:7], pending[8]))
+                            rows.append((key[1], *pending[2:7], pending[8], pending[9]))
                     # Placeholders only: no value is put in the text.
                     marks = ",".join("?" * len(inodes))
                     try:
-                        rows += connection.execute(
-                            "SELECT ino, size, mtime_ns, ctime_ns, root, leaves, used FROM hashes"  # noqa: S608
-                            f" WHERE dev = ? AND ino IN ({marks})",
-                            (dev, *inodes),
-                        ).fetchall()
+                        if holds:
+                            rows += connection.execute(
+                                "SELECT ino, size, mtime_ns, ctime_ns, root, leaves, used, blake3"  # noqa: S608
+                                f" FROM hashes WHERE dev = ? AND ino IN ({marks})",
+                                (dev, *inodes),
+                            ).fetchall()
                     except sqlite3.OperationalError:
                         continue
                     except sqlite3.DatabaseError:
                         self._broken()
                         return results
-                    for ino, size, mtime_ns, ctime_ns, root, leaves, used in rows:
+                    for ino, size, mtime_ns, ctime_ns, root, leaves, used, blake3 in rows:
                         at = inodes[ino]
                         st = stats[at]
                         if results[at] is not None or (size, mtime_ns, ctime_ns) != (
@@ -313,8 +416,7 @@ class HashCache:
                             continue
                         if used < stale:
                             self._touched.add((dev, ino))
-                        leaf_hashes = None if leaves is None else bytes(leaves)
-                        results[at] = CachedHash(bytes(root), size, leaf_hashes)
+                        results[at] = _cached((size, root, leaves, blake3))
         return results
 
     def remember(
@@ -325,39 +427,61 @@ class HashCache:
         leaf_hashes: bytes | None,
         *,
         started_ns: int | None = None,
+        blake3: bytes | None = None,
     ) -> None:
-        """Remember that the file ``st`` describes hashed to ``root``.
+        """Remember that the file ``st`` describes hashed to ``root`` (and,
+        when known, to the standard BLAKE3 ``blake3``).
 
         ``st`` must be the stat taken BEFORE the bytes were read, and the
         read must have been checked against a stat taken after it (the
-        file did not change meanwhile). ``started_ns``: ``time.time_ns()``
-        taken just before ``st``; without it, now. A racy entry (the file
-        changed within the racy margin of that moment) is not stored."""
+        file did not change meanwhile); or, for a file the receiver placed,
+        a stat taken after its verified content was renamed into place.
+        ``started_ns``: ``time.time_ns()`` taken just before ``st``;
+        without it, now. A racy entry (the file changed within the racy
+        margin of that moment) is not stored."""
         if started_ns is None:
             started_ns = time.time_ns()
-        if is_racy(st, started_ns):
-            return
-        leaf_bytes = 0 if leaf_hashes is None else len(leaf_hashes)
-        if leaf_bytes > self.max_leaf_hash_bytes // 4:
-            return
-        key = (_signed(st.st_dev), _signed(st.st_ino))
-        row: _Row = (
-            key[0],
-            key[1],
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-            bytes(root),
-            None if leaf_hashes is None else bytes(leaf_hashes),
-            leaf_bytes,
-            int(time.time()),
-        )
+        self.remember_many([Remembered(st, root, leaf_hashes, started_ns, blake3)])
+
+    def remember_many(self, files: Iterable[Remembered]) -> int:
+        """``remember`` for many files at once (one lock for them all);
+        returns how many were queued (the racy ones and those whose leaf
+        hashes are over the bound are not)."""
+        now = int(time.time())
+        rows: list[_Row] = []
+        for st, root, leaf_hashes, started_ns, blake3 in files:
+            if is_racy(st, started_ns):
+                continue
+            leaf_bytes = 0 if leaf_hashes is None else len(leaf_hashes)
+            if leaf_bytes > self.max_leaf_hash_bytes // 4:
+                continue
+            rows.append(
+                (
+                    _signed(st.st_dev),
+                    _signed(st.st_ino),
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    bytes(root),
+                    None if leaf_hashes is None else bytes(leaf_hashes),
+                    leaf_bytes,
+                    now,
+                    None if blake3 is None or len(blake3) != 32 else bytes(blake3),
+                )
+            )
+        if not rows:
+            return 0
         with self._lock:
             if self._connection is None:
-                return
-            self._pending[key] = row
-            if len(self._pending) >= BATCH_ENTRIES:
+                return 0
+            pending = self._pending
+            for row in rows:
+                key = (row[0], row[1])
+                old = pending.get(key)
+                pending[key] = row if old is None else _merged(old, row)
+            if len(pending) >= BATCH_ENTRIES:
                 self._write_locked()
+        return len(rows)
 
     def flush(self) -> None:
         """Write what is queued (one transaction), then keep to the bounds."""
@@ -396,9 +520,7 @@ class HashCache:
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(
-                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+                connection.executemany(_UPSERT, rows)
                 connection.executemany(
                     "UPDATE hashes SET used = ? WHERE dev = ? AND ino = ?", touched
                 )
@@ -413,6 +535,29 @@ class HashCache:
             self._broken()
             return
         self._inserted += len(rows)
+        self._written_devices.update(row[0] for row in rows)
+
+    def _may_hold_locked(self, dev: int) -> bool:
+        """Whether a lookup of device ``dev`` (signed) must ask the file."""
+        return dev in self._written_devices or self._holds_device_locked(dev)
+
+    def _holds_device_locked(self, dev: int) -> bool:
+        """Whether the file holds any entry of device ``dev`` (signed),
+        asked once per device; an error says True (the lookups decide)."""
+        holds = self._devices.get(dev)
+        if holds is None:
+            connection = self._connection
+            try:
+                holds = connection is not None and (
+                    connection.execute(
+                        "SELECT 1 FROM hashes WHERE dev = ? LIMIT 1", (dev,)
+                    ).fetchone()
+                    is not None
+                )
+            except sqlite3.Error:
+                return True
+            self._devices[dev] = holds
+        return holds
 
     def _evict_locked(self) -> None:
         """Drop the least recently used entries while over a bound."""
@@ -472,21 +617,43 @@ def _connect(path: Path) -> sqlite3.Connection:
     )
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version > SCHEMA_VERSION or version < 0:
             # A later p2pcp's cache: leave it alone, cache nothing.
             raise sqlite3.OperationalError(f"unknown hash cache version {version}")
         if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise sqlite3.OperationalError("the hash cache cannot use WAL mode")
         connection.execute("PRAGMA synchronous=NORMAL")
-        if version == 0:
-            connection.executescript(_SCHEMA)
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:
+            _upgrade(connection)
         # Reads the table's first page: a damaged file fails here, not later.
         connection.execute("SELECT count(*) FROM (SELECT 1 FROM hashes LIMIT 1)").fetchone()
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Make the schema (a new file) or bring an earlier one up to date, in
+    one transaction that looks at the version again under the write lock
+    (two processes may both have found the file old)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+        elif version == 1:
+            connection.execute("ALTER TABLE hashes ADD COLUMN blake3 BLOB")
+        elif version != SCHEMA_VERSION:
+            raise sqlite3.OperationalError(f"unknown hash cache version {version}")
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
 
 
 def _move_aside(path: Path) -> bool:

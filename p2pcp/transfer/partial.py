@@ -134,6 +134,12 @@ class PartialFile:
         return len(self._leaf_hashes) // HASH_BYTES
 
     @property
+    def leaf_hashes(self) -> bytes:
+        """The hashes of the leaves verified so far, from the first (every
+        leaf's once ``finish`` returned): the hash cache keeps them."""
+        return bytes(self._leaf_hashes)
+
+    @property
     def is_complete(self) -> bool:
         return self.verified_leaves == leaf_count(self.blob_size) and self.size == self.blob_size
 

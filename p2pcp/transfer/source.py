@@ -55,6 +55,9 @@ Rules:
   sent wrong.)
 - With a hash cache (``hashcache.py``), a file whose inode, size, mtime
   and ctime are those it had when it was last hashed is not read at all.
+  Small files are looked up a chunk at a time and remembered a chunk at
+  a time; a file on a device the cache holds nothing of (a first run) is
+  not even stat'ed for it.
 - Every skipped item and error names its path with ``display_path``.
 """
 
@@ -90,7 +93,7 @@ from p2pcp.blobs.tree import (
 from p2pcp.core.defaults import IMPORT_READ_BYTES
 from p2pcp.core.errors import P2pcpError, StorageError, UsageError
 from p2pcp.transfer.exclude import Rules, ScanFilter
-from p2pcp.transfer.hashcache import CachedHash, HashCache, racy_wait_ns
+from p2pcp.transfer.hashcache import CachedHash, HashCache, Remembered, racy_wait_ns
 
 ProgressCallback = Callable[[int], None]
 
@@ -216,6 +219,7 @@ class _Found:
     size: int
     mode: int
     mtime_ns: int
+    dev: int  # st_dev (one shared int per device: see _found)
 
 
 @dataclass
@@ -250,8 +254,14 @@ class Scan:
         self.skipped.append(f"{display_path(rel)} ({reason})")
 
 
+# One int object per device number, shared by every _Found of that device
+# (a fresh int per file would cost 32 bytes each).
+_DEVICES: dict[int, int] = {}
+
+
 def _found(rel: str, st: os.stat_result) -> _Found:
-    return _Found(rel, st.st_size, stat.S_IMODE(st.st_mode) & MODE_BITS, st.st_mtime_ns)
+    dev = _DEVICES.setdefault(st.st_dev, st.st_dev)
+    return _Found(rel, st.st_size, stat.S_IMODE(st.st_mode) & MODE_BITS, st.st_mtime_ns, dev)
 
 
 def _keep(
@@ -469,13 +479,16 @@ def hash_consistent(
     max_size: int | None = None,
     progress: _Progress | None = None,
     is_looked_up: bool = False,
+    remembered: list[Remembered] | None = None,
 ) -> HashedFile | _Changed | None:
     """Hash one version of the file at ``path`` (see the module: fstat before
     and after each read; a racy file waited for, then read), from ``cache`` when it
     knows the file and into it when it did not. ``_CHANGED`` when it kept
     changing; None when it is larger than ``max_size`` (left to the caller).
     OSError when it cannot be opened or read. ``is_looked_up``: the caller
-    just looked it up and missed (its first read skips the lookup)."""
+    just looked it up and missed (its first read skips the lookup).
+    ``remembered``: what to remember goes there (the caller hands a chunk
+    of them to ``cache.remember_many``) instead of into ``cache``."""
     for attempt in range(READ_ATTEMPTS):
         started_ns = time.time_ns()
         # O_NONBLOCK: a FIFO put where a file was must not block the open.
@@ -508,7 +521,10 @@ def hash_consistent(
             continue
         if cache is not None:
             leaves = None if outboard is None else outboard.leaf_hashes
-            cache.remember(path, before, root, leaves, started_ns=started_ns)
+            if remembered is not None:
+                remembered.append(Remembered(before, root, leaves, started_ns))
+            else:
+                cache.remember(path, before, root, leaves, started_ns=started_ns)
         return HashedFile(before, root, outboard)
     return _CHANGED
 
@@ -519,13 +535,22 @@ _Result = HashedFile | OSError | _Changed | None
 
 
 def _hash_found(
-    scan: Scan, found: _Found, cache: HashCache | None, *, is_looked_up: bool = False
+    scan: Scan,
+    found: _Found,
+    cache: HashCache | None,
+    *,
+    is_looked_up: bool = False,
+    remembered: list[Remembered] | None = None,
 ) -> _Result:
     if found.size > LEAF_SIZE:
         return None
     try:
         return hash_consistent(
-            scan.disk_path(found.rel), cache, max_size=LEAF_SIZE, is_looked_up=is_looked_up
+            scan.disk_path(found.rel),
+            cache,
+            max_size=LEAF_SIZE,
+            is_looked_up=is_looked_up,
+            remembered=remembered,
         )
     except OSError as exc:
         return exc
@@ -533,13 +558,15 @@ def _hash_found(
 
 def _hash_chunk(scan: Scan, chunk: list[_Found], cache: HashCache | None) -> list[_Result]:
     """A chunk of files: the small ones found in the cache (one query for
-    them all, by a stat of each) or hashed, the larger ones left as None."""
+    them all, by a stat of each; none for a device the cache holds nothing
+    of) or hashed and remembered together, the larger ones left as None."""
     if cache is None or not cache.is_enabled:
         return [_hash_found(scan, found, None) for found in chunk]
+    holds = {dev: cache.holds_device(dev) for dev in {found.dev for found in chunk}}
     stats: list[os.stat_result] = []
     known: list[int] = []
     for at, found in enumerate(chunk):
-        if found.size <= LEAF_SIZE:
+        if found.size <= LEAF_SIZE and holds[found.dev]:
             try:
                 st = os.stat(scan.disk_path(found.rel))
             except OSError:
@@ -548,14 +575,20 @@ def _hash_chunk(scan: Scan, chunk: list[_Found], cache: HashCache | None) -> lis
                 stats.append(st)
                 known.append(at)
     hits: dict[int, HashedFile] = {}
-    for at, st, hit in zip(known, stats, cache.lookup_many(stats), strict=True):
-        cached = None if hit is None else _from_cache(st, hit)
-        if cached is not None:
-            hits[at] = cached
-    return [
-        hits[at] if at in hits else _hash_found(scan, found, cache, is_looked_up=True)
+    if stats:
+        for at, st, hit in zip(known, stats, cache.lookup_many(stats), strict=True):
+            cached = None if hit is None else _from_cache(st, hit)
+            if cached is not None:
+                hits[at] = cached
+    remembered: list[Remembered] = []
+    results = [
+        hits[at]
+        if at in hits
+        else _hash_found(scan, found, cache, is_looked_up=True, remembered=remembered)
         for at, found in enumerate(chunk)
     ]
+    cache.remember_many(remembered)
+    return results
 
 
 def _hash_all(scan: Scan, cache: HashCache | None) -> Iterator[tuple[_Found, _Result]]:
@@ -600,6 +633,8 @@ def import_scan(
     entries: list[Entry] = []
     blobs = BlobIndex(scan.bases)
     progress = _Progress(on_bytes)
+    if cache is not None:
+        cache.begin_scan()
     counts = [0, 0, 0, 0]  # files hashed, bytes hashed, files cached, bytes cached
     for found, small in _hash_all(scan, cache):
         progress.file_started()

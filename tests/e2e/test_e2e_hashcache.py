@@ -1,5 +1,6 @@
 """The hash cache through the CLI: a second ``send`` of an unchanged folder
-reads no file and gives the same root; a changed file is read again."""
+reads no file and gives the same root; a changed file is read again. The
+ticket stays the first line of ``send --json``; ``import_done`` follows it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 
 def _send_until_ticket(node: Node, *args: str) -> list[dict[str, Any]]:
-    """``p2pcp send --json ARGS``'s lines up to its ticket; then stopped."""
+    """``p2pcp send --json ARGS``'s first two lines, the ticket and then
+    ``import_done`` (scripts read the first line as the ticket); then stopped."""
     process = subprocess.Popen(
         [*p2pcp_command(), "send", "--json", *args],
         env=node.env,
@@ -36,13 +38,13 @@ def _send_until_ticket(node: Node, *args: str) -> list[dict[str, Any]]:
         deadline = time.monotonic() + PROCESS_TIMEOUT_S
         for raw in process.stdout:
             lines.append(json.loads(raw))
-            if lines[-1]["event"] == "ticket" or time.monotonic() > deadline:
+            if len(lines) == 2 or time.monotonic() > deadline:
                 break
     finally:
         stop(process)
         if process.stdout is not None:
             process.stdout.close()
-    assert lines and lines[-1]["event"] == "ticket", lines
+    assert [line["event"] for line in lines] == ["ticket", "import_done"], lines
     return lines
 
 

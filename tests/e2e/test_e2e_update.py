@@ -12,10 +12,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 
 from p2pcp.blobs.tree import HASH_BYTES, LEAF_SIZE, Outboard, leaf_count
 from p2pcp.core.defaults import PARTIAL_DIR_PREFIX
+from p2pcp.transfer.hashcache import CACHE_FILE_NAME, HashCache
 from tests.support.processes import stop
 
 from .conftest import SLOW_LINK, json_lines, start_receive, tree_of, wait_for_bytes
@@ -70,6 +72,66 @@ def _file_done(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {line["path"]: line for line in lines if line["event"] == "file_done"}
 
 
+def _manifest(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(line for line in lines if line["event"] == "manifest")
+
+
+def test_a_rerun_reads_none_of_the_files_a_receive_placed(
+    tmp_path: Path, make_node: Any, start_sender: Any
+) -> None:
+    """The files a receive placed (large, small, a copy, an empty one) are
+    in the hash cache with their BLAKE3 and leaf hashes: a second ``receive
+    --update`` of the same ticket reads none of them (``files_from_cache``
+    is every file) and reports the same BLAKE3; a file changed here since
+    is read, and replaced."""
+    src = tmp_path / "data"
+    contents = {
+        "big.bin": _random_file(src / "big.bin", 3 * LEAF_SIZE + 123, seed=7),
+        "copy.bin": _random_file(src / "copy.bin", 2000, seed=8),
+        "empty": b"",
+    }
+    contents["again/copy.bin"] = contents["copy.bin"]
+    for number in range(30):
+        data = _random_file(src / "small" / f"s{number}", 100 + number, seed=200 + number)
+        contents[f"small/s{number}"] = data
+    (src / "empty").write_bytes(b"")
+    (src / "again").mkdir()
+    (src / "again" / "copy.bin").write_bytes(contents["copy.bin"])
+    sender_node, receiver = make_node(), make_node()
+    sender = start_sender(sender_node, src)
+    out = tmp_path / "out"
+    first = _receive(receiver, sender.ticket, out)
+    assert _manifest(first)["files_checked"] == 0
+    assert _final(out / "data") == _final(src)
+
+    # The large file went into the receiver's cache whole: root, leaves, BLAKE3.
+    big = out / "data" / "big.bin"
+    with HashCache.open(receiver.home / "cache" / CACHE_FILE_NAME) as cache:
+        hit = cache.lookup(big, os.stat(big))
+    expected = Outboard.from_bytes(contents["big.bin"])
+    assert hit is not None
+    assert (hit.root, hit.leaf_hashes) == (expected.root, expected.leaf_hashes)
+    assert hit.blake3 == blake3.blake3(contents["big.bin"]).digest()
+
+    lines = _receive(receiver, sender.ticket, out, "--update")
+    manifest = _manifest(lines)
+    assert manifest["files_checked"] == manifest["files_from_cache"] == len(contents)
+    assert _done(lines)["bytes_received"] == 0
+    reports = _file_done(lines)
+    for rel, data in contents.items():
+        assert reports[f"data/{rel}"]["already_present"] is True
+        assert reports[f"data/{rel}"]["blake3"] == blake3.blake3(data).hexdigest()
+
+    # A file changed here (same size) is read, found different, replaced.
+    (out / "data" / "small" / "s3").write_bytes(b"z" * 103)
+    lines = _receive(receiver, sender.ticket, out, "--update")
+    manifest = _manifest(lines)
+    assert manifest["files_checked"] == len(contents)
+    assert manifest["files_from_cache"] == len(contents) - 1
+    assert _file_done(lines)["data/small/s3"]["updated"] is True
+    assert _final(out / "data") == _final(src)
+
+
 def test_update_fetches_only_the_changed_leaves_and_leaves_the_rest_alone(
     tmp_path: Path, make_node: Any, start_sender: Any
 ) -> None:
@@ -122,9 +184,13 @@ def test_update_fetches_only_the_changed_leaves_and_leaves_the_rest_alone(
         ), f"{rel} was rewritten"
     assert [p.name for p in out.iterdir()] == ["data"]  # no partial folder left
 
-    # Nothing changed since: nothing is fetched, nothing rewritten.
-    again = _done(_receive(receiver, second.ticket, out, "--update"))
+    # Nothing changed since: nothing is fetched, nothing rewritten, nothing
+    # read (the files the update placed, patched or not, are in the cache).
+    lines = _receive(receiver, second.ticket, out, "--update")
+    again = _done(lines)
     assert again["bytes_received"] == 0 and again["bytes_reused"] == 0
+    manifest = _manifest(lines)
+    assert manifest["files_checked"] == manifest["files_from_cache"] == 21
 
 
 def test_update_of_files_that_grew_and_shrank(

@@ -13,11 +13,21 @@ import threading
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 
+from p2pcp.blobs.collection import Entry
 from p2pcp.blobs.tree import LEAF_SIZE, Outboard
 from p2pcp.core.errors import StorageError
-from p2pcp.transfer.hashcache import CACHE_FILE_NAME, RACY_MARGIN_NS, HashCache, is_racy
+from p2pcp.transfer.hashcache import (
+    CACHE_FILE_NAME,
+    RACY_MARGIN_NS,
+    SCHEMA_VERSION,
+    HashCache,
+    Remembered,
+    is_racy,
+)
+from p2pcp.transfer.placed import PlacedFiles
 from p2pcp.transfer.source import import_scan, scan_paths
 
 # Files made by a test are this much older than the racy margin before they
@@ -433,3 +443,269 @@ def test_a_file_that_keeps_changing_is_an_error_under_strict(tmp_path: Path) -> 
         stop.set()
         writer.join(timeout=30)
     assert errors > 0
+
+
+# -- the standard BLAKE3, the schema, the first run, files a receive placed --
+
+DIGEST = b"b" * 32
+
+
+def test_blake3_is_kept_and_none_when_unknown(cache_path: Path, tmp_path: Path) -> None:
+    known, unknown = tmp_path / "known", tmp_path / "unknown"
+    known.write_bytes(b"one")
+    unknown.write_bytes(b"two")
+    _settle()
+    with HashCache.open(cache_path) as cache:
+        cache.remember(known, os.stat(known), ROOT, None, blake3=DIGEST)
+        _remember(cache, unknown)
+        for _ in range(2):  # queued, then from the file
+            assert cache.lookup(known, os.stat(known)) == cache.lookup_many([os.stat(known)])[0]
+            hit = cache.lookup(known, os.stat(known))
+            assert hit is not None and hit.blake3 == DIGEST
+            hit = cache.lookup_many([os.stat(unknown)])[0]
+            assert hit is not None and hit.blake3 is None
+            cache.flush()
+
+
+@pytest.mark.parametrize("flush_between", [False, True], ids=["queued", "written"])
+def test_the_same_version_remembered_again_keeps_what_it_knew(
+    cache_path: Path, tmp_path: Path, flush_between: bool
+) -> None:
+    """A sender re-hashing a file the receiver placed (it has no BLAKE3)
+    keeps the BLAKE3 and the leaf hashes; another version loses them."""
+    path = tmp_path / "big"
+    with open(path, "wb") as handle:
+        handle.truncate(2 * LEAF_SIZE)
+    leaves = os.urandom(64)
+    _settle()
+    with HashCache.open(cache_path) as cache:
+        st = os.stat(path)
+        cache.remember(path, st, ROOT, leaves, blake3=DIGEST)
+        if flush_between:
+            cache.flush()
+        cache.remember(path, st, ROOT, None)  # the same version, less known
+        cache.flush()
+        hit = cache.lookup(path, st)
+        assert hit is not None and (hit.leaf_hashes, hit.blake3) == (leaves, DIGEST)
+        cache.remember(path, st, b"n" * 32, None)  # another root: nothing kept
+        if flush_between:
+            cache.flush()
+        hit = cache.lookup(path, st)
+        assert hit is not None and (hit.root, hit.leaf_hashes, hit.blake3) == (
+            b"n" * 32,
+            None,
+            None,
+        )
+
+
+_SCHEMA_1 = """
+CREATE TABLE hashes (
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, root BLOB NOT NULL,
+    leaves BLOB, leaf_bytes INTEGER NOT NULL, used INTEGER NOT NULL,
+    PRIMARY KEY (dev, ino)
+);
+CREATE INDEX hashes_used ON hashes (used);
+PRAGMA user_version=1;
+"""
+
+
+def test_a_version_1_cache_is_migrated(cache_path: Path, settled: Path) -> None:
+    st = os.stat(settled)
+    cache_path.parent.mkdir()
+    old = sqlite3.connect(cache_path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.executescript(_SCHEMA_1)
+    old.execute(
+        "INSERT INTO hashes VALUES (?, ?, ?, ?, ?, ?, NULL, 0, ?)",
+        (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, ROOT, int(time.time())),
+    )
+    old.close()
+    with HashCache.open(cache_path) as cache:
+        assert cache.is_enabled
+        hit = cache.lookup(settled, st)
+        assert hit is not None and (hit.root, hit.blake3) == (ROOT, None)  # kept, upgraded
+        cache.remember(settled, st, ROOT, None, blake3=DIGEST)
+    with HashCache.open(cache_path) as cache:
+        hit = cache.lookup(settled, st)
+        assert hit is not None and hit.blake3 == DIGEST
+    check = sqlite3.connect(cache_path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        check.close()
+
+
+def test_a_later_version_is_left_alone(cache_path: Path, settled: Path) -> None:
+    cache_path.parent.mkdir()
+    later = sqlite3.connect(cache_path, isolation_level=None)
+    later.execute("CREATE TABLE other (x)")
+    later.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    later.close()
+    before = cache_path.read_bytes()
+    with HashCache.open(cache_path) as cache:
+        assert not cache.is_enabled
+        _remember(cache, settled)
+        assert cache.lookup(settled, os.stat(settled)) is None
+    assert cache_path.read_bytes() == before
+
+
+def test_a_first_run_asks_the_empty_cache_once_per_device(cache_path: Path, tmp_path: Path) -> None:
+    """With no entry of the device, an import looks nothing up per file
+    (one query for the device, whatever the count of files); its next run
+    finds every file, a chunk per query."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for number in range(700):  # three chunks
+        (folder / f"s{number}").write_bytes(os.urandom(number % 50))
+    (folder / "large").write_bytes(os.urandom(2 * LEAF_SIZE + 1))
+    _settle()
+    runs = []
+    for _ in range(2):
+        statements: list[str] = []
+        with HashCache.open(cache_path) as cache:
+            connection = cache._connection
+            assert connection is not None
+            connection.set_trace_callback(statements.append)
+            runs.append(import_scan(scan_paths([folder]), cache=cache))
+            connection.set_trace_callback(None)
+        lookups = [text for text in statements if "FROM hashes WHERE" in text]
+        if len(runs) == 1:
+            assert len(lookups) == 1, lookups  # the device, once
+            assert "LIMIT 1" in lookups[0]
+        else:
+            assert 2 <= len(lookups) <= 1 + 3 + 1, lookups  # the device, 3 chunks, the large file
+    assert (runs[0].stats.files_hashed, runs[0].stats.files_cached) == (701, 0)
+    assert (runs[1].stats.files_hashed, runs[1].stats.files_cached) == (0, 701)
+    assert runs[0].root == runs[1].root
+
+
+def test_each_scan_asks_again_whether_a_device_holds_entries(
+    cache_path: Path, settled: Path
+) -> None:
+    """A long-lived cache (a share's) finds what was written since its last
+    scan: ``begin_scan`` asks the file again."""
+    st = os.stat(settled)
+    with HashCache.open(cache_path) as long_lived:
+        long_lived.begin_scan()
+        assert not long_lived.holds_device(st.st_dev)
+        with HashCache.open(cache_path) as other:
+            _remember(other, settled)
+        assert long_lived.lookup(settled, st) is None  # this scan's answer stands
+        long_lived.begin_scan()
+        assert long_lived.holds_device(st.st_dev)
+        hit = long_lived.lookup(settled, st)
+        assert hit is not None and hit.root == ROOT
+
+
+def test_remember_many_leaves_out_racy_files(cache_path: Path, tmp_path: Path) -> None:
+    old, fresh = tmp_path / "old", tmp_path / "fresh"
+    old.write_bytes(b"old")
+    _settle()
+    started_ns = time.time_ns()
+    fresh.write_bytes(b"fresh")
+    with HashCache.open(cache_path) as cache:
+        count = cache.remember_many(
+            [
+                Remembered(os.stat(old), ROOT, None, started_ns, DIGEST),
+                Remembered(os.stat(fresh), ROOT, None, started_ns, DIGEST),
+            ]
+        )
+        assert count == 1
+        assert cache.lookup(old, os.stat(old)) is not None
+        assert cache.lookup(fresh, os.stat(fresh)) is None
+
+
+def _place(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` beside ``name`` and rename it into place, as a receive does."""
+    temp = folder / f".{name}.tmp"
+    temp.write_bytes(data)
+    os.replace(temp, folder / name)
+    return folder / name
+
+
+def _entry(name: str, data: bytes) -> Entry:
+    return Entry(f"out/{name}", len(data), Outboard.from_bytes(data).root)
+
+
+def test_files_a_receive_placed_are_remembered_once_the_margin_passed(
+    cache_path: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    large = os.urandom(3 * LEAF_SIZE + 5)
+    small = b"small file"
+    placed = PlacedFiles()
+    _place(folder, "large", large)
+    tree = Outboard.from_bytes(large)
+    placed.add((_entry("large", large),), blake3.blake3(large).hexdigest(), tree.leaf_hashes)
+    _place(folder, "small", small)
+    _place(folder, "small copy", small)
+    entry = _entry("small", small)
+    copy = Entry("out/small copy", entry.size, entry.root)
+    placed.add((entry, copy), blake3.blake3(small).hexdigest())
+    with HashCache.open(cache_path) as cache:
+        started = time.monotonic()
+        assert placed.remember(cache, tmp_path) == 3  # just renamed: it waited, not refused
+        assert time.monotonic() - started >= RACY_MARGIN_NS / 1e9 * 0.9
+    with HashCache.open(cache_path) as cache:
+        hit = cache.lookup(folder / "large", os.stat(folder / "large"))
+        assert hit is not None
+        assert (hit.root, hit.leaf_hashes) == (tree.root, tree.leaf_hashes)
+        assert hit.blake3 == blake3.blake3(large).digest()
+        for name in ("small", "small copy"):
+            hit = cache.lookup(folder / name, os.stat(folder / name))
+            assert hit is not None and hit.root == entry.root and hit.leaf_hashes is None
+            assert hit.blake3 == blake3.blake3(small).digest()
+
+
+def test_a_placed_file_changed_or_replaced_since_is_not_remembered(
+    cache_path: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    data = b"0123456789"
+    placed = PlacedFiles()
+    names = ("rewritten", "renamed over", "link", "gone", "grown", "kept")
+    for name in names:
+        _place(folder, name, data)
+        placed.add((_entry(name, data),), blake3.blake3(data).hexdigest())
+    time.sleep(0.05)  # a later clock tick than the placements
+    (folder / "rewritten").write_bytes(b"9876543210")  # same size, after placement
+    _place(folder, "renamed over", b"abcdefghij")
+    (folder / "link").unlink()
+    (folder / "link").symlink_to("kept")
+    (folder / "gone").unlink()
+    (folder / "grown").write_bytes(data + b"!")
+    with HashCache.open(cache_path) as cache:
+        assert placed.remember(cache, tmp_path) == 1
+        for name in names:
+            path = folder / name
+            if path.exists():
+                hit = cache.lookup(path, os.lstat(path))
+                assert (hit is not None) == (name == "kept"), name
+
+
+def test_wrong_leaf_hashes_are_not_remembered(cache_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    data = os.urandom(2 * LEAF_SIZE + 1)
+    _place(folder, "large", data)
+    placed = PlacedFiles()
+    wrong = os.urandom(len(Outboard.from_bytes(data).leaf_hashes))
+    placed.add((_entry("large", data),), blake3.blake3(data).hexdigest(), wrong)
+    with HashCache.open(cache_path) as cache:
+        assert placed.remember(cache, tmp_path) == 1
+        hit = cache.lookup(folder / "large", os.stat(folder / "large"))
+        assert hit is not None and hit.leaf_hashes is None  # the root alone
+
+
+def test_placed_files_off_notes_nothing(cache_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    _place(folder, "f", b"data")
+    placed = PlacedFiles(is_on=False)
+    placed.add((_entry("f", b"data"),), blake3.blake3(b"data").hexdigest())
+    assert len(placed) == 0
+    with HashCache.open(cache_path) as cache:
+        assert placed.remember(cache, tmp_path) == 0
