@@ -526,6 +526,7 @@ class Backup:
             send_rss=send_rss,
             detail={
                 "bytes_present": done.get("bytes_present"),
+                "manifest": next((e for e in events if e.get("event") == "manifest"), {}),
                 "receiver_events": kinds,
                 "sender_events": share_events,
                 "deleted": [e.get("path") for e in events if e.get("event") == "deleted"],
@@ -748,6 +749,8 @@ def print_table(report: dict[str, Any]) -> None:
         if r["tool"] == "p2pcp":
             for e in r["detail"].get("sender_events", []):
                 print(f"phase {r['phase']} share event: {json.dumps(e)[:200]}")
+            if r["detail"].get("manifest"):
+                print(f"phase {r['phase']} receiver: {json.dumps(r['detail']['manifest'])[:200]}")
     print()
     print("goals")
     for goal in report["goals"]:
