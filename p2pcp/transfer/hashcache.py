@@ -416,7 +416,12 @@ class HashCache:
                             continue
                         if used < stale:
                             self._touched.add((dev, ino))
-                        results[at] = _cached((size, root, leaves, blake3))
+                        results[at] = CachedHash(
+                            bytes(root),
+                            size,
+                            None if leaves is None else bytes(leaves),
+                            None if blake3 is None else bytes(blake3),
+                        )
         return results
 
     def remember(
