@@ -248,14 +248,13 @@ _WRITER = """
 import os, sys, time
 from pathlib import Path
 from p2pcp.transfer.hashcache import HashCache
-folder = Path(sys.argv[1])
-cache = HashCache.open(Path(sys.argv[2]))
-names = sorted(os.listdir(folder))
+cache = HashCache.open(Path(sys.argv[1]))
+paths = [Path(folder) / name for folder in sys.argv[2:] for name in sorted(os.listdir(folder))]
 print("ready", flush=True)
 while True:
-    for name in names:
-        st = os.stat(folder / name)
-        cache.remember(folder / name, st, name.encode().ljust(32, b"."), None,
+    for path in paths:
+        st = os.stat(path)
+        cache.remember(path, st, path.name.encode().ljust(32, b"."), None,
                        started_ns=time.time_ns())
     cache.flush()
 """
@@ -272,9 +271,11 @@ def _files(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def _writer(folder: Path, cache_path: Path) -> subprocess.Popen[str]:
+def _writer(folder: Path, cache_path: Path, *more: Path) -> subprocess.Popen[str]:
+    """A process remembering every file of ``folder`` (and ``more``) over
+    and over, each as its name padded with dots, in one cache."""
     process = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(folder), str(cache_path)],
+        [sys.executable, "-c", _WRITER, str(cache_path), str(folder), *map(str, more)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -316,13 +317,19 @@ def test_a_writer_killed_at_any_moment_leaves_a_usable_cache(
 
 
 def test_two_processes_share_one_cache(cache_path: Path, tmp_path: Path) -> None:
+    """Two processes write the same entries (and each its own) at once; read
+    meanwhile, the file is sound and holds both processes' entries, right."""
     paths = _files(tmp_path / "files", 2000)
-    writers = [_writer(tmp_path / "files", cache_path) for _ in range(2)]
+    own = [_files(tmp_path / f"own{number}", 100) for number in range(2)]
+    writers = [
+        _writer(tmp_path / "files", cache_path, tmp_path / f"own{number}") for number in range(2)
+    ]
     try:
         time.sleep(1.5)
         for process in writers:
             assert process.poll() is None, "a writer failed"
-        assert _check_cache(cache_path, paths) == len(paths)
+        everything = paths + own[0] + own[1]
+        assert _check_cache(cache_path, everything) == len(everything)
     finally:
         for process in writers:
             process.kill()
