@@ -16,24 +16,51 @@ old-and-whole or new-and-verified; a rerun resumes):
 1. The sender's leaf hashes are trusted only once they hash up to the
    manifest's root (``check_tree``; a mismatch is IntegrityError, exit 4):
    from then on every hash below is proven.
-2. Base: a ``.patch`` an interrupted run left, else a copy of the old file
-   (a reflink where the file system has them, else ``copy_file_range``).
-   The old file is only ever read: it stays whole under its name.
-3. Plan (``plan_patch``): a leaf whose hash is the base's at the same
-   index is kept; one whose hash is the old file's at any index (a leaf's
-   hash does not depend on its position) is copied from there; the rest
-   is fetched. Copies are read from the old file, never from the base, so
-   no copy overwrites a leaf another copy still needs; each is checked
-   against its hash as it is read (one that fails is fetched instead).
+2. Base (``prepare``): a ``.patch`` an interrupted run left (hashed), else
+   a new one: a reflink of the old file where the file system has them
+   (its hashes assumed to be the old file's; step 5 checks), else an
+   empty file. The old file is only ever read: it stays whole under its
+   name.
+3. Plan (``plan_patch``, hashes only, nothing read but the old file's
+   hashes when the hash cache does not know them): a leaf whose hash is
+   the base's at the same index is kept in place; one whose hash is the
+   old file's at any index (a leaf's hash does not depend on its
+   position; the same index preferred) is copied from there; the rest is
+   fetched.
 4. Fetched leaves come proven against the root (``RangeDecoder``) and are
    checked against their hash again right before each is written at its
-   offset.
-5. The result is cut to the new size and hashed again, whole: only when
-   its root is the manifest's is it fsynced and renamed over the old
-   file. Whatever the base held (a stale ``.patch``, an old file that
-   changed during the update), nothing else is ever placed. A mismatch
-   plans again, once, from the hashes just computed (the base's real
-   ones), and then gives up with a StorageError.
+   offset (``write_leaves``).
+5. One pass in leaf order (``finish``) makes and proves the result:
+   each leaf is read into memory from where the plan says its bytes are
+   (the old file for a copy, the ``.patch`` itself for a kept or fetched
+   leaf), hashed there, and compared with the proven hash of its index;
+   a copy is written at its offset from that same memory, after the
+   check. The standard BLAKE3 the report gives is computed over that
+   same memory, in order. So every leaf of the result is right because
+   the very bytes that were written (or that are there) hashed to the
+   proven hash of their index: what the plan believed (cached hashes of
+   the old file, the hashes of a ``.patch``, a reflink) only decides where
+   to look, never what is accepted, and an old file changed since it was
+   hashed or during the copy only makes a leaf fail its check. The
+   result's root is then the manifest's (its leaf hashes are the proven
+   ones, bound to the root by step 1) with nothing read again. A leaf
+   that fails is recorded as unknown (and, for a copy, its source in the
+   old file as unusable), and the update plans again, once, from what
+   the pass proved: the failed leaves are then fetched; then it gives up
+   with a StorageError.
+6. Only a result whose every leaf passed is fsynced and renamed over the
+   old file (``Store.place_patch``). Whatever the base held (a stale
+   ``.patch``, an old file that changed during the update), nothing else
+   is ever placed.
+
+Speed: the pass reads each byte of the result once, hashes it twice (leaf
+hash and standard BLAKE3, on two threads) and writes the copies with
+O_DIRECT where the file system allows it, the next run read and hashed
+while the last one is written (a writer thread): writing a 1 GiB new
+version through the page cache (copy_file_range, then a re-read for the
+hashes, then fsync) took 1.2-3.7 s where this takes ~1 s, and it leaves
+no gigabyte of dirty pages for fsync to wait on, nor evicts the page
+cache (docs/design-notes.md, "Updates: where the time goes").
 
 A kill at any moment leaves the old file whole (or, after the rename, the
 new one) and the ``.patch`` in the partial folder. It needs no resume
@@ -41,27 +68,35 @@ record: the rerun hashes it against the tree and fetches only what is
 still missing.
 
 Memory: hashes only, 32 bytes a leaf (6.4 MB for a 50 GiB file; at most
-three such lists: the new version's, the base's, the old file's), and one
-write batch of leaves at a time; never a file's data.
+three such lists: the new version's, the base's, the old file's), one
+write batch of fetched leaves at a time, and the pass's ``PASS_BUFFERS``
+buffers of ``PASS_RUN_BYTES``; never a file's data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import blake3
 
 from p2pcp.blobs.encoding import LeafReceived, Ranges, check_leaf
 from p2pcp.blobs.names import display_path
 from p2pcp.blobs.tree import (
     HASH_BYTES,
     LEAF_SIZE,
+    PARALLEL_MIN_BYTES,
     READ_BUFFER_BYTES,
     Outboard,
     TreeBuilder,
@@ -76,16 +111,27 @@ from p2pcp.transfer.wire import MAX_RANGES
 # would cost more in hand-offs than the writing).
 WRITE_BATCH_BYTES = 1024 * 1024
 # Linux's FICLONE ioctl (_IOW(0x94, 9, int)): share the old file's extents
-# (btrfs, XFS with reflink, bcachefs); elsewhere it fails and we copy.
+# (btrfs, XFS with reflink, bcachefs); elsewhere it fails and the pass copies.
 _FICLONE = 0x40049409
-# errnos that mean "this way of copying is not available here": try the next.
+# errnos that mean "this way of copying (or writing) is not available here".
 _NO_FAST_COPY = frozenset(
     {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTTY}
 )
-# Planning the same file again after its result did not hash to the root:
-# the second plan starts from the result's real hashes, so only a file
-# changed under us (in our own partial folder) can fail twice.
+# The pass (step 5): runs of up to this many bytes (whole leaves) are read,
+# checked and written at a time, in this many buffers: one being read and
+# hashed while the others are written.
+PASS_RUN_BYTES = 2 * 1024 * 1024
+PASS_BUFFERS = 3
+# O_DIRECT (Linux; 0 where it does not exist): the copies go to the disk
+# without a page-cache copy of them (see the module's "Speed").
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+# Planning the same file again after a pass in which a leaf failed: the
+# second plan starts from what the pass proved and fetches what failed,
+# so only a file changed under us (in our own partial folder) fails twice.
 PLAN_ATTEMPTS = 2
+# Stands for a leaf whose content is unknown (a leaf that failed its
+# check): no leaf hashes to it (that would take a BLAKE3 preimage).
+_NO_HASH = bytes(HASH_BYTES)
 
 _T = TypeVar("_T")
 
@@ -122,8 +168,12 @@ def plan_patch(new_hashes: bytes, size: int, base_hashes: bytes, old_hashes: byt
 
     A leaf's hash binds its bytes and their length, so equal hashes mean
     equal leaves whatever their index (a short last leaf equals only a
-    leaf of the same bytes). Only the hashes still wanted are looked up in
-    the old file, so memory follows the changes, not the file's size."""
+    leaf of the same bytes). A copy comes from the same index of the old
+    file when it is there (the pass then reads the old file in order),
+    else from the first index that has it. ``_NO_HASH`` (a leaf a pass
+    found wrong) is never kept nor a source. Only the hashes still wanted
+    are looked up in the old file, so memory follows the changes, not the
+    file's size."""
     count = leaf_count(size)
     if len(new_hashes) != count * HASH_BYTES:
         raise LocalProtocolError("leaf hashes do not match the blob size")
@@ -131,13 +181,20 @@ def plan_patch(new_hashes: bytes, size: int, base_hashes: bytes, old_hashes: byt
     plan = PatchPlan()
     todo: list[int] = []
     for index in range(count):
-        if index < base_count and _hash_at(base_hashes, index) == _hash_at(new_hashes, index):
+        leaf_hash = _hash_at(new_hashes, index)
+        if index < base_count and _hash_at(base_hashes, index) == leaf_hash != _NO_HASH:
             plan.kept_bytes += leaf_length(index, size)
         else:
             todo.append(index)
-    wanted = {_hash_at(new_hashes, index) for index in todo}
+    old_count = len(old_hashes) // HASH_BYTES
+    wanted = {
+        _hash_at(new_hashes, index)
+        for index in todo
+        if index >= old_count or _hash_at(old_hashes, index) != _hash_at(new_hashes, index)
+    }
+    wanted.discard(_NO_HASH)
     sources: dict[bytes, int] = {}
-    for index in range(len(old_hashes) // HASH_BYTES):
+    for index in range(old_count):
         if not wanted:
             break
         leaf_hash = _hash_at(old_hashes, index)
@@ -145,8 +202,12 @@ def plan_patch(new_hashes: bytes, size: int, base_hashes: bytes, old_hashes: byt
             sources[leaf_hash] = index
             wanted.discard(leaf_hash)
     for index in todo:
-        source = sources.get(_hash_at(new_hashes, index))
-        if source is None:
+        leaf_hash = _hash_at(new_hashes, index)
+        if index < old_count and _hash_at(old_hashes, index) == leaf_hash:
+            source: int | None = index  # the same place: the pass reads the old file in order
+        else:
+            source = sources.get(leaf_hash)
+        if source is None or leaf_hash == _NO_HASH:
             plan.fetch.append(index)
         else:
             plan.copies.append((index, source))
@@ -205,27 +266,64 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += written
 
 
-def _copy_whole(source: int, target: int) -> None:
-    """The whole of ``source`` into the empty ``target``: a reflink if the
-    file system shares extents, else ``copy_file_range`` (in the kernel),
-    else reads and writes."""
+def _try_reflink(source: int, target: int) -> bool:
+    """Make the empty ``target`` share ``source``'s extents (nothing is
+    copied); False where the file system cannot."""
     try:
         fcntl.ioctl(target, _FICLONE, source)
-        return
     except OSError as exc:
         if exc.errno not in _NO_FAST_COPY:
             raise
-    offset = 0
-    try:
-        while copied := os.copy_file_range(source, target, 64 * 1024 * 1024, offset, offset):
-            offset += copied
-        return
-    except OSError as exc:
-        if exc.errno not in _NO_FAST_COPY:
-            raise
-    while data := os.pread(source, READ_BUFFER_BYTES, offset):
-        _write_all(target, data, offset)
-        offset += len(data)
+        return False
+    return True
+
+
+_executors: dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def _executor(name: str) -> ThreadPoolExecutor:
+    """One shared thread per job of the pass ("blake3": the standard hash
+    beside the leaf hashes; "write": the copies), made on first use."""
+    with _executors_lock:
+        executor = _executors.get(name)
+        if executor is None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p2pcp-patch-{name}")
+            _executors[name] = executor
+        return executor
+
+
+@dataclass
+class _Run:
+    """Consecutive leaves of the result whose bytes lie together: in the
+    ``.patch`` itself at their place (``source`` None), or copied from the
+    old file from leaf ``source`` on."""
+
+    first: int
+    count: int
+    source: int | None
+
+
+def _runs(count: int, copies: dict[int, int], most: int) -> list[_Run]:
+    """The pass's runs over ``count`` leaves (``copies``: target -> source),
+    each at most ``most`` leaves."""
+    runs: list[_Run] = []
+    for index in range(count):
+        source = copies.get(index)
+        if runs:
+            last = runs[-1]
+            if last.count < most and (
+                (source is None and last.source is None)
+                or (
+                    source is not None
+                    and last.source is not None
+                    and source == last.source + last.count
+                )
+            ):
+                last.count += 1
+                continue
+        runs.append(_Run(index, 1, source))
+    return runs
 
 
 class PatchFile:
@@ -243,11 +341,16 @@ class PatchFile:
         self.size = size
         self.new_hashes = new_hashes
         self.fd: int | None = None
-        # The base's real leaf hashes, once known (after a result that did
-        # not hash to the root); None: hash the base when planning.
+        self._direct_fd: int | None = None  # the same file with O_DIRECT, if allowed
+        self._direct_writes = False  # whether the pass writes through it
+        # The base's leaf hashes as far as known: after a pass, the proven
+        # ones (``_NO_HASH`` for a leaf that failed); None: hash the base.
         self.base_hashes: bytes | None = None
-        self.reused_bytes = 0  # kept and copied in the last plan carried out
-        self.written_bytes = 0  # fetched leaves written since then
+        # Leaves of the old file found not to hold the hash the plan had
+        # for them (it changed): never a source again.
+        self.bad_old: set[int] = set()
+        self._copies: dict[int, int] = {}  # the last plan's, target -> source
+        self.reused_bytes = 0  # kept and copied in the last plan
         self.result: Outboard | None = None  # the verified new version's tree
 
     def _open_old(self) -> int | None:
@@ -256,7 +359,7 @@ class PatchFile:
         if self.old_path is None:
             return None
         try:
-            fd = os.open(self.old_path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.old_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -265,9 +368,10 @@ class PatchFile:
         return fd
 
     def prepare(self, old_hashes: bytes | None) -> PatchPlan:
-        """Open (or make) the base, plan, copy what the old file has; the
-        plan's ``fetch`` is what is left. ``old_hashes``: the old file's leaf
-        hashes if known (the hash cache, the planner), else it is hashed."""
+        """Open (or make) the base and plan (steps 2 and 3): nothing is
+        copied yet (``finish`` does, checked); the plan's ``fetch`` is what
+        to ask the sender for. ``old_hashes``: the old file's leaf hashes if
+        known (the hash cache, the planner), else it is hashed."""
         old = self._open_old()
         try:
             if old is None:
@@ -281,22 +385,25 @@ class PatchFile:
                     self.fd = os.open(
                         self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
                     )
-                    if is_fresh and old is not None:
-                        _copy_whole(old, self.fd)
+                    is_clone = is_fresh and old is not None and _try_reflink(old, self.fd)
                 except OSError as exc:
                     raise _disk_error(self.path, exc) from None
-                if is_fresh:
-                    base_hashes = old_hashes  # the copy's; step 5 finds out if not
-            if base_hashes is None:
-                base_hashes = self._hash_base().leaf_hashes
-            plan = plan_patch(self.new_hashes, self.size, base_hashes, old_hashes)
-            copied, failed = self._copy_leaves(old, plan.copies)
+                if is_fresh:  # a reflink holds the old file's leaves (step 5 checks)
+                    base_hashes = old_hashes if is_clone else b""
         finally:
             if old is not None:
                 os.close(old)
-        plan.fetch = sorted(plan.fetch + failed)
+        if base_hashes is None:
+            base_hashes = self._hash_base().leaf_hashes
+        if self.bad_old:
+            masked = bytearray(old_hashes)
+            for index in self.bad_old:
+                masked[index * HASH_BYTES : (index + 1) * HASH_BYTES] = _NO_HASH
+            old_hashes = bytes(masked)
+        plan = plan_patch(self.new_hashes, self.size, base_hashes, old_hashes)
+        self._copies = dict(plan.copies)
+        copied = sum(leaf_length(target, self.size) for target, _source in plan.copies)
         self.reused_bytes = plan.kept_bytes + copied
-        self.written_bytes = 0
         return plan
 
     def _hash_base(self) -> Outboard:
@@ -306,30 +413,6 @@ class PatchFile:
             return hash_fd(self.fd, with_blake3=False)
         except OSError as exc:
             raise StorageError(f"cannot read {self.path.name}: {exc.strerror}") from None
-
-    def _copy_leaves(self, old: int | None, copies: list[tuple[int, int]]) -> tuple[int, list[int]]:
-        """Copy each (target, source) leaf from the old file into the base,
-        checked against its hash first. Returns the bytes copied and the
-        leaves that must be fetched after all (the old file changed)."""
-        if self.fd is None:
-            raise LocalProtocolError("internal: the patch is not open")
-        copied = 0
-        failed: list[int] = []
-        for target, source in copies:
-            length = leaf_length(target, self.size)
-            try:
-                data = b"" if old is None else os.pread(old, length, source * LEAF_SIZE)
-            except OSError:
-                data = b""
-            if len(data) != length or hash_leaf(data) != _hash_at(self.new_hashes, target):
-                failed.append(target)
-                continue
-            try:
-                _write_all(self.fd, data, target * LEAF_SIZE)
-            except OSError as exc:
-                raise _disk_error(self.path, exc) from None
-            copied += length
-        return copied, failed
 
     def write_leaves(self, leaves: list[LeafReceived]) -> None:
         """Check each fetched leaf against its proven hash, then write it at
@@ -342,37 +425,180 @@ class PatchFile:
                 _write_all(self.fd, leaf.data, leaf.offset)
             except OSError as exc:
                 raise _disk_error(self.path, exc) from None
-            self.written_bytes += len(leaf.data)
 
     def finish(self) -> bool:
-        """Cut the result to its size and hash it whole: True (and fsynced,
-        closed, ``result`` set) if it is the new version; False if not (its
-        real hashes are then the base's for the next plan)."""
-        if self.fd is None:
+        """The pass (step 5): every leaf read from where the plan put it,
+        checked against its proven hash, copies written; True (and fsynced,
+        closed, ``result`` set) if every leaf passed; False if not (the
+        next ``prepare`` plans from what passed)."""
+        fd = self.fd
+        if fd is None:
             raise LocalProtocolError("internal: the patch is not open")
         try:
-            os.ftruncate(self.fd, self.size)
+            os.ftruncate(fd, self.size)
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
+        if self._copies and self._direct_fd is None:
+            self._direct_fd = _open_direct(self.path, os.fstat(fd))
+            self._direct_writes = self._direct_fd is not None
+        old = self._open_old() if self._copies else None
         try:
-            outboard = hash_fd(self.fd, with_blake3=True)
-        except OSError as exc:
-            raise StorageError(f"cannot read {self.path.name}: {exc.strerror}") from None
-        if outboard.root != self.root:
-            self.base_hashes = outboard.leaf_hashes
+            if old is not None:  # read once, in order: a larger readahead
+                with contextlib.suppress(OSError, AttributeError):
+                    os.posix_fadvise(old, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            proven, whole = self._pass(fd, old)
+        finally:
+            if old is not None:
+                os.close(old)
+        if whole is None:
+            self.base_hashes = proven
             return False
+        result = Outboard.from_leaf_hashes(self.size, self.new_hashes, str(whole.hexdigest()))
+        if result.root != self.root:
+            raise LocalProtocolError("internal: leaf hashes not checked against their root")
         try:
-            os.fsync(self.fd)
+            os.fsync(fd)
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
         self.close()
-        self.result = outboard
+        self.result = result
         return True
 
+    def _pass(self, fd: int, old: int | None) -> tuple[bytes, Any]:
+        """Read, check and (copies) write every leaf in order; the hashes
+        proven (``_NO_HASH`` where a leaf failed) and the standard BLAKE3
+        of the result (None if a leaf failed)."""
+        size = self.size
+        runs = _runs(leaf_count(size), self._copies, PASS_RUN_BYTES // LEAF_SIZE)
+        buffers = [mmap.mmap(-1, PASS_RUN_BYTES) for _ in range(PASS_BUFFERS)]
+        writes: list[Future[None] | None] = [None] * PASS_BUFFERS
+        whole: Any = blake3.blake3()
+        proven = bytearray(self.new_hashes)
+        try:
+            for number, run in enumerate(runs):
+                slot = number % PASS_BUFFERS
+                pending = writes[slot]
+                if pending is not None:  # its buffer is free once written
+                    writes[slot] = None
+                    pending.result()
+                start = run.first * LEAF_SIZE
+                length = min((run.first + run.count) * LEAF_SIZE, size) - start
+                view = memoryview(buffers[slot])[:length]
+                source = fd if run.source is None else old
+                offset = start if run.source is None else run.source * LEAF_SIZE
+                got = 0
+                if source is not None:
+                    with contextlib.suppress(OSError):  # the leaves not read fail their check
+                        got = _read_into(source, view, offset)
+                hashing = None
+                if whole is not None and length >= PARALLEL_MIN_BYTES:
+                    hashing = _executor("blake3").submit(whole.update, view[:got])
+                elif whole is not None:
+                    whole.update(view[:got])
+                good: list[int] = []
+                for at in range(run.count):
+                    index = run.first + at
+                    end = min((at + 1) * LEAF_SIZE, length)
+                    expected = _hash_at(self.new_hashes, index)
+                    if end > got or hash_leaf(view[at * LEAF_SIZE : end]) != expected:
+                        proven[index * HASH_BYTES : (index + 1) * HASH_BYTES] = _NO_HASH
+                        if run.source is not None:
+                            self.bad_old.add(run.source + at)
+                    else:
+                        good.append(at)
+                if hashing is not None:
+                    hashing.result()
+                if len(good) < run.count:
+                    whole = None  # the standard hash needs every byte in order
+                if run.source is not None and good:
+                    writes[slot] = _executor("write").submit(
+                        self._write_run, view, start, good, length
+                    )
+        finally:
+            for pending in writes:  # never return (or close fds) with a write in flight
+                if pending is not None:
+                    _wait_quietly(pending)
+            # The buffers are unmapped when the last view of them goes
+            # (close() would refuse while a slice of one is still around).
+        for pending in writes:
+            if pending is not None:
+                pending.result()  # raises a write's error
+        return bytes(proven), whole
+
+    def _write_run(self, view: memoryview, start: int, good: list[int], length: int) -> None:
+        """Write leaves ``good`` (indexes within the run) of ``view``, the
+        run's bytes, at ``start``: whole leaves with O_DIRECT if open (a
+        short last leaf through the page cache)."""
+        if self.fd is None:
+            raise LocalProtocolError("internal: the patch is not open")
+        spans: list[tuple[int, int]] = []
+        for at in good:
+            if spans and spans[-1][1] == at * LEAF_SIZE:
+                spans[-1] = (spans[-1][0], min((at + 1) * LEAF_SIZE, length))
+            else:
+                spans.append((at * LEAF_SIZE, min((at + 1) * LEAF_SIZE, length)))
+        try:
+            for begin, end in spans:
+                rest = begin  # what is left for the page cache
+                whole_leaves = begin + (end - begin) // LEAF_SIZE * LEAF_SIZE
+                direct = self._direct_fd
+                if whole_leaves > begin and direct is not None and self._direct_writes:
+                    try:
+                        _write_all(direct, view[begin:whole_leaves], start + begin)
+                        rest = whole_leaves
+                    except OSError as exc:
+                        if exc.errno not in _NO_FAST_COPY:
+                            raise
+                        self._direct_writes = False  # refused after all: the page cache
+                if end > rest:
+                    _write_all(self.fd, view[rest:end], start + rest)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+
+    def _close_direct(self) -> None:
+        if self._direct_fd is not None:
+            fd, self._direct_fd = self._direct_fd, None
+            os.close(fd)
+
     def close(self) -> None:
+        self._close_direct()
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
+
+
+def _open_direct(path: Path, st: os.stat_result) -> int | None:
+    """``path`` opened again for writing with O_DIRECT, if the file system
+    allows it and it is still the file of ``st``; else None (the page
+    cache it is)."""
+    if not _O_DIRECT:
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _O_DIRECT)
+    except OSError:
+        return None
+    again = os.fstat(fd)
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    """Fill ``view`` from ``fd`` at ``offset``; the bytes read (fewer at
+    the file's end). An error is raised."""
+    got = 0
+    while got < len(view):
+        count = os.preadv(fd, [view[got:]], offset + got)
+        if not count:
+            break
+        got += count
+    return got
+
+
+def _wait_quietly(job: Future[None]) -> None:
+    """Wait for ``job`` to end; its error, if any, is for whoever reads it."""
+    wait([job])
 
 
 async def _in_thread(function: Callable[..., _T], *args: object) -> _T:

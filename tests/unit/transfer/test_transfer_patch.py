@@ -3,8 +3,10 @@
 The plan: a leaf the base holds at its index is kept, one the old file
 holds anywhere is copied, the rest is fetched, in requests of at most
 wire.MAX_RANGES ranges that never name a leaf we have. The file work: the
-new version is built beside the old file (which is never written), and
-only a result that hashes to the root counts.
+new version is built beside the old file (which is never written), each
+leaf checked against its proven hash in the pass that copies it, and
+only a result whose every leaf passed counts; the old file's hashes the
+plan used (the hash cache's) are never trusted for content.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import blake3
 import pytest
 
 from p2pcp.blobs.encoding import LeafReceived
 from p2pcp.blobs.tree import HASH_BYTES, LEAF_SIZE, Outboard, hash_leaf
 from p2pcp.core.errors import IntegrityError, LocalProtocolError
+from p2pcp.transfer import patch as patch_module
 from p2pcp.transfer import wire
 from p2pcp.transfer.patch import (
     PatchFile,
@@ -67,6 +71,29 @@ def test_plan_uses_the_base_only_where_it_already_matches() -> None:
     assert plan.copies == [(2, 0)] and plan.fetch == []
 
 
+def test_plan_copies_a_leaf_from_its_own_place_when_the_old_file_has_it_there() -> None:
+    """A fresh base is empty: every leaf the old file holds is a copy, from
+    the same index when it is there (the pass then reads the old file in
+    order), else from the first index that has it."""
+    old = _leaves("a", "b", "a", "c")
+    new = _leaves("a", "x", "a", "a")
+    plan = plan_patch(_hashes(new), len(new), b"", _hashes(old))
+    assert plan.kept_bytes == 0
+    assert plan.copies == [(0, 0), (2, 2), (3, 0)] and plan.fetch == [1]
+
+
+def test_plan_never_uses_an_unknown_hash() -> None:
+    """A leaf a pass found wrong is planned as unknown (all zero bytes):
+    neither kept nor a source, even where the new hash list says zeros."""
+    new = _leaves("a", "b")
+    unknown = bytes(HASH_BYTES)
+    base = unknown + _hashes(new)[HASH_BYTES:]
+    plan = plan_patch(_hashes(new), len(new), base, unknown * 2)
+    assert plan.kept_bytes == LEAF_SIZE and plan.copies == [] and plan.fetch == [0]
+    plan = plan_patch(unknown * 2, len(new), unknown * 2, unknown * 2)
+    assert plan.kept_bytes == 0 and plan.copies == [] and plan.fetch == [0, 1]
+
+
 def test_plan_with_nothing_in_common_fetches_everything() -> None:
     new = _leaves("x", "y", last=7)
     plan = plan_patch(_hashes(new), len(new), b"", b"")
@@ -110,7 +137,18 @@ def _leaf(data: bytes, index: int) -> LeafReceived:
     return LeafReceived(index, index * LEAF_SIZE, piece, hash_leaf(piece))
 
 
-def test_patch_file_builds_the_new_version_and_leaves_the_old_one_alone(tmp_path: Path) -> None:
+@pytest.fixture(params=["direct", "page-cache"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the pass writes copies: O_DIRECT (where the file system
+    allows it) and through the page cache (no O_DIRECT: other systems)."""
+    if request.param == "page-cache":
+        monkeypatch.setattr(patch_module, "_O_DIRECT", 0)
+    return str(request.param)
+
+
+def test_patch_file_builds_the_new_version_and_leaves_the_old_one_alone(
+    tmp_path: Path, write_path: str
+) -> None:
     rng = random.Random(8)
     blocks = [rng.randbytes(LEAF_SIZE) for _ in range(6)]
     old_data = b"".join(blocks)
@@ -126,7 +164,84 @@ def test_patch_file_builds_the_new_version_and_leaves_the_old_one_alone(tmp_path
     assert patch.finish()
     assert (tmp_path / "x.patch").read_bytes() == new_data
     assert patch.result is not None and patch.result.root == new.root
+    assert patch.result.blake3_hex == blake3.blake3(new_data).hexdigest()
     assert old.read_bytes() == old_data
+
+
+def test_a_large_update_is_built_in_runs_with_the_last_leaf_short(
+    tmp_path: Path, write_path: str
+) -> None:
+    """Several pass runs (more leaves than one run holds), copies from the
+    same place and from elsewhere, a fetched leaf in the middle and a short
+    last leaf: the result is the new version, and its standard BLAKE3."""
+    rng = random.Random(11)
+    count = 3 * patch_module.PASS_RUN_BYTES // LEAF_SIZE + 3
+    old_data = rng.randbytes(count * LEAF_SIZE + 1000)
+    new_data = bytearray(old_data)
+    new_data[5 * LEAF_SIZE + 10 : 5 * LEAF_SIZE + 20] = b"0123456789"  # leaf 5 changed
+    new_data[9 * LEAF_SIZE : 10 * LEAF_SIZE] = old_data[20 * LEAF_SIZE : 21 * LEAF_SIZE]
+    new_data = bytes(new_data)
+    old = tmp_path / "file"
+    old.write_bytes(old_data)
+    new = Outboard.from_bytes(new_data)
+    patch = PatchFile(tmp_path / "l.patch", old, new.root, len(new_data), new.leaf_hashes)
+    plan = patch.prepare(None)
+    assert plan.fetch == [5] and (9, 20) in plan.copies
+    patch.write_leaves([_leaf(new_data, 5)])
+    assert patch.finish()
+    assert (tmp_path / "l.patch").read_bytes() == new_data
+    assert patch.result is not None and patch.result.root == new.root
+    assert patch.result.blake3_hex == blake3.blake3(new_data).hexdigest()
+    assert old.read_bytes() == old_data
+
+
+def test_an_old_file_changed_after_the_plan_is_not_trusted(tmp_path: Path) -> None:
+    """The plan trusts the old file's hashes (from the hash cache, say) only
+    to decide where to look: a leaf of the old file that changed between
+    the plan and the copy fails its check in the pass, nothing is placed
+    (finish is False), the next plan fetches that leaf (never copying from
+    there again) and the result is the new version, verified."""
+    rng = random.Random(12)
+    old_data = rng.randbytes(6 * LEAF_SIZE)
+    new_data = old_data[: 4 * LEAF_SIZE] + rng.randbytes(LEAF_SIZE) + old_data[5 * LEAF_SIZE :]
+    old = tmp_path / "file"
+    old.write_bytes(old_data)
+    new = Outboard.from_bytes(new_data)
+    patch = PatchFile(tmp_path / "c.patch", old, new.root, len(new_data), new.leaf_hashes)
+    plan = patch.prepare(Outboard.from_bytes(old_data).leaf_hashes)  # as the cache knew it
+    assert plan.fetch == [4]
+    with open(old, "r+b") as handle:  # someone writes to the old file meanwhile
+        handle.seek(2 * LEAF_SIZE + 100)
+        handle.write(b"changed")
+    patch.write_leaves([_leaf(new_data, 4)])
+    assert not patch.finish()
+    assert patch.result is None
+    plan = patch.prepare(Outboard.from_bytes(old_data).leaf_hashes)  # the same stale hashes
+    assert plan.fetch == [2]
+    patch.write_leaves([_leaf(new_data, 2)])
+    assert patch.finish()
+    assert (tmp_path / "c.patch").read_bytes() == new_data
+    assert patch.result is not None and patch.result.blake3_hex == (
+        blake3.blake3(new_data).hexdigest()
+    )
+
+
+def test_an_old_file_gone_after_the_plan_means_fetching_what_it_held(tmp_path: Path) -> None:
+    rng = random.Random(13)
+    old_data = rng.randbytes(3 * LEAF_SIZE)
+    new_data = old_data + b"more"
+    old = tmp_path / "file"
+    old.write_bytes(old_data)
+    new = Outboard.from_bytes(new_data)
+    patch = PatchFile(tmp_path / "g.patch", old, new.root, len(new_data), new.leaf_hashes)
+    assert patch.prepare(None).fetch == [3]
+    old.unlink()
+    patch.write_leaves([_leaf(new_data, 3)])
+    assert not patch.finish()
+    assert patch.prepare(None).fetch == [0, 1, 2]
+    patch.write_leaves([_leaf(new_data, index) for index in range(3)])
+    assert patch.finish()
+    assert (tmp_path / "g.patch").read_bytes() == new_data
 
 
 def test_patch_file_refuses_a_leaf_that_is_not_its_hash(tmp_path: Path) -> None:
