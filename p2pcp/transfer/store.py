@@ -70,7 +70,7 @@ from p2pcp.transfer.fsprobe import FileSystemTraits, find_unfit_names, probe_fol
 from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.metadata import MetadataPolicy
 from p2pcp.transfer.partial import PartialFile
-from p2pcp.transfer.patch import Patch, PatchFile
+from p2pcp.transfer.patch import Patch, PatchFile, released_later
 from p2pcp.transfer.resume import recorded_bytes
 from p2pcp.transfer.source import hash_file
 
@@ -508,8 +508,10 @@ class Store:
 
     def place_patch(self, patch: Patch, entries: tuple[Entry, ...]) -> None:
         """Put a verified, fsynced ``.patch`` in place, as ``place`` does:
-        the rename replaces the old file in one step."""
-        self.place(_PlacedPatch(patch.path), entries)
+        the rename replaces the old file in one step (whose blocks are
+        freed on a helper thread: ``released_later``)."""
+        with released_later(self.out_dir / entries[0].path):
+            self.place(_PlacedPatch(patch.path), entries)
 
     def partial_bytes(self, root: bytes) -> int:
         """Bytes an earlier run left for this blob (not yet re-verified)."""
