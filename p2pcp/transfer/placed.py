@@ -20,9 +20,9 @@ write by another process within the same clock tick as our own rename;
 that is the racy rule's own limit, and the provider re-hashes every leaf
 it serves, so such a file is refused to a receiver, never sent wrong.
 
-Memory: a tuple per placed blob (its entries are the manifest's own),
-about 150 bytes: 15 MB for 100,000 files; the leaf hashes of large files
-are 1/8192 of their size.
+Memory: about 50 bytes per placed blob (its entries are the plan's own
+tuple; its BLAKE3 and time are packed): 5 MB for 100,000 files; the leaf
+hashes of large files are 1/8192 of their size.
 """
 
 from __future__ import annotations
@@ -30,11 +30,16 @@ from __future__ import annotations
 import os
 import stat
 import time
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
 from p2pcp.blobs.collection import Entry
 from p2pcp.blobs.tree import HASH_BYTES, LEAF_SIZE, Outboard, leaf_count
 from p2pcp.transfer.hashcache import RACY_MARGIN_NS, HashCache, Remembered
+
+# Placed files are stat'ed and handed to the cache this many at a time.
+REMEMBER_CHUNK = 2_000
 
 
 class PlacedFiles:
@@ -43,13 +48,19 @@ class PlacedFiles:
 
     def __init__(self, *, is_on: bool = True) -> None:
         self.is_on = is_on  # off: notes nothing (a receive without the cache)
-        # (the blob's entries, its BLAKE3, when its placement was noted)
-        self._placed: list[tuple[tuple[Entry, ...], bytes, int]] = []
+        # Three parallel columns, one row per placed blob: its entries (the
+        # plan's own tuple), its BLAKE3 (32 bytes each, packed) and when its
+        # placement was noted. About 50 bytes a blob: a receive's memory per
+        # file is budgeted (tests/e2e/test_e2e_memory.py), and a tuple of
+        # objects per file cost three times that.
+        self._entries: list[tuple[Entry, ...]] = []
+        self._digests = bytearray()
+        self._times = array("q")
         self._leaves: dict[bytes, bytes] = {}  # root -> leaf hashes (large blobs)
         self.last_ns = 0
 
     def __len__(self) -> int:
-        return len(self._placed)
+        return len(self._entries)
 
     def add(
         self, entries: tuple[Entry, ...], blake3_hex: str, leaf_hashes: bytes | None = None
@@ -62,21 +73,36 @@ class PlacedFiles:
         first = entries[0]
         if leaf_hashes and first.size > LEAF_SIZE and first.root not in self._leaves:
             self._leaves[first.root] = bytes(leaf_hashes)
-        self._placed.append((entries, bytes.fromhex(blake3_hex), self.last_ns))
+        self._entries.append(entries)
+        self._digests += bytes.fromhex(blake3_hex)
+        self._times.append(self.last_ns)
 
     def remember(self, cache: HashCache, out_dir: Path) -> int:
         """Wait out the racy margin, then remember each placed path that is
         still the file placed there (see the module); how many were."""
-        if not self._placed or not cache.is_enabled:
+        if not self._entries or not cache.is_enabled:
             return 0
         wait_ns = self.last_ns + RACY_MARGIN_NS + 1 - time.time_ns()
         if wait_ns > 0:
             time.sleep(wait_ns / 1e9)
+        count = 0
+        # A chunk of files at a time: what is built to remember a file (its
+        # stat and row) is several hundred bytes, so all at once would be
+        # the receive's peak at 100,000 files.
+        for chunk in self._chunks(out_dir):
+            count += cache.remember_many(chunk)
+        cache.flush()
+        return count
+
+    def _chunks(self, out_dir: Path) -> Iterator[list[Remembered]]:
+        """What to remember of every placed path, REMEMBER_CHUNK at a time."""
         base = str(out_dir)
         files: list[Remembered] = []
-        for entries, digest, placed_ns in self._placed:
+        for number, entries in enumerate(self._entries):
             root = entries[0].root
             leaves = self._tree(entries[0])
+            digest = bytes(self._digests[number * HASH_BYTES : (number + 1) * HASH_BYTES])
+            placed_ns = self._times[number]
             for entry in entries:
                 started_ns = time.time_ns()
                 try:
@@ -90,9 +116,11 @@ class PlacedFiles:
                 ):
                     continue  # changed, replaced or gone since it was placed
                 files.append(Remembered(st, root, leaves, started_ns, digest))
-        count = cache.remember_many(files)
-        cache.flush()
-        return count
+                if len(files) >= REMEMBER_CHUNK:
+                    yield files
+                    files = []
+        if files:
+            yield files
 
     def _tree(self, entry: Entry) -> bytes | None:
         """The blob's leaf hashes if known and right (None: one leaf, or not known)."""
