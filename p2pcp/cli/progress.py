@@ -684,6 +684,7 @@ class ShareView(SendView):
                 files=event.file_count,
                 bytes=event.total_size,
                 files_hashed=event.files_hashed,
+                bytes_hashed=event.bytes_hashed,
                 seconds=round(event.seconds, 3),
                 skipped=list(event.skipped),
             )

@@ -376,8 +376,9 @@ class SnapshotTaken:
     """A share made a snapshot (``p2pcp share``: at start, then for each
     GET_SNAPSHOT, one scan for the requests that arrived together): its
     manifest ``root`` (hex), ``file_count`` files of ``total_size`` bytes,
-    of which ``files_hashed`` were read and hashed (the others came from
-    the hash cache), in ``seconds``; ``skipped``: what could not be read."""
+    of which ``files_hashed`` (``bytes_hashed`` bytes) were read and
+    hashed (the others came from the hash cache), in ``seconds``;
+    ``skipped``: what could not be read."""
 
     root: str
     file_count: int
@@ -385,6 +386,7 @@ class SnapshotTaken:
     files_hashed: int
     seconds: float
     skipped: tuple[str, ...] = ()
+    bytes_hashed: int = 0
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,7 @@ async def take_snapshot(
             file_count=len(manifest.files),
             total_size=manifest.total_size,
             files_hashed=collection.stats.files_hashed,
+            bytes_hashed=collection.stats.bytes_hashed,
             seconds=time.monotonic() - started,
             skipped=tuple(collection.skipped),
         )

@@ -136,7 +136,11 @@ def test_each_receive_gets_the_folder_as_it_is_then_under_the_same_ticket(
     roots = [share.first_root] + [e["root"] for e in snapshots]
     # The first receive's rescan found the same tree (same root, nothing hashed).
     assert roots[1] == roots[0] and snapshots[0]["files_hashed"] == 0
+    assert snapshots[0]["bytes_hashed"] == 0
     assert roots[2] != roots[0] and snapshots[1]["files"] == 3
+    # The second rescan read only the rewritten and the added file, whole.
+    assert snapshots[1]["files_hashed"] == 2
+    assert snapshots[1]["bytes_hashed"] == 3 * LEAF + 17 + len(b"new\n")
 
 
 def test_a_restart_with_the_same_port_prints_the_same_ticket_and_it_still_works(
