@@ -100,6 +100,8 @@ EVICT_TO_FRACTION = 0.9
 # Files looked up in one query by lookup_many (SQLite allows 999 values in
 # one statement before 3.32).
 LOOKUP_BATCH = 500
+# SQLite's page cache for the cache file, in KiB.
+PAGE_CACHE_KIB = 256
 # Entries queued before they are written in one transaction: 100,000 files
 # cost 50 commits (in WAL mode, with synchronous=NORMAL, a commit does not
 # wait for the disk), and the queue (~400 bytes an entry) stays under a MB
@@ -631,6 +633,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             raise sqlite3.OperationalError("the hash cache cannot use WAL mode")
         connection.execute("PRAGMA synchronous=NORMAL")
+        # Lookups and writes go by primary key, a few pages each: SQLite's
+        # default page cache (2 MB) would only add to a send's memory, which
+        # is budgeted per file (tests/e2e/test_e2e_memory.py).
+        connection.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
         if version != SCHEMA_VERSION:
             _upgrade(connection)
         # Reads the table's first page: a damaged file fails here, not later.
