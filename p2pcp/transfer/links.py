@@ -8,8 +8,9 @@ Rules (the promise of the store, kept for links):
   file or link there is exit 5 unless ``replace`` (``--force``, and
   ``--update``, which for a link means the same); the same link (same
   target text) is kept as it is. Link names go through the output file
-  system's probe with the files' (``fsprobe``), so a link never lands on a
-  file's name that the file system folds into one.
+  system's probe with the files' (``Store.plan``'s one probe:
+  ``store.check_names_fit``), so a link never lands on a file's name that
+  the file system folds into one.
 - Unsafe targets are refused, not followed: a target that is absolute, or
   that, resolved lexically from the link's folder (following the
   manifest's own links), leaves the received top-level item
@@ -38,15 +39,13 @@ from p2pcp.blobs.collection import Link, Manifest
 from p2pcp.blobs.names import display_path, link_escape_reason
 from p2pcp.core.errors import StorageError, WouldOverwriteError
 from p2pcp.transfer import events
-from p2pcp.transfer.fsprobe import FileSystemTraits, find_unfit_names, probe_folder
+from p2pcp.transfer.store import folder_exists, lstat_or_none
 
 Emit = Callable[[object], None]
 
 # The temporary name a link is created under before its rename (hidden, in
 # the link's own folder, so the rename is atomic).
 TEMPORARY_PREFIX = ".p2pcp-link-"
-# How many of the names a file system cannot hold one message lists.
-SHOWN_PROBLEMS = 3
 
 
 @dataclass
@@ -64,77 +63,24 @@ def _shown(path: Path) -> str:
     return display_path(str(path))
 
 
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return path.lstat()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StorageError(f"cannot inspect {_shown(path)}: {exc.strerror}") from None
-
-
-def _folders_exist(out_dir: Path, rel: str, known: dict[str, bool]) -> bool:
-    """Whether every folder of ``rel`` exists as a real folder (False: one
-    is missing, and so is everything below it); a link or a file in the
-    place of one is refused (exit 5). ``known`` caches the answers."""
-    parts = rel.split("/")[:-1]
-    exists = True
-    for end in range(1, len(parts) + 1):
-        folder = "/".join(parts[:end])
-        if folder not in known:
-            path = out_dir / folder
-            st = _lstat(path) if exists else None
-            if st is not None and stat.S_ISLNK(st.st_mode):
-                raise WouldOverwriteError(
-                    f"{_shown(path)} is a symbolic link where the sender has a folder; "
-                    "p2pcp never writes through one (remove it or choose another --out)"
-                )
-            if st is not None and not stat.S_ISDIR(st.st_mode):
-                raise WouldOverwriteError(f"{_shown(path)} exists and is not a folder")
-            known[folder] = st is not None
-        exists = known[folder]
-        if not exists:
-            return False
-    return True
-
-
-def _check_names_fit(out_dir: Path, manifest: Manifest) -> None:
-    """The output file system must hold every link's name beside the files'."""
-    folder = out_dir
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
-    traits = probe_folder(folder)
-    if traits == FileSystemTraits():
-        return  # a plain POSIX file system holds every name the manifest may hold
-    paths = [entry.path for entry in manifest.files] + [link.path for link in manifest.links]
-    problems = find_unfit_names(paths, manifest.empty_dirs, traits)
-    if problems:
-        shown = "; ".join(problems[:SHOWN_PROBLEMS])
-        more = len(problems) - SHOWN_PROBLEMS
-        if more > 0:
-            shown += f"; and {more} more"
-        raise StorageError(
-            f"the output folder's file system cannot hold these names: {shown} "
-            "(nothing was written; choose an --out on another file system)"
-        )
-
-
 def plan_links(out_dir: Path, manifest: Manifest, *, replace: bool, allow_unsafe: bool) -> LinkPlan:
     """Check every link's destination (the module's rules); raises
     WouldOverwriteError (exit 5) or StorageError before anything is written."""
     plan = LinkPlan()
     if not manifest.links:
         return plan
-    _check_names_fit(out_dir, manifest)
+    # The names were checked against the output file system with the
+    # files' (Store.plan's one probe); the folders are inspected as theirs.
     targets = {link.path: link.target for link in manifest.links}
-    known: dict[str, bool] = {}
+    known: dict[str, bool] = {"": out_dir.is_dir()}
     for link in manifest.links:
         reason = None if allow_unsafe else link_escape_reason(link.path, link.target, targets)
         if reason is not None:
             plan.refused.append((link, reason))
             continue
         dest = out_dir / link.path
-        st = _lstat(dest) if _folders_exist(out_dir, link.path, known) else None
+        parent = link.path.rpartition("/")[0]
+        st = lstat_or_none(dest) if folder_exists(out_dir, parent, known) else None
         if st is None:
             plan.to_place.append(link)
         elif stat.S_ISLNK(st.st_mode) and _readlink(dest) == link.target:
@@ -197,7 +143,7 @@ def _make_folders(out_dir: Path, rel: str) -> None:
         try:
             current.mkdir()
         except FileExistsError:
-            st = _lstat(current)
+            st = lstat_or_none(current)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 raise WouldOverwriteError(
                     f"{_shown(current)} is not a folder (it changed during the receive); "

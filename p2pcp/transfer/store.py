@@ -148,7 +148,8 @@ def _add(to_fetch: dict[bytes, tuple[Entry, ...]], entry: Entry) -> None:
     to_fetch[entry.root] = (entry,) if known is None else (*known, entry)
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def lstat_or_none(path: Path) -> os.stat_result | None:
+    """``path``'s lstat, None when nothing is there (any other error: StorageError)."""
     try:
         return path.lstat()
     except FileNotFoundError:
@@ -179,10 +180,10 @@ def _unchanged(path: Path, before: os.stat_result) -> bool:
     return all(getattr(after, name) == getattr(before, name) for name in fields)
 
 
-def _is_folder(path: Path) -> bool:
+def is_real_folder(path: Path) -> bool:
     """Whether a folder the sender's files go into exists (False: missing);
     a link or anything else in its place is refused (exit 5)."""
-    st = _lstat(path)
+    st = lstat_or_none(path)
     if st is None:
         return False
     if stat.S_ISLNK(st.st_mode):
@@ -195,16 +196,33 @@ def _is_folder(path: Path) -> bool:
     return True
 
 
+def folder_exists(out_dir: Path, rel: str, known: dict[str, bool]) -> bool:
+    """Whether folder ``rel`` of ``out_dir`` exists, as a real folder;
+    refuses a link or a non-folder at it or above it (exit 5). ``known``
+    holds the answers so far and must hold ``""`` (the output folder itself)."""
+    if rel in known:
+        return known[rel]
+    unknown = [rel]  # rel and its ancestors not yet inspected, deepest first
+    parent = rel.rpartition("/")[0]
+    while parent not in known:
+        unknown.append(parent)
+        parent = parent.rpartition("/")[0]
+    exists = known[parent]
+    for folder in reversed(unknown):
+        exists = exists and is_real_folder(out_dir / folder)
+        known[folder] = exists
+    return exists
+
+
 def _shown(path: Path) -> str:
     return display_path(str(path))
 
 
 def check_names_fit(manifest: Manifest, traits: FileSystemTraits) -> None:
-    """Raise StorageError naming every path (the first few) that a file
-    system with ``traits`` cannot hold."""
-    problems = find_unfit_names(
-        (entry.path for entry in manifest.files), manifest.empty_dirs, traits
-    )
+    """Raise StorageError naming every path (the first few: files, links
+    and empty folders) that a file system with ``traits`` cannot hold."""
+    paths = [entry.path for entry in manifest.files] + [link.path for link in manifest.links]
+    problems = find_unfit_names(paths, manifest.empty_dirs, traits)
     if not problems:
         return
     shown = "; ".join(problems[:SHOWN_PROBLEMS])
@@ -263,7 +281,7 @@ class Store:
         current = self.out_dir
         for part in rel.split("/")[:-1]:
             current = current / part
-            if not _is_folder(current):
+            if not is_real_folder(current):
                 return
 
     def _probe_folder(self) -> Path:
@@ -299,12 +317,12 @@ class Store:
         # at all: a fresh receive of 100,000 files made ~300,000 lstat calls.
         folders: dict[str, bool] = {"": st is not None}
         for entry in self.manifest.files:
-            if not self._folder_exists(entry.path.rpartition("/")[0], folders):
+            if not folder_exists(self.out_dir, entry.path.rpartition("/")[0], folders):
                 _add(plan.to_fetch, entry)
                 continue
             dest = self.out_dir / entry.path
             started_ns = time.time_ns()  # before the stat: the hash cache's racy rule
-            st = _lstat(dest)
+            st = lstat_or_none(dest)
             if st is None:
                 _add(plan.to_fetch, entry)
                 continue
@@ -335,7 +353,7 @@ class Store:
                 )
             _add(plan.to_fetch, entry)
         for rel in self.manifest.empty_dirs:
-            self._folder_exists(rel, folders)  # a link or a file there is refused
+            folder_exists(self.out_dir, rel, folders)  # a link or a file there is refused
         return plan
 
     def _existing(self, dest: Path, st: os.stat_result, started_ns: int, root: bytes) -> _Existing:
@@ -378,23 +396,6 @@ class Store:
                 leaf_hashes = None if cached is None else cached.leaf_hashes
             plan.updates[entry.root] = UpdateBase(dest, leaf_hashes)
         _add(plan.to_fetch, entry)
-
-    def _folder_exists(self, rel: str, known: dict[str, bool]) -> bool:
-        """Whether folder ``rel`` of the output exists, as a real folder;
-        refuses a link or a non-folder at it or above it. ``known`` holds
-        the answers so far (``""``: the output folder itself)."""
-        if rel in known:
-            return known[rel]
-        unknown = [rel]  # rel and its ancestors not yet inspected, deepest first
-        parent = rel.rpartition("/")[0]
-        while parent not in known:
-            unknown.append(parent)
-            parent = parent.rpartition("/")[0]
-        exists = known[parent]
-        for folder in reversed(unknown):
-            exists = exists and _is_folder(self.out_dir / folder)
-            known[folder] = exists
-        return exists
 
     def check_free_space(self, plan: Plan) -> None:
         probe = self.out_dir

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pcp.blobs.collection import Entry, Manifest
+from p2pcp.blobs.collection import Entry, Link, Manifest
 from p2pcp.core.errors import EXIT_UNEXPECTED, StorageError
 from p2pcp.transfer.fsprobe import FileSystemTraits, find_unfit_names, probe_folder
 from p2pcp.transfer.store import SHOWN_PROBLEMS, Store, check_names_fit
@@ -104,3 +104,13 @@ def test_plan_on_this_file_system_accepts_case_and_normalization_twins(tmp_path:
     plan = Store(tmp_path, Manifest.folder("top", files, []), bytes(32), force=False).plan()
     assert len(plan.to_fetch) == 4
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_link_is_checked_with_the_files_in_the_one_probe() -> None:
+    # A link named like a file but for its case: one name where case folds.
+    manifest = Manifest.folder(
+        "top", [Entry("top/readme", 1, bytes(32))], [], links=[Link("top/README", "readme")]
+    )
+    check_names_fit(manifest, FileSystemTraits())
+    with pytest.raises(StorageError, match="would be one file"):
+        check_names_fit(manifest, CASE_INSENSITIVE)
