@@ -33,7 +33,7 @@ import dataclasses
 import gc
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, overload
@@ -155,10 +155,7 @@ async def _request(connection: Connection, request: wire.Request) -> Stream:
 
 async def _read_status(stream: Stream, what: str) -> None:
     status = await stream.read_exactly(1)
-    if status[0] == wire.STATUS_NOT_FOUND:
-        raise NotFoundError(f"the sender does not have {what} any more")
-    if status[0] != wire.STATUS_OK:
-        raise RemoteProtocolError(f"the sender answered with unknown status {status[0]}")
+    _check_status(status[0], what)
 
 
 async def send_done(connection: Connection, bytes_received: int) -> None:
@@ -193,7 +190,8 @@ class _Watchdog:
     stores a float, so it costs nothing per leaf; one timer re-arms itself.
     """
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, what: str = "") -> None:
+        self.what = what  # what the watched response brings, for its errors
         self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
         self.timeout_s = timeout_s
@@ -217,6 +215,32 @@ class _Watchdog:
             self.task.uncancel()
 
 
+@contextlib.contextmanager
+def _watched(stream: Stream, what: str, timeout_s: float) -> Iterator[_Watchdog]:
+    """A watchdog over one response, and the errors that response ends with
+    in the receiver's words: a reset explained, a stall as a lost connection.
+    ``watchdog.what`` names what is being fetched (a GET_MANY moves it on)."""
+    watchdog = _Watchdog(timeout_s, what)
+    try:
+        yield watchdog
+    except StreamResetError as exc:
+        raise _explain_reset(exc, watchdog.what) from None
+    except asyncio.CancelledError:
+        if not watchdog.has_fired:
+            raise
+        raise _stalled(stream, watchdog.what, timeout_s) from None
+    finally:
+        watchdog.close()
+
+
+def _check_status(status: int, what: str) -> None:
+    """A response's status byte: OK, or the error it stands for."""
+    if status == wire.STATUS_NOT_FOUND:
+        raise NotFoundError(f"the sender does not have {what} any more")
+    if status != wire.STATUS_OK:
+        raise RemoteProtocolError(f"the sender answered with unknown status {status}")
+
+
 _Leaf = TypeVar("_Leaf", LeafVerified, LeafReceived)
 
 
@@ -233,8 +257,7 @@ async def _fetch_blob(
     """Feed a response body into ``decoder``, handing out its leaves: verified
     ones, or ``leaf_type=LeafReceived`` from a decoder that leaves the check
     to ``on_leaf`` (``has_status``: the caller read the status byte already)."""
-    watchdog = _Watchdog(progress_timeout_s)
-    try:
+    with _watched(stream, what, progress_timeout_s) as watchdog:
         if not has_status:
             await _read_status(stream, what)
         while True:
@@ -247,14 +270,6 @@ async def _fetch_blob(
                 if isinstance(event, leaf_type):
                     watchdog.feed()
                     await on_leaf(event)
-    except StreamResetError as exc:
-        raise _explain_reset(exc, what) from None
-    except asyncio.CancelledError:
-        if not watchdog.has_fired:
-            raise
-        raise _stalled(stream, what, progress_timeout_s) from None
-    finally:
-        watchdog.close()
     if not decoder.is_finished:
         if stream.is_connection_lost:
             # The sender went away (shut down, crashed): not a lie, retry.
@@ -784,12 +799,10 @@ class Fetcher:
         request = wire.ManyRequest(tuple(root for root, _entries in items))
         stream = await _request(connection, request)
         body = _BodyReader(stream)
-        watchdog = _Watchdog(self.options.progress_timeout_s)
-        what = items[0][1][0].path
-        try:
+        with _watched(stream, items[0][1][0].path, self.options.progress_timeout_s) as watchdog:
             for number, (root, entries) in enumerate(items):
                 first = entries[0]
-                what = first.path
+                watchdog.what = first.path
                 try:
                     status = body.take_now(1) or await body.take(1)
                 except StreamResetError as exc:
@@ -797,12 +810,7 @@ class Fetcher:
                         progress.has_get_many = False
                         return items
                     raise
-                if status[0] == wire.STATUS_NOT_FOUND:
-                    raise NotFoundError(f"the sender does not have {first.path} any more")
-                if status[0] != wire.STATUS_OK:
-                    raise RemoteProtocolError(
-                        f"the sender answered with unknown status {status[0]}"
-                    )
+                _check_status(status[0], first.path)
                 size = first.size
                 answer = body.take_now(one_leaf_size(size))
                 if answer is None:
@@ -817,14 +825,6 @@ class Fetcher:
                 progress.accounted[root] = size
                 self.emit(events.BytesReceived(first.path, size))
             await body.expect_end()
-        except StreamResetError as exc:
-            raise _explain_reset(exc, what) from None
-        except asyncio.CancelledError:
-            if not watchdog.has_fired:
-                raise
-            raise _stalled(stream, what, self.options.progress_timeout_s) from None
-        finally:
-            watchdog.close()
         # Ask for more only while the files not yet placed are few: memory
         # holds their bytes until written, and their reports until placed.
         await batch.wait_room(MAX_UNPLACED_FILES, MAX_UNPLACED_BYTES)
@@ -978,19 +978,15 @@ class Fetcher:
         None from a sender that does not know GET_TREE."""
         stream = await _request(connection, wire.TreeRequest(root))
         body = _BodyReader(stream)
-        watchdog = _Watchdog(self.options.progress_timeout_s)
         hashes = bytearray()
-        try:
+        with _watched(stream, what, self.options.progress_timeout_s) as watchdog:
             try:
                 status = await body.take(1)
             except StreamResetError as exc:
                 if exc.code == wire.ERROR_BAD_REQUEST:
                     return None
                 raise
-            if status[0] == wire.STATUS_NOT_FOUND:
-                raise NotFoundError(f"the sender does not have {what} any more")
-            if status[0] != wire.STATUS_OK:
-                raise RemoteProtocolError(f"the sender answered with unknown status {status[0]}")
+            _check_status(status[0], what)
             claimed = int.from_bytes(await body.take(wire.TREE_SIZE_BYTES), "big")
             if claimed != size:
                 raise IntegrityError(
@@ -1002,14 +998,6 @@ class Fetcher:
                 hashes += await body.take(min(wanted - len(hashes), MANY_BATCH_BYTES))
                 watchdog.feed()
             await body.expect_end()
-        except StreamResetError as exc:
-            raise _explain_reset(exc, what) from None
-        except asyncio.CancelledError:
-            if not watchdog.has_fired:
-                raise
-            raise _stalled(stream, what, self.options.progress_timeout_s) from None
-        finally:
-            watchdog.close()
         leaf_hashes = bytes(hashes)
         await asyncio.to_thread(check_tree, root, size, leaf_hashes, what)
         return leaf_hashes
