@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -26,20 +24,6 @@ from p2pcp.cli.common import (
     VerboseOption,
 )
 from p2pcp.cli.pipes import what_to_send
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    from p2pcp.core.errors import StorageError
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write the ticket file {path}: {exc.strerror}") from None
 
 
 def send(
@@ -127,6 +111,7 @@ def send(
         run_async,
         scan_filter,
         ticket_type,
+        write_ticket_file,
     )
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import SendView
@@ -180,7 +165,7 @@ def send(
 
         def emit(event: object) -> None:
             if ticket_file is not None and isinstance(event, events.SenderReady):
-                _write_atomically(ticket_file, event.ticket + "\n")
+                write_ticket_file(ticket_file, event.ticket)
             view.handle(event)
             if qr and isinstance(event, events.SenderReady):
                 show_qr(view.code or event.ticket, "the code" if view.code else "the ticket")

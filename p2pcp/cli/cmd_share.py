@@ -92,13 +92,13 @@ def share(
     stdout holds only the ticket (or, with --json, one JSON object per
     line). Ctrl-C or SIGTERM stops the share with a summary and exit 0.
     """
-    from p2pcp.cli.cmd_send import _write_atomically
     from p2pcp.cli.common import (
         endpoint_config,
         path_argument,
         run_async,
         scan_filter,
         ticket_type,
+        write_ticket_file,
     )
     from p2pcp.cli.output import OutputMode, setup_logging, stdout_is_terminal
     from p2pcp.cli.progress import ShareView
@@ -142,7 +142,7 @@ def share(
 
         def emit(event: object) -> None:
             if ticket_file is not None and isinstance(event, events.SenderReady):
-                _write_atomically(ticket_file, event.ticket + "\n")
+                write_ticket_file(ticket_file, event.ticket)
             view.handle(event)
             is_changing = port == 0 and chosen_type is not TicketType.RELAY
             if isinstance(event, events.SenderReady) and is_changing:

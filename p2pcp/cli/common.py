@@ -210,3 +210,22 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(wrapper())
     except KeyboardInterrupt:
         raise Interrupted("interrupted") from None
+
+
+def write_ticket_file(path: Path, ticket: str) -> None:
+    """``--ticket-file``: the ticket and a newline, written atomically (a
+    reader never sees half a ticket) and durably."""
+    import os
+    import tempfile
+
+    from p2pcp.core.errors import StorageError
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+        with os.fdopen(fd, "w") as handle:
+            handle.write(ticket + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write the ticket file {path}: {exc.strerror}") from None
