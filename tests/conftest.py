@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,15 @@ from tests.support.memnet import sockets_forbidden
 # machine's real network (a sender with no relay would): traffic stays on
 # loopback and in the labs' namespaces. A LAN test sets P2PCP_LAN itself.
 os.environ["P2PCP_LAN"] = "off"
+
+# A shell that starts a command in the background without job control (a CI
+# runner, `cmd &` in a script) starts it with SIGINT ignored, and every
+# process it starts inherits that: the p2pcp processes the tests interrupt
+# with SIGINT (Ctrl-C) would then ignore it, as they should. A handler (not
+# SIG_IGN) is reset to the default on exec, so the children start as from a
+# terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
