@@ -22,12 +22,24 @@ from p2pcp.cli.pipes import check_stdout_out
 
 def receive(
     ticket: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="TICKET|CODE",
-            help="The ticket the sender printed, or its short code (7-crossbow-puzzle).",
+            show_default=False,
+            help="The ticket the sender printed, or its short code (7-crossbow-puzzle); "
+            "or give --ticket-file.",
         ),
-    ],
+    ] = None,
+    ticket_file: Annotated[
+        str | None,
+        typer.Option(
+            "--ticket-file",
+            metavar="FILE|-",
+            show_default=False,
+            help="Read the ticket (or code) from FILE, - for standard input, instead of the "
+            "command line, where other local users can see it (ps).",
+        ),
+    ] = None,
     out: Annotated[
         str,
         typer.Option(
@@ -123,6 +135,7 @@ def receive(
     from p2pcp.cli.common import endpoint_config, path_argument, run_async
     from p2pcp.cli.output import OutputMode, setup_logging
     from p2pcp.cli.progress import ReceiveView
+    from p2pcp.cli.ticketfile import ticket_argument
     from p2pcp.core.config import load_config, relay_from_flag
     from p2pcp.core.errors import Interrupted, UsageError
     from p2pcp.core.identity import load_or_create_secret_key
@@ -135,6 +148,7 @@ def receive(
 
     mode = OutputMode(is_json=as_json, is_quiet=quiet, verbosity=verbose)
     setup_logging(verbose)
+    ticket = ticket_argument(ticket, ticket_file, is_quiet=quiet)
     # A code is parsed (and a ticket decoded) before anything else happens.
     code = parse_code(ticket) if looks_like_code(ticket) else None
     if code is None:
