@@ -689,6 +689,26 @@ class ShareView(SendView):
                 skipped=list(event.skipped),
             )
 
+    def _on_SharePrehashed(self, event: events.SharePrehashed) -> None:
+        if event.files_hashed:
+            self._say(
+                f"hashed {plural(event.files_hashed, 'changed file')} "
+                f"({human_bytes(event.bytes_hashed)}) for the next receive "
+                f"({event.seconds:.1f} s)"
+            )
+        if self.mode.is_json:
+            self.mode.json(
+                "prehashed",
+                files_hashed=event.files_hashed,
+                bytes_hashed=event.bytes_hashed,
+                seconds=round(event.seconds, 3),
+            )
+
+    def _on_ShareWatchStopped(self, event: events.ShareWatchStopped) -> None:
+        self._say(f"not watching for changes ({event.reason}): each receive hashes them")
+        if self.mode.is_json:
+            self.mode.json("watch_stopped", reason=event.reason)
+
     def _on_SnapshotFailed(self, event: events.SnapshotFailed) -> None:
         self._say(f"cannot make a snapshot: {event.reason}")
         if self.mode.is_json:

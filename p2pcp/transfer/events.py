@@ -417,3 +417,22 @@ class ShareOpened:
 
     is_new_secret: bool
     is_rotated: bool
+
+
+@dataclass(frozen=True)
+class SharePrehashed:
+    """A share hashed what changed under its PATHs before any receive asked
+    (transfer/watch.py): ``files_hashed`` files, ``bytes_hashed`` bytes, in
+    ``seconds``; the next snapshot finds them in the hash cache."""
+
+    files_hashed: int
+    bytes_hashed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ShareWatchStopped:
+    """A share cannot watch its PATHs for changes (``reason``): each
+    receive's snapshot then hashes what changed, as it always may."""
+
+    reason: str

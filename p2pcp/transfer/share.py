@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from p2pcp.core.errors import P2pcpError, StorageError
 from p2pcp.core.identity import NodeId, default_home, load_or_create_secret_key
@@ -51,6 +52,7 @@ from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.provider import Provider
 from p2pcp.transfer.ratelimit import Pacer
 from p2pcp.transfer.source import Collection, import_scan, scan_paths
+from p2pcp.transfer.watch import watch_and_warm
 
 Emit = Callable[[object], None]
 
@@ -175,7 +177,9 @@ class ShareSource:
         self._allow = frozenset(options.allow)
         self._emit = emit
         self._cache = cache
-        self._running: asyncio.Task[Collection] | None = None
+        # The scan running or last started (a request's or a prehash), and
+        # the one the requests that came since wait for.
+        self._running: asyncio.Task[Any] | None = None
         self._queued: asyncio.Task[Collection] | None = None
 
     def __repr__(self) -> str:
@@ -195,7 +199,36 @@ class ShareSource:
             self._queued.add_done_callback(_retrieve)
         return await asyncio.shield(self._queued)
 
-    async def _scan_after(self, previous: asyncio.Task[Collection] | None) -> Collection:
+    async def warm(self) -> None:
+        """Hash what changed now (watch.py calls this once changes settle),
+        after the scan running or queued; requests that come meanwhile
+        queue behind it, and their own scan then finds the cache warm."""
+        while True:
+            pending = self._queued or self._running
+            if pending is None or pending.done():
+                break
+            await asyncio.wait([pending])
+        task = asyncio.ensure_future(self._prehash())
+        task.add_done_callback(_retrieve)
+        self._running = task
+        await asyncio.wait([task])
+
+    async def _prehash(self) -> None:
+        started = time.monotonic()
+        try:
+            collection = await scan_share(self._options, self._cache)
+        except P2pcpError:
+            return  # a PATH is gone: the next request's scan says so
+        stats = collection.stats
+        self._emit(
+            events.SharePrehashed(
+                files_hashed=stats.files_hashed,
+                bytes_hashed=stats.bytes_hashed,
+                seconds=time.monotonic() - started,
+            )
+        )
+
+    async def _scan_after(self, previous: asyncio.Task[Any] | None) -> Collection:
         if previous is not None:
             await asyncio.wait([previous])
         # From here on, new requests queue behind this scan.
@@ -213,25 +246,7 @@ async def take_snapshot(
     """Scan and hash the share's PATHs now (on threads) and report it as a
     SnapshotTaken event; ``shows_progress``: ImportProgressed events too."""
     started = time.monotonic()
-    loop = asyncio.get_running_loop()
-    done = 0
-    try:
-        scan = await asyncio.to_thread(
-            scan_paths, list(options.paths), scan_filter=options.scan_filter, links=options.links
-        )
-        total = scan.total_size
-
-        def on_bytes(count: int) -> None:  # runs in the hashing thread
-            nonlocal done
-            done += count
-            loop.call_soon_threadsafe(emit, events.ImportProgressed(done, total))
-
-        collection = await asyncio.to_thread(
-            import_scan, scan, on_bytes if shows_progress else None, cache=cache
-        )
-    finally:
-        if cache is not None:
-            await asyncio.to_thread(cache.flush)
+    collection = await scan_share(options, cache, emit if shows_progress else None)
     manifest = collection.manifest
     emit(
         events.SnapshotTaken(
@@ -247,7 +262,34 @@ async def take_snapshot(
     return collection
 
 
-def _retrieve(task: asyncio.Task[Collection]) -> None:
+async def scan_share(
+    options: ShareOptions, cache: HashCache | None, progress: Emit | None = None
+) -> Collection:
+    """Scan and hash the share's PATHs (on threads), through the hash cache;
+    ``progress``: where ImportProgressed events go, if anywhere."""
+    loop = asyncio.get_running_loop()
+    done = 0
+    try:
+        scan = await asyncio.to_thread(
+            scan_paths, list(options.paths), scan_filter=options.scan_filter, links=options.links
+        )
+        total = scan.total_size
+
+        def on_bytes(count: int) -> None:  # runs in the hashing thread
+            nonlocal done
+            done += count
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, events.ImportProgressed(done, total))
+
+        return await asyncio.to_thread(
+            import_scan, scan, on_bytes if progress is not None else None, cache=cache
+        )
+    finally:
+        if cache is not None:
+            await asyncio.to_thread(cache.flush)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
     """A scan's error reached every waiter, or none was left: never logged."""
     if not task.cancelled():
         task.exception()
@@ -291,7 +333,13 @@ async def _serve(options: ShareOptions, emit: Emit, cache: HashCache) -> None:
             )
         )
         pacer = Pacer(options.limit_rate_bps) if options.limit_rate_bps else None
-        await Provider(None, endpoint, emit, pacer=pacer, share=source).serve()
+        # What changes is hashed as it settles, not when a receive asks.
+        watcher = asyncio.create_task(watch_and_warm(options.paths, source.warm, emit))
+        try:
+            await Provider(None, endpoint, emit, pacer=pacer, share=source).serve()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
     finally:
         await endpoint.close()
 

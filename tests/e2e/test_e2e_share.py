@@ -124,6 +124,10 @@ def test_each_receive_gets_the_folder_as_it_is_then_under_the_same_ticket(
     (folder / "big.bin").write_bytes(os.urandom(3 * LEAF + 17))
     (folder / "sub" / "new.txt").write_bytes(b"new\n")
     (folder / "gone.txt").unlink()
+    # The share hashes what changed as it settles, before anyone asks: the
+    # rewritten and the added file, whole, and nothing else.
+    seen, prehashed = _until_prehashed(share, files=2)
+    assert sum(e["bytes_hashed"] for e in prehashed) == 3 * LEAF + 17 + len(b"new\n")
     result = _receive(receiver, share.ticket, tmp_path / "out2")
     assert result.returncode == 0, result.stderr
     assert tree_of(tmp_path / "out2" / "data") == tree_of(folder)
@@ -132,15 +136,31 @@ def test_each_receive_gets_the_folder_as_it_is_then_under_the_same_ticket(
     for out in ("out1", "out2"):
         assert not [p for p in (tmp_path / out).iterdir() if p.name.startswith(".p2pcp")]
 
-    snapshots = [e for e in _stop(share) if e["event"] == "snapshot"]
+    snapshots = [e for e in seen + _stop(share) if e["event"] == "snapshot"]
     roots = [share.first_root] + [e["root"] for e in snapshots]
     # The first receive's rescan found the same tree (same root, nothing hashed).
     assert roots[1] == roots[0] and snapshots[0]["files_hashed"] == 0
     assert snapshots[0]["bytes_hashed"] == 0
     assert roots[2] != roots[0] and snapshots[1]["files"] == 3
-    # The second rescan read only the rewritten and the added file, whole.
-    assert snapshots[1]["files_hashed"] == 2
-    assert snapshots[1]["bytes_hashed"] == 3 * LEAF + 17 + len(b"new\n")
+    # The second rescan read nothing: the changes were hashed already.
+    assert (snapshots[1]["files_hashed"], snapshots[1]["bytes_hashed"]) == (0, 0)
+
+
+def _until_prehashed(
+    share: Sender, files: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The share's events until its ``prehashed`` events count ``files``
+    files hashed (failing after PROCESS_TIMEOUT_S): all of them, and those."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while True:
+        prehashed = [e for e in seen if e["event"] == "prehashed"]
+        if sum(e["files_hashed"] for e in prehashed) >= files:
+            return seen, prehashed
+        try:
+            seen.append(share.lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            pytest.fail(f"no prehashed events for {files} files; saw {seen}")
 
 
 def test_a_restart_with_the_same_port_prints_the_same_ticket_and_it_still_works(
