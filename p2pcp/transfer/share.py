@@ -7,7 +7,9 @@ snapshot (GET_SNAPSHOT, provider.py): the share rescans its PATHs
 (``scan_paths`` with the share's exclude and link options, then
 ``import_scan`` with the hash cache, so an unchanged file is not read
 again and an unchanged tree gives the same root), commits to the new
-manifest root, and serves it.
+manifest root, and serves it. Meanwhile watch.py hashes what changes
+under the PATHs as it settles, so that the rescan a receive waits for
+finds the hash cache warm and reads nothing.
 
 The secret (32 random bytes) is kept per share in
 ``<home>/shares/<share id>.secret`` (home: ``$P2PCP_HOME`` or the user data
