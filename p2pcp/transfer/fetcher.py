@@ -7,7 +7,8 @@ Order of work, and why:
    The first file is asked for in the same flight (GET_ITEM, wire.py), its
    answer checked against the manifest's hash for it once that is in.
 3. Plan against the output folder: identical files count as done, different
-   ones stop the receive (exit 5) unless ``force``; check free space.
+   ones stop the receive (exit 5) unless ``force`` (``--update``: they are
+   rebuilt from the leaves they share, ``updater.py``); check free space.
 4. Fetch the distinct file blobs over parallel streams; each leaf is
    verified before it is written to the hidden partial folder; a complete
    file is fsynced and renamed into place. Files of one leaf are asked for
@@ -28,23 +29,19 @@ record later) and no unverified byte is ever under a final name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import gc
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar, overload
 
 import blake3
 
-from p2pcp.blobs.collection import MAX_MANIFEST_BYTES, Entry, Manifest, decode_manifest
+from p2pcp.blobs.collection import MAX_MANIFEST_BYTES, Entry, Manifest
 from p2pcp.blobs.encoding import (
-    ALL,
     MAX_LEAF_INDEX,
-    DecodeFinished,
     LeafReceived,
     LeafVerified,
     RangeDecoder,
@@ -52,7 +49,7 @@ from p2pcp.blobs.encoding import (
     verify_one_leaf,
 )
 from p2pcp.blobs.names import display_path
-from p2pcp.blobs.tree import LEAF_SIZE, leaf_count
+from p2pcp.blobs.tree import LEAF_SIZE
 from p2pcp.core.config import RelayUrl
 from p2pcp.core.defaults import (
     CONNECT_TIMEOUT_S,
@@ -69,7 +66,6 @@ from p2pcp.core.errors import (
     LocalProtocolError,
     LocalUpdateError,
     NotFoundError,
-    P2pcpError,
     RemoteProtocolError,
     StorageError,
     StreamResetError,
@@ -83,12 +79,24 @@ from p2pcp.transfer.batch import SmallBatch, SmallFile
 from p2pcp.transfer.hashcache import HashCache
 from p2pcp.transfer.links import LinkPlan, place_links, plan_links
 from p2pcp.transfer.metadata import MetadataPolicy
-from p2pcp.transfer.patch import PLAN_ATTEMPTS, Patch, check_tree, request_ranges
 from p2pcp.transfer.placed import PlacedFiles
 from p2pcp.transfer.prune import prune
 from p2pcp.transfer.ratelimit import Pacer
+from p2pcp.transfer.requests import (
+    BodyReader,
+    accept_first,
+    check_status,
+    close_quietly,
+    drop,
+    fetch_blob,
+    fetch_manifest,
+    send_done,
+    send_request,
+    watched,
+)
 from p2pcp.transfer.snapshot import ContentChangedError, ShareFollower
 from p2pcp.transfer.store import Plan, Store
+from p2pcp.transfer.updater import update_file
 
 Emit = Callable[[object], None]
 
@@ -146,218 +154,8 @@ class FetchOptions:
         return MetadataPolicy(keep_times=self.keep_times, keep_perms=self.keep_perms)
 
 
-async def _request(connection: Connection, request: wire.Request) -> Stream:
-    stream = await connection.open_stream()
-    await stream.write(wire.encode_request(request))
-    await stream.finish()
-    return stream
-
-
-async def _read_status(stream: Stream, what: str) -> None:
-    status = await stream.read_exactly(1)
-    _check_status(status[0], what)
-
-
-async def send_done(connection: Connection, bytes_received: int) -> None:
-    """Tell the sender we have everything; it may exit (--once). Everything
-    is verified and in place by now, so a sender that is gone cannot make
-    the receive fail: the notice is best effort."""
-    with contextlib.suppress(ConnectionLostError):
-        stream = await _request(connection, wire.DoneRequest(bytes_received))
-        await _read_status(stream, "the end of the transfer")
-
-
-def _explain_reset(exc: StreamResetError, what: str) -> P2pcpError:
-    if exc.code == wire.ERROR_CONTENT_CHANGED:
-        return ContentChangedError(what)
-    if exc.code == wire.ERROR_SHUTTING_DOWN:
-        return ConnectionLostError("the sender stopped before the transfer finished")
-    return exc
-
-
-def _stalled(stream: Stream, what: str, timeout_s: float) -> ConnectionLostError:
-    """Give up on a response that brought no verified data for ``timeout_s``:
-    stop the stream and say so (the session's retry loop takes it from here)."""
-    stream.reset(wire.ERROR_CANCELLED)
-    return ConnectionLostError(f"the sender sent no verified data for {what} in {timeout_s:.0f} s")
-
-
-class _Watchdog:
-    """Cancels the current task when ``feed`` was not called for ``timeout_s``.
-
-    A sender that trickles a byte now and then keeps QUIC from ever going
-    idle; this bounds the time between verified leaves instead. ``feed`` only
-    stores a float, so it costs nothing per leaf; one timer re-arms itself.
-    """
-
-    def __init__(self, timeout_s: float, what: str = "") -> None:
-        self.what = what  # what the watched response brings, for its errors
-        self.loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task()
-        self.timeout_s = timeout_s
-        self.deadline = self.loop.time() + timeout_s
-        self.has_fired = False
-        self.handle = self.loop.call_at(self.deadline, self._check)
-
-    def feed(self) -> None:
-        self.deadline = self.loop.time() + self.timeout_s
-
-    def _check(self) -> None:
-        if self.loop.time() < self.deadline:
-            self.handle = self.loop.call_at(self.deadline, self._check)
-        elif self.task is not None:
-            self.has_fired = True
-            self.task.cancel()
-
-    def close(self) -> None:
-        self.handle.cancel()
-        if self.has_fired and self.task is not None and hasattr(self.task, "uncancel"):
-            self.task.uncancel()
-
-
-@contextlib.contextmanager
-def _watched(stream: Stream, what: str, timeout_s: float) -> Iterator[_Watchdog]:
-    """A watchdog over one response, and the errors that response ends with
-    in the receiver's words: a reset explained, a stall as a lost connection.
-    ``watchdog.what`` names what is being fetched (a GET_MANY moves it on)."""
-    watchdog = _Watchdog(timeout_s, what)
-    try:
-        yield watchdog
-    except StreamResetError as exc:
-        raise _explain_reset(exc, watchdog.what) from None
-    except asyncio.CancelledError:
-        if not watchdog.has_fired:
-            raise
-        raise _stalled(stream, watchdog.what, timeout_s) from None
-    finally:
-        watchdog.close()
-
-
-def _check_status(status: int, what: str) -> None:
-    """A response's status byte: OK, or the error it stands for."""
-    if status == wire.STATUS_NOT_FOUND:
-        raise NotFoundError(f"the sender does not have {what} any more")
-    if status != wire.STATUS_OK:
-        raise RemoteProtocolError(f"the sender answered with unknown status {status}")
-
-
-_Leaf = TypeVar("_Leaf", LeafVerified, LeafReceived)
-
-
-async def _fetch_blob(
-    stream: Stream,
-    decoder: RangeDecoder,
-    on_leaf: Callable[[_Leaf], Awaitable[None]],
-    what: str,
-    progress_timeout_s: float = PROGRESS_TIMEOUT_S,
-    *,
-    has_status: bool = False,
-    leaf_type: type[_Leaf],
-) -> None:
-    """Feed a response body into ``decoder``, handing out its leaves: verified
-    ones, or ``leaf_type=LeafReceived`` from a decoder that leaves the check
-    to ``on_leaf`` (``has_status``: the caller read the status byte already)."""
-    with _watched(stream, what, progress_timeout_s) as watchdog:
-        if not has_status:
-            await _read_status(stream, what)
-        while True:
-            chunks = await stream.read_chunks()
-            if not chunks:
-                break
-            for chunk in chunks:
-                decoder.receive_data(chunk)
-            while (event := decoder.next_event()) is not None:
-                if isinstance(event, leaf_type):
-                    watchdog.feed()
-                    await on_leaf(event)
-    if not decoder.is_finished:
-        if stream.is_connection_lost:
-            # The sender went away (shut down, crashed): not a lie, retry.
-            raise ConnectionLostError(f"the connection closed during {what}")
-        raise IntegrityError(f"the sender's answer for {what} ended early")
-    while (event := decoder.next_event()) is not None:
-        if not isinstance(event, DecodeFinished):
-            raise RemoteProtocolError("internal: decoder produced data after its end")
-
-
-@overload
-async def _fetch_manifest(
-    connection: Connection,
-    ticket: Ticket,
-    progress_timeout_s: float,
-    on_data: Callable[[], None] = ...,
-    *,
-    ask_first: Literal[True] = ...,
-) -> tuple[Manifest, Stream]: ...
-@overload
-async def _fetch_manifest(
-    connection: Connection,
-    ticket: Ticket,
-    progress_timeout_s: float,
-    on_data: Callable[[], None] = ...,
-    *,
-    ask_first: bool,
-) -> tuple[Manifest, Stream | None]: ...
-async def _fetch_manifest(
-    connection: Connection,
-    ticket: Ticket,
-    progress_timeout_s: float,
-    on_data: Callable[[], None] = lambda: None,
-    *,
-    ask_first: bool = True,
-) -> tuple[Manifest, Stream | None]:
-    """The verified manifest, and a stream already asking for its first file
-    (GET_ITEM, sent with the manifest's GET: the file's data is on its way a
-    round trip sooner than a GET sent once the manifest is here). ``on_data``
-    is called with each verified piece of it. Not ``ask_first`` (``--update``:
-    the first file may be here already, and its whole answer would arrive
-    before the plan says so): no GET_ITEM, None."""
-    data = bytearray()
-
-    async def on_leaf(leaf: LeafVerified) -> None:
-        on_data()
-        data.extend(leaf.data)
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise RemoteProtocolError("the manifest is larger than p2pcp accepts")
-
-    stream = await _request(connection, wire.GetRequest(ticket.root_hash, ALL))
-    first = await _request(connection, wire.ItemRequest(ticket.root_hash, 0)) if ask_first else None
-    # max_size: a manifest larger than we accept is refused from its header.
-    decoder = RangeDecoder(ticket.root_hash, ALL, max_size=MAX_MANIFEST_BYTES)
-    await _fetch_blob(
-        stream, decoder, on_leaf, "the file list", progress_timeout_s, leaf_type=LeafVerified
-    )
-    manifest = decode_manifest(bytes(data))
-    if manifest.is_text != (ticket.kind is TicketKind.TEXT):
-        _drop(first)
-        raise IntegrityError("the ticket's kind (text or files) does not match the sender's")
-    if manifest.total_size != ticket.total_size:
-        raise IntegrityError("the ticket's total size does not match the sender's file list")
-    return manifest, first
-
-
-async def _accept_first(stream: Stream, what: str, progress_timeout_s: float) -> bool:
-    """Whether the GET_ITEM ``stream`` is being answered (its status is OK).
-
-    A sender that does not know GET_ITEM resets it; one without the file
-    says NOT_FOUND: the caller asks with a GET instead (which reports the
-    error, if any, as for every file). Anything else fails as a GET would.
-    """
-    try:
-        await asyncio.wait_for(_read_status(stream, what), progress_timeout_s)
-    except NotFoundError:
-        return False
-    except StreamResetError as exc:
-        if exc.code != wire.ERROR_BAD_REQUEST:
-            raise _explain_reset(exc, what) from None
-        return False
-    except asyncio.TimeoutError:
-        raise _stalled(stream, what, progress_timeout_s) from None
-    return True
-
-
 @dataclass
-class _Progress:
+class Progress:
     """What a receive has established so far; survives reconnections."""
 
     manifest: Manifest | None = None
@@ -450,7 +248,7 @@ class Fetcher:
     ) -> events.TransferFinished | events.DryRunFinished:
         """Connect (a first failure is final: exit 3), then transfer; a connection
         lost mid-way is retried for ``retry_for_s``, resuming where it stopped."""
-        progress = _Progress()
+        progress = Progress()
         connection = await self._connect(endpoint, relay_url, self.options.connect_timeout_s)
         keep_partial = True
         # The retry budget runs from the first loss and starts afresh only
@@ -464,7 +262,7 @@ class Fetcher:
                     result = await self._transfer(connection, progress, started)
                 except ConnectionLostError as exc:
                     progress.bytes_by_path.update(connection.bytes_by_path)
-                    await _close_quietly(connection, "lost")
+                    await close_quietly(connection, "lost")
                     if deadline is None or self.bytes_received > received_at_connect:
                         deadline = time.monotonic() + self.options.retry_for_s
                     connection = await self._reconnect(endpoint, relay_url, exc, deadline)
@@ -477,7 +275,7 @@ class Fetcher:
                     continue
                 keep_partial = False
                 progress.bytes_by_path.update(connection.bytes_by_path)
-                await _close_quietly(connection, "done")
+                await close_quietly(connection, "done")
                 if isinstance(result, events.DryRunFinished):
                     return result
                 return dataclasses.replace(result, bytes_by_path=dict(progress.bytes_by_path))
@@ -493,7 +291,7 @@ class Fetcher:
                 raise
             raise StorageError(f"{exc}; {progress.store.resume_note()}") from None
         finally:
-            await _close_quietly(connection, "stopped")
+            await close_quietly(connection, "stopped")
             if progress.store is not None:
                 progress.store.close(keep_partial=keep_partial)
 
@@ -519,19 +317,19 @@ class Fetcher:
                 error = exc
                 attempt += 1
 
-    def _forget_snapshot(self, progress: _Progress) -> None:
+    def _forget_snapshot(self, progress: Progress) -> None:
         """Set the share's snapshot aside; the partial folder stays."""
         if self.share is not None and progress.manifest is not None and progress.plan is not None:
             present = (entry.path for entry, _digest in progress.plan.present)
             self.share.note_placed(progress.manifest, present, progress.blake3_by_root)
-        _drop(progress.first_stream)
+        drop(progress.first_stream)
         if progress.store is not None:
             progress.store.close(keep_partial=True)
         progress.manifest = progress.store = progress.plan = None
         progress.manifest_connection = progress.first_stream = None
 
     async def _transfer(
-        self, connection: Connection, progress: _Progress, started: float
+        self, connection: Connection, progress: Progress, started: float
     ) -> events.TransferFinished | events.DryRunFinished:
         if self.share is not None:
             is_started = progress.manifest is not None
@@ -581,13 +379,13 @@ class Fetcher:
     async def _fetch_header(self, connection: Connection) -> None:
         """A header-only GET of the root: proves to the sender we know the ticket."""
         ranges = ((MAX_LEAF_INDEX - 1, MAX_LEAF_INDEX),)
-        stream = await _request(connection, wire.GetRequest(self.ticket.root_hash, ranges))
+        stream = await send_request(connection, wire.GetRequest(self.ticket.root_hash, ranges))
         decoder = RangeDecoder(self.ticket.root_hash, ranges, max_size=MAX_MANIFEST_BYTES)
 
         async def ignore(leaf: LeafVerified) -> None:
             pass
 
-        await _fetch_blob(
+        await fetch_blob(
             stream,
             decoder,
             ignore,
@@ -596,9 +394,9 @@ class Fetcher:
             leaf_type=LeafVerified,
         )
 
-    async def _start(self, connection: Connection, progress: _Progress) -> None:
+    async def _start(self, connection: Connection, progress: Progress) -> None:
         """Fetch and check the manifest, plan against the output folder."""
-        manifest, first = await _fetch_manifest(
+        manifest, first = await fetch_manifest(
             connection,
             self.ticket,
             self.options.progress_timeout_s,
@@ -619,7 +417,7 @@ class Fetcher:
         store.update, store.hash_cache = self.options.update, self.hash_cache
         plan = await asyncio.to_thread(store.plan)
         if self.options.dry_run:
-            _drop(first)
+            drop(first)
             progress.store = store  # closed by the session (it never took a lock)
             progress.dry_run = await self._dry_run(store, manifest, plan)
             return
@@ -631,7 +429,7 @@ class Fetcher:
             allow_unsafe=self.options.unsafe_links,
         )
         if not manifest.files or manifest.files[0].root not in plan.to_fetch:
-            _drop(progress.first_stream)  # nothing to fetch of the first file
+            drop(progress.first_stream)  # nothing to fetch of the first file
             progress.first_stream = None
         store.check_free_space(plan)
         self.emit(
@@ -710,7 +508,7 @@ class Fetcher:
             )
 
     async def _fetch_all(
-        self, connection: Connection, store: Store, plan: Plan, progress: _Progress
+        self, connection: Connection, store: Store, plan: Plan, progress: Progress
     ) -> None:
         await self._place_leftovers(store, plan, progress)
         queue = _plan_jobs(plan, progress)
@@ -741,13 +539,13 @@ class Fetcher:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            _drop(progress.first_stream)
+            drop(progress.first_stream)
             progress.first_stream = None
             # Whatever verified is placed, even when the fetch failed half-way:
             # a retry then asks only for the rest.
             await batch.commit()
 
-    async def _place_leftovers(self, store: Store, plan: Plan, progress: _Progress) -> None:
+    async def _place_leftovers(self, store: Store, plan: Plan, progress: Progress) -> None:
         """Place the small files an earlier run verified and wrote but did
         not place (it was killed): checked again, they need no fetching."""
         wanted = {
@@ -773,33 +571,33 @@ class Fetcher:
                     self.emit(events.BytesReceived(small.entries[0].path, found_bytes))
                 self._finish_small(small, plan, progress)
 
-    def _finish_small_files(self, placed: list[SmallFile], plan: Plan, progress: _Progress) -> None:
+    def _finish_small_files(self, placed: list[SmallFile], plan: Plan, progress: Progress) -> None:
         for small in placed:
             self._finish_small(small, plan, progress)
 
-    def _finish_small(self, small: SmallFile, plan: Plan, progress: _Progress) -> None:
+    def _finish_small(self, small: SmallFile, plan: Plan, progress: Progress) -> None:
         """A placed small file: report it, and do not fetch it again."""
         plan.to_fetch.pop(small.root, None)
         progress.accounted.pop(small.root, None)  # counted for good: never fetched again
         progress.blake3_by_root[small.root] = bytes.fromhex(small.blake3_hex)
         self.placed.add(small.entries, small.blake3_hex)
-        self._files_done(small.entries, small.blake3_hex, progress)
+        self.files_done(small.entries, small.blake3_hex, progress)
 
     async def _fetch_many(
         self,
         connection: Connection,
         batch: SmallBatch,
         items: list[_Item],
-        progress: _Progress,
+        progress: Progress,
     ) -> list[_Item]:
         """Fetch small blobs with one GET_MANY and hand each verified one to
         ``batch`` (which places them, group by group, and reports them).
         Returns the items to fetch one by one instead (all of them, when the
         sender does not know GET_MANY; none otherwise)."""
         request = wire.ManyRequest(tuple(root for root, _entries in items))
-        stream = await _request(connection, request)
-        body = _BodyReader(stream)
-        with _watched(stream, items[0][1][0].path, self.options.progress_timeout_s) as watchdog:
+        stream = await send_request(connection, request)
+        body = BodyReader(stream)
+        with watched(stream, items[0][1][0].path, self.options.progress_timeout_s) as watchdog:
             for number, (root, entries) in enumerate(items):
                 first = entries[0]
                 watchdog.what = first.path
@@ -810,7 +608,7 @@ class Fetcher:
                         progress.has_get_many = False
                         return items
                     raise
-                _check_status(status[0], first.path)
+                check_status(status[0], first.path)
                 size = first.size
                 answer = body.take_now(one_leaf_size(size))
                 if answer is None:
@@ -836,12 +634,13 @@ class Fetcher:
         store: Store,
         root: bytes,
         entries: tuple[Entry, ...],
-        progress: _Progress,
+        progress: Progress,
     ) -> None:
         plan = progress.plan
         if plan is not None and root in plan.updates:
-            await self._update_file(connection, store, root, entries, progress)
-            return
+            if await update_file(self, connection, store, root, entries, progress):
+                return
+            del plan.updates[root]  # a sender without GET_TREE: the whole file, as before
         first = entries[0]
         self.emit(events.FileStarted(first.path, first.size))
         partial = await store.open_partial(root, first.size)
@@ -858,7 +657,7 @@ class Fetcher:
                 )
                 has_status = stream is not None
                 if stream is None:
-                    stream = await _request(connection, wire.GetRequest(root, ranges))
+                    stream = await send_request(connection, wire.GetRequest(root, ranges))
                 # Leaves are checked on the writer thread, before they are
                 # written (partial.py says why).
                 decoder = RangeDecoder(root, ranges, expected_size=first.size, check_leaves=False)
@@ -871,7 +670,7 @@ class Fetcher:
                     progress.accounted[root] = leaf.offset + len(leaf.data)
                     self.emit(events.BytesReceived(first.path, len(leaf.data)))
 
-                await _fetch_blob(
+                await fetch_blob(
                     stream,
                     decoder,
                     on_leaf,
@@ -890,13 +689,13 @@ class Fetcher:
         progress.accounted.pop(root, None)  # counted for good: never fetched again
         progress.blake3_by_root[root] = bytes.fromhex(digest)
         self.placed.add(entries, digest, partial.leaf_hashes)
-        self._files_done(entries, digest, progress)
+        self.files_done(entries, digest, progress)
 
-    def _files_done(
+    def files_done(
         self,
         entries: tuple[Entry, ...],
         digest: str,
-        progress: _Progress,
+        progress: Progress,
         reused: tuple[Path, int] | None = None,
     ) -> None:
         """Report each path of a blob now in place: ``was_updated`` when it
@@ -915,140 +714,8 @@ class Fetcher:
                 )
             )
 
-    async def _update_file(
-        self,
-        connection: Connection,
-        store: Store,
-        root: bytes,
-        entries: tuple[Entry, ...],
-        progress: _Progress,
-    ) -> None:
-        """--update of a blob larger than one leaf: its leaf hashes (GET_TREE),
-        then its new version built from the old file's leaves and the
-        sender's for the rest, verified whole and renamed over the old file
-        (patch.py says why each step is safe)."""
-        plan = progress.plan
-        if plan is None:
-            raise LocalProtocolError("internal: an update without a plan")
-        base = plan.updates[root]
-        first = entries[0]
-        tree = await self._fetch_tree(connection, root, first.size, first.path)
-        if tree is None:  # a sender without GET_TREE: the whole file, as before
-            del plan.updates[root]
-            await self._fetch_file(connection, store, root, entries, progress)
-            return
-        self.emit(events.FileStarted(first.path, first.size))
-        patch = store.open_patch(root, first.size, base, tree)
-        fetched = progress.fetched_for_update
-        try:
-            for _attempt in range(PLAN_ATTEMPTS):
-                fetched_before = fetched[root]
-                work = await patch.prepare(base.leaf_hashes)
-                reported = progress.accounted.get(root, 0)
-                if patch.reused_bytes > reported:  # the progress bar's share of it
-                    progress.accounted[root] = patch.reused_bytes
-                    self.emit(events.BytesReceived(first.path, patch.reused_bytes - reported))
-                await self._fetch_leaves(connection, root, first, patch, work.fetch, progress)
-                if await patch.finish():
-                    break
-            else:
-                raise StorageError(
-                    f"the new version of {display_path(first.path)} changed in the partial "
-                    "folder while it was built; run the same command again"
-                )
-            store.place_patch(patch, entries)
-        finally:
-            await patch.close()
-        result = patch.result
-        if result is None or result.blake3_hex is None:
-            raise LocalProtocolError("internal: an update placed without its hash")
-        # Leaves this run fetched and a later plan kept count as fetched.
-        reused = max(0, patch.reused_bytes - fetched_before)
-        self.bytes_reused += reused
-        progress.accounted.pop(root, None)
-        fetched.pop(root, None)
-        progress.blake3_by_root[root] = bytes.fromhex(result.blake3_hex)
-        self.placed.add(entries, result.blake3_hex, result.leaf_hashes)
-        self._files_done(entries, result.blake3_hex, progress, (base.path, reused))
-
-    async def _fetch_tree(
-        self, connection: Connection, root: bytes, size: int, what: str
-    ) -> bytes | None:
-        """The leaf hashes of blob ``root`` (GET_TREE), checked against it;
-        None from a sender that does not know GET_TREE."""
-        stream = await _request(connection, wire.TreeRequest(root))
-        body = _BodyReader(stream)
-        hashes = bytearray()
-        with _watched(stream, what, self.options.progress_timeout_s) as watchdog:
-            try:
-                status = await body.take(1)
-            except StreamResetError as exc:
-                if exc.code == wire.ERROR_BAD_REQUEST:
-                    return None
-                raise
-            _check_status(status[0], what)
-            claimed = int.from_bytes(await body.take(wire.TREE_SIZE_BYTES), "big")
-            if claimed != size:
-                raise IntegrityError(
-                    f"the sender's leaf hashes of {what} are for {claimed:,} bytes "
-                    f"where the file list says {size:,}"
-                )
-            wanted = leaf_count(size) * wire.HASH_BYTES
-            while len(hashes) < wanted:
-                hashes += await body.take(min(wanted - len(hashes), MANY_BATCH_BYTES))
-                watchdog.feed()
-            await body.expect_end()
-        leaf_hashes = bytes(hashes)
-        await asyncio.to_thread(check_tree, root, size, leaf_hashes, what)
-        return leaf_hashes
-
-    async def _fetch_leaves(
-        self,
-        connection: Connection,
-        root: bytes,
-        entry: Entry,
-        patch: Patch,
-        leaves: list[int],
-        progress: _Progress,
-    ) -> None:
-        """Fetch ``leaves`` of ``root`` into ``patch``: GET requests of up to
-        wire.MAX_RANGES ranges, the next one asked for while the current
-        one arrives; each leaf proven against the root on the way."""
-        requests = request_ranges(leaves)
-        if not requests:
-            return
-
-        async def on_leaf(leaf: LeafReceived) -> None:
-            if self.pacer is not None:  # no more is read until allowed
-                await self.pacer.pace(len(leaf.data))
-            await patch.write_leaf(leaf)
-            count = len(leaf.data)
-            self.bytes_received += count
-            progress.fetched_for_update[root] += count
-            progress.accounted[root] = progress.accounted.get(root, 0) + count
-            self.emit(events.BytesReceived(entry.path, count))
-
-        upcoming = await _request(connection, wire.GetRequest(root, requests[0]))
-        try:
-            for number, ranges in enumerate(requests):
-                stream = upcoming
-                if number + 1 < len(requests):
-                    request = wire.GetRequest(root, requests[number + 1])
-                    upcoming = await _request(connection, request)
-                decoder = RangeDecoder(root, ranges, expected_size=entry.size, check_leaves=False)
-                await _fetch_blob(
-                    stream,
-                    decoder,
-                    on_leaf,
-                    entry.path,
-                    self.options.progress_timeout_s,
-                    leaf_type=LeafReceived,
-                )
-        finally:
-            _drop(upcoming)
-
     async def _first_stream(
-        self, connection: Connection, root: bytes, from_leaf: int, progress: _Progress
+        self, connection: Connection, root: bytes, from_leaf: int, progress: Progress
     ) -> Stream | None:
         """The GET_ITEM stream, if it answers for ``root`` from its start on
         ``connection`` (whose answer the manifest's hash then verifies)."""
@@ -1060,14 +727,14 @@ class Fetcher:
             return None
         progress.first_stream = None
         if progress.manifest_connection is not connection or from_leaf != 0:
-            _drop(stream)  # a resume, or a connection since lost
+            drop(stream)  # a resume, or a connection since lost
             return None
-        if await _accept_first(stream, manifest.files[0].path, self.options.progress_timeout_s):
+        if await accept_first(stream, manifest.files[0].path, self.options.progress_timeout_s):
             return stream
         return None
 
 
-def _plan_jobs(plan: Plan, progress: _Progress) -> list[tuple[bool, list[bytes]]]:
+def _plan_jobs(plan: Plan, progress: Progress) -> list[tuple[bool, list[bytes]]]:
     """The fetch queue, in manifest order, as blob roots: each blob larger
     than one leaf alone (as is the first file when its GET_ITEM is on its
     way), the small ones in groups (True) of at most MAX_MANY_BLOBS files
@@ -1097,41 +764,6 @@ def _blake3_hex(data: bytes) -> str:
     return str(blake3.blake3(data).hexdigest())
 
 
-class _BodyReader:
-    """Reads a response stream in pieces of exact lengths (GET_MANY bodies
-    follow each other without framing: each length is known in advance)."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-
-    def take_now(self, count: int) -> bytes | None:
-        """``count`` bytes if they are here already, else None (no await:
-        most pieces of an answer are in the buffer when asked for)."""
-        if len(self.buffer) < count:
-            return None
-        piece = bytes(self.buffer[:count])
-        del self.buffer[:count]
-        return piece
-
-    async def take(self, count: int) -> bytes:
-        while len(self.buffer) < count:
-            chunk = await self.stream.read()
-            if not chunk:
-                if self.stream.is_connection_lost:
-                    raise ConnectionLostError("the connection closed during a transfer")
-                raise IntegrityError("the sender's answer ended early")
-            self.buffer += chunk
-        piece = bytes(self.buffer[:count])
-        del self.buffer[:count]
-        return piece
-
-    async def expect_end(self) -> None:
-        """The answer must end here: more bytes than asked for are a lie."""
-        if self.buffer or await self.stream.read():
-            raise RemoteProtocolError("the sender answered with more than was asked for")
-
-
 def _from_thread(emit: Emit) -> Emit:
     """``emit`` for a worker thread: each event is handed to the event loop,
     in order (the views are not thread-safe)."""
@@ -1141,17 +773,6 @@ def _from_thread(emit: Emit) -> Emit:
         loop.call_soon_threadsafe(emit, event)
 
     return report
-
-
-def _drop(stream: Stream | None) -> None:
-    """Stop a response we will not read (its data would fill the windows)."""
-    if stream is not None and not stream.is_done:
-        stream.reset(wire.ERROR_CANCELLED)
-
-
-async def _close_quietly(connection: Connection, reason: str) -> None:
-    with contextlib.suppress(P2pcpError, OSError):
-        await connection.close(reason)
 
 
 def _arrival_path(out_dir: Path, manifest: Manifest) -> Path:

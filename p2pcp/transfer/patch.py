@@ -4,7 +4,7 @@ from the leaves the two share and the sender's leaves for the rest.
 This module owns the plan of one update (which leaves of the new version
 the base already holds, which the old file has at some other offset, which
 must be fetched, and in which requests) and the file work of building
-``<partial folder>/<blob root hex>.patch``. The fetcher asks the sender
+``<partial folder>/<blob root hex>.patch``. ``updater.py`` asks the sender
 for the leaf hashes (GET_TREE) and the missing leaves (GET ranges:
 ``wire.py``) and hands each proven leaf here; ``Store.place_patch`` puts
 the result in place.

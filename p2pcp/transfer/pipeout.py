@@ -50,20 +50,18 @@ from p2pcp.core.errors import (
 from p2pcp.core.ticket import Ticket, TicketKind
 from p2pcp.net import Connection, Endpoint, Stream
 from p2pcp.transfer import events, wire
-from p2pcp.transfer.fetcher import (
-    Emit,
-    Fetcher,
-    FetchOptions,
-    _accept_first,
-    _close_quietly,
-    _drop,
-    _explain_reset,
-    _fetch_blob,
-    _fetch_manifest,
-    _request,
-    send_done,
-)
+from p2pcp.transfer.fetcher import Emit, Fetcher, FetchOptions
 from p2pcp.transfer.pipe import FdThread
+from p2pcp.transfer.requests import (
+    accept_first,
+    close_quietly,
+    drop,
+    explain_reset,
+    fetch_blob,
+    fetch_manifest,
+    send_done,
+    send_request,
+)
 from p2pcp.transfer.stream import StreamData, StreamDecoder, StreamEnded, StreamHead
 from p2pcp.transfer.text import TextFetcher
 
@@ -233,7 +231,7 @@ class StreamFetcher(Fetcher):
         sink: StdoutSink | FileSink | None = None
         is_placed = False
         try:
-            stream = await _request(connection, wire.StreamRequest(self.ticket.root_hash))
+            stream = await send_request(connection, wire.StreamRequest(self.ticket.root_hash))
             decoder = StreamDecoder()
             try:
                 await self._read_status(stream)
@@ -262,7 +260,7 @@ class StreamFetcher(Fetcher):
                     raise ConnectionLostError("the connection closed during the stream")
                 decoder.receive_end()
             except StreamResetError as exc:
-                raise _explain_reset(exc, "the stream") from None
+                raise explain_reset(exc, "the stream") from None
             except (IntegrityError, RemoteProtocolError, ConnectionLostError) as exc:
                 if sink is not None:
                     _add_note(exc, sink.not_taken_back())
@@ -278,7 +276,7 @@ class StreamFetcher(Fetcher):
         finally:
             if sink is not None and not is_placed:
                 sink.abort()
-            await _close_quietly(connection, "done")
+            await close_quietly(connection, "done")
         report = events.FileReport(name, ended.length, ended.blake3.hex())
         return events.TransferFinished(
             out_path=out_path,
@@ -325,11 +323,11 @@ class StdoutFetcher(Fetcher):
         sink = StdoutSink()
         hasher = blake3.blake3()
         try:
-            manifest, first = await _fetch_manifest(
+            manifest, first = await fetch_manifest(
                 connection, self.ticket, self.options.progress_timeout_s, self._mark_first_byte
             )
             if not manifest.is_single_file:
-                _drop(first)
+                drop(first)
                 raise UsageError(
                     "--out -: this ticket offers a folder or several files; standard output "
                     "takes a single file (give --out DIR)"
@@ -347,7 +345,7 @@ class StdoutFetcher(Fetcher):
                     break
                 except ConnectionLostError as exc:
                     first_stream = None
-                    await _close_quietly(connection, "lost")
+                    await close_quietly(connection, "lost")
                     if deadline is None or self.bytes_received > received_before:
                         deadline = time.monotonic() + self.options.retry_for_s
                     connection = await self._reconnect(endpoint, relay_url, exc, deadline)
@@ -362,7 +360,7 @@ class StdoutFetcher(Fetcher):
             raise
         finally:
             sink.abort()
-            await _close_quietly(connection, "done")
+            await close_quietly(connection, "done")
         return events.TransferFinished(
             out_path=STDOUT,
             bytes_received=self.bytes_received,
@@ -390,12 +388,12 @@ class StdoutFetcher(Fetcher):
         if (
             first is not None
             and from_leaf == 0
-            and await _accept_first(first, entry.path, timeout_s)
+            and await accept_first(first, entry.path, timeout_s)
         ):
             stream, has_status = first, True
         if stream is None:
-            _drop(first)
-            stream = await _request(connection, wire.GetRequest(entry.root, ranges))
+            drop(first)
+            stream = await send_request(connection, wire.GetRequest(entry.root, ranges))
 
         async def on_leaf(leaf: LeafVerified) -> None:
             if self.pacer is not None:
@@ -406,7 +404,7 @@ class StdoutFetcher(Fetcher):
             self.emit(events.BytesReceived(entry.path, len(leaf.data)))
 
         decoder = RangeDecoder(entry.root, ranges, expected_size=entry.size)
-        await _fetch_blob(
+        await fetch_blob(
             stream,
             decoder,
             on_leaf,

@@ -7,7 +7,7 @@ manifest and the blob like any others, each verified against the ticket's
 root, then hands the text out (``events.TextReceived``) and writes nothing
 to disk. A manifest that does not agree with the ticket's kind (a text
 ticket whose manifest is files, or the reverse) is refused by
-``fetcher._fetch_manifest``: exit 4.
+``requests.fetch_manifest``: exit 4.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from p2pcp.core.config import RelayUrl
 from p2pcp.core.errors import RemoteProtocolError, UsageError
 from p2pcp.net import Endpoint
 from p2pcp.transfer import events, wire
-from p2pcp.transfer.fetcher import (
-    Fetcher,
-    _accept_first,
-    _close_quietly,
-    _fetch_blob,
-    _fetch_manifest,
-    _request,
+from p2pcp.transfer.fetcher import Fetcher
+from p2pcp.transfer.requests import (
+    accept_first,
+    close_quietly,
+    fetch_blob,
+    fetch_manifest,
     send_done,
+    send_request,
 )
 from p2pcp.transfer.source import BlobIndex, Collection
 
@@ -69,22 +69,22 @@ class TextFetcher(Fetcher):
     ) -> events.TransferFinished:
         connection = await self._connect(endpoint, relay_url, self.options.connect_timeout_s)
         try:
-            manifest, first = await _fetch_manifest(
+            manifest, first = await fetch_manifest(
                 connection, self.ticket, self.options.progress_timeout_s, self._mark_first_byte
             )
             entry = manifest.files[0]
             timeout_s = self.options.progress_timeout_s
-            has_status = await _accept_first(first, "the text", timeout_s)
+            has_status = await accept_first(first, "the text", timeout_s)
             stream = first
             if not has_status:
-                stream = await _request(connection, wire.GetRequest(entry.root, ALL))
+                stream = await send_request(connection, wire.GetRequest(entry.root, ALL))
             data = bytearray()
 
             async def on_leaf(leaf: LeafVerified) -> None:
                 data.extend(leaf.data)
 
             decoder = RangeDecoder(entry.root, ALL, expected_size=entry.size)
-            await _fetch_blob(
+            await fetch_blob(
                 stream,
                 decoder,
                 on_leaf,
@@ -102,7 +102,7 @@ class TextFetcher(Fetcher):
             self.emit(events.TextReceived(text))
             await send_done(connection, self.bytes_received)
         finally:
-            await _close_quietly(connection, "done")
+            await close_quietly(connection, "done")
         return events.TransferFinished(
             out_path="", bytes_received=len(data), bytes_present=0, seconds=seconds
         )
