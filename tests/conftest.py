@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import compileall
 import os
 import signal
 from collections.abc import Iterator
 
 import pytest
 
-import p2pcp
 from tests.support.memnet import sockets_forbidden
 
 # No p2pcp that a test starts announces a short code by multicast DNS on this
@@ -25,14 +23,6 @@ os.environ["P2PCP_LAN"] = "off"
 # terminal.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-# The tests start p2pcp as a process some two thousand times. An installed
-# package has its bytecode compiled at install time; an editable one is
-# compiled on first import, unless PYTHONDONTWRITEBYTECODE is set (as it is
-# on some CI machines): then every start compiles some ninety modules again,
-# 0.19 s each time. Compile them once here (the main process only).
-if "PYTEST_XDIST_WORKER" not in os.environ:
-    compileall.compile_dir(os.path.dirname(p2pcp.__file__), quiet=1)
 
 
 @pytest.fixture
