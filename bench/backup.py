@@ -25,7 +25,9 @@ Figures, per tool and phase:
 
 - wall: the receiving command's wall time, from launch to exit (for p2pcp
   it includes the share's rescan, which happens on the receiver's request;
-  rsync's sender scans then too).
+  rsync's sender scans then too). A share hashes files as their changes
+  settle, as it would between two nightly pulls: by the time the update
+  starts (after the change and a sync), the rescan finds them hashed.
 - wire: bytes of IP packets to and from the tool's port (UDP P for p2pcp,
   TCP of the sshd for rsync), both directions, counted by an nftables table
   of this bench (``inet p2pcp_backup_bench``, output hook: every loopback
@@ -45,8 +47,9 @@ Figures, per tool and phase:
 
 Goals (PASS/MISS): the p2pcp update's wire bytes <= 1.1 x the changed
 leaves' bytes; its wall time <= rsync's; the share's rescan hashed only the
-changed and added files (``files_hashed`` and ``bytes_hashed`` of its
-``snapshot`` event, or of an ``import_done`` event it printed meanwhile).
+changed and added files (``files_hashed`` and ``bytes_hashed`` summed over
+its ``prehashed`` events since the change and the ``snapshot`` event of the
+update's rescan).
 
 Both destinations are compared with the source after each phase (the same
 files and folders, the same sizes and BLAKE3 digests); a difference, or a
@@ -393,6 +396,7 @@ class Backup:
         self.share: Proc | None = None
         self.ticket = ""
         self.share_ready = 0.0
+        self.change_log_start = 0  # the share's log size before phase 2's change
         self.wire: WireCounter | None = None
         self.port = free_port()
         self.receivers: list[Proc] = []
@@ -465,7 +469,8 @@ class Backup:
             ticket = str(wait_event(sender, "ticket", deadline, "p2pcp send")["ticket"])
         else:
             ticket = self.ticket
-            send_log_start = sender.log.stat().st_size
+            # From before the change: the share hashes it as it settles.
+            send_log_start = self.change_log_start or sender.log.stat().st_size
         with contextlib.suppress(OSError):
             Path(f"/proc/{sender.pid}/clear_refs").write_text("5")  # reset its VmHWM
         os.sync()
@@ -504,11 +509,11 @@ class Backup:
         if sender is not self.share:
             sender.stop()
         events = json_lines(receiver.log)
-        done = next((e for e in reversed(events) if e.get("event") == "done"), {})
+        done: dict[str, Any] = next((e for e in reversed(events) if e.get("event") == "done"), {})
         share_events = [
             e
             for e in json_lines(sender.log, send_log_start)
-            if e.get("event") in ("snapshot", "import_done") or "files_hashed" in e
+            if e.get("event") in ("snapshot", "import_done", "prehashed") or "files_hashed" in e
         ]
         kinds: dict[str, int] = {}
         for e in events:
@@ -632,14 +637,16 @@ def wait_event(proc: Proc, name: str, deadline: float, what: str, start: int = 0
 
 
 def hashed(result: Result) -> tuple[int, int | None] | None:
-    """files_hashed and bytes_hashed (None: not reported) of the share's rescan in this run."""
+    """files_hashed and bytes_hashed (None: not reported) of the share since
+    the change: what it hashed as the change settled (``prehashed``) and in
+    the rescan the receive asked for (``snapshot``)."""
     files: int | None = None
     nbytes: int | None = None
     for event in result.detail.get("sender_events", []):
         if "files_hashed" in event:
-            files = int(event["files_hashed"])
+            files = (files or 0) + int(event["files_hashed"])
         if "bytes_hashed" in event:
-            nbytes = int(event["bytes_hashed"])
+            nbytes = (nbytes or 0) + int(event["bytes_hashed"])
     return None if files is None else (files, nbytes)
 
 
@@ -841,6 +848,8 @@ def main() -> int:
             _log(f"share ready in {bench.share_ready:.2f} s")
         for phase in (1, 2):
             if phase == 2:
+                if bench.share is not None:
+                    bench.change_log_start = bench.share.log.stat().st_size
                 change = apply_change(bench.src, names, stream)
                 os.sync()
                 report["change"] = asdict(change)
