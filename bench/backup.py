@@ -26,8 +26,10 @@ Figures, per tool and phase:
 - wall: the receiving command's wall time, from launch to exit (for p2pcp
   it includes the share's rescan, which happens on the receiver's request;
   rsync's sender scans then too). A share hashes files as their changes
-  settle, as it would between two nightly pulls: by the time the update
-  starts (after the change and a sync), the rescan finds them hashed.
+  settle, as it does between two nightly pulls: the update starts
+  ``SETTLE_S`` after the change (for both tools), and the share's rescan
+  then finds the changed files hashed (its ``prehashed`` event says how
+  long that took, off the pull's clock).
 - wire: bytes of IP packets to and from the tool's port (UDP P for p2pcp,
   TCP of the sshd for rsync), both directions, counted by an nftables table
   of this bench (``inet p2pcp_backup_bench``, output hook: every loopback
@@ -852,6 +854,10 @@ def main() -> int:
                     bench.change_log_start = bench.share.log.stat().st_size
                 change = apply_change(bench.src, names, stream)
                 os.sync()
+                # A night's pull comes hours after the day's changes: by then
+                # a share has hashed them (it does once they settle). Both
+                # tools pull after the same pause.
+                time.sleep(SETTLE_S)
                 report["change"] = asdict(change)
                 _log(
                     f"changed: {change.changed_files} files to re-hash, changed leaves' bytes "
