@@ -29,7 +29,9 @@ old-and-whole or new-and-verified; a rerun resumes):
    fetched.
 4. Fetched leaves come proven against the root (``RangeDecoder``) and are
    checked against their hash again right before each is written at its
-   offset (``write_leaves``).
+   offset (``write_leaves``). They are fetched while the pass of step 5
+   runs (``Patch.finish_while``): the pass copies the leaves before the
+   first one still on its way, then waits for it (``_await_arrivals``).
 5. One pass in leaf order (``finish``) makes and proves the result:
    each leaf is read into memory from where the plan says its bytes are
    (the old file for a copy, the ``.patch`` itself for a kept or fetched
@@ -83,7 +85,7 @@ import mmap
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +134,15 @@ PLAN_ATTEMPTS = 2
 # Stands for a leaf whose content is unknown (a leaf that failed its
 # check): no leaf hashes to it (that would take a BLAKE3 preimage).
 _NO_HASH = bytes(HASH_BYTES)
+# How often a pass waiting for fetched leaves looks again (it is woken as
+# each batch is written; this only bounds a missed wake-up).
+_ARRIVAL_POLL_S = 0.5
+
+
+class PassAbandoned(Exception):
+    """The pass stopped because the fetch it waited for failed or was
+    cancelled (``PatchFile.abandon``): the fetch's error is the one to report."""
+
 
 _T = TypeVar("_T")
 
@@ -371,6 +382,14 @@ class PatchFile:
         self._copies: dict[int, int] = {}  # the last plan's, target -> source
         self.reused_bytes = 0  # kept and copied in the last plan
         self.result: Outboard | None = None  # the verified new version's tree
+        # Leaves of the current plan still to be fetched and written; the
+        # pass waits for one before it reads it (step 4). ``_arrivals_over``:
+        # the fetch ended (what is missing then fails its check);
+        # ``_abandoned``: it failed, the pass stops (PassAbandoned).
+        self._arrival = threading.Condition()
+        self._pending: set[int] = set()
+        self._arrivals_over = False
+        self._abandoned = False
 
     def _open_old(self) -> int | None:
         """The old file, read-only; None if it is gone or is no longer a
@@ -421,6 +440,9 @@ class PatchFile:
             old_hashes = bytes(masked)
         plan = plan_patch(self.new_hashes, self.size, base_hashes, old_hashes)
         self._copies = dict(plan.copies)
+        with self._arrival:
+            self._pending = set(plan.fetch)
+            self._arrivals_over = self._abandoned = False
         copied = sum(leaf_length(target, self.size) for target, _source in plan.copies)
         self.reused_bytes = plan.kept_bytes + copied
         return plan
@@ -444,6 +466,35 @@ class PatchFile:
                 _write_all(self.fd, leaf.data, leaf.offset)
             except OSError as exc:
                 raise _disk_error(self.path, exc) from None
+        with self._arrival:
+            self._pending.difference_update(leaf.index for leaf in leaves)
+            self._arrival.notify_all()
+
+    def arrivals_over(self) -> None:
+        """The fetch ended: a leaf still missing will not come (the pass
+        reads what is there; it fails its check and is planned again)."""
+        with self._arrival:
+            self._arrivals_over = True
+            self._arrival.notify_all()
+
+    def abandon(self) -> None:
+        """The fetch failed: a pass waiting for it (or about to) stops."""
+        with self._arrival:
+            self._abandoned = True
+            self._arrival.notify_all()
+
+    def _await_arrivals(self, first: int, count: int) -> None:
+        """Block until leaves ``first`` .. ``first + count - 1`` that the
+        plan fetches are written (or will not be)."""
+        with self._arrival:
+            while True:
+                if self._abandoned:
+                    raise PassAbandoned
+                if self._arrivals_over or not any(
+                    index in self._pending for index in range(first, first + count)
+                ):
+                    return
+                self._arrival.wait(_ARRIVAL_POLL_S)
 
     def finish(self) -> bool:
         """The pass (step 5): every leaf read from where the plan put it,
@@ -503,6 +554,8 @@ class PatchFile:
                 start = run.first * LEAF_SIZE
                 length = min((run.first + run.count) * LEAF_SIZE, size) - start
                 view = memoryview(buffers[slot])[:length]
+                if run.source is None:  # fetched leaves among them may be on their way
+                    self._await_arrivals(run.first, run.count)
                 source = fd if run.source is None else old
                 offset = start if run.source is None else run.source * LEAF_SIZE
                 got = 0
@@ -679,13 +732,54 @@ class Patch:
 
     async def finish(self) -> bool:
         """Write what is queued, then ``PatchFile.finish``."""
-        await self._submit()
-        await self._wait_pending()
-        return await _in_thread(self.file.finish)
+        return await self.finish_while(None)
+
+    async def finish_while(self, fetching: Awaitable[None] | None) -> bool:
+        """``PatchFile.finish`` (the pass), started now, while ``fetching``
+        brings the leaves the plan fetches (through ``write_leaf``): the
+        pass copies what comes before the first leaf still on its way, then
+        waits for it (step 4). A fetch that fails stops the pass and is
+        raised; a pass that fails stops the fetch. True if every leaf passed."""
+        passing = asyncio.ensure_future(_in_thread(self.file.finish))
+        bringing = asyncio.ensure_future(self._bring(fetching))
+        both = {passing, bringing}
+        try:
+            await asyncio.wait(both, return_when=asyncio.FIRST_EXCEPTION)
+            if bringing.done() and bringing.exception() is not None:
+                self.file.abandon()
+            elif passing.done() and passing.exception() is not None:
+                bringing.cancel()
+            await asyncio.wait(both)
+        except BaseException:  # cancelled: never leave the pass waiting for leaves
+            self.file.abandon()
+            bringing.cancel()
+            await asyncio.wait(both)
+            for task in both:  # seen: the cancellation is what goes up
+                if not task.cancelled():
+                    task.exception()
+            raise
+        if not bringing.cancelled() and bringing.exception() is not None:
+            if not passing.cancelled():
+                passing.exception()  # PassAbandoned: the fetch's error is the news
+            raise bringing.exception()  # type: ignore[misc]
+        if not bringing.cancelled():
+            return passing.result()
+        passing.result()  # the pass failed (and stopped the fetch): its error
+        raise LocalProtocolError("internal: the fetch stopped without a cause")
+
+    async def _bring(self, fetching: Awaitable[None] | None) -> None:
+        try:
+            if fetching is not None:
+                await fetching
+            await self._submit()
+            await self._wait_pending()
+        finally:
+            self.file.arrivals_over()
 
     async def close(self) -> None:
         """Stop: leaves queued but not written are dropped (a rerun fetches
         them again); the ``.patch`` stays for the rerun."""
+        self.file.abandon()
         self._batch, self._batch_bytes = [], 0
         pending, self._pending = self._pending, None
         if pending is not None:

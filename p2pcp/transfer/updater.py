@@ -77,8 +77,9 @@ async def update_file(
             if patch.reused_bytes > reported:  # the progress bar's share of it
                 progress.accounted[root] = patch.reused_bytes
                 fetcher.emit(events.BytesReceived(first.path, patch.reused_bytes - reported))
-            await _fetch_leaves(fetcher, connection, root, first, patch, work.fetch, progress)
-            if await patch.finish():
+            # The pass runs while the changed leaves come (patch.py, step 4).
+            fetching = _fetch_leaves(fetcher, connection, root, first, patch, work.fetch, progress)
+            if await patch.finish_while(fetching):
                 break
         else:
             raise StorageError(

@@ -11,7 +11,10 @@ plan used (the hash cache's) are never trusted for content.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -19,10 +22,11 @@ import pytest
 
 from p2pcp.blobs.encoding import LeafReceived
 from p2pcp.blobs.tree import HASH_BYTES, LEAF_SIZE, Outboard, hash_leaf
-from p2pcp.core.errors import IntegrityError, LocalProtocolError
+from p2pcp.core.errors import ConnectionLostError, IntegrityError, LocalProtocolError
 from p2pcp.transfer import patch as patch_module
 from p2pcp.transfer import wire
 from p2pcp.transfer.patch import (
+    Patch,
     PatchFile,
     check_tree,
     plan_patch,
@@ -275,3 +279,117 @@ def test_a_stale_base_is_planned_again_from_its_real_hashes(tmp_path: Path) -> N
     patch.write_leaves([_leaf(new_data, 1)])
     assert patch.finish()
     assert path.read_bytes() == new_data
+
+
+def _big_change(tmp_path: Path, seed: int) -> tuple[Path, bytes, bytes, Outboard]:
+    """An old file of several pass runs and its new version with leaf 5
+    and the last leaf changed."""
+    rng = random.Random(seed)
+    count = 3 * patch_module.PASS_RUN_BYTES // LEAF_SIZE + 3
+    old_data = rng.randbytes(count * LEAF_SIZE + 1000)
+    new_data = bytearray(old_data)
+    new_data[5 * LEAF_SIZE + 10 : 5 * LEAF_SIZE + 20] = b"0123456789"
+    new_data[-5:] = b"tail!"
+    old = tmp_path / "file"
+    old.write_bytes(old_data)
+    return old, old_data, bytes(new_data), Outboard.from_bytes(bytes(new_data))
+
+
+def test_the_pass_starts_before_the_fetched_leaves_and_waits_for_each(tmp_path: Path) -> None:
+    """The pass runs while the changed leaves are fetched (step 4): it
+    copies what lies before the first leaf still on its way, waits there,
+    and goes on as each is written; the result is the new version."""
+    old, old_data, new_data, new = _big_change(tmp_path, 21)
+    patch = PatchFile(tmp_path / "o.patch", old, new.root, len(new_data), new.leaf_hashes)
+    last = len(new_data) // LEAF_SIZE
+    assert patch.prepare(None).fetch == [5, last]
+    waits: list[tuple[int, int]] = []
+    await_arrivals = patch._await_arrivals
+
+    def recording(first: int, count: int) -> None:
+        waits.append((first, count))
+        await_arrivals(first, count)
+
+    patch._await_arrivals = recording  # type: ignore[method-assign]
+    passing = ThreadPoolExecutor(1).submit(patch.finish)
+    # The pass reaches the run holding leaf 5 (it copied leaves 0-4 first)
+    # and waits; nothing can finish without the fetched leaves.
+    deadline = time.monotonic() + 30
+    while not waits:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert waits[0][0] <= 5 < waits[0][0] + waits[0][1]
+    assert not passing.done()
+    patch.write_leaves([_leaf(new_data, 5)])
+    patch.write_leaves([_leaf(new_data, last)])
+    assert passing.result(timeout=30) is True
+    assert (tmp_path / "o.patch").read_bytes() == new_data
+    assert (
+        patch.result is not None and patch.result.blake3_hex == blake3.blake3(new_data).hexdigest()
+    )
+    assert old.read_bytes() == old_data
+
+
+def test_a_fetch_that_fails_stops_a_waiting_pass_and_the_old_file_stays(tmp_path: Path) -> None:
+    old, old_data, new_data, new = _big_change(tmp_path, 22)
+    patch = Patch(PatchFile(tmp_path / "f.patch", old, new.root, len(new_data), new.leaf_hashes))
+
+    async def failing_fetch() -> None:
+        await patch.write_leaf(_leaf(new_data, 5))  # one arrives, then the sender is gone
+        await asyncio.sleep(0.2)
+        raise ConnectionLostError("the sender went away")
+
+    async def main() -> None:
+        await patch.prepare(None)
+        with pytest.raises(ConnectionLostError, match="went away"):
+            await asyncio.wait_for(patch.finish_while(failing_fetch()), 30)
+        await patch.close()
+
+    asyncio.run(main())
+    assert patch.result is None
+    assert old.read_bytes() == old_data
+
+
+def test_a_fetch_that_ends_short_makes_the_missing_leaf_fail_its_check(tmp_path: Path) -> None:
+    """A fetch that ends without a leaf (it cannot, but if it did) does not
+    leave the pass waiting: the leaf fails its check and the next plan
+    fetches it again."""
+    old, _old_data, new_data, new = _big_change(tmp_path, 23)
+    last = len(new_data) // LEAF_SIZE
+    patch = Patch(PatchFile(tmp_path / "s.patch", old, new.root, len(new_data), new.leaf_hashes))
+
+    async def short_fetch() -> None:
+        await patch.write_leaf(_leaf(new_data, 5))  # the last leaf never comes
+
+    async def main() -> None:
+        await patch.prepare(None)
+        assert await asyncio.wait_for(patch.finish_while(short_fetch()), 30) is False
+        plan = await patch.prepare(None)
+        assert plan.fetch == [last]
+        assert await asyncio.wait_for(
+            patch.finish_while(patch.write_leaf(_leaf(new_data, last))), 30
+        )
+        await patch.close()
+
+    asyncio.run(main())
+    assert (tmp_path / "s.patch").read_bytes() == new_data
+
+
+def test_cancelling_an_update_mid_pass_ends_it_without_a_hang(tmp_path: Path) -> None:
+    old, old_data, new_data, new = _big_change(tmp_path, 24)
+    patch = Patch(PatchFile(tmp_path / "c.patch", old, new.root, len(new_data), new.leaf_hashes))
+
+    async def never() -> None:
+        await asyncio.Event().wait()  # a fetch that never delivers
+
+    async def main() -> None:
+        await patch.prepare(None)
+        task = asyncio.ensure_future(patch.finish_while(never()))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
+        assert task.cancelled()
+        await patch.close()
+
+    asyncio.run(main())
+    assert old.read_bytes() == old_data
