@@ -81,6 +81,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import stat
@@ -673,10 +674,22 @@ def _wait_quietly(job: Future[None]) -> None:
     wait([job])
 
 
-async def _in_thread(function: Callable[..., _T], *args: object) -> _T:
-    """``function(*args)`` on a thread. A caller cancelled meanwhile still
-    waits for it to end: the patch's fd must not be closed under it."""
-    job = asyncio.ensure_future(asyncio.to_thread(function, *args))
+# The passes run here, never on the event loop's default threads: a pass
+# may wait for fetched leaves, which are written on those threads, and the
+# fetch workers (FETCH_CONCURRENCY) may run more passes at once than the
+# default pool has threads. A thread each, made on demand.
+_PASS_THREADS = 64
+_passes = ThreadPoolExecutor(max_workers=_PASS_THREADS, thread_name_prefix="p2pcp-patch-pass")
+
+
+async def _in_thread(
+    function: Callable[..., _T], *args: object, executor: ThreadPoolExecutor | None = None
+) -> _T:
+    """``function(*args)`` on a thread (of ``executor``, else the loop's
+    default ones). A caller cancelled meanwhile still waits for it to end:
+    the patch's fd must not be closed under it."""
+    loop = asyncio.get_running_loop()
+    job = asyncio.ensure_future(loop.run_in_executor(executor, functools.partial(function, *args)))
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
@@ -740,7 +753,7 @@ class Patch:
         pass copies what comes before the first leaf still on its way, then
         waits for it (step 4). A fetch that fails stops the pass and is
         raised; a pass that fails stops the fetch. True if every leaf passed."""
-        passing = asyncio.ensure_future(_in_thread(self.file.finish))
+        passing = asyncio.ensure_future(_in_thread(self.file.finish, executor=_passes))
         bringing = asyncio.ensure_future(self._bring(fetching))
         both = {passing, bringing}
         try:

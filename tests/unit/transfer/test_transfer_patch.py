@@ -393,3 +393,42 @@ def test_cancelling_an_update_mid_pass_ends_it_without_a_hang(tmp_path: Path) ->
 
     asyncio.run(main())
     assert old.read_bytes() == old_data
+
+
+def test_more_updates_at_once_than_the_loop_has_threads_all_finish(tmp_path: Path) -> None:
+    """Each pass may wait for its fetched leaves, which are written on the
+    event loop's default threads: with more passes than those threads (the
+    fetcher runs FETCH_CONCURRENCY updates at once), the passes must not
+    take the threads the writes need (a bench's update once hung so)."""
+    rng = random.Random(25)
+    patches: list[tuple[Patch, bytes, Path]] = []
+    for number in range(6):
+        old_data = rng.randbytes(4 * LEAF_SIZE)
+        new_data = old_data[: 2 * LEAF_SIZE] + rng.randbytes(LEAF_SIZE) + old_data[3 * LEAF_SIZE :]
+        old = tmp_path / f"file{number}"
+        old.write_bytes(old_data)
+        new = Outboard.from_bytes(new_data)
+        target = tmp_path / f"{number}.patch"
+        file = PatchFile(target, old, new.root, len(new_data), new.leaf_hashes)
+        patches.append((Patch(file), new_data, target))
+
+    async def update(patch: Patch, new_data: bytes) -> bool:
+        assert (await patch.prepare(None)).fetch == [2]
+
+        async def fetch() -> None:
+            await asyncio.sleep(0.2)  # every pass is waiting by now
+            await patch.write_leaf(_leaf(new_data, 2))
+
+        try:
+            return await patch.finish_while(fetch())
+        finally:
+            await patch.close()
+
+    async def main() -> list[bool]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+        jobs = [update(patch, new_data) for patch, new_data, _target in patches]
+        return await asyncio.wait_for(asyncio.gather(*jobs), 30)
+
+    assert asyncio.run(main()) == [True] * len(patches)
+    for _patch, new_data, target in patches:
+        assert target.read_bytes() == new_data
