@@ -147,6 +147,11 @@ def check_chosen_nameplate(nameplate: int) -> int:
 # ticket. A relay that does not answer in this time costs no more: the
 # ticket is shown, and the code follows on its own line when it comes.
 FIRST_CODE_WAIT_S = 2.0
+# A code on the LAN takes about a second to claim (multicast DNS probes the
+# name three times, 250 ms apart, RFC 6762 8.1): a script (--json) gets its
+# ticket at once, and the code in a "code" event when it is ours; people
+# still see the two together.
+FIRST_LAN_CODE_WAIT_JSON_S = 0.0
 
 
 async def send_with_code(
@@ -157,7 +162,8 @@ async def send_with_code(
 ) -> None:
     """``run_send(emit)`` with a code offered beside its ticket. The first
     nameplate is allocated while the sender starts; the ticket event waits
-    for it at most FIRST_CODE_WAIT_S (so that it can carry the code). The
+    for it at most FIRST_CODE_WAIT_S (so that it can carry the code; a LAN
+    code under --json: not at all, FIRST_LAN_CODE_WAIT_JSON_S). The
     offer then runs until the code is used, expires or the sender stops. No
     code (no relay reached) is one line, and the sender goes on."""
     from p2pcp.core.errors import P2pcpError
@@ -182,10 +188,14 @@ async def send_with_code(
     # is there or FIRST_CODE_WAIT_S passed.
     held: list[object] | None = None
 
+    hold_s = FIRST_CODE_WAIT_S
+    if plan.relay_url is None and view.mode.is_json:
+        hold_s = FIRST_LAN_CODE_WAIT_JSON_S
+
     async def offer_when_ready(ticket: str) -> None:
         nonlocal held
         with contextlib.suppress(asyncio.TimeoutError, P2pcpError):
-            await asyncio.wait_for(asyncio.shield(allocating), FIRST_CODE_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(allocating), hold_s)
         if allocating.done() and allocating.exception() is None:
             view.code = str(allocating.result())
         waiting, held = held or [], None

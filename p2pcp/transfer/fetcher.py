@@ -358,10 +358,20 @@ class Fetcher:
         missing = [e.path for e in manifest.files if e.root not in progress.blake3_by_root]
         if missing:
             raise LocalProtocolError(f"internal error: {len(missing)} files were never finished")
-        # Everything is verified and in place: only now fix metadata and prune.
-        await self._finish_locally(manifest, plan)
-        if self.hash_cache is not None:  # a rerun reads none of the files placed
-            await asyncio.to_thread(self.placed.remember, self.hash_cache, self.options.out_dir)
+        # Everything is verified and in place: only now fix metadata and
+        # prune, while the files placed are remembered (a rerun reads none
+        # of them; that waits out the racy margin first, placed.py).
+        remembering = None
+        if self.hash_cache is not None:
+            remembering = asyncio.ensure_future(
+                asyncio.to_thread(self.placed.remember, self.hash_cache, self.options.out_dir)
+            )
+        try:
+            await self._finish_locally(manifest, plan)
+        finally:
+            if remembering is not None:
+                await asyncio.wait([remembering])
+                remembering.result()
         files = events.FileReports(manifest.files, progress.blake3_by_root)
         return events.TransferFinished(
             out_path=str(_arrival_path(self.options.out_dir, manifest)),

@@ -71,8 +71,10 @@ def start_sender(lab: LanLab, node: Node, source: Path) -> tuple[Any, str]:
         env=lan_env(node),
     )
     ticket = sender.wait_event("ticket", timeout=60)
-    # The ticket waits a moment for the first code; a slower one follows it.
-    code = ticket.get("code") or sender.wait_event("code", timeout=30)["code"]
+    # A script's ticket never waits for the LAN's claim of the code (about
+    # a second of multicast DNS probing): the code follows in its own event.
+    assert ticket["code"] is None, ticket
+    code = sender.wait_event("code", timeout=30)["code"]
     assert isinstance(code, str), f"no code: {ticket}\n{sender.describe()}"
     return sender, code
 
