@@ -75,6 +75,14 @@ def _pump(sender: Sender) -> None:
     sender.lines.put({"event": "<eof>"})
 
 
+def watch_json(process: subprocess.Popen[str]) -> Sender:
+    """A ``--json`` process whose events a thread queues as they come
+    (``Sender.next_event``; ``{"event": "<eof>"}`` after its last)."""
+    sender = Sender(process)
+    threading.Thread(target=_pump, args=(sender,), daemon=True).start()
+    return sender
+
+
 @pytest.fixture
 def make_node(tmp_path: Path) -> Iterator[Any]:
     counter = iter(range(1000))
@@ -104,9 +112,8 @@ def start_sender() -> Iterator[Any]:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        sender = Sender(process)
+        sender = watch_json(process)
         started.append(sender)
-        threading.Thread(target=_pump, args=(sender,), daemon=True).start()
         event = sender.next_event("ticket")
         sender.ticket = event["ticket"]
         return sender

@@ -24,19 +24,19 @@ from p2pcp.core.ticket import TicketKind, decode_ticket
 from tests.support.ports import free_port
 from tests.support.processes import p2pcp_command, stop
 
-from .conftest import PROCESS_TIMEOUT_S, Node, Sender, assert_one_line_error, json_lines, tree_of
+from .conftest import (
+    PROCESS_TIMEOUT_S,
+    Node,
+    Sender,
+    assert_one_line_error,
+    json_lines,
+    tree_of,
+    watch_json,
+)
 
 pytestmark = pytest.mark.e2e
 
 LEAF = 256 * 1024
-
-
-def _pump(share: Sender) -> None:
-    assert share.process.stdout is not None
-    for raw in share.process.stdout:
-        if raw.strip():
-            share.lines.put(json.loads(raw))
-    share.lines.put({"event": "<eof>"})
 
 
 @pytest.fixture
@@ -53,9 +53,8 @@ def start_share() -> Iterator[Any]:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        share = Sender(process)
+        share = watch_json(process)
         started.append(share)
-        threading.Thread(target=_pump, args=(share,), daemon=True).start()
         # The first snapshot is made (and reported) before the ticket.
         first = share.next_event("snapshot")
         event = share.next_event("ticket")

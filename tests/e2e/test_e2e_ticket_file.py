@@ -9,10 +9,8 @@ ticket never shown; a file open to other users works, with a warning.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,14 @@ from p2pcp.core.ticket import Ticket, encode_ticket
 from tests.support.ports import free_port
 from tests.support.processes import p2pcp_command, stop, unprivileged_prefix
 
-from .conftest import PROCESS_TIMEOUT_S, Node, Sender, assert_one_line_error, json_lines, tree_of
+from .conftest import (
+    PROCESS_TIMEOUT_S,
+    Node,
+    assert_one_line_error,
+    json_lines,
+    tree_of,
+    watch_json,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -150,8 +155,7 @@ def test_a_share_ticket_file_drives_nightly_pulls(tmp_path: Path, make_node: Any
         text=True,
     )
     try:
-        waiter = Sender(share)
-        threading.Thread(target=_pump, args=(waiter,), daemon=True).start()
+        waiter = watch_json(share)
         ticket = waiter.next_event("ticket")["ticket"]
         assert ticket_file.read_text() == ticket + "\n"
         receiver = make_node()
@@ -187,8 +191,7 @@ def test_a_short_code_from_standard_input(tmp_path: Path, make_node: Any, relay_
         text=True,
     )
     try:
-        sender = Sender(process)
-        threading.Thread(target=_pump, args=(sender,), daemon=True).start()
+        sender = watch_json(process)
         code = sender.next_event("ticket")["code"]
         out = tmp_path / "out"
         result = _receive(
@@ -202,14 +205,6 @@ def test_a_short_code_from_standard_input(tmp_path: Path, make_node: Any, relay_
         assert sender.wait() == 0
     finally:
         stop(process)
-
-
-def _pump(sender: Sender) -> None:
-    assert sender.process.stdout is not None
-    for raw in sender.process.stdout:
-        if raw.strip():
-            sender.lines.put(json.loads(raw))
-    sender.lines.put({"event": "<eof>"})
 
 
 def _bad_file(tmp_path: Path, case: str) -> Path:
