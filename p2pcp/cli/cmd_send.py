@@ -171,7 +171,11 @@ def send(
                 show_qr(view.code or event.ticket, "the code" if view.code else "the ticket")
 
         try:
-            run_async(send_with_code(code_plan, lambda out: runner(options, out), emit, view))
+            run_async(
+                send_with_code(
+                    code_plan, lambda out: runner(options, out), emit, view, hold_lan_code=qr
+                )
+            )
         except Interrupted:
             # Stopping a sender is how it ends, not a failure; only a --once
             # sender stopped before its receiver had everything failed its job.

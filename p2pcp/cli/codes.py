@@ -147,11 +147,6 @@ def check_chosen_nameplate(nameplate: int) -> int:
 # ticket. A relay that does not answer in this time costs no more: the
 # ticket is shown, and the code follows on its own line when it comes.
 FIRST_CODE_WAIT_S = 2.0
-# A code on the LAN takes about a second to claim (multicast DNS probes the
-# name three times, 250 ms apart, RFC 6762 8.1): a script (--json) gets its
-# ticket at once, and the code in a "code" event when it is ours; people
-# still see the two together.
-FIRST_LAN_CODE_WAIT_JSON_S = 0.0
 
 
 async def send_with_code(
@@ -159,11 +154,16 @@ async def send_with_code(
     run_send: Callable[[Callable[[object], None]], Awaitable[None]],
     emit: Callable[[object], None],
     view: SendView,
+    *,
+    hold_lan_code: bool = False,
 ) -> None:
     """``run_send(emit)`` with a code offered beside its ticket. The first
     nameplate is allocated while the sender starts; the ticket event waits
-    for it at most FIRST_CODE_WAIT_S (so that it can carry the code; a LAN
-    code under --json: not at all, FIRST_LAN_CODE_WAIT_JSON_S). The
+    for it at most FIRST_CODE_WAIT_S (so that it can carry the code). Not
+    for a code on the LAN, which takes about a second to claim (multicast
+    DNS probes the name three times, 250 ms apart, RFC 6762 8.1): the ticket
+    is shown at once and the code on its own line (a "code" event) when it
+    is ours, unless ``hold_lan_code`` (--qr: draw the code, not the ticket). The
     offer then runs until the code is used, expires or the sender stops. No
     code (no relay reached) is one line, and the sender goes on."""
     from p2pcp.core.errors import P2pcpError
@@ -188,9 +188,7 @@ async def send_with_code(
     # is there or FIRST_CODE_WAIT_S passed.
     held: list[object] | None = None
 
-    hold_s = FIRST_CODE_WAIT_S
-    if plan.relay_url is None and view.mode.is_json:
-        hold_s = FIRST_LAN_CODE_WAIT_JSON_S
+    hold_s = FIRST_CODE_WAIT_S if plan.relay_url is not None or hold_lan_code else 0.0
 
     async def offer_when_ready(ticket: str) -> None:
         nonlocal held

@@ -71,8 +71,8 @@ def start_sender(lab: LanLab, node: Node, source: Path) -> tuple[Any, str]:
         env=lan_env(node),
     )
     ticket = sender.wait_event("ticket", timeout=60)
-    # A script's ticket never waits for the LAN's claim of the code (about
-    # a second of multicast DNS probing): the code follows in its own event.
+    # The ticket never waits for the LAN's claim of the code (about a
+    # second of multicast DNS probing): the code follows in its own event.
     assert ticket["code"] is None, ticket
     code = sender.wait_event("code", timeout=30)["code"]
     assert isinstance(code, str), f"no code: {ticket}\n{sender.describe()}"
