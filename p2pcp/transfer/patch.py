@@ -726,7 +726,7 @@ class Patch:
 
     async def write_leaf(self, leaf: LeafReceived) -> None:
         """Queue a proven leaf; a failed check or write of an earlier one
-        is raised here or by ``finish``."""
+        is raised here or by ``finish_while``."""
         self._batch.append(leaf)
         self._batch_bytes += len(leaf.data)
         if self._batch_bytes >= WRITE_BATCH_BYTES:
@@ -743,11 +743,7 @@ class Patch:
             pending, self._pending = self._pending, None
             await asyncio.shield(pending)
 
-    async def finish(self) -> bool:
-        """Write what is queued, then ``PatchFile.finish``."""
-        return await self.finish_while(None)
-
-    async def finish_while(self, fetching: Awaitable[None] | None) -> bool:
+    async def finish_while(self, fetching: Awaitable[None]) -> bool:
         """``PatchFile.finish`` (the pass), started now, while ``fetching``
         brings the leaves the plan fetches (through ``write_leaf``): the
         pass copies what comes before the first leaf still on its way, then
@@ -775,15 +771,13 @@ class Patch:
             if not passing.cancelled():
                 passing.exception()  # PassAbandoned: the fetch's error is the news
             raise bringing.exception()  # type: ignore[misc]
-        if not bringing.cancelled():
-            return passing.result()
-        passing.result()  # the pass failed (and stopped the fetch): its error
-        raise LocalProtocolError("internal: the fetch stopped without a cause")
+        # The pass's answer, or its error (then it was what stopped the fetch).
+        return passing.result()
 
-    async def _bring(self, fetching: Awaitable[None] | None) -> None:
+    async def _bring(self, fetching: Awaitable[None]) -> None:
+        """``fetching``, then the last batch of its leaves written."""
         try:
-            if fetching is not None:
-                await fetching
+            await fetching
             await self._submit()
             await self._wait_pending()
         finally:

@@ -81,8 +81,9 @@ async def watch_and_warm(
                 await asyncio.sleep(max(_AFTER_CHANGE_S, next_allowed - time.monotonic()))
                 started = time.monotonic()
                 await warm()
-                took = time.monotonic() - started
-                next_allowed = time.monotonic() + max(MIN_WARM_INTERVAL_S, WARM_PAUSE_FACTOR * took)
+                ended = time.monotonic()
+                took = ended - started
+                next_allowed = ended + max(MIN_WARM_INTERVAL_S, WARM_PAUSE_FACTOR * took)
     except asyncio.CancelledError:
         stop.set()  # the watch thread ends at its next poll
         raise
@@ -91,7 +92,10 @@ async def watch_and_warm(
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "inotify" in text.lower() and ("limit" in text.lower() or "space" in text.lower()):
+    """One line: the error's first, and what to do about inotify's limit."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    lowered = text.lower()
+    if "inotify" in lowered and ("limit" in lowered or "space" in lowered):
         return f"{text} (raise fs.inotify.max_user_watches)"
     return text
